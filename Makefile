@@ -1,0 +1,52 @@
+# The README's two commands: `make run` (the whole pipeline on the demo data) and
+# `make test`. Both create .venv and install the pinned dependencies on first use.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+STAMP := $(VENV)/.installed
+# dvc.yaml's stages call `postergenre` and `dvc` from the venv.
+export PATH := $(BIN):$(PATH)
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+# The demo data set data.dvc tracks: changing these changes its md5.
+DEMO_POSTERS ?= 1500
+DEMO_SEED ?= 0
+
+.PHONY: install run data repro summary test lint compile local-run clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml requirements.lock
+	$(PYTHON) -c 'import sys; assert sys.version_info[:2] in ((3, 11), (3, 12)), "Python 3.11 or 3.12 needed, got " + sys.version'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev]'
+	touch $(STAMP)
+
+data: $(STAMP)
+	postergenre ingest --source demo --out data --n-posters $(DEMO_POSTERS) --seed $(DEMO_SEED)
+
+repro: $(STAMP)
+	dvc repro
+
+summary: $(STAMP)
+	postergenre summary --metrics reports/metrics.json --blessing reports/blessing.json --registry registry
+
+run: data repro summary
+	@dvc status data.dvc
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+compile: $(STAMP)
+	postergenre pipeline compile --output pipeline.yaml
+
+local-run: $(STAMP)
+	postergenre pipeline run --local -p n_posters=200 -p image_size=32 -p scratch_epochs=3 \
+		-p vgg16_weights=none -p vgg16_dense_units=64 -p vgg16_epochs=3 -p registry=outputs/kfp-registry
+
+clean:
+	rm -rf outputs reports/per_genre.json outputs/kfp-local pipeline.yaml

@@ -1,0 +1,106 @@
+"""The `evaluate` stage: every model and the null model, scored the same way on test.
+
+For each trained model: scores on validation choose the decision threshold, scores on
+test give the metrics. The null model predicts no genre (constant scores), and stands
+beside every model so a 0.89 per-label accuracy can no longer hide a useless model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from postergenre.genres import GENRES
+from postergenre.metrics import (
+    HEADLINE_METRICS,
+    NULL_MODEL,
+    choose_threshold,
+    compute_metrics,
+    micro_roc,
+)
+from postergenre.shards import dataset, labels_of
+
+log = logging.getLogger(__name__)
+
+
+def predict_split(model, prepared_dir: str | os.PathLike[str], split: str,
+                  batch_size: int = 64) -> np.ndarray:
+    """A model's (n, 19) scores on one split, in shard order (the order of `labels_of`)."""
+    images = dataset(prepared_dir, split, batch_size).map(lambda x, y: x)
+    return np.asarray(model.predict(images, verbose=0), dtype=np.float64)
+
+
+def null_scores(n: int) -> np.ndarray:
+    """The null model: the same score (zero) for every genre, so it predicts none."""
+    return np.zeros((n, len(GENRES)), dtype=np.float64)
+
+
+def _clean(value):
+    """JSON has no NaN: write None, which every reader (and the gate) treats as missing."""
+    if isinstance(value, float) and np.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    return value
+
+
+def evaluate_models(
+    prepared_dir: str | os.PathLike[str],
+    model_dirs: Mapping[str, str | os.PathLike[str]],
+    metrics_path: str | os.PathLike[str],
+    per_genre_path: str | os.PathLike[str],
+    plots_dir: str | os.PathLike[str],
+    batch_size: int = 64,
+) -> dict:
+    """Write headline metrics (DVC metrics), per-genre tables and micro ROC curves."""
+    from postergenre.train import load_model  # TensorFlow loads only when models are scored
+
+    if not model_dirs:
+        raise ValueError("evaluate needs at least one model")
+    if NULL_MODEL in model_dirs:
+        raise ValueError(f"{NULL_MODEL!r} is the name of the null baseline; rename the model")
+    y_val, _ = labels_of(prepared_dir, "validation")
+    y_test, _ = labels_of(prepared_dir, "test")
+    plots = Path(plots_dir)
+    plots.mkdir(parents=True, exist_ok=True)
+
+    headline: dict[str, dict] = {}
+    per_genre: dict[str, dict] = {}
+    for name, model_dir in model_dirs.items():
+        model = load_model(model_dir)
+        threshold = choose_threshold(y_val, predict_split(model, prepared_dir, "validation",
+                                                          batch_size))
+        test_scores = predict_split(model, prepared_dir, "test", batch_size)
+        result = compute_metrics(y_test, test_scores, threshold)
+        headline[name], per_genre[name] = result["headline"], result["per_genre"]
+        (plots / f"roc_{name}.json").write_text(
+            json.dumps(micro_roc(y_test, test_scores), indent=1) + "\n")
+        log.info("%s: threshold %.2f, f1_micro %.3f, map_macro %.3f", name, threshold,
+                 headline[name]["f1_micro"], headline[name]["map_macro"])
+    result = compute_metrics(y_test, null_scores(len(y_test)), threshold=0.5)
+    headline[NULL_MODEL], per_genre[NULL_MODEL] = result["headline"], result["per_genre"]
+
+    for path, content in ((metrics_path, headline), (per_genre_path, per_genre)):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(_clean(content), indent=2) + "\n")
+    return headline
+
+
+def metrics_table(metrics: Mapping[str, Mapping[str, float | None]]) -> str:
+    """A plain-text table: one row per model, one column per headline metric."""
+    names = list(metrics)
+    width = max(12, *(len(n) for n in names))
+    lines = [f"{'model':<{width}} " + " ".join(HEADLINE_METRICS)]
+    for name in names:
+        cells = []
+        for metric in HEADLINE_METRICS:
+            value = metrics[name].get(metric)
+            text = "n/a" if value is None else f"{value:.4f}"
+            cells.append(f"{text:>{len(metric)}}")
+        lines.append(f"{name:<{width}} " + " ".join(cells))
+    return "\n".join(lines)

@@ -1,0 +1,86 @@
+"""The DVC side, with the real DVC CLI on a copy of the project's pipeline files."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO_ROOT
+
+BIN = Path(sys.executable).parent
+# Tiny settings: every stage runs in seconds; the stage graph is the real dvc.yaml.
+TINY_PARAMS = {
+    "augment": {"image_size": 32},
+    "train_scratch": {"conv1_filters": 4, "conv2_filters": 4, "dense_units": 8, "epochs": 1},
+    "train_vgg16": {"dense_units": 8, "epochs": 1},
+}
+
+
+def _run(args, cwd):
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, f"{' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout + done.stderr
+
+
+def _project_copy(tmp_path) -> Path:
+    """dvc.yaml, params.yaml, data.dvc, .dvc/config and the sources, in a fresh git repo."""
+    project = tmp_path / "project"
+    for name in ("dvc.yaml", "params.yaml", "data.dvc", ".dvcignore", ".gitignore"):
+        shutil.copy(REPO_ROOT / name, project / name) if project.exists() else (
+            project.mkdir(), shutil.copy(REPO_ROOT / name, project / name))
+    (project / ".dvc").mkdir()
+    shutil.copy(REPO_ROOT / ".dvc" / "config", project / ".dvc" / "config")
+    shutil.copytree(REPO_ROOT / "src", project / "src")
+    _run(["git", "init", "-q"], project)
+    return project
+
+
+def _makefile_demo_settings() -> list[str]:
+    """The demo flags `make data` passes, read from the Makefile (one source of truth)."""
+    text = (REPO_ROOT / "Makefile").read_text()
+    values = dict(line.split(" ?= ") for line in text.splitlines()
+                  if line.startswith(("DEMO_POSTERS ?=", "DEMO_SEED ?=")))
+    return ["--n-posters", values["DEMO_POSTERS"], "--seed", values["DEMO_SEED"]]
+
+
+@pytest.mark.slow
+def test_regenerated_demo_data_matches_data_dvc(tmp_path):
+    project = _project_copy(tmp_path)
+    _run(["postergenre", "ingest", "--source", "demo", "--out", "data",
+          *_makefile_demo_settings()], project)
+    status = _run(["dvc", "status", "data.dvc"], project)
+    assert "up to date" in status, status
+
+
+@pytest.mark.slow
+def test_repro_runs_once_and_a_gate_param_reruns_only_the_gate(tmp_path):
+    project = _project_copy(tmp_path)
+    _run(["postergenre", "ingest", "--source", "demo", "--out", "data", "--n-posters", "60",
+          "--width", "48", "--height", "72"], project)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    for stage, values in TINY_PARAMS.items():
+        params[stage].update(values)
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    first = _run(["dvc", "repro"], project)
+    for stage in ("validate", "split", "augment", "train_scratch", "train_vgg16",
+                  "evaluate", "gate"):
+        assert f"Running stage '{stage}'" in first
+    metrics = _run(["dvc", "metrics", "show", "--json"], project)
+    assert "scratch" in metrics and "null" in metrics
+    assert (project / "reports" / "blessing.json").is_file()
+
+    assert "Data and pipelines are up to date" in _run(["dvc", "repro"], project)
+
+    params["gate"]["min_map_margin"] = 0.2
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    third = _run(["dvc", "repro"], project)
+    assert [line for line in third.splitlines() if line.startswith("Running stage")] == [
+        "Running stage 'gate':"]
+    assert "Data and pipelines are up to date" in _run(["dvc", "status"], project) or \
+        "up to date" in _run(["dvc", "status"], project)

@@ -1,0 +1,78 @@
+import math
+
+import numpy as np
+import pytest
+from sklearn.metrics import average_precision_score, f1_score, hamming_loss
+
+from postergenre.evaluate import null_scores
+from postergenre.metrics import choose_threshold, compute_metrics, micro_roc, top_class
+
+
+@pytest.fixture
+def example():
+    rng = np.random.default_rng(0)
+    y = (rng.random((200, 19)) < 0.15).astype(int)
+    y[np.arange(200), rng.integers(0, 19, 200)] = 1
+    scores = np.clip(0.6 * y + 0.5 * rng.random((200, 19)), 0, 1)
+    return y, scores
+
+
+def test_metrics_match_scikit_learn(example):
+    y, scores = example
+    result = compute_metrics(y, scores, threshold=0.5)["headline"]
+    predicted = scores >= 0.5
+    assert result["f1_micro"] == pytest.approx(f1_score(y, predicted, average="micro"))
+    assert result["f1_macro"] == pytest.approx(f1_score(y, predicted, average="macro"))
+    assert result["hamming_loss"] == pytest.approx(hamming_loss(y, predicted))
+    assert result["map_macro"] == pytest.approx(average_precision_score(y, scores,
+                                                                        average="macro"))
+
+
+def test_null_model_scores_zero_f1_and_prevalence_map(example):
+    y, _ = example
+    result = compute_metrics(y, null_scores(len(y)), threshold=0.5)["headline"]
+    assert result["f1_micro"] == 0 and result["recall_samples"] == 0
+    assert result["hamming_loss"] == pytest.approx(y.mean())
+    assert result["accuracy"] == pytest.approx(1 - y.mean())
+    assert result["map_macro"] == pytest.approx(y.mean(axis=0).mean())
+    assert result["roc_auc_macro"] == pytest.approx(0.5)
+    assert result["top_class"] == 0  # no highest genre when every score ties
+
+
+def test_threshold_maximises_micro_f1_on_the_given_split(example):
+    y, scores = example
+    chosen = choose_threshold(y, scores)
+    best = f1_score(y, scores >= chosen, average="micro")
+    for other in (0.2, 0.4, 0.6, 0.8):
+        assert best >= f1_score(y, scores >= other, average="micro")
+
+
+def test_genre_without_examples_is_left_out_of_macro_averages(example):
+    y, scores = example
+    y = y.copy()
+    y[:, 18] = 0
+    result = compute_metrics(y, scores, 0.5)
+    assert result["headline"]["genres_evaluated"] == 18
+    assert math.isnan(result["per_genre"]["Western"]["ap"])
+    assert not math.isnan(result["headline"]["map_macro"])
+
+
+def test_top_class():
+    y = np.zeros((2, 19), int)
+    y[0, 3] = y[1, 4] = 1
+    scores = np.zeros((2, 19))
+    scores[0, 3] = scores[1, 5] = 0.9
+    assert top_class(y, scores) == 0.5
+
+
+def test_roc_has_finite_thresholds(example):
+    y, scores = example
+    points = micro_roc(y, scores, max_points=50)
+    assert len(points) <= 50
+    assert all(math.isfinite(p["threshold"]) and p["threshold"] <= 1 for p in points)
+    assert points[0]["fpr"] == 0 and points[-1]["tpr"] == 1
+
+
+def test_shape_errors_are_clear():
+    with pytest.raises(ValueError, match="19"):
+        compute_metrics(np.zeros((3, 2)), np.zeros((3, 2)), 0.5)

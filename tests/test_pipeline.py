@@ -1,0 +1,122 @@
+"""The Kubeflow side: the compiled spec, and a whole local run with kfp.local."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from postergenre.pipelines.runner import compile_pipeline, parse_params, run_local
+
+TRAINING_TASKS = {"train-scratch", "train-vgg16"}
+
+
+@pytest.fixture(scope="module")
+def spec(tmp_path_factory):
+    path = compile_pipeline(tmp_path_factory.mktemp("ir") / "pipeline.yaml",
+                            image="registry.example/postergenre:test")
+    return yaml.safe_load(path.read_text())
+
+
+def _executors(spec):
+    return spec["deploymentSpec"]["executors"]
+
+
+def _task_executor(spec):
+    """task name -> its executor's container spec (tasks inside dsl.If included)."""
+    tasks = {}
+
+    def walk(dag):
+        for name, task in dag.get("tasks", {}).items():
+            component = spec["components"][task["componentRef"]["name"]]
+            if "dag" in component:
+                walk(component["dag"])
+            else:
+                tasks[name] = _executors(spec)[component["executorLabel"]]["container"]
+
+    walk(spec["root"]["dag"])
+    return tasks
+
+
+def test_gpu_requests_on_exactly_the_two_training_tasks(spec):
+    tasks = _task_executor(spec)
+    assert set(tasks) == {"ingest", "validate", "split", "augment", "train-scratch",
+                          "train-vgg16", "evaluate", "gate", "register"}
+    with_gpu = {name for name, c in tasks.items()
+                if c.get("resources", {}).get("accelerator", {}).get("resourceType")
+                == "nvidia.com/gpu"}
+    assert with_gpu == TRAINING_TASKS
+    for name in TRAINING_TASKS:
+        assert tasks[name]["resources"]["accelerator"]["resourceCount"] == "1"
+
+
+def test_components_run_the_projects_image_without_pip_install(spec):
+    for name, container in _task_executor(spec).items():
+        assert container["image"] == "registry.example/postergenre:test", name
+        assert "pip install" not in " ".join(container["command"]), name
+
+
+def test_register_runs_only_when_the_gate_blesses(spec):
+    root = spec["root"]["dag"]["tasks"]
+    condition = next(t for t in root.values() if "triggerPolicy" in t)
+    assert "blessed" in condition["triggerPolicy"]["condition"]
+    branch = spec["components"][condition["componentRef"]["name"]]["dag"]["tasks"]
+    assert set(branch) == {"register"}
+
+
+def test_stages_pass_typed_artifacts(spec):
+    outputs = {name: comp.get("outputDefinitions", {}).get("artifacts", {})
+               for name, comp in spec["components"].items()}
+    schema = {f"{c}.{a}": d["artifactType"]["schemaTitle"]
+              for c, arts in outputs.items() for a, d in arts.items()}
+    assert schema["comp-ingest.dataset"] == "system.Dataset"
+    assert schema["comp-train-scratch.model"] == "system.Model"
+    assert schema["comp-evaluate.metrics"] == "system.Metrics"
+    assert schema["comp-evaluate.scratch_roc"] == "system.ClassificationMetrics"
+
+
+def test_parse_params_types_and_errors():
+    assert parse_params(["n_posters=60", "min_map_margin=0.1", "minority_genres=War,Western"]) \
+        == {"n_posters": 60, "min_map_margin": 0.1, "minority_genres": ["War", "Western"]}
+    with pytest.raises(ValueError, match="unknown pipeline parameter 'epochs'"):
+        parse_params(["epochs=3"])
+    with pytest.raises(ValueError, match="not a valid int"):
+        parse_params(["n_posters=many"])
+
+
+@pytest.mark.slow
+def test_local_run_of_the_whole_pipeline(tmp_path):
+    registry = tmp_path / "registry"
+    result = run_local(
+        tmp_path / "root", n_posters=48, poster_width=48, poster_height=72, image_size=32,
+        scratch_conv1_filters=4, scratch_conv2_filters=4, scratch_dense_units=8,
+        scratch_epochs=1, vgg16_weights="none", vgg16_dense_units=8, vgg16_epochs=1,
+        batch_size=16, registry=str(registry),
+        # Tiny models on 48 posters cannot beat the null model: ask for no margin so
+        # the blessed branch runs too (the gate's rules are tested on their own).
+        min_f1_micro_margin=-1.0, min_map_margin=-1.0, max_hamming_loss_increase=1.0)
+    assert result["decision"] == "blessed"
+    run_dir = Path(result["run_dir"])
+    outputs = {task.name: json.loads((task / "executor_output.json").read_text())
+               for task in run_dir.iterdir()}
+    assert set(outputs) == {"ingest", "validate", "split", "augment", "train-scratch",
+                            "train-vgg16", "evaluate", "gate", "register"}
+    # File artifacts exist on disk; metrics artifacts carry their values in metadata.
+    for task, name, path in (("ingest", "dataset", "labels.csv"),
+                             ("validate", "validated", "summary.json"),
+                             ("split", "splits", "test.csv"),
+                             ("augment", "prepared", "manifest.json"),
+                             ("train-scratch", "model", "model.keras"),
+                             ("train-vgg16", "model", "model.keras"),
+                             ("evaluate", "evaluation", "metrics.json"),
+                             ("register", "registered", "model.keras")):
+        assert (run_dir / task / name / path).is_file(), (task, name)
+    assert (run_dir / "gate" / "blessing").is_file()
+    evaluate = outputs["evaluate"]["artifacts"]
+    scalars = evaluate["metrics"]["artifacts"][0]["metadata"]
+    assert {"scratch.f1_micro", "vgg16.map_macro", "null.hamming_loss"} <= set(scalars)
+    roc = evaluate["scratch_roc"]["artifacts"][0]["metadata"]["confidenceMetrics"]
+    assert len(roc) > 2
+    assert outputs["gate"]["parameterValues"]["Output"] == "blessed"
+    latest = json.loads((registry / "latest.json").read_text())
+    assert (registry / latest["path"] / "model.keras").is_file()
