@@ -12,7 +12,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 DEMO_POSTERS ?= 1500
 DEMO_SEED ?= 0
 
-.PHONY: install run data repro summary test lint compile local-run clean
+.PHONY: install run data repro summary test lint compile local-run lock clean
 
 install: $(STAMP)
 
@@ -23,8 +23,11 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev]'
 	touch $(STAMP)
 
+# Regenerate the demo data and record it in DVC's cache; with the default settings the
+# bytes, and so data.dvc, are exactly what is committed (git diff data.dvc stays empty).
 data: $(STAMP)
 	postergenre ingest --source demo --out data --n-posters $(DEMO_POSTERS) --seed $(DEMO_SEED)
+	dvc add -q data
 
 repro: $(STAMP)
 	dvc repro
@@ -33,7 +36,8 @@ summary: $(STAMP)
 	postergenre summary --metrics reports/metrics.json --blessing reports/blessing.json --registry registry
 
 run: data repro summary
-	@dvc status data.dvc
+	@git diff --quiet data.dvc 2>/dev/null && echo "data.dvc: unchanged (demo data identical to the committed version)" \
+		|| echo "data.dvc: changed (different demo settings or library versions); see git diff data.dvc"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
@@ -47,6 +51,15 @@ compile: $(STAMP)
 local-run: $(STAMP)
 	postergenre pipeline run --local -p n_posters=200 -p image_size=32 -p scratch_epochs=3 \
 		-p vgg16_weights=none -p vgg16_dense_units=64 -p vgg16_epochs=3 -p registry=outputs/kfp-registry
+
+# Re-pin every dependency from a clean install of pyproject.toml's ranges.
+lock:
+	rm -rf /tmp/postergenre-lock && $(PYTHON) -m venv /tmp/postergenre-lock
+	/tmp/postergenre-lock/bin/python -m pip install --quiet --upgrade pip
+	/tmp/postergenre-lock/bin/python -m pip install --quiet '.[dev]'
+	{ echo "# Exact versions of every dependency, from a clean install of '.[dev]' (pip freeze)."; \
+	  echo "# Install with: pip install -c requirements.lock -e '.[dev]'. Regenerate: make lock"; \
+	  /tmp/postergenre-lock/bin/pip freeze | grep -v '^postergenre'; } > requirements.lock
 
 clean:
 	rm -rf outputs reports/per_genre.json outputs/kfp-local pipeline.yaml

@@ -252,8 +252,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # great-expectations logs its own set-up at INFO; the stage's messages are enough.
-    logging.getLogger("great_expectations").setLevel(logging.WARNING)
     try:
         return run(args)
     except argparse.ArgumentTypeError as err:

@@ -54,6 +54,9 @@ def register(
     Returns the entry's folder, or None when the gate rejected every model.
     """
     blessing = json.loads(Path(blessing_path).read_text())
+    registry = Path(registry_dir)
+    # The registry exists even before its first entry (DVC tracks the folder).
+    registry.mkdir(parents=True, exist_ok=True)
     if blessing.get("decision") != BLESSED:
         log.warning("register: the gate rejected every model; nothing registered")
         return None
@@ -61,8 +64,6 @@ def register(
     if name not in model_dirs:
         raise KeyError(f"blessed model {name!r} not among the given models {sorted(model_dirs)}")
     source = Path(model_dirs[name])
-    registry = Path(registry_dir)
-    registry.mkdir(parents=True, exist_ok=True)
     entry_name = f"{name}-{content_hash(source)[:16]}"
     entry = registry / entry_name
     if not entry.exists():

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Callable, Sequence
@@ -182,6 +183,9 @@ def _run_suite(frame: pd.DataFrame, rules: Sequence[Rule]) -> dict[str, Any]:
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
+    # gx logs its own set-up ("created temporary directory ...") at INFO on import; the
+    # stage reports what matters itself.
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
     # One in-memory context per call: creating it is cheap (ms); importing gx is the slow part.
     context = gx.get_context(mode="ephemeral")
     # gx 1.x draws a tqdm "Calculating Metrics" bar on stderr for every run unless disabled.

@@ -1,0 +1,67 @@
+"""Both branches of the gate on really trained models (the demo settings of params.yaml).
+
+A model trained on the demo posters must be blessed; the same model trained on the same
+posters with their genre lists shuffled between movies has nothing to learn but the
+label frequencies, and must be rejected.
+"""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from postergenre.augment import augment_and_shard
+from postergenre.demo import generate_demo
+from postergenre.evaluate import evaluate_models
+from postergenre.gate import BLESSED, REJECTED, gate
+from postergenre.registry import register
+from postergenre.split import split_dataset
+from postergenre.train import train_scratch
+from postergenre.validate import validate_dataset
+from tests.conftest import REPO_ROOT
+
+PARAMS = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+# Enough epochs to learn the label frequencies, which is all shuffled labels allow.
+SHUFFLED_EPOCHS = 15
+
+
+def _train_and_gate(data: Path, labels_csv: Path, work: Path, epochs: int) -> tuple[str, dict]:
+    split_dataset(labels_csv, work / "split", **PARAMS["split"])
+    augment = PARAMS["augment"]
+    augment_and_shard(data, work / "split", work / "prepared",
+                      minority_genres=augment["minority_genres"].split(","),
+                      image_size=augment["image_size"], shard_size=augment["shard_size"],
+                      max_class_weight=augment["max_class_weight"])
+    train_scratch(work / "prepared", work / "model", **{**PARAMS["train_scratch"],
+                                                        "epochs": epochs})
+    evaluate_models(work / "prepared", {"scratch": work / "model"}, work / "metrics.json",
+                    work / "per_genre.json", work / "plots")
+    decision = gate(work / "metrics.json", work / "blessing.json", **PARAMS["gate"])
+    return decision, json.loads((work / "blessing.json").read_text())
+
+
+@pytest.mark.slow
+def test_learnable_model_is_blessed_and_shuffled_labels_are_rejected(tmp_path):
+    data = tmp_path / "data"
+    generate_demo(data, n_posters=1500, seed=0)
+    validate_dataset(data, tmp_path / "validated")
+    labels_csv = tmp_path / "validated" / "labels.csv"
+
+    decision, blessing = _train_and_gate(data, labels_csv, tmp_path / "real",
+                                         PARAMS["train_scratch"]["epochs"])
+    assert decision == BLESSED, blessing["failed_rules"]
+    entry = register(tmp_path / "real" / "blessing.json", {"scratch": tmp_path / "real" / "model"},
+                     tmp_path / "registry")
+    assert entry is not None and (entry / "model" / "model.keras").is_file()
+
+    labels = pd.read_csv(labels_csv, dtype=str, keep_default_na=False)
+    labels["genres"] = labels["genres"].sample(frac=1.0, random_state=1).to_numpy()
+    shuffled_csv = tmp_path / "shuffled.csv"
+    labels.to_csv(shuffled_csv, index=False)
+    decision, blessing = _train_and_gate(data, shuffled_csv, tmp_path / "shuffled",
+                                         SHUFFLED_EPOCHS)
+    assert decision == REJECTED
+    failed = {r["rule"] for r in blessing["rules"] if not r["passed"]}
+    assert "map_macro_over_null" in failed, blessing["rules"]
