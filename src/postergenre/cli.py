@@ -158,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _summary(args: argparse.Namespace) -> int:
-    from postergenre.evaluate import metrics_table
+    from postergenre.metrics import metrics_table
 
     metrics = json.loads(Path(args.metrics).read_text())
     blessing = json.loads(Path(args.blessing).read_text())

@@ -18,7 +18,6 @@ import numpy as np
 from postergenre.genres import GENRES
 from postergenre.metrics import (
     BASELINES,
-    HEADLINE_METRICS,
     MOST_FREQUENT,
     NULL_MODEL,
     choose_threshold,
@@ -105,18 +104,3 @@ def evaluate_models(
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(json.dumps(_clean(content), indent=2) + "\n")
     return headline
-
-
-def metrics_table(metrics: Mapping[str, Mapping[str, float | None]]) -> str:
-    """A plain-text table: one row per model, one column per headline metric."""
-    names = list(metrics)
-    width = max(12, *(len(n) for n in names))
-    lines = [f"{'model':<{width}} " + " ".join(HEADLINE_METRICS)]
-    for name in names:
-        cells = []
-        for metric in HEADLINE_METRICS:
-            value = metrics[name].get(metric)
-            text = "n/a" if value is None else f"{value:.4f}"
-            cells.append(f"{text:>{len(metric)}}")
-        lines.append(f"{name:<{width}} " + " ".join(cells))
-    return "\n".join(lines)

@@ -9,6 +9,7 @@ example has no defined AP or AUC); `genres_evaluated` says how many that was.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import numpy as np
 from sklearn.metrics import (
@@ -133,3 +134,18 @@ def micro_roc(y_true: np.ndarray, scores: np.ndarray, max_points: int = 200) -> 
         fpr, tpr, thresholds = fpr[keep], tpr[keep], thresholds[keep]
     return [{"fpr": float(f), "tpr": float(t), "threshold": float(h)}
             for f, t, h in zip(fpr, tpr, thresholds, strict=True)]
+
+
+def metrics_table(metrics: Mapping[str, Mapping[str, float | None]]) -> str:
+    """A plain-text table: one row per model, one column per headline metric."""
+    names = list(metrics)
+    width = max(12, *(len(n) for n in names))
+    lines = [f"{'model':<{width}} " + " ".join(HEADLINE_METRICS)]
+    for name in names:
+        cells = []
+        for metric in HEADLINE_METRICS:
+            value = metrics[name].get(metric)
+            text = "n/a" if value is None else f"{value:.4f}"
+            cells.append(f"{text:>{len(metric)}}")
+        lines.append(f"{name:<{width}} " + " ".join(cells))
+    return "\n".join(lines)
