@@ -9,7 +9,6 @@ split as augmented, and written into the manifest for the training stages.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from postergenre.atomic import write_json
 from postergenre.genres import GENRES, encode, parse_genres, unknown_genres
 from postergenre.images import encode_jpeg, hflip, read_rgb, resize
 from postergenre.labels import read_labels
@@ -110,5 +110,5 @@ def augment_and_shard(
                                                    strict=True))
         if split == "train":
             manifest["class_weights"] = positive_class_weights(matrix, max_class_weight)
-    (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+    write_json(out / MANIFEST_FILE, manifest)
     return manifest

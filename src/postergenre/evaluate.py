@@ -7,7 +7,6 @@ beside every model so a 0.89 per-label accuracy can no longer hide a useless mod
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Mapping
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from postergenre.atomic import write_json
 from postergenre.genres import GENRES
 from postergenre.metrics import (
     BASELINES,
@@ -90,8 +90,7 @@ def evaluate_models(
         test_scores = predict_split(model, prepared_dir, "test", batch_size)
         result = compute_metrics(y_test, test_scores, threshold)
         headline[name], per_genre[name] = result["headline"], result["per_genre"]
-        (plots / f"roc_{name}.json").write_text(
-            json.dumps(micro_roc(y_test, test_scores), indent=1) + "\n")
+        write_json(plots / f"roc_{name}.json", micro_roc(y_test, test_scores))
         log.info("%s: threshold %.2f, f1_micro %.3f, map_macro %.3f", name, threshold,
                  headline[name]["f1_micro"], headline[name]["map_macro"])
     for name, scores in ((NULL_MODEL, null_scores(len(y_test))),
@@ -100,7 +99,6 @@ def evaluate_models(
         result = compute_metrics(y_test, scores, threshold=0.5)
         headline[name], per_genre[name] = result["headline"], result["per_genre"]
 
-    for path, content in ((metrics_path, headline), (per_genre_path, per_genre)):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(_clean(content), indent=2) + "\n")
+    write_json(metrics_path, _clean(headline))
+    write_json(per_genre_path, _clean(per_genre))
     return headline

@@ -17,6 +17,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from postergenre.atomic import write_json
 from postergenre.metrics import BASELINES, NULL_MODEL
 
 log = logging.getLogger(__name__)
@@ -99,9 +100,7 @@ def gate(
                      "min_map_margin": min_map_margin,
                      "max_hamming_loss_increase": max_hamming_loss_increase},
     }
-    out = Path(blessing_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(blessing, indent=2) + "\n")
+    write_json(blessing_path, blessing)
     if chosen:
         log.info("gate: blessed %s", chosen)
     else:

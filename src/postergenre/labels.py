@@ -14,10 +14,11 @@ A data set is a folder holding `labels.csv` and the poster files it names:
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import pandas as pd
+
+from postergenre.atomic import atomic_open
 
 LABELS_FILE = "labels.csv"
 POSTERS_DIR = "posters"
@@ -48,14 +49,6 @@ def read_labels(path: str | os.PathLike[str]) -> pd.DataFrame:
 
 def write_table(frame: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
     """Write a CSV atomically (temp file + rename), so a kill never leaves half a table."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
-            frame.to_csv(handle, index=False, lineterminator="\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_open(path, "w", newline="", encoding="utf-8") as handle:
+        frame.to_csv(handle, index=False, lineterminator="\n")
+    return Path(path)

@@ -17,6 +17,7 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
+from postergenre.atomic import write_json
 from postergenre.gate import BLESSED
 
 log = logging.getLogger(__name__)
@@ -34,14 +35,6 @@ def content_hash(folder: str | os.PathLike[str]) -> str:
             for chunk in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(chunk)
     return digest.hexdigest()
-
-
-def _write_json_atomic(path: Path, content: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(content, handle, indent=2)
-        handle.write("\n")
-    os.replace(tmp, path)
 
 
 def register(
@@ -70,12 +63,12 @@ def register(
         staging = Path(tempfile.mkdtemp(dir=registry, prefix=f".{entry_name}."))
         try:
             shutil.copytree(source, staging / "model")
-            _write_json_atomic(staging / ENTRY_FILE, {"model": name, "blessing": blessing})
+            write_json(staging / ENTRY_FILE, {"model": name, "blessing": blessing})
             os.rename(staging, entry)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-    _write_json_atomic(registry / LATEST_FILE, {
+    write_json(registry / LATEST_FILE, {
         "model": name, "entry": entry_name, "path": f"{entry_name}/model",
         "metrics": blessing.get("metrics"),
     })

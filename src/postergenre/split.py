@@ -9,12 +9,12 @@ the row order of the labels table.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
 
 import numpy as np
 
+from postergenre.atomic import write_json
 from postergenre.labels import read_labels, write_table
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
@@ -66,5 +66,5 @@ def split_dataset(
         manifest["counts"][name] = len(part)
         manifest["fractions"][name] = round(len(part) / len(ordered), 4)
         manifest["sha256"][name] = hashlib.sha256(path.read_bytes()).hexdigest()
-    (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+    write_json(out / MANIFEST_FILE, manifest)
     return manifest

@@ -11,7 +11,6 @@ A model folder holds `model.keras` (raw RGB pixels in [0, 255] -> 19 probabiliti
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tempfile
@@ -22,6 +21,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from postergenre.atomic import write_json
 from postergenre.genres import GENRES
 from postergenre.models import (
     WeightedBinaryCrossentropy,
@@ -87,11 +87,11 @@ def _fit(model: keras.Model, train, validation, epochs: int, lr_patience: int,
 def _write_outputs(model: keras.Model, model_dir: Path, history: list[dict], info: dict) -> dict:
     model_dir.mkdir(parents=True, exist_ok=True)
     model.save(model_dir / MODEL_FILE)
-    (model_dir / "history.json").write_text(json.dumps(history, indent=2) + "\n")
+    write_json(model_dir / "history.json", history)
     best = min(history, key=lambda e: e["val_loss"]) if history else {}
     info = {**info, "best_epoch": best.get("epoch"), "best_val_loss": best.get("val_loss"),
             "epochs_run": len(history), "genres": list(GENRES)}
-    (model_dir / "training.json").write_text(json.dumps(info, indent=2) + "\n")
+    write_json(model_dir / "training.json", info)
     return info
 
 

@@ -15,10 +15,8 @@ CSV line number and imdb_id. Soft rules (a later step) move rows to `rejects.csv
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from postergenre.atomic import write_json
 from postergenre.genres import SEPARATOR, parse_genres, unknown_genres
 from postergenre.labels import LABELS_FILE, read_labels, write_table
 
@@ -300,20 +299,6 @@ def _error_message(
     return "\n".join(parts)
 
 
-def _write_json(data: dict[str, Any], path: Path) -> None:
-    """Write JSON atomically, like `write_table`, so a kill never leaves half a summary."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def validate_dataset(
     data_dir: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
@@ -407,7 +392,7 @@ def validate_dataset(
         # this run just found bad.
         for name in (LABELS_FILE, REJECTS_FILE):
             (out_dir / name).unlink(missing_ok=True)
-        _write_json(summary, summary_path)
+        write_json(summary_path, summary)
         raise DataValidationError(
             _error_message(labels_path, summary_path, failed_hard, frame, max_listed)
         )
@@ -415,5 +400,5 @@ def validate_dataset(
     write_table(kept, out_dir / LABELS_FILE)
     write_table(rejects, out_dir / REJECTS_FILE)
     # Summary last: its presence means the stage finished.
-    _write_json(summary, summary_path)
+    write_json(summary_path, summary)
     return summary
