@@ -1,0 +1,151 @@
+"""Multi-label metrics, under the same names everywhere (DVC, Kubeflow, the gate).
+
+Thresholds are chosen on the validation split and only then applied to test: tuning
+on test (as the 2017 study did) overstates every number. Macro averages run over the
+genres that have at least one positive example in the evaluated split (a genre with no
+example has no defined AP or AUC); `genres_evaluated` says how many that was.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import numpy as np
+from sklearn.metrics import (
+    average_precision_score,
+    f1_score,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+    roc_curve,
+)
+
+from postergenre.genres import GENRES
+
+# The baselines scored beside every model. `null` predicts no genre (constant scores);
+# `most_frequent` predicts the training split's most frequent genre for every movie, which
+# on skewed labels already earns a fair micro-F1 (and, when that genre is on more than
+# half the movies, a lower Hamming loss than the null model).
+NULL_MODEL = "null"
+MOST_FREQUENT = "most_frequent"
+BASELINES: tuple[str, ...] = (NULL_MODEL, MOST_FREQUENT)
+HEADLINE_METRICS: tuple[str, ...] = (
+    "accuracy",
+    "hamming_loss",
+    "precision_samples",
+    "recall_samples",
+    "f1_samples",
+    "f1_micro",
+    "f1_macro",
+    "f1_weighted",
+    "map_macro",
+    "roc_auc_macro",
+    "top_class",
+)
+THRESHOLD_GRID = np.round(np.arange(0.01, 1.0, 0.01), 2)
+
+
+def _check(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    y_true = np.asarray(y_true).astype(np.int64)
+    scores = np.asarray(scores, dtype=np.float64)
+    if y_true.shape != scores.shape or y_true.ndim != 2 or y_true.shape[1] != len(GENRES):
+        raise ValueError(f"labels {y_true.shape} and scores {scores.shape} must both be (n, 19)")
+    if y_true.shape[0] == 0:
+        raise ValueError("no examples to evaluate")
+    return y_true, scores
+
+
+def choose_threshold(y_true: np.ndarray, scores: np.ndarray) -> float:
+    """The global decision threshold that maximises micro-F1 (call it on validation)."""
+    y_true, scores = _check(y_true, scores)
+    best, best_f1 = 0.5, -1.0
+    for threshold in THRESHOLD_GRID:
+        f1 = f1_score(y_true, scores >= threshold, average="micro", zero_division=0)
+        if f1 > best_f1:
+            best, best_f1 = float(threshold), f1
+    return best
+
+
+def top_class(y_true: np.ndarray, scores: np.ndarray) -> float:
+    """Share of movies whose highest-scoring genre is one of theirs.
+
+    A row of equal scores has no highest genre (the null model): it counts as a miss.
+    """
+    top = scores.argmax(axis=1)
+    has_top = scores.max(axis=1) > scores.min(axis=1)
+    hits = y_true[np.arange(len(y_true)), top].astype(bool) & has_top
+    return float(hits.mean())
+
+
+def compute_metrics(y_true: np.ndarray, scores: np.ndarray, threshold: float) -> dict:
+    """Headline metrics plus a per-genre table, for one model's scores on one split."""
+    y_true, scores = _check(y_true, scores)
+    predicted = (scores >= threshold).astype(np.int64)
+    present = np.flatnonzero(y_true.sum(axis=0) > 0)
+    both = [g for g in present if y_true[:, g].min() == 0]
+    per_genre: dict[str, dict] = {}
+    for g, name in enumerate(GENRES):
+        support = int(y_true[:, g].sum())
+        row = {"support": support, "predicted_positives": int(predicted[:, g].sum()),
+               "f1": float(f1_score(y_true[:, g], predicted[:, g], zero_division=0)),
+               "ap": math.nan, "auc": math.nan}
+        if support:
+            row["ap"] = float(average_precision_score(y_true[:, g], scores[:, g]))
+        if g in both:
+            row["auc"] = float(roc_auc_score(y_true[:, g], scores[:, g]))
+        per_genre[name] = row
+    correct = predicted == y_true
+    headline = {
+        "accuracy": float(correct.mean()),
+        "hamming_loss": float(1.0 - correct.mean()),
+        "precision_samples": float(precision_score(y_true, predicted, average="samples",
+                                                   zero_division=0)),
+        "recall_samples": float(recall_score(y_true, predicted, average="samples",
+                                             zero_division=0)),
+        "f1_samples": float(f1_score(y_true, predicted, average="samples", zero_division=0)),
+        "f1_micro": float(f1_score(y_true, predicted, average="micro", zero_division=0)),
+        "f1_macro": float(f1_score(y_true, predicted, average="macro", labels=present,
+                                   zero_division=0)),
+        "f1_weighted": float(f1_score(y_true, predicted, average="weighted", labels=present,
+                                      zero_division=0)),
+        "map_macro": float(np.mean([per_genre[GENRES[g]]["ap"] for g in present])),
+        "roc_auc_macro": (float(np.mean([per_genre[GENRES[g]]["auc"] for g in both]))
+                          if both else math.nan),
+        "top_class": top_class(y_true, scores),
+        "threshold": float(threshold),
+        "examples": int(len(y_true)),
+        "genres_evaluated": int(len(present)),
+    }
+    return {"headline": headline, "per_genre": per_genre}
+
+
+def micro_roc(y_true: np.ndarray, scores: np.ndarray, max_points: int = 200) -> list[dict]:
+    """The micro-averaged ROC curve as points, with sklearn's `inf` first threshold capped.
+
+    Kubeflow's `log_roc_curve` rejects an infinite threshold, and plots need no more
+    than a few hundred points.
+    """
+    y_true, scores = _check(y_true, scores)
+    fpr, tpr, thresholds = roc_curve(y_true.ravel(), scores.ravel())
+    thresholds = np.where(np.isinf(thresholds), 1.0, np.minimum(thresholds, 1.0))
+    if len(fpr) > max_points:
+        keep = np.unique(np.linspace(0, len(fpr) - 1, max_points).round().astype(int))
+        fpr, tpr, thresholds = fpr[keep], tpr[keep], thresholds[keep]
+    return [{"fpr": float(f), "tpr": float(t), "threshold": float(h)}
+            for f, t, h in zip(fpr, tpr, thresholds, strict=True)]
+
+
+def metrics_table(metrics: Mapping[str, Mapping[str, float | None]]) -> str:
+    """A plain-text table: one row per model, one column per headline metric."""
+    names = list(metrics)
+    width = max(12, *(len(n) for n in names))
+    lines = [f"{'model':<{width}} " + " ".join(HEADLINE_METRICS)]
+    for name in names:
+        cells = []
+        for metric in HEADLINE_METRICS:
+            value = metrics[name].get(metric)
+            text = "n/a" if value is None else f"{value:.4f}"
+            cells.append(f"{text:>{len(metric)}}")
+        lines.append(f"{name:<{width}} " + " ".join(cells))
+    return "\n".join(lines)
