@@ -96,8 +96,8 @@ def main() -> None:
             base.output_shape[1:], HEAD_UNITS)), train, validation, args.batch, args.epochs)
 
     print(f"setting: {len(train[0])} training posters, {args.size}x{args.size} px, "
-          f"batch {args.batch}, {args.epochs} epochs, CPU ({os.cpu_count()} cores); VGG16 weights none "
-          f"(same cost as imagenet), head {HEAD_UNITS} units")
+          f"batch {args.batch}, {args.epochs} epochs, CPU ({os.cpu_count()} cores); "
+          f"VGG16 weights none (same cost as imagenet), head {HEAD_UNITS} units")
     print(f"scratch CNN:  ours {ours_scratch:.0f} img/s (TFRecord stream), "
           f"study {study_scratch:.0f} img/s (in-memory float32 model.fit)")
     print(f"VGG16 head:   ours {ours_vgg:.0f} img/s (features cached once), "
