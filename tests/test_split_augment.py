@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from postergenre.augment import STUDY_MINORITY_GENRES, augment_and_shard
-from postergenre.genres import parse_genres
+from postergenre.augment import augment_and_shard, copies_per_movie, genre_factors
+from postergenre.genres import GENRES, encode_many
 from postergenre.images import hflip, read_rgb, resize
-from postergenre.shards import iter_records, labels_of
-from postergenre.split import SPLITS, split_dataset
+from postergenre.shards import dataset, iter_records, labels_of, record_batches
+from postergenre.split import SPLITS, assign_splits, split_dataset
 
 
 def _ids(split_dir, name):
@@ -25,8 +25,9 @@ def test_no_movie_in_two_splits_and_every_movie_somewhere(tiny_data, tiny_split)
     every = set(pd.read_csv(tiny_data / "labels.csv", dtype=str)["imdb_id"])
     assert set().union(*parts.values()) == every
     counts = json.loads((tiny_split / "manifest.json").read_text())["counts"]
-    assert counts["train"] == pytest.approx(0.6 * len(every), abs=1)
-    assert counts["validation"] == pytest.approx(0.2 * len(every), abs=1)
+    # Stratification balances genre instances, not rows: row counts land within 3 % of n.
+    assert counts["train"] == pytest.approx(0.6 * len(every), abs=0.03 * len(every))
+    assert counts["validation"] == pytest.approx(0.2 * len(every), abs=0.03 * len(every))
 
 
 def test_split_is_deterministic_and_seeded(tiny_split, tmp_path):
@@ -53,7 +54,10 @@ def test_split_rejects_bad_fractions(tiny_split, tmp_path):
 
 
 def test_augmentation_touches_only_training(tiny_split, tiny_prepared):
-    minority = set(STUDY_MINORITY_GENRES)
+    train = pd.read_csv(tiny_split / "train.csv", dtype=str, keep_default_na=False)
+    extra = copies_per_movie(encode_many(train["genres"]), genre_factors(
+        encode_many(train["genres"]), 3.0))
+    expected_copies = dict(zip(train["imdb_id"], extra, strict=True))
     for split in SPLITS:
         records = list(iter_records(tiny_prepared, split))
         movies = _ids(tiny_split, split)
@@ -66,16 +70,71 @@ def test_augmentation_touches_only_training(tiny_split, tiny_prepared):
         if split != "train":
             assert copies == []
             continue
-        table = pd.read_csv(tiny_split / "train.csv", dtype=str, keep_default_na=False)
-        expected = {row.imdb_id for row in table.itertuples()
-                    if minority.intersection(parse_genres(row.genres))}
-        assert expected, "the tiny data set should have minority-genre training posters"
-        assert {r["origin"] for r in copies} == expected
-        assert all(r["augmentation"] == "hflip" for r in copies)
+        assert copies, "the tiny data set should have rare-genre training posters"
+        per_origin = pd.Series([r["origin"] for r in copies]).value_counts().to_dict()
+        assert per_origin == {k: v for k, v in expected_copies.items() if v}
+        assert {r["augmentation"] for r in copies} <= {
+            "hflip", "crop", "jitter", "hflip+crop", "hflip+jitter", "crop+jitter",
+            "hflip+crop+jitter"}
 
 
-def test_flipped_copy_mirrors_its_original(tiny_data, tiny_prepared):
-    records = list(iter_records(tiny_prepared, "train"))
+def test_upsampling_is_inverse_to_frequency_and_capped():
+    labels = np.zeros((100, 19), dtype=np.uint8)
+    labels[:60, 6] = 1    # Drama: 60
+    labels[:30, 3] = 1    # Comedy: 30
+    labels[60:70, 18] = 1  # Western: 10
+    labels[70:72, 17] = 1  # War: 2; median of present genres' counts: 20
+    factors = genre_factors(labels, max_upsample=4.0)
+    assert factors[6] == 1.0 and factors[3] == 1.0  # frequent genres are never shrunk
+    assert factors[18] == pytest.approx(2.0) and factors[17] == 4.0  # 10 capped at 4
+    assert factors[0] == 1.0  # no Action at all: nothing to copy
+    extra = copies_per_movie(labels, factors)
+    assert extra[0] == 0 and extra[65] == 1 and extra[70] == 3 and extra[80] == 0
+
+
+def test_split_keeps_near_duplicate_groups_together_and_stratifies():
+    rng = np.random.default_rng(0)
+    labels = (rng.random((600, 19)) < rng.uniform(0.03, 0.4, 19)).astype(np.uint8)
+    groups = np.array([f"g{i // 3}" if i < 90 else f"m{i}" for i in range(600)])
+    split = assign_splits(labels, groups, (0.6, 0.2, 0.2), seed=1)
+    for g in np.unique(groups[:90]):
+        assert len(set(split[groups == g])) == 1
+    # Stated tolerance: each split holds its share of every genre's positives within
+    # 0.05 (genres with at least 20 positives).
+    for index, share in enumerate((0.6, 0.2, 0.2)):
+        for genre in range(19):
+            total = labels[:, genre].sum()
+            if total >= 20:
+                got = labels[split == index, genre].sum() / total
+                assert abs(got - share) <= 0.05, (GENRES[genre], index, got)
+
+
+def test_stratified_proportions_on_demo_split(tiny_split):
+    manifest = json.loads((tiny_split / "manifest.json").read_text())
+    whole = manifest["genre_counts"]["all"]
+    for name, share in zip(SPLITS, (0.6, 0.2, 0.2), strict=True):
+        for genre, total in whole.items():
+            if total >= 20:
+                got = manifest["genre_counts"][name][genre] / total
+                assert abs(got - share) <= 0.06, (name, genre, got)
+    assert len(manifest["content_hash"]) == 64
+
+
+def test_readers_agree(tiny_prepared):
+    labels, ids = labels_of(tiny_prepared, "test")
+    streamed = [v.decode() for b in dataset(tiny_prepared, "test", 16, with_ids=True)
+                for v in b["imdb_id"].numpy()]
+    assert streamed == ids
+    frame = pd.concat(b.to_pandas() for b in record_batches(tiny_prepared, "test",
+                                                           ["imdb_id", "split"]))
+    assert len(frame) == len(ids) and {s[0] for s in frame["split"]} == {b"test"}
+    images, _ = next(iter(dataset(tiny_prepared, "train", 8, shuffle=True, seed=1)))
+    assert images.shape[1:] == (32, 32, 3) and images.dtype.name == "float32"
+
+
+def test_flipped_copy_mirrors_its_original(tiny_data, tiny_split, tmp_path):
+    augment_and_shard(tiny_data, tiny_split, tmp_path, transforms=["hflip"], image_size=32)
+    records = list(iter_records(tmp_path, "train"))
     copy = next(r for r in records if r["augmentation"] == "hflip")
     original = next(r for r in records
                     if r["imdb_id"] == copy["origin"] and r["augmentation"] == "none")
@@ -85,7 +144,7 @@ def test_flipped_copy_mirrors_its_original(tiny_data, tiny_prepared):
     # JPEG re-encoding moves pixels a little; the mirror image is much closer than the original.
     mirrored_error = np.abs(copy["image"].astype(int) - hflip(source).astype(int)).mean()
     plain_error = np.abs(copy["image"].astype(int) - source.astype(int)).mean()
-    assert mirrored_error < 4 and mirrored_error < plain_error
+    assert mirrored_error < 6 and mirrored_error < plain_error / 2
 
 
 def test_manifest_counts_and_class_weights(tiny_prepared):
@@ -100,6 +159,13 @@ def test_manifest_counts_and_class_weights(tiny_prepared):
         assert weights[western] > weights[drama]
 
 
-def test_augment_rejects_unknown_minority_genre(tiny_data, tiny_split, tmp_path):
-    with pytest.raises(ValueError, match="'Spaghetti'"):
-        augment_and_shard(tiny_data, tiny_split, tmp_path, ["Spaghetti"])
+def test_augment_rejects_unknown_transform(tiny_data, tiny_split, tmp_path):
+    with pytest.raises(ValueError, match="'spin'"):
+        augment_and_shard(tiny_data, tiny_split, tmp_path, ["spin"])
+
+
+def test_class_weights_file(tiny_prepared):
+    weights = json.loads((tiny_prepared / "class_weights.json").read_text())
+    assert weights["genres"] == list(GENRES) and len(weights["class_weights"]) == 19
+    manifest = json.loads((tiny_prepared / "manifest.json").read_text())
+    assert weights["class_weights"] == manifest["class_weights"]

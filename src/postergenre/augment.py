@@ -1,38 +1,38 @@
 """The `augment` stage: resize every split into shards, and grow the training split only.
 
-Validation and test posters are written once, untouched. Training posters of minority
-genres (the study's list by default) are written a second time, mirrored, with the movie
-they came from recorded in `origin`, so augmentation can never leak across splits. The
-per-genre positive weights for the weighted loss are computed here, from the training
-split as augmented, and written into the manifest for the training stages.
+Validation and test posters are written once, untouched. Training posters are written
+again, transformed, as often as their rarest genre asks: a genre's upsampling factor is
+inversely proportional to its frequency in the training split (the median genre gets 1),
+capped at `max_upsample`, instead of the study's one constant list of "minority" genres.
+Each copy records the training movie it came from in `origin`, so augmentation can never
+leak across splits. The per-genre positive weights for the weighted loss are computed from
+the training split as augmented and written as their own file (`class_weights.json`) and
+into the manifest.
 """
 
 from __future__ import annotations
 
 import os
+import zlib
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pandas as pd
 from tqdm import tqdm
 
 from postergenre.atomic import write_json
-from postergenre.genres import GENRES, encode, parse_genres, unknown_genres
-from postergenre.images import encode_jpeg, hflip, read_rgb, resize
+from postergenre.genres import GENRES, encode_many
+from postergenre.images import colour_jitter, encode_jpeg, hflip, random_crop, read_rgb, resize
 from postergenre.labels import read_labels
 from postergenre.shards import MANIFEST_FILE, PosterRecord, write_shards
 from postergenre.split import SPLITS
 
-# The genres the 2017 study added again flipped (its minority classes).
-STUDY_MINORITY_GENRES: tuple[str, ...] = (
-    "Animation",
-    "History",
-    "Music",
-    "Musical",
-    "Sci-Fi",
-    "War",
-    "Western",
-)
+TRANSFORMS: tuple[str, ...] = ("hflip", "crop", "jitter")
+CLASS_WEIGHTS_FILE = "class_weights.json"
+_CHUNK = 256  # posters decoded at once: bounds memory whatever the split size
 
 
 def positive_class_weights(labels: np.ndarray, max_weight: float) -> list[float]:
@@ -49,66 +49,141 @@ def positive_class_weights(labels: np.ndarray, max_weight: float) -> list[float]
     return [round(float(w), 6) for w in np.clip(ratio, 1.0, max_weight)]
 
 
+def genre_factors(labels: np.ndarray, max_upsample: float) -> np.ndarray:
+    """Per-genre upsampling factor: median genre count / genre count, clipped to [1, cap].
+
+    Genres without a training example get 1 (nothing to copy).
+    """
+    counts = np.asarray(labels, dtype=np.float64).sum(axis=0)
+    present = counts[counts > 0]
+    if present.size == 0:
+        return np.ones(labels.shape[1])
+    with np.errstate(divide="ignore"):
+        factors = np.where(counts > 0, np.median(present) / np.maximum(counts, 1), 1.0)
+    return np.clip(factors, 1.0, max_upsample)
+
+
+def copies_per_movie(labels: np.ndarray, factors: np.ndarray) -> np.ndarray:
+    """Extra copies per movie: its rarest genre's factor, rounded, minus the original."""
+    labels = np.asarray(labels, dtype=bool)
+    strongest = np.where(labels, factors[None, :], 1.0).max(axis=1, initial=1.0)
+    return np.rint(strongest).astype(int) - 1
+
+
+def _transform(image: np.ndarray, transforms: Sequence[str], rng: np.random.Generator,
+               crop_min_scale: float, jitter: float, size: int) -> tuple[np.ndarray, str]:
+    """One augmented copy: each chosen transform with probability 1/2, at least one."""
+    chosen = [t for t in transforms if rng.random() < 0.5] or [transforms[0]]
+    if "crop" in chosen:
+        image = random_crop(image, rng, crop_min_scale)
+    image = resize(image, size)
+    if "hflip" in chosen:
+        image = hflip(image)
+    if "jitter" in chosen:
+        image = colour_jitter(image, rng, jitter)
+    return image, "+".join(t for t in TRANSFORMS if t in chosen)
+
+
 def augment_and_shard(
     data_dir: str | os.PathLike[str],
     split_dir: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
-    minority_genres: Sequence[str] = STUDY_MINORITY_GENRES,
+    transforms: Sequence[str] = TRANSFORMS,
+    max_upsample: float = 3.0,
     image_size: int = 64,
     shard_size: int = 1000,
     jpeg_quality: int = 95,
     max_class_weight: float = 10.0,
-) -> dict:
-    """Write `<split>-NNNNN.tfrecord` shards and `manifest.json` into `out_dir`."""
-    bad = unknown_genres(minority_genres)
+    crop_min_scale: float = 0.85,
+    jitter: float = 0.1,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Write `<split>-NNNNN.tfrecord` shards, `class_weights.json` and `manifest.json`.
+
+    `transforms` picks among hflip, crop, jitter; `max_upsample` caps how many times a
+    training poster appears in all (1 switches upsampling off). Deterministic from `seed`.
+    """
+    bad = [t for t in transforms if t not in TRANSFORMS]
     if bad:
-        raise ValueError(f"minority_genres: unknown genre(s) {', '.join(map(repr, bad))}")
+        raise ValueError(f"transforms: unknown {', '.join(map(repr, bad))}; "
+                         f"choose from {', '.join(TRANSFORMS)}")
+    if max_upsample < 1:
+        raise ValueError(f"max_upsample must be at least 1, got {max_upsample}")
+    if max_upsample > 1 and not transforms:
+        raise ValueError("max_upsample > 1 needs at least one transform (copies would be "
+                         "identical)")
     if image_size < 32:
         raise ValueError("image_size must be at least 32 (VGG16's smallest input)")
-    minority = set(minority_genres)
+    if not 0 < crop_min_scale <= 1:
+        raise ValueError(f"crop_min_scale must be in (0, 1], got {crop_min_scale}")
     data_dir, split_dir, out = Path(data_dir), Path(split_dir), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob("*.tfrecord"):
         stale.unlink()
 
-    manifest: dict = {
+    tables = {split: read_labels(split_dir / f"{split}.csv") for split in SPLITS}
+    train_labels = encode_many(tables["train"]["genres"])
+    factors = genre_factors(train_labels, max_upsample)
+    manifest: dict[str, Any] = {
         "image_size": image_size,
         "genres": list(GENRES),
-        "minority_genres": list(minority_genres),
+        "transforms": list(transforms),
+        "max_upsample": max_upsample,
+        "upsample_factors": dict(zip(GENRES, (round(float(f), 4) for f in factors),
+                                     strict=True)),
+        "seed": seed,
         "shards": {},
         "counts": {},
         "genre_counts": {},
     }
-    for split in SPLITS:
-        table = read_labels(split_dir / f"{split}.csv")
-        augment = split == "train"
-        label_rows: list[np.ndarray] = []
-        counts = {"movies": len(table), "augmented": 0}
 
-        def records(table=table, split=split, augment=augment, counts=counts,
-                    label_rows=label_rows) -> Iterator[PosterRecord]:
-            for row in tqdm(table.itertuples(index=False), total=len(table),
-                            desc=f"augment {split}", unit="poster", disable=None):
-                genres = parse_genres(row.genres)
-                labels = encode(genres)
-                image = resize(read_rgb(data_dir / row.poster), image_size)
-                label_rows.append(labels)
-                yield PosterRecord(encode_jpeg(image, jpeg_quality), labels, row.imdb_id,
-                                   split, origin=row.imdb_id)
-                if augment and minority.intersection(genres):
-                    counts["augmented"] += 1
-                    label_rows.append(labels)
-                    yield PosterRecord(encode_jpeg(hflip(image), jpeg_quality), labels,
-                                       row.imdb_id, split, origin=row.imdb_id,
-                                       augmentation="hflip")
+    def render(row: Any, copies: int, split: str) -> list[PosterRecord]:
+        """The original and its copies of one poster (runs in a worker thread)."""
+        labels = encode_many([row.genres])[0]
+        source = read_rgb(data_dir / row.poster)
+        records = [PosterRecord(encode_jpeg(resize(source, image_size), jpeg_quality), labels,
+                                row.imdb_id, split, origin=row.imdb_id)]
+        for k in range(copies):
+            # One generator per (seed, movie, copy): the same copy whatever the thread order.
+            rng = np.random.default_rng([seed, zlib.crc32(row.imdb_id.encode()), k])
+            image, name = _transform(source, transforms, rng, crop_min_scale, jitter,
+                                     image_size)
+            records.append(PosterRecord(encode_jpeg(image, jpeg_quality), labels, row.imdb_id,
+                                        split, origin=row.imdb_id, augmentation=name))
+        return records
+
+    for split in SPLITS:
+        table: pd.DataFrame = tables[split]
+        extra = (copies_per_movie(train_labels, factors) if split == "train"
+                 else np.zeros(len(table), dtype=int))
+        matrix = encode_many(table["genres"])
+        counts = {"movies": len(table), "augmented": int(extra.sum())}
+
+        def records(table=table, extra=extra, split=split) -> Iterator[PosterRecord]:
+            rows = list(table.itertuples(index=False))
+            bar = tqdm(total=len(rows), desc=f"augment {split}", unit="poster", disable=None)
+            # OpenCV releases the GIL: threads decode and encode in parallel, in order.
+            with ThreadPoolExecutor(max_workers=(os.cpu_count() or 1) + 1) as pool, bar:
+                for start in range(0, len(rows), _CHUNK):
+                    chunk = range(start, min(start + _CHUNK, len(rows)))
+                    for batch in pool.map(lambda i: render(rows[i], int(extra[i]), split),
+                                          chunk):
+                        yield from batch
+                        bar.update()
 
         manifest["shards"][split] = write_shards(records(), out, split, shard_size)
         counts["records"] = counts["movies"] + counts["augmented"]
         manifest["counts"][split] = counts
-        matrix = np.stack(label_rows) if label_rows else np.zeros((0, len(GENRES)), np.uint8)
-        manifest["genre_counts"][split] = dict(zip(GENRES, map(int, matrix.sum(axis=0)),
+        weighted = matrix.astype(np.int64) * (1 + extra)[:, None]
+        manifest["genre_counts"][split] = dict(zip(GENRES, map(int, weighted.sum(axis=0)),
                                                    strict=True))
         if split == "train":
-            manifest["class_weights"] = positive_class_weights(matrix, max_class_weight)
+            expanded = np.repeat(matrix, 1 + extra, axis=0)
+            weights = positive_class_weights(expanded, max_class_weight)
+            manifest["class_weights"] = weights
+            write_json(out / CLASS_WEIGHTS_FILE, {"genres": list(GENRES),
+                                                  "class_weights": weights,
+                                                  "max_class_weight": max_class_weight})
+            manifest["class_weights_file"] = CLASS_WEIGHTS_FILE
     write_json(out / MANIFEST_FILE, manifest)
     return manifest

@@ -51,3 +51,22 @@ def resize(rgb: np.ndarray, size: int) -> np.ndarray:
 def hflip(rgb: np.ndarray) -> np.ndarray:
     """Mirror an image left to right."""
     return np.ascontiguousarray(rgb[:, ::-1, :])
+
+
+def random_crop(rgb: np.ndarray, rng: np.random.Generator, min_scale: float) -> np.ndarray:
+    """A random crop keeping `min_scale`..1 of each side (resize back happens afterwards)."""
+    height, width = rgb.shape[:2]
+    scale = rng.uniform(min_scale, 1.0)
+    h, w = max(1, round(height * scale)), max(1, round(width * scale))
+    top, left = int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1))
+    return rgb[top : top + h, left : left + w]
+
+
+def colour_jitter(rgb: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
+    """Small random brightness, contrast and saturation changes (each within +-strength)."""
+    image = rgb.astype(np.float32)
+    grey = image.mean(axis=2, keepdims=True)
+    image = grey + (image - grey) * (1 + rng.uniform(-strength, strength))  # saturation
+    image = (image - image.mean()) * (1 + rng.uniform(-strength, strength)) + image.mean()
+    image = image + 255.0 * rng.uniform(-strength, strength) / 2  # brightness
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8)

@@ -3,17 +3,25 @@
 Posters move between steps as a few shard files, not one file per poster (many small
 artifacts are slow in both Kubeflow and DVC). Each record is a `tf.train.Example`
 holding the resized RGB poster as JPEG, its 19-label vector, its movie id, its split,
-the training movie it came from (itself unless augmented) and the augmentation applied.
-Readers stream records with `tf.data`, so memory stays bounded whatever the data size.
+the training movie it came from (itself unless augmented) and the augmentation applied,
+as the TensorFlow Metadata schema `resources/poster_schema.pbtxt` describes.
+
+Readers go through tfx-bsl's TFXIO (`tfxio_of`), so the same shards feed `tf.data` for
+training (`dataset`: parallel JPEG decode, prefetch), Arrow / pandas for analysis
+(`labels_of`, `record_batches`) and Apache Beam for batch jobs (`tfxio_of(...).BeamSource()`).
+Every reader streams: memory stays bounded whatever the data size.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -21,6 +29,7 @@ import tensorflow as tf
 from postergenre.genres import NUM_GENRES
 
 MANIFEST_FILE = "manifest.json"
+SCHEMA_FILE = "poster_schema.pbtxt"
 
 
 @dataclass(frozen=True)
@@ -111,12 +120,44 @@ def shard_paths(prepared_dir: str | os.PathLike[str], split: str) -> list[str]:
     return [str(Path(prepared_dir) / name) for name in names]
 
 
-def parse_records(serialized: tf.Tensor, image_size: int) -> dict[str, tf.Tensor]:
-    """Parse a batch-less serialized Example into tensors (image as RGB uint8)."""
-    parsed = tf.io.parse_single_example(serialized, FEATURES)
-    image = tf.io.decode_jpeg(parsed["image"], channels=3)
-    parsed["image"] = tf.ensure_shape(image, [image_size, image_size, 3])
-    return parsed
+@functools.cache
+def load_schema() -> Any:
+    """The shards' TensorFlow Metadata schema (`schema_pb2.Schema`), kept in the repo."""
+    from google.protobuf import text_format
+    from tensorflow_metadata.proto.v0 import schema_pb2
+
+    text = resources.files("postergenre").joinpath("resources", SCHEMA_FILE).read_text("utf-8")
+    return text_format.Parse(text, schema_pb2.Schema())
+
+
+def tfxio_of(prepared_dir: str | os.PathLike[str], split: str) -> Any:
+    """A tfx-bsl `TFExampleRecord` over a split's shards: `.TensorFlowDataset(options)`,
+    `.RecordBatches(options)` (Arrow) and `.BeamSource()` (Apache Beam) all read the same
+    files with the same schema."""
+    from tfx_bsl.public import tfxio
+
+    return tfxio.TFExampleRecord(file_pattern=shard_paths(prepared_dir, split),
+                                 schema=load_schema(),
+                                 telemetry_descriptors=["postergenre"])
+
+
+def _tf_batches(prepared_dir: str | os.PathLike[str], split: str, batch_size: int,
+                shuffle: bool, seed: int) -> tf.data.Dataset:
+    from tfx_bsl.public import tfxio
+
+    if not read_manifest(prepared_dir)["shards"].get(split):
+        raise ValueError(f"{prepared_dir}: split {split!r} has no records")
+    options = tfxio.TensorFlowDatasetOptions(
+        batch_size=batch_size, shuffle=shuffle, shuffle_seed=seed if shuffle else None,
+        # A buffer of encoded records (a few KB each), not decoded images: bounded memory.
+        shuffle_buffer_size=4096, num_epochs=1)
+    return tfxio_of(prepared_dir, split).TensorFlowDataset(options)
+
+
+def _decode_images(images: tf.Tensor, image_size: int) -> tf.Tensor:
+    """A batch of JPEG strings -> (b, size, size, 3) uint8 RGB."""
+    return tf.map_fn(lambda jpeg: tf.io.decode_jpeg(jpeg, channels=3), images,
+                     fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.uint8))
 
 
 def dataset(
@@ -131,48 +172,60 @@ def dataset(
 
     Models scale their own input, so the same raw pixels feed every model and the
     exported model. With `with_ids`, batches are dicts that also carry the movie ids.
+    Unshuffled, the order is the order of `labels_of` (the same TFXIO read).
     """
     image_size = int(read_manifest(prepared_dir)["image_size"])
-    files = shard_paths(prepared_dir, split)
-    data = tf.data.TFRecordDataset(files)
-    if shuffle:
-        data = data.shuffle(buffer_size=4096, seed=seed, reshuffle_each_iteration=True)
-    data = data.map(lambda s: parse_records(s, image_size), num_parallel_calls=tf.data.AUTOTUNE)
 
-    def to_pair(parsed: dict[str, tf.Tensor]):
-        image = tf.cast(parsed["image"], tf.float32)
-        labels = tf.cast(parsed["labels"], tf.float32)
+    def to_pair(batch: dict[str, tf.Tensor]):
+        image = tf.cast(_decode_images(batch["image"], image_size), tf.float32)
+        labels = tf.cast(batch["labels"], tf.float32)
         if with_ids:
-            return {"image": image, "labels": labels, "imdb_id": parsed["imdb_id"]}
+            return {"image": image, "labels": labels, "imdb_id": batch["imdb_id"]}
         return image, labels
 
-    return data.map(to_pair, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(
-        tf.data.AUTOTUNE
-    )
+    # Decoding runs per batch, batches in parallel; TFXIO already prefetches the records.
+    return (_tf_batches(prepared_dir, split, batch_size, shuffle, seed)
+            .map(to_pair, num_parallel_calls=tf.data.AUTOTUNE)
+            .prefetch(tf.data.AUTOTUNE))
 
 
 def iter_records(prepared_dir: str | os.PathLike[str], split: str) -> Iterator[dict]:
     """Every record of a split as plain Python values (for tests and analysis)."""
     image_size = int(read_manifest(prepared_dir)["image_size"])
-    for serialized in tf.data.TFRecordDataset(shard_paths(prepared_dir, split)):
-        parsed = parse_records(serialized, image_size)
-        yield {
-            "image": parsed["image"].numpy(),
-            "labels": parsed["labels"].numpy().astype(np.uint8),
-            "imdb_id": parsed["imdb_id"].numpy().decode(),
-            "split": parsed["split"].numpy().decode(),
-            "origin": parsed["origin"].numpy().decode(),
-            "augmentation": parsed["augmentation"].numpy().decode(),
-        }
+    for batch in _tf_batches(prepared_dir, split, 256, shuffle=False, seed=0):
+        images = _decode_images(batch["image"], image_size).numpy()
+        columns = {k: batch[k].numpy() for k in ("labels", "imdb_id", "split", "origin",
+                                                 "augmentation")}
+        for i in range(images.shape[0]):
+            yield {
+                "image": images[i],
+                "labels": columns["labels"][i].astype(np.uint8),
+                **{k: columns[k][i].decode() for k in ("imdb_id", "split", "origin",
+                                                       "augmentation")},
+            }
+
+
+def record_batches(prepared_dir: str | os.PathLike[str], split: str,
+                   columns: Iterable[str] | None = None, batch_size: int = 1024) -> Iterator:
+    """A split as Arrow RecordBatches (optionally only `columns`), for pandas / analysis."""
+    from tfx_bsl.public import tfxio
+
+    if not shard_paths(prepared_dir, split):
+        return
+    source = tfxio_of(prepared_dir, split)
+    if columns is not None:
+        source = source.Project(list(columns))
+    yield from source.RecordBatches(
+        tfxio.RecordBatchesOptions(batch_size=batch_size, shuffle=False, num_epochs=1))
 
 
 def labels_of(prepared_dir: str | os.PathLike[str], split: str) -> tuple[np.ndarray, list[str]]:
-    """The (n, 19) label matrix and movie ids of a split, in shard order, without images."""
-    features = {k: FEATURES[k] for k in ("labels", "imdb_id")}
+    """The (n, 19) label matrix and movie ids of a split, in read order, without images."""
     labels, ids = [], []
-    for serialized in tf.data.TFRecordDataset(shard_paths(prepared_dir, split)).batch(1024):
-        parsed = tf.io.parse_example(serialized, features)
-        labels.append(parsed["labels"].numpy().astype(np.uint8))
-        ids.extend(v.decode() for v in parsed["imdb_id"].numpy())
+    for batch in record_batches(prepared_dir, split, ("labels", "imdb_id")):
+        column = batch.column(batch.schema.get_field_index("labels"))
+        labels.append(column.flatten().to_numpy().reshape(-1, NUM_GENRES).astype(np.uint8))
+        id_column = batch.column(batch.schema.get_field_index("imdb_id"))
+        ids.extend(v.decode() for v in id_column.flatten().to_pylist())
     matrix = np.concatenate(labels) if labels else np.zeros((0, NUM_GENRES), np.uint8)
     return matrix, ids

@@ -1,9 +1,17 @@
 """The `split` stage: train / validation / test by movie, before any augmentation.
 
-Splitting by movie first, and augmenting only the training split afterwards, is what
-keeps a flipped copy of a test poster out of training (the original study's leakage).
-The split is a seeded permutation of the movies sorted by id, so it does not depend on
-the row order of the labels table.
+Splitting by movie first, and augmenting only the training split afterwards, is what keeps
+a flipped copy of a test poster out of training (the original study's leakage). Two more
+guards here:
+
+- near-duplicate posters (`validate`'s perceptual-hash groups, column `duplicate_group`)
+  are split as one unit, so the same artwork never sits on both sides;
+- the split is iterative multi-label stratification (Sechidis et al. 2011, the
+  `iterative-stratification` package) over those units, so every genre, rare ones too,
+  keeps about its overall share in every split.
+
+The result depends only on the set of movies and the seed: units are ordered by id before
+the seeded shuffle, so the row order of the labels table does not matter.
 """
 
 from __future__ import annotations
@@ -11,14 +19,46 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pandas as pd
+from iterstrat.ml_stratifiers import IterativeStratification
 
 from postergenre.atomic import write_json
+from postergenre.genres import GENRES, encode_many
 from postergenre.labels import read_labels, write_table
+from postergenre.validate import GROUP_COLUMN
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 MANIFEST_FILE = "manifest.json"
+SPLIT_COLUMN = "split"
+
+
+def assign_splits(
+    labels: np.ndarray, groups: np.ndarray, fractions: tuple[float, float, float], seed: int
+) -> np.ndarray:
+    """Split index (0, 1, 2) per row: rows of a group together, genres stratified.
+
+    `labels` is the (n, 19) multi-hot matrix, `groups` a key per row. A group's label
+    vector is the union of its members' (a group is nearly always one movie).
+    """
+    keys, inverse = np.unique(groups, return_inverse=True)  # sorted: row order is irrelevant
+    unit_labels = np.zeros((len(keys), labels.shape[1]), dtype=bool)
+    np.logical_or.at(unit_labels, inverse, labels.astype(bool))
+    rng = np.random.RandomState(seed)
+    order = rng.permutation(len(keys))
+    folds = IterativeStratification(labels=unit_labels[order], r=np.asarray(fractions),
+                                    random_state=rng)
+    unit_split = np.empty(len(keys), dtype=int)
+    unit_split[order] = folds
+    return unit_split[inverse]
+
+
+def _content_hash(frame: pd.DataFrame) -> str:
+    """sha256 of the sorted `imdb_id,split` pairs: the split's identity, whatever the CSV bytes."""
+    lines = sorted(f"{i},{s}" for i, s in zip(frame["imdb_id"], frame[SPLIT_COLUMN], strict=True))
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
 def split_dataset(
@@ -27,10 +67,11 @@ def split_dataset(
     train_fraction: float = 0.6,
     validation_fraction: float = 0.2,
     seed: int = 42,
-) -> dict:
+) -> dict[str, Any]:
     """Write `train.csv`, `validation.csv`, `test.csv` and `manifest.json` into `out_dir`.
 
-    Every movie lands in exactly one split; the test fraction is what is left.
+    Every movie lands in exactly one split; the test fraction is what is left. The manifest
+    holds counts, per-genre counts, each file's sha256 and `content_hash` (the assignment).
     """
     if not (0 < train_fraction < 1 and 0 < validation_fraction < 1):
         raise ValueError("train_fraction and validation_fraction must be in (0, 1)")
@@ -39,32 +80,37 @@ def split_dataset(
     labels = read_labels(labels_path)
     duplicated = labels["imdb_id"][labels["imdb_id"].duplicated()].unique()
     if len(duplicated):
-        raise ValueError(
-            f"{labels_path}: duplicate imdb_id {', '.join(map(str, duplicated[:10]))}: "
-            "run validate first"
-        )
+        raise ValueError(f"{labels_path}: duplicate imdb_id {', '.join(map(str, duplicated[:10]))}"
+                         ": run validate first")
+    if GROUP_COLUMN not in labels.columns:
+        raise ValueError(f"{labels_path}: no {GROUP_COLUMN!r} column (near-duplicate groups): "
+                         "split reads the labels.csv that validate writes")
     if len(labels) < 3:
         raise ValueError(f"{labels_path}: {len(labels)} movies; need at least 3 to split")
 
     ordered = labels.sort_values("imdb_id", kind="stable").reset_index(drop=True)
-    order = np.random.default_rng(seed).permutation(len(ordered))
-    n_train = max(1, int(round(train_fraction * len(ordered))))
-    n_validation = max(1, int(round(validation_fraction * len(ordered))))
-    n_validation = min(n_validation, len(ordered) - n_train - 1)
-    bounds = {
-        "train": order[:n_train],
-        "validation": order[n_train : n_train + n_validation],
-        "test": order[n_train + n_validation :],
-    }
+    matrix = encode_many(ordered["genres"])
+    fractions = (train_fraction, validation_fraction, 1 - train_fraction - validation_fraction)
+    groups = ordered[GROUP_COLUMN].where(ordered[GROUP_COLUMN] != "", ordered["imdb_id"])
+    assignment = assign_splits(matrix, groups.to_numpy(dtype=str), fractions, seed)
+    ordered[SPLIT_COLUMN] = [SPLITS[i] for i in assignment]
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    manifest: dict = {"seed": seed, "fractions": {}, "counts": {}, "sha256": {}}
-    for name, rows in bounds.items():
-        part = ordered.iloc[np.sort(rows)]
+    manifest: dict[str, Any] = {
+        "seed": seed, "method": "iterative-stratification by near-duplicate group",
+        "fractions": {}, "counts": {}, "genre_counts": {}, "sha256": {},
+        "content_hash": _content_hash(ordered),
+    }
+    manifest["genre_counts"]["all"] = dict(zip(GENRES, map(int, matrix.sum(axis=0)), strict=True))
+    for index, name in enumerate(SPLITS):
+        mask = assignment == index
+        part = ordered[mask].drop(columns=[SPLIT_COLUMN])
         path = write_table(part, out / f"{name}.csv")
-        manifest["counts"][name] = len(part)
-        manifest["fractions"][name] = round(len(part) / len(ordered), 4)
+        manifest["counts"][name] = int(mask.sum())
+        manifest["fractions"][name] = round(float(mask.mean()), 4)
+        manifest["genre_counts"][name] = dict(
+            zip(GENRES, map(int, matrix[mask].sum(axis=0)), strict=True))
         manifest["sha256"][name] = hashlib.sha256(path.read_bytes()).hexdigest()
     write_json(out / MANIFEST_FILE, manifest)
     return manifest
