@@ -12,7 +12,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 DEMO_POSTERS ?= 1500
 DEMO_SEED ?= 0
 
-.PHONY: install run data repro summary test lint compile local-run lock clean
+.PHONY: install run data repro summary test lint compile local-run images lock clean
 
 install: $(STAMP)
 
@@ -45,12 +45,30 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+# The two images (docker/): REGISTRY=ghcr.io/acme make images compile
+REGISTRY ?=
+TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+IMAGE_FLAGS = $(if $(REGISTRY),--registry $(REGISTRY) --tag $(TAG))
+
 compile: $(STAMP)
-	postergenre pipeline compile --output pipeline.yaml
+	postergenre pipeline compile --output pipeline.yaml $(IMAGE_FLAGS)
 
 local-run: $(STAMP)
 	postergenre pipeline run --local -p n_posters=200 -p image_size=32 -p scratch_epochs=3 \
 		-p vgg16_weights=none -p vgg16_dense_units=64 -p vgg16_epochs=3 -p registry=outputs/kfp-registry
+
+# Build and push both images with a container engine (docker with a running daemon, else
+# buildah); neither here -> say so and stop. Training tasks use postergenre-gpu.
+images:
+	@test -n "$(REGISTRY)" || { echo "make images: set REGISTRY, e.g. REGISTRY=ghcr.io/acme make images" >&2; exit 2; }
+	@if docker info >/dev/null 2>&1; then engine=docker; \
+	elif command -v buildah >/dev/null 2>&1; then engine=buildah; \
+	else echo "make images: needs a container engine (docker with a running daemon, or buildah); none found" >&2; exit 2; fi; \
+	set -ex; for kind in cpu gpu; do \
+	  name=$(REGISTRY)/postergenre$$( [ $$kind = gpu ] && echo -gpu ):$(TAG); \
+	  if [ $$engine = docker ]; then docker build -f docker/Dockerfile.$$kind -t $$name . && docker push $$name; \
+	  else buildah bud -f docker/Dockerfile.$$kind -t $$name . && buildah push $$name; fi; \
+	done
 
 # Re-pin every dependency from a clean install of pyproject.toml's ranges.
 lock:

@@ -1,9 +1,10 @@
 """Thin Kubeflow Pipelines components, one module per stage.
 
 Each module holds one plain function that maps KFP artifacts onto one library function
-of `postergenre`; `build_components(image)` turns them into lightweight Python
-components whose `base_image` is the project's image (a compile-time setting), with
-no pip install at run time (the image already holds the package and kfp).
+of `postergenre`; `build_components(image, gpu_image)` turns them into lightweight Python
+components whose `base_image` is one of the project's two images (compile-time settings):
+the training stages run in the GPU image (TensorFlow's CUDA base), every other stage in
+the CPU image. No pip install at run time: both images hold the package and kfp.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from . import (
 )
 
 DEFAULT_IMAGE = "ghcr.io/postergenre/postergenre:0.1.0"
+DEFAULT_GPU_IMAGE = "ghcr.io/postergenre/postergenre-gpu:0.1.0"
+# Stages that train a network: GPU image, GPU node pool (pipelines/platform.py).
+GPU_STAGES = ("train_scratch", "train_vgg16")
 STAGES = {
     "ingest": ingest.ingest,
     "validate": validate.validate,
@@ -38,9 +42,11 @@ STAGES = {
 }
 
 
-def build_components(image: str = DEFAULT_IMAGE) -> SimpleNamespace:
-    """Every stage as a KFP component running in `image`."""
+def build_components(image: str = DEFAULT_IMAGE, gpu_image: str | None = None) -> SimpleNamespace:
+    """Every stage as a KFP component: GPU_STAGES in `gpu_image` (default: `image`, so a
+    single image still works), the others in `image`."""
     return SimpleNamespace(**{
-        name: dsl.component(func, base_image=image, install_kfp_package=False)
+        name: dsl.component(func, install_kfp_package=False,
+                            base_image=(gpu_image or image) if name in GPU_STAGES else image)
         for name, func in STAGES.items()
     })

@@ -1,23 +1,39 @@
-"""Entry points for the pipeline: compile to YAML IR, or run locally with kfp.local."""
+"""Entry points for the pipeline: compile to YAML IR, or run locally with kfp.local.
+
+Submitting to a cluster (`kfp.Client`) lives in submit.py; the cluster settings that
+compile into the YAML in platform.py.
+"""
 
 from __future__ import annotations
 
 import inspect
+import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import yaml
 from kfp import compiler, local
 
-from postergenre.components import DEFAULT_IMAGE
 from postergenre.pipelines.pipeline import create_pipeline
+from postergenre.pipelines.platform import ClusterSettings
+
+# The compiled spec's parameter types -> the Python type a `-p key=value` becomes.
+_SPEC_TYPES = {"STRING": str, "NUMBER_INTEGER": int, "NUMBER_DOUBLE": float, "LIST": list,
+               "BOOLEAN": bool, "STRUCT": dict}
 
 
-def compile_pipeline(output: str | os.PathLike[str], image: str | None = None) -> Path:
-    """Write the pipeline's YAML IR (what `kfp.Client` uploads) to `output`."""
+def compile_pipeline(output: str | os.PathLike[str], settings: ClusterSettings | None = None,
+                     *, image: str | None = None) -> Path:
+    """Write the pipeline's YAML IR (what `kfp.Client` uploads) to `output`.
+
+    `image` alone (no `settings`) runs every stage, training included, in that one image.
+    """
+    if settings is None:
+        settings = ClusterSettings(image=image, gpu_image=image) if image else ClusterSettings()
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(create_pipeline(image or DEFAULT_IMAGE), str(output))
+    compiler.Compiler().compile(create_pipeline(settings), str(output))
     return output
 
 
@@ -26,9 +42,27 @@ def pipeline_parameters() -> dict[str, inspect.Parameter]:
     return dict(inspect.signature(create_pipeline().pipeline_func).parameters)
 
 
-def parse_params(pairs: Sequence[str]) -> dict:
-    """`key=value` strings -> typed pipeline arguments; unknown keys are an error."""
-    known = pipeline_parameters()
+def _coerce(key: str, raw: str, kind: type):
+    try:
+        if kind is list:
+            return [item for item in raw.split(",") if item]
+        if kind is bool:
+            if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(raw)
+            return raw.lower() in ("true", "1", "yes")
+        if kind is dict:
+            value = json.loads(raw)
+            if not isinstance(value, dict):
+                raise ValueError(raw)
+            return value
+        if kind in (int, float):
+            return kind(raw)
+        return raw
+    except ValueError:
+        raise ValueError(f"parameter {key!r}: {raw!r} is not a valid {kind.__name__}") from None
+
+
+def _parse(pairs: Sequence[str], known: Mapping[str, type]) -> dict:
     params: dict = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
@@ -36,24 +70,49 @@ def parse_params(pairs: Sequence[str]) -> dict:
             raise ValueError(f"parameter {pair!r}: expected KEY=VALUE")
         if key not in known:
             raise ValueError(f"unknown pipeline parameter {key!r}; known: {', '.join(known)}")
-        kind = known[key].annotation
-        try:
-            if kind is list:
-                params[key] = [item for item in raw.split(",") if item]
-            elif kind in (int, float):
-                params[key] = kind(raw)
-            else:
-                params[key] = raw
-        except ValueError:
-            raise ValueError(f"parameter {key!r}: {raw!r} is not a valid {kind.__name__}") from None
+        params[key] = _coerce(key, raw, known[key])
     return params
+
+
+def parse_params(pairs: Sequence[str]) -> dict:
+    """`key=value` strings -> typed pipeline arguments; unknown keys are an error."""
+    return _parse(pairs, {name: p.annotation for name, p in pipeline_parameters().items()})
+
+
+def load_spec(package: str | os.PathLike[str]) -> dict:
+    """A compiled pipeline (YAML IR) as a dict; a clear error if it is not one."""
+    path = Path(package)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no compiled pipeline there "
+                                "(run `postergenre pipeline compile --output {path}` first)")
+    try:
+        # With kfp-kubernetes settings the file holds two documents: the pipeline spec,
+        # then its platform spec.
+        spec = next(iter(yaml.safe_load_all(path.read_text())), None)
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: not YAML ({err})") from None
+    if not isinstance(spec, dict) or "root" not in spec or "pipelineInfo" not in spec:
+        raise ValueError(f"{path}: not a compiled KFP pipeline (no root / pipelineInfo)")
+    return spec
+
+
+def spec_parameters(spec: Mapping) -> dict[str, type]:
+    """The run-time parameters a compiled pipeline declares, with their Python types."""
+    declared = spec["root"].get("inputDefinitions", {}).get("parameters", {})
+    return {name: _SPEC_TYPES.get(d.get("parameterType"), str) for name, d in declared.items()}
+
+
+def parse_spec_params(pairs: Sequence[str], spec: Mapping) -> dict:
+    """`key=value` strings checked and typed against a compiled pipeline's parameters."""
+    return _parse(pairs, spec_parameters(spec))
 
 
 def run_local(pipeline_root: str | os.PathLike[str], **params) -> dict:
     """Run the whole pipeline on this machine with kfp.local's SubprocessRunner.
 
     Every component runs in this Python environment (where postergenre is installed);
-    resource requests and image settings are ignored locally, as kfp.local documents.
+    resource requests, images and kfp-kubernetes settings are ignored locally, as
+    kfp.local documents.
     """
     root = Path(pipeline_root).resolve()
     root.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,171 @@
+"""k8s/: every kustomization renders offline (`kubectl kustomize`, or `kustomize build`),
+every rendered object validates against the Kubernetes schema (kubernetes-validate,
+strict, offline), and what runs has limits and a non-root security context."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import kfp
+import kubernetes_validate
+import pytest
+import yaml
+from kfp import kubernetes as kfp_kubernetes
+
+K8S = Path(__file__).resolve().parents[1] / "k8s"
+KUBERNETES_VERSION = "1.32.0"
+LOCAL = ["base", "overlays/standalone", "overlays/multi-user", "overlays/gpu-node-pool"]
+SENTINEL = "sentinel-value-never-committed"
+
+
+def _kustomize_command() -> list[str] | None:
+    if shutil.which("kubectl"):
+        return ["kubectl", "kustomize"]
+    if shutil.which("kustomize"):
+        return ["kustomize", "build"]
+    return None
+
+
+def render(path: Path) -> list[dict]:
+    command = _kustomize_command()
+    if command is None:
+        pytest.skip("needs kubectl (kubectl kustomize) or kustomize to render k8s/")
+    done = subprocess.run([*command, str(path)], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+
+
+@pytest.fixture(scope="module")
+def secrets_dir(tmp_path_factory) -> Path:
+    """k8s/secrets with each *.env.example filled in as an operator would."""
+    work = tmp_path_factory.mktemp("k8s") / "secrets"
+    shutil.copytree(K8S / "secrets", work)
+    for example in work.glob("*.env.example"):
+        lines = [line if line.startswith("#") or not line.strip() else f"{line}{SENTINEL}"
+                 for line in example.read_text().splitlines()]
+        example.with_suffix("").write_text("\n".join(lines) + "\n")
+    return work
+
+
+def _pod_specs(obj: dict) -> list[dict]:
+    spec = obj.get("spec", {})
+    if obj["kind"] == "Pod":
+        return [spec]
+    if obj["kind"] == "CronJob":
+        return [spec["jobTemplate"]["spec"]["template"]["spec"]]
+    return [spec["template"]["spec"]] if "template" in spec else []
+
+
+@pytest.mark.parametrize("name", LOCAL)
+def test_renders_and_validates(name):
+    objects = render(K8S / name)
+    assert objects
+    for obj in objects:
+        kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+        assert obj["metadata"]["labels"]["app.kubernetes.io/part-of"] == "postergenre", obj
+        assert obj["kind"] != "Secret", "secrets come only from k8s/secrets"
+
+
+def test_namespaces_and_runner_identity():
+    standalone = render(K8S / "overlays/standalone")
+    assert {o["metadata"].get("namespace") for o in standalone} == {"kubeflow"}
+    kinds = {(o["kind"], o["metadata"]["name"]) for o in standalone}
+    assert {("ServiceAccount", "postergenre-runner"), ("Role", "postergenre-runner"),
+            ("RoleBinding", "postergenre-runner"), ("PersistentVolumeClaim",
+            "postergenre-posters"), ("LimitRange", "postergenre-defaults")} <= kinds
+    role = next(o for o in standalone if o["kind"] == "Role")
+    for rule in role["rules"]:
+        assert "*" not in rule["verbs"] and "*" not in rule["resources"], rule
+        if "secrets" in rule["resources"]:
+            assert rule["resourceNames"] == ["mlpipeline-minio-artifact"]
+    multi = render(K8S / "overlays/multi-user")
+    namespace = next(o for o in multi if o["kind"] == "Namespace")
+    assert {o["metadata"].get("namespace") for o in multi if o["kind"] != "Namespace"} == {
+        namespace["metadata"]["name"]}
+
+
+def test_everything_that_runs_is_limited_and_non_root():
+    pods = [(o, spec) for name in LOCAL for o in render(K8S / name) for spec in _pod_specs(o)]
+    assert pods, "the GPU node-pool example runs a Job"
+    for obj, spec in pods:
+        assert spec["securityContext"]["runAsNonRoot"] is True, obj["metadata"]["name"]
+        assert spec.get("automountServiceAccountToken") is False
+        for container in spec["containers"] + spec.get("initContainers", []):
+            limits = container["resources"]["limits"]
+            requests = container["resources"]["requests"]
+            assert {"cpu", "memory"} <= set(limits) and {"cpu", "memory"} <= set(requests)
+            context = container["securityContext"]
+            assert context["allowPrivilegeEscalation"] is False
+            assert context["readOnlyRootFilesystem"] is True
+            assert context["capabilities"]["drop"] == ["ALL"]
+
+
+def test_gpu_example_matches_what_the_pipeline_compiles():
+    from postergenre.pipelines.platform import DEFAULT_GPU_NODE_LABEL, GPU_RESOURCE
+
+    (job,) = [o for o in render(K8S / "overlays/gpu-node-pool") if o["kind"] == "Job"]
+    spec = job["spec"]["template"]["spec"]
+    assert spec["nodeSelector"] == dict([DEFAULT_GPU_NODE_LABEL])
+    assert spec["tolerations"] == [{"key": GPU_RESOURCE, "operator": "Exists",
+                                    "effect": "NoSchedule"}]
+    container = spec["containers"][0]
+    assert container["resources"]["limits"][GPU_RESOURCE] == "1"
+    assert container["image"].startswith("ghcr.io/postergenre/postergenre-gpu:")
+    shm = next(v for v in spec["volumes"] if v["name"] == "dshm")
+    assert shm["emptyDir"]["medium"] == "Memory"
+
+
+def test_secret_templates_hold_names_and_keys_only(secrets_dir):
+    from postergenre.pipelines.platform import S3_CONFIG_KEYS, S3_SECRET_KEYS, TMDB_SECRET_KEYS
+
+    for example in (K8S / "secrets").glob("*.env.example"):
+        for line in example.read_text().splitlines():
+            if line.strip() and not line.startswith("#"):
+                assert re.fullmatch(r"[A-Za-z_-]+=", line), (example.name, line)
+    objects = render(secrets_dir)
+    for obj in objects:
+        kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+    keys = {(o["kind"], o["metadata"]["name"]): set(o["data"]) for o in objects}
+    # The names and keys the compiled pipeline refers to (pipelines/platform.py).
+    assert keys == {("Secret", "postergenre-tmdb"): set(TMDB_SECRET_KEYS),
+                    ("Secret", "postergenre-s3"): set(S3_SECRET_KEYS),
+                    ("ConfigMap", "postergenre-s3"): set(S3_CONFIG_KEYS)}
+    # Filled-in values are ignored by git, so they cannot be committed by accident.
+    ignored = subprocess.run(["git", "check-ignore", "-q", str(K8S / "secrets" / "s3.env")],
+                             cwd=K8S, check=False)
+    assert ignored.returncode == 0
+
+
+def test_kfp_install_is_pinned_to_the_sdk_version():
+    refs = []
+    for path in (K8S / "overlays/kfp-standalone").rglob("kustomization.yaml"):
+        for resource in yaml.safe_load(path.read_text())["resources"]:
+            if resource.startswith("github.com/kubeflow/pipelines/"):
+                refs.append(resource)
+    assert len(refs) == 2
+    for ref in refs:
+        assert ref.endswith(f"?ref={kfp.__version__}"), ref
+    assert kfp_kubernetes.__version__ == kfp.__version__
+    assert any("cluster-scoped-resources" in r for r in refs)
+    assert any("env/platform-agnostic" in r for r in refs)
+
+
+@pytest.mark.slow
+def test_checkov_finds_nothing_unjustified(tmp_path):
+    """Run checkov (a security linter) over the rendered manifests when it is installed
+    (it is heavy, so not a project dependency: README "Run on Kubeflow" says how);
+    skipped checks carry their reason in the manifests' checkov annotations."""
+    checkov = shutil.which("checkov")
+    if checkov is None:
+        pytest.skip("checkov not installed (pip install checkov in a separate venv)")
+    # The overlays are what gets applied (base has no namespace of its own).
+    for name in LOCAL[1:]:
+        (tmp_path / f"{name.replace('/', '_')}.yaml").write_text(
+            yaml.safe_dump_all(render(K8S / name)))
+    done = subprocess.run([checkov, "-d", str(tmp_path), "--framework", "kubernetes",
+                           "--compact", "--quiet", "--skip-download"],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr

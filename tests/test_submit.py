@@ -1,0 +1,207 @@
+"""`postergenre pipeline submit / upload / --schedule / --watch` against a KFP API server
+on loopback (tests/fake_kfp.py), with the real kfp.Client doing the calls."""
+
+from __future__ import annotations
+
+import re
+
+import kfp
+import pytest
+
+from postergenre.cli import main
+from postergenre.pipelines import submit
+from postergenre.pipelines.runner import compile_pipeline, parse_spec_params
+from tests.fake_kfp import API, FakeKfp
+
+TOKEN = "sentinel-kfp-token-7d1c"
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory) -> str:
+    return str(compile_pipeline(tmp_path_factory.mktemp("pkg") / "pipeline.yaml"))
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch, tmp_path):
+    # kfp.Client reads (and may write) a per-user context file: keep it out of $HOME.
+    monkeypatch.setattr(kfp.Client, "_LOCAL_KFP_CONTEXT", str(tmp_path / "kfp-context.json"))
+    monkeypatch.setenv("KFP_TOKEN", TOKEN)
+    monkeypatch.delenv("KF_PIPELINES_SA_TOKEN_PATH", raising=False)
+
+
+def _submit(server: FakeKfp, package: str, *extra: str) -> int:
+    return main(["pipeline", "submit", "--host", server.url, "--package", package,
+                 "--poll", "0.01", *extra])
+
+
+def test_submit_creates_a_run_with_typed_parameters_and_the_token(package, capsys):
+    with FakeKfp(token=TOKEN) as server:
+        assert _submit(server, package, "-p", "n_posters=60", "-p", "data_version=abc123",
+                       "--run-name", "nightly") == 0
+        assert _submit(server, package) == 0
+    out = capsys.readouterr().out
+    (run, second) = server.calls_to("POST", f"{API}/runs")
+    assert run["body"]["display_name"] == "nightly"
+    assert run["body"]["runtime_config"]["parameters"] == {"n_posters": 60,
+                                                           "data_version": "abc123"}
+    spec = run["body"]["pipeline_spec"]
+    assert spec["pipeline_spec"]["pipelineInfo"]["name"] == "postergenre"
+    assert "kubernetes" in spec["platform_spec"]["platforms"]
+    # One experiment, created on the first submit and found by name on the second.
+    assert len(server.calls_to("POST", f"{API}/experiments")) == 1
+    assert run["body"]["experiment_id"] == second["body"]["experiment_id"]
+    assert all(call["auth"] == f"Bearer {TOKEN}" for call in server.calls)
+    run_id = next(iter(server.runs))
+    assert f"{server.url}/#/runs/details/{run_id}" in out
+    assert TOKEN not in out
+
+
+def test_no_cache_overrides_the_compiled_caching(package):
+    with FakeKfp(token=TOKEN) as server:
+        assert _submit(server, package) == 0
+        assert _submit(server, package, "--no-cache") == 0
+    compiled, forced = (c["body"]["pipeline_spec"]["pipeline_spec"]["root"]["dag"]["tasks"]
+                        for c in server.calls_to("POST", f"{API}/runs"))
+    assert compiled["ingest"]["cachingOptions"] == {}  # TMDb ingest: never cached
+    assert compiled["validate"]["cachingOptions"] == {"enableCache": True}
+    assert all(not t.get("cachingOptions", {}).get("enableCache") for t in forced.values())
+
+
+def test_submit_compiles_with_the_given_images_when_no_package(capsys):
+    with FakeKfp(token=TOKEN) as server:
+        assert main(["pipeline", "submit", "--host", server.url, "--registry",
+                     "registry.example/team", "--tag", "sha256:" + "a" * 64]) == 0
+    (run,) = server.calls_to("POST", f"{API}/runs")
+    executors = run["body"]["pipeline_spec"]["pipeline_spec"]["deploymentSpec"]["executors"]
+    images = {name: e["container"]["image"] for name, e in executors.items()}
+    assert images["exec-train-vgg16"] == "registry.example/team/postergenre-gpu@sha256:" + "a" * 64
+    assert images["exec-gate"] == "registry.example/team/postergenre@sha256:" + "a" * 64
+
+
+@pytest.mark.parametrize(("states", "code", "last"), [
+    (["PENDING", "RUNNING", "RUNNING", "SUCCEEDED"], 0, "SUCCEEDED"),
+    (["RUNNING", "FAILED"], 1, "FAILED"),
+    (["RUNNING", "CANCELED"], 1, "CANCELED"),
+])
+def test_watch_follows_the_run_to_its_end(package, capsys, states, code, last):
+    with FakeKfp(token=TOKEN, run_states=states) as server:
+        assert _submit(server, package, "--watch") == code
+    out = capsys.readouterr().out
+    states_seen = re.findall(r"^run run-\d+: ([A-Z]+)$", out, flags=re.MULTILINE)
+    assert states_seen[-1] == last
+    assert states_seen[0] == states[0]
+    if last == "FAILED":
+        assert "OOMKilled" in out  # the run's own error message is shown
+
+
+def test_watch_rides_out_a_short_outage(package, capsys):
+    with FakeKfp(token=TOKEN, run_states=["RUNNING", "SUCCEEDED"]) as server:
+        server.fail_next_gets = 3
+        assert _submit(server, package, "--watch") == 0
+    assert len(server.calls_to("GET", f"{API}/runs/run-2")) == 5
+
+
+def test_watch_gives_up_on_a_lost_server_with_exit_3(package, capsys):
+    with FakeKfp(token=TOKEN, run_states=["RUNNING"] * 1000) as server:
+        client = submit.connect(server.url, submit.Auth(token=TOKEN))
+        run_id = submit.submit(client, submit.Submission(package=package, params={}))
+        assert client.get_run(run_id).state == "RUNNING"  # reachable while the server lives
+        server.stop()
+        with pytest.raises(submit.ConnectionLostError, match="goes on on the cluster"):
+            submit.watch_run(client, run_id, poll_s=0.01, max_misses=2)
+    # The same through the CLI: the server dies while --watch polls.
+    with FakeKfp(token=TOKEN, run_states=["RUNNING"] * 1000) as server:
+        server.fail_next_gets = 10**6  # answers 503 forever, like a dead ingress
+        assert _submit(server, package, "--watch") == 3
+    assert "lost the KFP API" in capsys.readouterr().err
+
+
+def test_schedule_creates_a_recurring_run(package, capsys):
+    with FakeKfp(token=TOKEN) as server:
+        assert _submit(server, package, "--schedule", "0 3 * * 1", "-p", "source=demo") == 0
+        assert _submit(server, package, "--schedule", "every monday") == 2
+    (call,) = server.calls_to("POST", f"{API}/recurringruns")
+    body = call["body"]
+    assert body["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * 1"
+    assert body["mode"] == "ENABLE" and body["no_catchup"] is True
+    assert body["runtime_config"]["parameters"] == {"source": "demo"}
+    assert not server.calls_to("POST", f"{API}/runs")
+    captured = capsys.readouterr()
+    assert "recurring run recurring-" in captured.out
+    assert "5 fields" in captured.err
+
+
+def test_upload_creates_the_pipeline_then_adds_versions(package, capsys):
+    with FakeKfp(token=TOKEN) as server:
+        args = ["pipeline", "upload", "--host", server.url, "--package", package]
+        assert main([*args, "--version", "v1"]) == 0
+        assert main([*args, "--version", "v2", "--description", "new gate"]) == 0
+        assert main([*args, "--version", "v2"]) == 2  # a version name is used once
+    assert len(server.pipelines) == 1
+    (pipeline,) = server.pipelines.values()
+    assert pipeline["display_name"] == "postergenre"
+    versions = sorted(v["display_name"] for v in server.versions.values())
+    assert versions == ["v1", "v2"]
+    uploads = server.calls_to("POST", f"{API}/pipelines/upload_version")
+    assert uploads[0]["body"]["uploadfile"]["documents"] == 2  # spec + platform spec
+    captured = capsys.readouterr()
+    assert "version 'v2'" in captured.out
+    assert "HTTP 409" in captured.err and "version v2" in captured.err
+
+
+def test_clear_errors_for_host_auth_and_parameters(package, capsys, monkeypatch, tmp_path):
+    server = FakeKfp(token=TOKEN)
+    with server:
+        monkeypatch.setenv("KFP_TOKEN", "wrong-token")
+        assert _submit(server, package) == 2
+        assert "rejected the credentials (HTTP 401" in capsys.readouterr().err
+        monkeypatch.setenv("KFP_TOKEN", TOKEN)
+        assert _submit(server, package, "-p", "epochs=3") == 2
+        assert "unknown pipeline parameter 'epochs'" in capsys.readouterr().err
+        assert _submit(server, package, "-p", "n_posters=many") == 2
+        assert "not a valid int" in capsys.readouterr().err
+        assert not server.calls_to("POST", f"{API}/runs")
+        # What only the server can refuse is passed on in one line.
+        client = submit.connect(server.url, submit.Auth(token=TOKEN))
+        with pytest.raises(submit.KfpError, match="HTTP 400: Invalid input error: parameters"):
+            submit.submit(client, submit.Submission(package=package, params={"bogus": 1}))
+    assert _submit(server, package) == 2  # stopped: nothing listens on that port
+    assert "cannot reach the Kubeflow Pipelines API" in capsys.readouterr().err
+    assert main(["pipeline", "submit", "--host", "localhost:1", "--package", package]) == 2
+    assert "give the scheme" in capsys.readouterr().err
+    assert main(["pipeline", "submit", "--host", "http://127.0.0.1:1",
+                 "--package", str(tmp_path / "missing.yaml")]) == 2
+    assert "no compiled pipeline there" in capsys.readouterr().err
+
+
+def test_service_account_token_is_read_on_every_call(package, tmp_path, monkeypatch):
+    token_file = tmp_path / "token"
+    token_file.write_text("sa-token-1\n")
+    monkeypatch.delenv("KFP_TOKEN")
+    with FakeKfp() as server:
+        client = submit.connect(server.url, submit.Auth.resolve("service-account",
+                                                                token_file=str(token_file)))
+        submit.submit(client, submit.Submission(package=package, params={}))
+        token_file.write_text("sa-token-2\n")  # the kubelet rotated the projected token
+        client.get_run("run-2")
+    assert server.calls[0]["auth"] == "Bearer sa-token-1"
+    assert server.calls[-1]["auth"] == "Bearer sa-token-2"
+    with pytest.raises(submit.KfpError, match="no token file"):
+        submit.Auth.resolve("service-account", token_file=str(tmp_path / "none"))
+    with pytest.raises(submit.KfpError, match="KFP_TOKEN is empty"):
+        submit.Auth.resolve("token")
+
+
+def test_parameters_are_typed_by_the_compiled_spec():
+    spec = {"root": {"inputDefinitions": {"parameters": {
+        "n": {"parameterType": "NUMBER_INTEGER"}, "x": {"parameterType": "NUMBER_DOUBLE"},
+        "genres": {"parameterType": "LIST"}, "flag": {"parameterType": "BOOLEAN"},
+        "extra": {"parameterType": "STRUCT"}, "name": {"parameterType": "STRING"}}}}}
+    assert parse_spec_params(["n=3", "x=0.5", "genres=War,Sci-Fi", "flag=false",
+                              'extra={"a": 1}', "name=a=b"], spec) == {
+        "n": 3, "x": 0.5, "genres": ["War", "Sci-Fi"], "flag": False, "extra": {"a": 1},
+        "name": "a=b"}
+    for bad, message in (("flag=maybe", "not a valid bool"), ("extra=[1]", "not a valid dict"),
+                         ("x=abc", "not a valid float"), ("n", "expected KEY=VALUE")):
+        with pytest.raises(ValueError, match=message):
+            parse_spec_params([bad], spec)
