@@ -1,0 +1,97 @@
+"""`--source dvc`: materialise one data version (labels.csv + posters/) from a DVC remote.
+
+A version is either the md5 that `data.dvc` records (`<32 hex>.dir`, with or without
+`.dir`) or a git revision of a repository whose `data.dvc` names it. The data is pulled
+with the real DVC CLI into a throwaway DVC project (no git needed) that holds a
+one-output `data.dvc` and the remote's URL and endpoint, then swapped into `out_dir`.
+DVC checks every file's md5 as it pulls, so what lands is that version, byte for byte.
+
+Credentials: none pass through here. DVC's S3 client (boto) reads them from the
+environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`) or the
+AWS profile (`AWS_PROFILE`), which is why they never enter a config file or a command.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from postergenre.labels import LABELS_FILE, read_labels
+from postergenre.outdir import check_dataset_dir, sibling_tmp, swap_into_place
+
+_MD5 = re.compile(r"^[0-9a-f]{32}(\.dir)?$")
+DATA_DVC = "data.dvc"
+
+
+class DvcError(ValueError):
+    """A DVC command that failed (a ValueError, so the CLI prints it as one line)."""
+
+
+def _run(args: list[str], cwd: Path, what: str) -> str:
+    done = subprocess.run(args, cwd=cwd, capture_output=True, text=True)
+    if done.returncode != 0:
+        detail = (done.stderr or done.stdout).strip().splitlines()[-5:]
+        raise DvcError(f"{what} failed: {' '.join(args[:4])}...: " + " | ".join(detail))
+    return done.stdout
+
+
+def _dvc(*args: str) -> list[str]:
+    # The DVC of this interpreter's environment, not whichever `dvc` is first on PATH.
+    return [sys.executable, "-m", "dvc", *args]
+
+
+def resolve_version(version: str, repo: str | os.PathLike[str] = ".") -> dict:
+    """The `data.dvc` output entry (md5, hash, ...) for an md5 or a git revision."""
+    version = version.strip()
+    if not version:
+        raise ValueError("--data-version is empty: give the md5 in data.dvc or a git rev")
+    if _MD5.match(version):
+        md5 = version if version.endswith(".dir") else f"{version}.dir"
+        return {"md5": md5, "hash": "md5", "path": "data"}
+    text = _run(["git", "show", f"{version}:{DATA_DVC}"], Path(repo),
+                f"reading {DATA_DVC} at git revision {version!r} in {repo}")
+    outs = (yaml.safe_load(text) or {}).get("outs") or []
+    if len(outs) != 1 or "md5" not in outs[0]:
+        raise ValueError(f"{DATA_DVC} at {version!r} does not hold one output with an md5")
+    return {**outs[0], "path": "data"}
+
+
+def materialise(version: str, out_dir: str | os.PathLike[str], remote_url: str,
+                endpoint_url: str | None = None, repo: str | os.PathLike[str] = ".",
+                jobs: int | None = None) -> dict:
+    """Pull data version `version` from `remote_url` into `out_dir` (replaced when done)."""
+    if not remote_url:
+        raise ValueError("--source dvc needs --remote-url (e.g. s3://bucket/path)")
+    entry = resolve_version(version, repo)
+    out = Path(out_dir).resolve()
+    check_dataset_dir(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="postergenre-dvc-") as work_dir:
+        work = Path(work_dir)
+        _run(_dvc("init", "--no-scm", "-q"), work, "dvc init")
+        _run(_dvc("remote", "add", "-d", "storage", remote_url), work, "dvc remote add")
+        if endpoint_url:
+            _run(_dvc("remote", "modify", "storage", "endpointurl", endpoint_url), work,
+                 "dvc remote modify")
+        (work / DATA_DVC).write_text(yaml.safe_dump({"outs": [entry]}, sort_keys=False))
+        pull = _dvc("pull", "-q", DATA_DVC) + (["--jobs", str(jobs)] if jobs else [])
+        _run(pull, work, f"dvc pull of data version {entry['md5']} from {remote_url}")
+        if not (work / "data" / LABELS_FILE).is_file():
+            raise ValueError(f"data version {entry['md5']} holds no {LABELS_FILE}")
+        tmp = sibling_tmp(out)
+        shutil.move(work / "data", tmp)  # a copy across file systems, a rename otherwise
+        try:
+            swap_into_place(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    n = len(read_labels(out))
+    return {"source": "dvc", "out_dir": str(out), "version": version, "md5": entry["md5"],
+            "remote": remote_url, "n_posters": n}

@@ -1,0 +1,109 @@
+"""`--source local`: a poster folder you already have, plus its labels CSV.
+
+The CSV has the columns of ../shared/data/*/labels.csv: `imdb_id`, `poster` (a path
+relative to the CSV's folder, or absolute) and `genres` (`|`-joined, in the 19-genre
+vocabulary) are required; `tmdb_id`, `movielens_id`, `title` and `source_genres` are
+kept when present. Every row is checked before anything is written, and every bad row
+is named (CSV line, imdb_id, what is wrong). The posters are copied into the output
+folder as `posters/<imdb_id><ext>`, in a sibling folder that replaces the output only
+when complete.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pandas as pd
+from tqdm import tqdm
+
+from postergenre.genres import join_genres, parse_genres, unknown_genres
+from postergenre.labels import LABEL_COLUMNS, LABELS_FILE, POSTERS_DIR, write_table
+from postergenre.outdir import check_dataset_dir, sibling_tmp, swap_into_place
+
+REQUIRED_COLUMNS: tuple[str, ...] = ("imdb_id", "poster", "genres")
+_IMDB_ID = re.compile(r"^tt\d{7,}$")
+MAX_LISTED = 10  # bad rows named per problem in the error
+
+
+def _check_rows(frame: pd.DataFrame, base: Path, csv: Path) -> list[str]:
+    """Every problem with the table, one line each (CSV line numbers, 1 = header)."""
+    problems: dict[str, list[str]] = {}
+    seen: dict[str, int] = {}
+    for i, row in enumerate(frame.itertuples(index=False)):
+        line = i + 2
+        imdb_id = row.imdb_id.strip()
+        who = f"line {line} ({imdb_id or 'no imdb_id'})"
+        if not _IMDB_ID.match(imdb_id):
+            problems.setdefault("bad imdb_id", []).append(f"{who}: {row.imdb_id!r}")
+        elif imdb_id in seen:
+            problems.setdefault("duplicate imdb_id", []).append(
+                f"{who}: also on line {seen[imdb_id]}")
+        else:
+            seen[imdb_id] = line
+        genres = parse_genres(row.genres)
+        unknown = unknown_genres(genres)
+        if unknown:
+            problems.setdefault("unknown genre", []).append(f"{who}: {', '.join(unknown)}")
+        elif not genres:
+            problems.setdefault("no genre", []).append(who)
+        poster = row.poster.strip()
+        if not poster:
+            problems.setdefault("empty poster path", []).append(who)
+        elif not (base / poster).is_file():
+            problems.setdefault("poster not found", []).append(f"{who}: {base / poster}")
+    lines = []
+    for what, offenders in problems.items():
+        more = len(offenders) - MAX_LISTED
+        listed = "; ".join(offenders[:MAX_LISTED]) + (f"; and {more} more" if more > 0 else "")
+        lines.append(f"{csv}: {what} in {len(offenders)} row(s): {listed}")
+    return lines
+
+
+def ingest_local(folder: str | os.PathLike[str], out_dir: str | os.PathLike[str],
+                 labels_csv: str | os.PathLike[str] | None = None) -> dict:
+    """Check `labels_csv` (default `folder/labels.csv`) and copy it and its posters."""
+    folder = Path(folder)
+    csv = Path(labels_csv) if labels_csv else folder / LABELS_FILE
+    if not csv.is_file():
+        raise FileNotFoundError(f"labels CSV not found: {csv}")
+    frame = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{csv}: missing column(s) {', '.join(missing)} (need "
+                         f"{', '.join(REQUIRED_COLUMNS)}; see the README of --source local)")
+    problems = _check_rows(frame, csv.parent, csv)
+    if problems:
+        raise ValueError("\n".join(problems))
+
+    out = Path(out_dir).resolve()
+    if out == csv.parent.resolve():
+        raise ValueError(f"{out}: --out must differ from the local folder")
+    check_dataset_dir(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = sibling_tmp(out)
+    (tmp / POSTERS_DIR).mkdir(parents=True)
+    try:
+        rows = []
+        for row in tqdm(frame.to_dict("records"), desc="local posters", unit="poster",
+                        disable=None):
+            imdb_id = row["imdb_id"].strip()
+            source = csv.parent / row["poster"].strip()
+            rel = f"{POSTERS_DIR}/{imdb_id}{source.suffix.lower() or '.jpg'}"
+            shutil.copyfile(source, tmp / rel)
+            genres = join_genres(parse_genres(row["genres"]))
+            rows.append({
+                "imdb_id": imdb_id, "tmdb_id": row.get("tmdb_id", ""),
+                "movielens_id": row.get("movielens_id", ""), "title": row.get("title", ""),
+                "poster": rel, "genres": genres,
+                "source_genres": row.get("source_genres", "") or row["genres"],
+            })
+        write_table(pd.DataFrame(rows, columns=list(LABEL_COLUMNS)), tmp / LABELS_FILE)
+        swap_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return {"source": "local", "out_dir": str(out), "labels_csv": str(csv),
+            "n_posters": len(rows)}

@@ -1,0 +1,345 @@
+"""`--source tmdb`: MovieLens ids -> TMDb details and posters -> a poster data set.
+
+For each MovieLens movie (links.csv joined with movies.csv): its TMDb details (title,
+release date, imdb_id, genres, poster_path), then its poster from the image CDN. The
+label is the TMDb genres, the MovieLens genres or their union (`label_source`), mapped
+by genre_mapping.py. A movie with no TMDb id, no TMDb entry, no poster, no IMDb id or no
+genre left after mapping is excluded, and the report says which and why.
+
+Resumable and idempotent, because a crawl of tens of thousands of movies will be
+interrupted:
+- every file is written atomically (temp file + rename), so a poster on disk is whole;
+  temp files a killed run left behind are deleted on the next start;
+- TMDb details (or their 404) are cached per TMDb id, and each movie's poster outcome
+  (fetched / not found) per poster size, in the cache folder, each right after it is
+  known: a rerun makes no request for a movie already settled;
+- failures (retries exhausted, an undecodable image) are not cached: a rerun tries them
+  again;
+- `labels.csv` is written last, from the cache alone, in MovieLens order, so an
+  interrupted-then-resumed crawl writes the same bytes as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import pandas as pd
+from tqdm import tqdm
+
+from postergenre import genre_mapping, movielens
+from postergenre.atomic import atomic_open, write_json
+from postergenre.crawler import Fetcher, FetchFailedError, RetryPolicy
+from postergenre.images import PosterDecodeError, decode_rgb
+from postergenre.labels import LABEL_COLUMNS, LABELS_FILE, POSTERS_DIR, write_table
+from postergenre.outdir import check_dataset_dir, remove_partial_files
+from postergenre.tmdb import (
+    DEFAULT_API_URL,
+    DEFAULT_IMAGE_URL,
+    TmdbAuth,
+    TmdbClient,
+)
+
+log = logging.getLogger(__name__)
+
+# TMDb asks clients to stay under about 40 requests per second (its "upper limit"
+# since the 2019 change); 20 leaves room for other clients on the same address.
+DEFAULT_RATE_LIMIT = 20.0
+DEFAULT_CONCURRENCY = 8
+_DETAIL_KEYS = ("id", "imdb_id", "title", "release_date", "genres", "poster_path")
+_POSTER_EXTS = (".jpg", ".jpeg", ".png", ".webp")
+
+
+def default_cache_dir() -> Path:
+    """$XDG_CACHE_HOME/postergenre (or ~/.cache/postergenre): downloads and crawl state."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "postergenre"
+
+
+@dataclass
+class Outcome:
+    movie: movielens.MovieLensMovie
+    status: str  # fetched | skipped (poster from an earlier run) | missing | failed
+    reason: str = ""
+    row: dict | None = None
+    from_cache: bool = False  # settled by an earlier run: no request this run
+
+
+def poster_problem(body: bytes, content_type: str) -> str | None:
+    """Why these bytes are not a usable poster, or None when OpenCV decodes them."""
+    if not body:
+        return "empty_body"
+    if "html" in content_type.lower() or body.lstrip()[:1] == b"<":
+        return "html_body"
+    try:
+        decode_rgb(body)
+    except PosterDecodeError:
+        return "undecodable_image"
+    return None
+
+
+class _Crawl:
+    """One crawl's state: the client, the cache folders and the output folder."""
+
+    def __init__(self, client: TmdbClient, out: Path, cache: Path, label_source: str) -> None:
+        self.client = client
+        self.out = out
+        self.posters = out / POSTERS_DIR
+        self.details_dir = cache / "tmdb" / "details"
+        # Poster outcomes depend on the output folder and the size: keyed by both.
+        key = hashlib.sha1(str(out).encode()).hexdigest()[:12]
+        self.state_dir = cache / "tmdb" / "posters" / key / client.poster_size
+        self.label_source = label_source
+        self.unknown_genres: Counter = Counter()
+
+    # -- cache ------------------------------------------------------------------------
+    def _read(self, path: Path) -> dict | None:
+        try:
+            return json.loads(path.read_text())
+        except (FileNotFoundError, ValueError):
+            return None  # absent, or (cannot happen with atomic writes) unreadable
+
+    async def details(self, tmdb_id: str) -> tuple[dict | None, bool]:
+        """(details or None for a 404, came from the cache)."""
+        path = self.details_dir / f"{tmdb_id}.json"
+        cached = self._read(path)
+        if cached is not None:
+            return cached.get("details"), True
+        found = await self.client.details(tmdb_id)
+        kept = None if found is None else {k: found.get(k) for k in _DETAIL_KEYS}
+        write_json(path, {"tmdb_id": tmdb_id, "details": kept})
+        return kept, False
+
+    # -- one movie --------------------------------------------------------------------
+    def _label(self, movie: movielens.MovieLensMovie, details: dict) -> tuple[list[str], str]:
+        tmdb_names = genre_mapping.tmdb_genre_names(details.get("genres") or [])
+        tmdb = genre_mapping.map_genres("tmdb", tmdb_names)
+        ml = genre_mapping.map_genres("movielens", movie.genres)
+        self.unknown_genres.update(f"tmdb:{n}" for n in tmdb.unknown)
+        self.unknown_genres.update(f"movielens:{n}" for n in ml.unknown)
+        genres = genre_mapping.combine(self.label_source, tmdb.genres, ml.genres)
+        source = {"tmdb": tmdb_names, "movielens": list(movie.genres),
+                  "union": list(dict.fromkeys([*tmdb_names, *movie.genres]))}
+        return genres, "|".join(source[self.label_source])
+
+    async def one(self, movie: movielens.MovieLensMovie) -> Outcome:
+        if not movie.tmdb_id:
+            return Outcome(movie, "missing", "no_tmdb_id")
+        details, cached = await self.details(movie.tmdb_id)
+        if details is None:
+            return Outcome(movie, "missing", "tmdb_not_found", from_cache=cached)
+        imdb_id = movie.imdb_id or (details.get("imdb_id") or "")
+        if not imdb_id:
+            return Outcome(movie, "missing", "no_imdb_id", from_cache=cached)
+        genres, source_genres = self._label(movie, details)
+        if not genres:
+            return Outcome(movie, "missing", "no_genre", from_cache=cached)
+        poster_path = details.get("poster_path") or ""
+        if not poster_path:
+            return Outcome(movie, "missing", "no_poster_path", from_cache=cached)
+        ext = os.path.splitext(poster_path)[1].lower()
+        rel = f"{POSTERS_DIR}/{imdb_id}{ext if ext in _POSTER_EXTS else '.jpg'}"
+        row = {"imdb_id": imdb_id, "tmdb_id": movie.tmdb_id,
+               "movielens_id": movie.movielens_id,
+               "title": movie.title or _tmdb_title(details), "poster": rel,
+               "genres": "|".join(genres), "source_genres": source_genres}
+        state_path = self.state_dir / f"{movie.tmdb_id}.json"
+        state = self._read(state_path)
+        if state and state.get("poster_path") == poster_path:
+            if state.get("outcome") == "not_found":
+                return Outcome(movie, "missing", "poster_not_found", from_cache=cached)
+            if state.get("outcome") == "fetched" and (self.out / rel).is_file():
+                return Outcome(movie, "skipped", row=row, from_cache=cached)
+        resp = await self.client.poster(poster_path)
+        if resp.status == 404:
+            write_json(state_path, {"poster_path": poster_path, "outcome": "not_found"})
+            return Outcome(movie, "missing", "poster_not_found")
+        if resp.status != 200:
+            return Outcome(movie, "failed", f"poster_http_{resp.status}")
+        problem = await asyncio.to_thread(_check_and_write, resp.body, resp.content_type,
+                                          self.out / rel)
+        if problem:
+            return Outcome(movie, "failed", problem)
+        write_json(state_path, {"poster_path": poster_path, "outcome": "fetched"})
+        return Outcome(movie, "fetched", row=row)
+
+
+def _tmdb_title(details: dict) -> str:
+    year = (details.get("release_date") or "")[:4]
+    title = details.get("title") or ""
+    return f"{title} ({year})" if year else title
+
+
+def _check_and_write(body: bytes, content_type: str, dest: Path) -> str | None:
+    """Decode-check a poster, then write it atomically; the problem if it is no image."""
+    problem = poster_problem(body, content_type)
+    if problem is None:
+        with atomic_open(dest, "wb") as handle:
+            handle.write(body)
+    return problem
+
+
+async def _crawl(crawl: _Crawl, movies: list[movielens.MovieLensMovie], concurrency: int,
+                 secrets: tuple[str, ...]) -> list[Outcome]:
+    results: list[Outcome | None] = [None] * len(movies)
+    counts: Counter = Counter()
+    queue = iter(enumerate(movies))
+    bar = tqdm(total=len(movies), desc="tmdb posters", unit="movie", disable=None,
+               mininterval=0.5)
+
+    async def worker() -> None:
+        for i, movie in queue:  # a shared iterator: each movie goes to one worker
+            try:
+                outcome = await crawl.one(movie)
+            except FetchFailedError as err:
+                outcome = Outcome(movie, "failed", _redact(err.reason, secrets))
+            results[i] = outcome
+            counts[outcome.status] += 1
+            bar.update(1)
+            bar.set_postfix(counts, refresh=False)
+
+    try:
+        # One worker per allowed in-flight request: a movie's two requests are sequential.
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    finally:
+        bar.close()
+    return [r for r in results if r is not None]
+
+
+def _redact(text: str, secrets: tuple[str, ...]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
+def _assemble(outcomes: list[Outcome]) -> tuple[list[dict], list[dict]]:
+    """Rows to keep (first of each imdb_id, MovieLens order) and exclusions with reasons."""
+    rows, excluded, seen = [], [], set()
+    for o in outcomes:
+        m = o.movie
+        if o.row is not None and o.row["imdb_id"] in seen:
+            o.status, o.reason, o.row = "missing", "duplicate_imdb_id", None
+        if o.row is None:
+            excluded.append({"movielens_id": m.movielens_id, "tmdb_id": m.tmdb_id,
+                             "imdb_id": m.imdb_id, "title": m.title,
+                             "outcome": "failed" if o.status == "failed" else "missing",
+                             "reason": o.reason})
+            continue
+        seen.add(o.row["imdb_id"])
+        rows.append(o.row)
+    return rows, excluded
+
+
+def _prune(posters: Path, keep: set[str]) -> int:
+    """Delete posters the labels no longer name (a previous run's, or another set's)."""
+    removed = 0
+    if posters.is_dir():
+        for path in posters.iterdir():
+            if path.is_file() and f"{POSTERS_DIR}/{path.name}" not in keep:
+                path.unlink()
+                removed += 1
+    return removed
+
+
+def ingest_tmdb(out_dir: str | os.PathLike[str], *, variant: str = "ml-latest-small",
+                movielens_url: str = movielens.DEFAULT_BASE_URL,
+                movielens_md5: str | None = None, api_url: str = DEFAULT_API_URL,
+                image_url: str = DEFAULT_IMAGE_URL, poster_size: str = "w500",
+                label_source: str = "tmdb", max_movies: int | None = None,
+                rate_limit: float = DEFAULT_RATE_LIMIT,
+                concurrency: int = DEFAULT_CONCURRENCY, timeout: float = 30.0,
+                retries: int = 5, cache_dir: str | os.PathLike[str] | None = None,
+                report_path: str | os.PathLike[str] | None = None,
+                auth: TmdbAuth | None = None) -> dict:
+    """Crawl TMDb for the movies of a MovieLens release; write labels.csv + posters/.
+
+    Credentials come from `auth`, else from the environment (TmdbAuth.from_env). Returns
+    the ingest report's summary (without the per-movie exclusion list, which is in the
+    JSON report at `report_path`).
+    """
+    if label_source not in genre_mapping.LABEL_SOURCES:
+        raise ValueError(f"unknown label_source {label_source!r}; choose one of "
+                         f"{', '.join(genre_mapping.LABEL_SOURCES)}")
+    if max_movies is not None and max_movies < 1:
+        raise ValueError(f"max_movies must be at least 1, got {max_movies}")
+    auth = auth or TmdbAuth.from_env()
+    out = Path(out_dir).resolve()
+    check_dataset_dir(out)
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    started = time.monotonic()
+
+    zip_path = movielens.fetch_release(variant, cache / "movielens", movielens_url,
+                                       movielens_md5, timeout=max(timeout, 60.0))
+    movies = movielens.read_movies(zip_path)
+    if max_movies is not None:
+        movies = movies[:max_movies]
+    (out / POSTERS_DIR).mkdir(parents=True, exist_ok=True)
+    leftovers = remove_partial_files(out / POSTERS_DIR) + remove_partial_files(out)
+    if leftovers:
+        log.info("removed %d partial file(s) an interrupted run left in %s", leftovers, out)
+
+    async def run() -> tuple[list[Outcome], dict, Counter]:
+        connector = aiohttp.TCPConnector(limit=concurrency)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            fetcher = Fetcher(session, rate=rate_limit, concurrency=concurrency,
+                              timeout=timeout, retry=RetryPolicy(attempts=retries + 1))
+            client = TmdbClient(fetcher, auth, api_url, image_url, poster_size)
+            crawl = _Crawl(client, out, cache, label_source)
+            outcomes = await _crawl(crawl, movies, concurrency, auth.secrets)
+            return outcomes, fetcher.stats.as_dict(), crawl.unknown_genres
+
+    outcomes, http, unknown = asyncio.run(run())
+    rows, excluded = _assemble(outcomes)
+    write_table(pd.DataFrame(rows, columns=list(LABEL_COLUMNS)), out / LABELS_FILE)
+    pruned = _prune(out / POSTERS_DIR, {r["poster"] for r in rows})
+
+    statuses = Counter(o.status for o in outcomes)
+    by_reason = {kind: dict(sorted(Counter(e["reason"] for e in excluded
+                                           if e["outcome"] == kind).items()))
+                 for kind in ("missing", "failed")}
+    summary = {
+        "source": "tmdb", "out_dir": str(out), "movielens_release": variant,
+        "label_source": label_source, "poster_size": poster_size,
+        "movies": len(movies), "n_posters": len(rows),
+        # skipped: settled by an earlier run, no request this run (included or not).
+        "fetched": statuses["fetched"], "skipped": sum(o.from_cache for o in outcomes),
+        "missing": sum(by_reason["missing"].values()),
+        "failed": sum(by_reason["failed"].values()),
+        "missing_by_reason": by_reason["missing"], "failed_by_reason": by_reason["failed"],
+        "unknown_genres": dict(sorted(unknown.items())),
+        "http": http, "partial_files_removed": leftovers, "stale_posters_removed": pruned,
+        "rate_limit": rate_limit, "concurrency": concurrency,
+        "seconds": round(time.monotonic() - started, 2),
+    }
+    report = Path(report_path) if report_path else (
+        cache / "reports" / f"ingest-{hashlib.sha1(str(out).encode()).hexdigest()[:12]}.json")
+    summary["report"] = str(report)
+    write_json(report, {**summary, "excluded": excluded})
+    log.info("tmdb ingest: %d posters in %s (%d fetched, %d skipped, %d missing, %d failed)",
+             len(rows), out, summary["fetched"], summary["skipped"], summary["missing"],
+             summary["failed"])
+    return summary
+
+
+def cli_options(args) -> dict:
+    """`postergenre ingest` flags -> keyword arguments of `ingest_tmdb` (URLs: if given)."""
+    options = {
+        "variant": args.movielens_release, "movielens_md5": args.movielens_md5,
+        "poster_size": args.poster_size, "label_source": args.label_source,
+        "max_movies": args.max_movies, "rate_limit": args.rate_limit,
+        "concurrency": args.concurrency, "timeout": args.timeout, "retries": args.retries,
+        "cache_dir": args.cache_dir, "report_path": args.report,
+    }
+    for key, value in (("movielens_url", args.movielens_url), ("api_url", args.tmdb_api_url),
+                       ("image_url", args.tmdb_image_url)):
+        if value:
+            options[key] = value
+    return options

@@ -1,0 +1,272 @@
+"""`--source tmdb` against TMDb-like and MovieLens-like servers on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from postergenre import movielens
+from postergenre.crawler import TokenBucket, retry_after_seconds
+from postergenre.labels import read_labels
+from postergenre.tmdb import TmdbAuth, TmdbError
+from postergenre.tmdb_ingest import ingest_tmdb, poster_problem
+from tests.servers.fake_services import (
+    FakeServices,
+    ServerThread,
+    make_catalogue,
+    poster_jpeg,
+)
+
+KEY = "sk-TEST-v3key-do-not-leak-7f3a91"
+TOKEN = "eyJTEST-v4token-do-not-leak-c0ffee"
+BIN = Path(sys.executable).parent
+
+# Scripted movies (catalogue index -> behaviour); every other movie is well behaved.
+SCRIPT = {2: "details_404", 3: "no_poster_path", 4: "poster_404", 5: "truncated", 6: "html",
+          7: "429_once", 8: "500_once", 9: "500_always", 10: "slow_once", 11: "slow_always"}
+
+
+def _catalogue(n: int = 16):
+    movies = make_catalogue(n, seed=1, behaviours=SCRIPT)
+    # Known rows for the join and the genre mapping:
+    movies[0].ml_genres = ["Children", "Film-Noir", "Sci-Fi"]
+    movies[0].tmdb_genres = [(878, "Science Fiction"), (10770, "TV Movie")]
+    movies[1].tmdb_id = None  # links.csv has no tmdbId
+    for m in movies[2:12]:
+        m.tmdb_genres = [(18, "Drama")]  # so each ends by its behaviour, not for no genre
+    movies[12].tmdb_genres = [(10770, "TV Movie")]  # nothing left after mapping
+    movies[12].ml_genres = ["IMAX"]
+    return movies
+
+
+@pytest.fixture()
+def server():
+    services = FakeServices(_catalogue(), api_key=KEY, read_token=TOKEN, slow_seconds=1.5)
+    with ServerThread(services) as running:
+        yield running
+
+
+def _run(server, tmp_path, **kwargs):
+    options = dict(movielens_url=server.movielens_url, api_url=server.api_url,
+                   image_url=server.image_url, cache_dir=tmp_path / "cache",
+                   report_path=tmp_path / "report.json", timeout=0.5, retries=2,
+                   rate_limit=100.0, concurrency=4, auth=TmdbAuth(api_key=KEY))
+    options.update(kwargs)
+    return ingest_tmdb(tmp_path / "data", **options)
+
+
+def test_join_mapping_and_every_outcome_in_the_report(server, tmp_path, caplog):
+    caplog.set_level(logging.DEBUG)
+    summary = _run(server, tmp_path)
+    labels = read_labels(tmp_path / "data").set_index("movielens_id")
+    report = json.loads((tmp_path / "report.json").read_text())
+    reasons = {e["movielens_id"]: (e["outcome"], e["reason"]) for e in report["excluded"]}
+
+    # Join: links.csv ids with movies.csv title; TMDb's Science Fiction -> Sci-Fi,
+    # TV Movie dropped; source_genres keeps TMDb's names.
+    first = labels.loc["1"]
+    assert (first.imdb_id, first.tmdb_id, first.title) == ("tt1000000", "5000",
+                                                           "Fake movie 1 (1980)")
+    assert first.genres == "Sci-Fi"
+    assert first.source_genres == "Science Fiction|TV Movie"
+    assert first.poster == "posters/tt1000000.jpg"
+    assert (tmp_path / "data" / first.poster).read_bytes() == poster_jpeg(5000)
+
+    assert reasons == {
+        "2": ("missing", "no_tmdb_id"),
+        "3": ("missing", "tmdb_not_found"),
+        "4": ("missing", "no_poster_path"),
+        "5": ("missing", "poster_not_found"),
+        "6": ("failed", "undecodable_image"),  # a truncated JPEG
+        "7": ("failed", "html_body"),
+        "10": ("failed", "http_500"),  # 500 on every try
+        "12": ("failed", "timeout"),  # slower than the timeout on every try
+        "13": ("missing", "no_genre"),
+    }
+    # A 429 with Retry-After, a single 500 and a single slow answer all end fetched.
+    assert {"8", "9", "11"} <= set(labels.index)
+    assert summary["n_posters"] == len(labels) == 16 - len(reasons)
+    assert summary["fetched"] == len(labels) and summary["skipped"] == 0
+    assert summary["missing_by_reason"] == {"no_genre": 1, "no_poster_path": 1,
+                                            "no_tmdb_id": 1, "poster_not_found": 1,
+                                            "tmdb_not_found": 1}
+    assert summary["failed_by_reason"] == {"html_body": 1, "http_500": 1, "timeout": 1,
+                                           "undecodable_image": 1}
+    assert summary["http"]["by_status"]["429"] == 1
+
+    # Retry-After: 1 was honoured: the retry came at least a second after the 429.
+    times = [t for t, path in server.services.log if path == "/3/movie/5007"]
+    assert len(times) == 2 and times[1] - times[0] >= 0.95
+    # Only whole posters in the folder, no temp file.
+    names = sorted(p.name for p in (tmp_path / "data" / "posters").iterdir())
+    assert names == sorted(Path(p).name for p in labels.poster)
+
+
+def test_label_source_movielens_and_union(server, tmp_path):
+    _run(server, tmp_path / "ml", label_source="movielens")
+    _run(server, tmp_path / "union", label_source="union")
+    ml = read_labels(tmp_path / "ml" / "data").set_index("movielens_id")
+    union = read_labels(tmp_path / "union" / "data").set_index("movielens_id")
+    # MovieLens: Children -> Family, Film-Noir dropped.
+    assert ml.loc["1"].genres == "Family|Sci-Fi"
+    assert ml.loc["1"].source_genres == "Children|Film-Noir|Sci-Fi"
+    assert union.loc["1"].genres == "Family|Sci-Fi"
+    # The IMAX-only / TV-Movie-only movie has no genre under any label source.
+    assert "13" not in ml.index and "13" not in union.index
+
+
+def test_rerun_skips_what_is_done_and_is_idempotent(server, tmp_path):
+    _run(server, tmp_path)
+    labels = (tmp_path / "data" / "labels.csv").read_bytes()
+    before = len(server.services.log)
+    again = _run(server, tmp_path)
+    assert (tmp_path / "data" / "labels.csv").read_bytes() == labels
+    assert again["fetched"] == 0
+    # Only the four failures are tried again: 1 + 1 poster requests (truncated, html),
+    # 3 tries each for the always-500 and the always-slow movie's details.
+    assert len(server.services.log) - before == 1 + 1 + 3 + 3
+    assert again["skipped"] == 16 - 1 - 4  # all but no_tmdb_id and the four failures
+
+
+def test_the_key_never_appears_in_logs_reports_or_outputs(server, tmp_path, caplog, capsys):
+    caplog.set_level(logging.DEBUG)
+    _run(server, tmp_path)  # v3 key, with retries, timeouts and failures on the way
+    env = {**os.environ, "TMDB_READ_ACCESS_TOKEN": TOKEN, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    env.pop("TMDB_API_KEY", None)
+    cli = subprocess.run(
+        ["postergenre", "-v", "ingest", "--source", "tmdb", "--out", str(tmp_path / "cli"),
+         "--movielens-url", server.movielens_url, "--tmdb-api-url", server.api_url,
+         "--tmdb-image-url", server.image_url, "--cache-dir", str(tmp_path / "cli-cache"),
+         "--timeout", "0.5", "--retries", "1", "--rate-limit", "100"],
+        env=env, capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 0, cli.stderr
+    assert json.loads(cli.stdout)["n_posters"] == 7  # the v4 token was accepted
+
+    captured = capsys.readouterr()
+    texts = [caplog.text, captured.out, captured.err, cli.stdout, cli.stderr]
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            texts.append(path.read_bytes().decode("latin-1"))
+    assert len(texts) > 20
+    for text in texts:
+        assert KEY not in text and TOKEN not in text
+
+
+def test_a_refused_key_stops_with_a_clear_error_that_does_not_show_it(server, tmp_path):
+    with pytest.raises(TmdbError, match="refused the credential") as err:
+        _run(server, tmp_path, auth=TmdbAuth(api_key="wrong-key-123"))
+    assert "wrong-key-123" not in str(err.value)
+
+
+def test_no_credential_names_both_variables(tmp_path):
+    with pytest.raises(ValueError, match="TMDB_API_KEY.*TMDB_READ_ACCESS_TOKEN"):
+        TmdbAuth.from_env({})
+    assert "secret" not in repr(TmdbAuth(api_key="secret"))
+
+
+def test_movielens_checksum_is_verified_and_the_zip_cached(server, tmp_path):
+    cache = tmp_path / "ml"
+    with pytest.raises(movielens.ChecksumError, match="not the published"):
+        movielens.fetch_release("ml-latest-small", cache, server.movielens_url,
+                                expected_md5="0" * 32)
+    assert not (cache / "ml-latest-small.zip").exists()
+    path = movielens.fetch_release("ml-latest-small", cache, server.movielens_url)
+    # Cached with its checksum: a second call needs no server at all.
+    again = movielens.fetch_release("ml-latest-small", cache, "http://127.0.0.1:9")
+    assert again == path
+    rows = movielens.read_movies(path)
+    assert rows[0] == movielens.MovieLensMovie("1", "tt1000000", "5000", "Fake movie 1 (1980)",
+                                               ("Children", "Film-Noir", "Sci-Fi"))
+    assert rows[1].tmdb_id == ""
+
+
+def test_poster_problem_names_each_kind_of_bad_body():
+    jpeg = poster_jpeg(1)
+    assert poster_problem(jpeg, "image/jpeg") is None
+    assert poster_problem(jpeg[: len(jpeg) // 2], "image/jpeg") == "undecodable_image"
+    assert poster_problem(b"<html></html>", "image/jpeg") == "html_body"
+    assert poster_problem(b"", "image/jpeg") == "empty_body"
+
+
+@pytest.mark.parametrize(("limit", "n"), [(20, 30), (60, 90)])
+def test_token_bucket_never_exceeds_its_limit_in_any_one_second_window(limit, n):
+    async def take(concurrent: bool):
+        bucket, times = TokenBucket.for_limit(limit), []
+
+        async def one():
+            await bucket.acquire()
+            times.append(time.monotonic())
+
+        if concurrent:  # n takers at once share the bucket
+            await asyncio.gather(*(one() for _ in range(n)))
+        else:
+            for _ in range(n):
+                await one()
+        return sorted(times)
+
+    for times in (asyncio.run(take(False)), asyncio.run(take(True))):
+        worst = max(sum(1 for u in times if t <= u < t + 1.0) for t in times)
+        assert worst <= limit
+        assert worst >= 0.9 * limit  # and it does not throttle far below the limit
+
+
+def test_retry_after_parses_seconds_and_dates():
+    assert retry_after_seconds("3") == 3.0
+    assert retry_after_seconds(None) is None
+    assert retry_after_seconds("soon") is None
+    assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # in the past
+
+
+def _posters_state(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((folder / "posters").iterdir())}
+
+
+@pytest.mark.slow
+def test_sigkill_mid_crawl_then_rerun_equals_an_uninterrupted_run(tmp_path):
+    movies = make_catalogue(80, seed=2, behaviours={5: "poster_404", 9: "details_404"})
+    services = FakeServices(movies, api_key=KEY, latency=0.02)
+    env = {**os.environ, "TMDB_API_KEY": KEY, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    with ServerThread(services) as server:
+        def cmd(name):
+            return ["postergenre", "ingest", "--source", "tmdb", "--out",
+                    str(tmp_path / name), "--movielens-url", server.movielens_url,
+                    "--tmdb-api-url", server.api_url, "--tmdb-image-url", server.image_url,
+                    "--cache-dir", str(tmp_path / f"{name}-cache"), "--rate-limit", "40",
+                    "--concurrency", "4", "--label-source", "union"]
+
+        # Uninterrupted reference run.
+        subprocess.run(cmd("whole"), env=env, check=True, capture_output=True, timeout=120)
+        # Killed once a third of the posters are down, then rerun.
+        proc = subprocess.Popen(cmd("killed"), env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        posters = tmp_path / "killed" / "posters"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if posters.is_dir() and sum(1 for _ in posters.glob("*.jpg")) >= 25:
+                break
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        assert not (tmp_path / "killed" / "labels.csv").exists()  # killed mid-crawl
+        done_before = sum(1 for _ in posters.glob("*.jpg"))
+        assert 25 <= done_before < 78
+        requests_before = len(services.log)
+        rerun = subprocess.run(cmd("killed"), env=env, check=True, capture_output=True,
+                               text=True, timeout=120)
+    summary = json.loads(rerun.stdout)
+    assert summary["skipped"] >= done_before  # the finished posters were not fetched again
+    assert len(services.log) - requests_before < 2 * 80 - done_before
+    assert (tmp_path / "killed" / "labels.csv").read_bytes() == \
+        (tmp_path / "whole" / "labels.csv").read_bytes()
+    assert _posters_state(tmp_path / "killed") == _posters_state(tmp_path / "whole")
+    leftovers = [p for p in (tmp_path / "killed").rglob("*") if p.name.endswith(".tmp")]
+    assert leftovers == []
