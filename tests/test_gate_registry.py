@@ -9,7 +9,8 @@ from postergenre.registry import LATEST_FILE, register
 
 NULL = {"f1_micro": 0.0, "map_macro": 0.12, "hamming_loss": 0.12}
 TOP1 = {"f1_micro": 0.3, "map_macro": 0.12, "hamming_loss": 0.13}
-BASE = {"null": NULL, "most_frequent": TOP1}
+TOP3 = {"f1_micro": 0.35, "map_macro": 0.12, "hamming_loss": 0.2}
+BASE = {"null": NULL, "most_frequent": TOP1, "top3": TOP3}
 
 
 def _write(tmp_path, metrics):
@@ -30,7 +31,10 @@ def test_clearly_better_model_is_blessed(tmp_path):
     assert all(rule["passed"] for rule in blessing["rules"])
     assert {r["rule"] for r in blessing["rules"]} == {
         "f1_micro_over_null", "map_macro_over_null", "f1_micro_over_most_frequent",
-        "map_macro_over_most_frequent", "hamming_loss_not_above_null"}
+        "map_macro_over_most_frequent", "f1_micro_over_top3", "map_macro_over_top3",
+        "hamming_loss_not_above_null", "f1_micro_floor", "map_macro_floor", "first_blessing"}
+    first = next(r for r in blessing["rules"] if r["rule"] == "first_blessing")
+    assert first["passed"] and "first run" in first["note"]
 
 
 def test_model_equal_to_null_is_rejected_naming_the_rules(tmp_path):
@@ -47,14 +51,28 @@ def test_predicting_the_most_frequent_genre_is_not_enough(tmp_path):
     decision, blessing = _blessing(tmp_path, {"scratch": copycat, **BASE})
     assert decision == REJECTED
     assert [r["rule"] for r in blessing["rules"] if not r["passed"]] == [
-        "f1_micro_over_most_frequent"]
+        "f1_micro_over_most_frequent", "f1_micro_over_top3"]
 
 
 def test_missing_baseline_fails_closed(tmp_path):
     good = {"f1_micro": 0.5, "map_macro": 0.4, "hamming_loss": 0.1}
-    decision, blessing = _blessing(tmp_path, {"scratch": good, "null": NULL})
+    decision, blessing = _blessing(tmp_path, {"scratch": good, "null": NULL, "top3": TOP3})
     assert decision == REJECTED
     assert any("most_frequent" in line for line in blessing["failed_rules"])
+
+
+def test_top3_baseline_has_its_own_margin(tmp_path):
+    near_top3 = {"f1_micro": 0.38, "map_macro": 0.4, "hamming_loss": 0.1}
+    decision, blessing = _blessing(tmp_path, {"scratch": near_top3, **BASE})
+    assert decision == REJECTED
+    assert [r["rule"] for r in blessing["rules"] if not r["passed"]] == ["f1_micro_over_top3"]
+
+
+def test_value_floors(tmp_path):
+    good = {"f1_micro": 0.5, "map_macro": 0.4, "hamming_loss": 0.1}
+    decision, blessing = _blessing(tmp_path, {"scratch": good, **BASE}, min_map_macro=0.45)
+    assert decision == REJECTED
+    assert [r["rule"] for r in blessing["rules"] if not r["passed"]] == ["map_macro_floor"]
 
 
 def test_worse_hamming_loss_alone_rejects(tmp_path):
@@ -97,6 +115,93 @@ def test_margins_are_parameters(tmp_path):
 def test_gate_needs_a_model(tmp_path):
     with pytest.raises(ValueError, match="no model to gate"):
         gate(_write(tmp_path, {**BASE}), tmp_path / "b.json")
+
+
+GOOD = {"f1_micro": 0.5, "map_macro": 0.4, "hamming_loss": 0.1}
+
+
+def _with_blessed(tmp_path, f1_low, map_low, **settings):
+    """A candidate, the baselines and the last blessed model, with bootstrap differences."""
+    metrics = {"scratch": GOOD, **BASE, "last_blessed": GOOD}
+    boot = {"reference_entry": "scratch-abc", "differences": {"scratch": {
+        "f1_micro": {"estimate": 0.0, "low": f1_low, "high": 0.1},
+        "map_macro": {"estimate": 0.0, "low": map_low, "high": 0.1}}}}
+    (tmp_path / "boot.json").write_text(json.dumps(boot))
+    decision = gate(_write(tmp_path, metrics), tmp_path / "blessing.json",
+                    bootstrap_path=tmp_path / "boot.json", **settings)
+    return decision, json.loads((tmp_path / "blessing.json").read_text())
+
+
+def test_worse_than_last_blessed_beyond_epsilon_is_rejected(tmp_path):
+    decision, blessing = _with_blessed(tmp_path, f1_low=-0.01, map_low=-0.08, epsilon=0.05)
+    assert decision == REJECTED
+    assert [r["rule"] for r in blessing["rules"] if not r["passed"]] == [
+        "map_macro_vs_last_blessed"]
+    assert "first_blessing" not in {r["rule"] for r in blessing["rules"]}
+
+
+def test_within_epsilon_of_last_blessed_passes_and_records_the_reference(tmp_path):
+    decision, blessing = _with_blessed(tmp_path, f1_low=-0.04, map_low=-0.03, epsilon=0.05)
+    assert decision == BLESSED and blessing["compared_with"] == "scratch-abc"
+    rule = next(r for r in blessing["rules"] if r["rule"] == "map_macro_vs_last_blessed")
+    assert rule["value"] == -0.03 and rule["threshold"] == -0.05
+    assert rule["baseline"] == "last_blessed"
+
+
+def test_blessed_model_without_bootstrap_fails_closed(tmp_path):
+    metrics = {"scratch": GOOD, **BASE, "last_blessed": GOOD}
+    assert gate(_write(tmp_path, metrics), tmp_path / "b.json") == REJECTED
+    blessing = json.loads((tmp_path / "b.json").read_text())
+    assert any("f1_micro_vs_last_blessed" in line for line in blessing["failed_rules"])
+
+
+def _per_genre(ap_scratch, ap_blessed):
+    from postergenre.genres import GENRES
+
+    def rows(ap):
+        return {g: {"support": 0 if g == "Western" else 5, "ap": None if g == "Western" else ap}
+                for g in GENRES}
+    return {"scratch": rows(ap_scratch), "last_blessed": rows(ap_blessed)}
+
+
+def test_per_genre_floors_and_maximum_regression(tmp_path):
+    (tmp_path / "pg.json").write_text(json.dumps(_per_genre(0.30, 0.42)))
+    decision, blessing = _with_blessed(tmp_path, 0.0, 0.0, per_genre_path=tmp_path / "pg.json",
+                                       genre_ap_floors={"Drama": 0.35}, max_genre_ap_drop=0.1)
+    assert decision == REJECTED
+    failed = {r["rule"] for r in blessing["rules"] if not r["passed"]}
+    assert "ap_floor_Drama" in failed and "ap_drop_Drama_vs_last_blessed" in failed
+    assert "ap_drop_Western_vs_last_blessed" not in {r["rule"] for r in blessing["rules"]}
+    # Within the allowed drop and above the floor: blessed.
+    decision, _ = _with_blessed(tmp_path, 0.0, 0.0, per_genre_path=tmp_path / "pg.json",
+                                genre_ap_floors={"Drama": 0.25}, max_genre_ap_drop=0.15)
+    assert decision == BLESSED
+
+
+def test_floor_on_a_genre_without_test_examples_fails_closed(tmp_path):
+    (tmp_path / "pg.json").write_text(json.dumps(_per_genre(0.5, 0.5)))
+    decision, blessing = _with_blessed(tmp_path, 0.0, 0.0, per_genre_path=tmp_path / "pg.json",
+                                       genre_ap_floors={"Western": 0.1})
+    assert decision == REJECTED and "ap_floor_Western" in blessing["failed_rules"][0]
+
+
+def test_unknown_genre_floor_is_named(tmp_path):
+    with pytest.raises(ValueError, match="Cartoon"):
+        gate(_write(tmp_path, {"scratch": GOOD, **BASE}), tmp_path / "b.json",
+             genre_ap_floors={"Cartoon": 0.1})
+
+
+def test_thresholds_travel_with_the_blessing_into_the_registry(tmp_path):
+    thresholds = {"scratch": {"global": 0.4, "per_genre": {"Drama": 0.3}}}
+    (tmp_path / "thr.json").write_text(json.dumps(thresholds))
+    gate(_write(tmp_path, {"scratch": GOOD, **BASE}), tmp_path / "blessing.json",
+         thresholds_path=tmp_path / "thr.json")
+    entry = register(tmp_path / "blessing.json", {"scratch": _model_dir(tmp_path, "m", b"x")},
+                     tmp_path / "reg", data_version="abc123")
+    assert json.loads((entry / "thresholds.json").read_text()) == thresholds["scratch"]
+    latest = json.loads((tmp_path / "reg" / LATEST_FILE).read_text())
+    assert latest["data_version"] == "abc123" and latest["metrics"] == GOOD
+    assert latest["uri"].endswith(entry.name)
 
 
 def _model_dir(tmp_path, name, content):

@@ -76,3 +76,45 @@ def test_roc_has_finite_thresholds(example):
 def test_shape_errors_are_clear():
     with pytest.raises(ValueError, match="19"):
         compute_metrics(np.zeros((3, 2)), np.zeros((3, 2)), 0.5)
+
+
+def test_per_genre_thresholds_maximise_each_genres_f1(example):
+    from postergenre.metrics import choose_genre_thresholds
+
+    y, scores = example
+    thresholds = choose_genre_thresholds(y, scores)
+    assert thresholds.shape == (19,)
+    for g in (0, 7, 18):
+        best = f1_score(y[:, g], scores[:, g] >= thresholds[g])
+        for other in np.arange(0.05, 1.0, 0.05):
+            assert best >= f1_score(y[:, g], scores[:, g] >= other, zero_division=0) - 1e-12
+
+
+def test_genre_without_validation_positives_falls_back_to_global(example):
+    from postergenre.metrics import choose_genre_thresholds
+
+    y, scores = example
+    y = y.copy()
+    y[:, 5] = 0
+    assert choose_genre_thresholds(y, scores, fallback=0.37)[5] == 0.37
+
+
+def test_per_genre_threshold_array_is_applied_per_column(example):
+    y, scores = example
+    thresholds = np.full(19, 0.5)
+    thresholds[0] = 0.99
+    result = compute_metrics(y, scores, thresholds)
+    assert result["per_genre"]["Action"]["predicted_positives"] == int((scores[:, 0] >= .99).sum())
+    assert result["per_genre"]["Action"]["threshold"] == 0.99
+    assert "threshold" not in result["headline"]
+    with pytest.raises(ValueError, match="19"):
+        compute_metrics(y, scores, np.full(3, 0.5))
+
+
+def test_micro_pr_curve(example):
+    from postergenre.metrics import micro_pr
+
+    y, scores = example
+    points = micro_pr(y, scores, max_points=40)
+    assert len(points) <= 40
+    assert all(0 <= p["precision"] <= 1 and 0 <= p["recall"] <= 1 for p in points)

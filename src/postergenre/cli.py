@@ -50,12 +50,31 @@ def _add_training_flags(p: argparse.ArgumentParser, epochs: int, learning_rate: 
     p.add_argument("--no-class-weights", dest="use_class_weights", action="store_false",
                    help="train with unweighted binary cross-entropy")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--require-gpu", action="store_true",
+                   help="fail at once when TensorFlow sees no GPU (for GPU node pools)")
+    p.add_argument("--data-version", default="",
+                   help="the data version trained on (e.g. data.dvc's md5), for metadata")
+
+
+def _genre_floats(value: str) -> dict[str, float]:
+    """`Drama=0.3,Comedy=0.2` -> {'Drama': 0.3, 'Comedy': 0.2} ('' -> {})."""
+    floors: dict[str, float] = {}
+    for item in _comma_list(value):
+        genre, sep, number = item.partition("=")
+        try:
+            floors[genre.strip()] = float(number)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise argparse.ArgumentTypeError(f"expected GENRE=NUMBER, got {item!r}")
+    return floors
 
 
 def _training_kwargs(args: argparse.Namespace) -> dict:
     return {k: getattr(args, k) for k in (
         "epochs", "batch_size", "learning_rate", "momentum", "lr_factor", "lr_patience",
-        "min_lr", "stop_patience", "use_class_weights", "seed")}
+        "min_lr", "stop_patience", "use_class_weights", "seed", "require_gpu",
+        "data_version")}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,18 +87,72 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("ingest", help="write a poster data set (labels.csv + posters/)")
-    p.add_argument("--source", choices=["demo"], default="demo",
-                   help="demo: synthetic posters generated offline from a seed")
+    p.add_argument("--source", choices=["demo", "tmdb", "local", "dvc"], default="demo",
+                   help="demo: synthetic posters generated offline from a seed; tmdb: "
+                   "MovieLens ids -> TMDb posters (needs TMDB_API_KEY or "
+                   "TMDB_READ_ACCESS_TOKEN in the environment); local: a poster folder + "
+                   "labels CSV; dvc: a data version pulled from a DVC remote")
     p.add_argument("--out", required=True, help="data set folder to write (e.g. data)")
-    p.add_argument("--n-posters", type=int, default=1500)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--width", type=int, default=96)
-    p.add_argument("--height", type=int, default=144)
+    g = p.add_argument_group("demo")
+    g.add_argument("--n-posters", type=int, default=1500)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--width", type=int, default=96)
+    g.add_argument("--height", type=int, default=144)
+    g = p.add_argument_group("tmdb")
+    g.add_argument("--movielens-release", default="ml-latest-small",
+                   choices=["ml-latest-small", "ml-latest", "ml-25m"])
+    g.add_argument("--movielens-url", default=None, help="base URL of the MovieLens zips")
+    g.add_argument("--movielens-md5", default=None,
+                   help="expected zip MD5 (default: the published .md5 file)")
+    g.add_argument("--tmdb-api-url", default=None, help="TMDb API base URL (default: "
+                   "https://api.themoviedb.org/3)")
+    g.add_argument("--tmdb-image-url", default=None, help="TMDb image base URL (default: "
+                   "https://image.tmdb.org/t/p)")
+    g.add_argument("--poster-size", default="w500",
+                   choices=["w92", "w154", "w185", "w342", "w500", "w780", "original"])
+    g.add_argument("--label-source", default="tmdb", choices=["tmdb", "movielens", "union"])
+    g.add_argument("--max-movies", type=int, default=None, help="first N MovieLens movies")
+    g.add_argument("--rate-limit", type=float, default=20.0, help="requests per second")
+    g.add_argument("--concurrency", type=int, default=8, help="requests in flight")
+    g.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
+    g.add_argument("--retries", type=int, default=5, help="retries per request")
+    g.add_argument("--cache-dir", default=None,
+                   help="downloads and crawl state (default: ~/.cache/postergenre)")
+    g.add_argument("--report", default=None, help="ingest report JSON to write")
+    g = p.add_argument_group("local")
+    g.add_argument("--local-dir", default=None, help="folder holding the posters")
+    g.add_argument("--labels-csv", default=None, help="default: LOCAL_DIR/labels.csv")
+    g = p.add_argument_group("dvc")
+    g.add_argument("--data-version", default=None,
+                   help="the md5 in data.dvc, or a git revision of --repo")
+    g.add_argument("--remote-url", default=None, help="DVC remote, e.g. s3://bucket/path")
+    g.add_argument("--endpoint-url", default=None, help="S3 endpoint (MinIO, Ceph, ...)")
+    g.add_argument("--repo", default=".", help="git repository holding data.dvc")
 
     p = sub.add_parser("validate", help="check the labels table and posters (great-expectations)")
     p.add_argument("--data", required=True, help="data set folder (labels.csv + posters/)")
     p.add_argument("--out", required=True, help="folder for kept labels, rejects, summary")
     p.add_argument("--max-listed", type=int, default=10, help="offenders listed per rule")
+    p.add_argument("--metrics", default=None, help="rows in/kept/rejected JSON (DVC metrics; "
+                   "default OUT/metrics.json)")
+    p.add_argument("--docs", default=None, help="Data Docs HTML (default OUT/data_docs.html)")
+    p.add_argument("--soft-rules", type=_comma_list, default=None,
+                   help="comma-separated rules whose rows go to rejects.csv instead of stopping")
+    p.add_argument("--warn-rules", type=_comma_list, default=None,
+                   help="comma-separated rules that are only reported")
+    p.add_argument("--max-reject-fraction", type=float, default=0.05,
+                   help="stop when soft rules would reject more than this share of rows")
+    p.add_argument("--min-genre-support", type=int, default=1)
+    p.add_argument("--min-width", type=int, default=32)
+    p.add_argument("--min-height", type=int, default=32)
+    p.add_argument("--min-aspect", type=float, default=1.0, help="height / width")
+    p.add_argument("--max-aspect", type=float, default=2.0)
+    p.add_argument("--min-file-bytes", type=int, default=1)
+    p.add_argument("--max-file-bytes", type=int, default=20_000_000)
+    p.add_argument("--max-pixels", type=int, default=40_000_000)
+    p.add_argument("--duplicate-distance", type=int, default=4,
+                   help="perceptual-hash bits within which posters are near-duplicates "
+                   "(-1: off)")
 
     p = sub.add_parser("split", help="train/validation/test by movie, before augmentation")
     p.add_argument("--labels", required=True, help="validated labels.csv (or its folder)")
@@ -88,17 +161,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--validation-fraction", type=float, default=0.2)
     p.add_argument("--seed", type=int, default=42)
 
-    p = sub.add_parser("augment", help="resize into shards; add flipped minority posters "
-                       "to the training split only")
+    p = sub.add_parser("augment", help="resize into shards; upsample rare genres in the "
+                       "training split only")
     p.add_argument("--data", required=True, help="data set folder the posters are in")
     p.add_argument("--split", required=True, help="split's output folder")
     p.add_argument("--out", required=True)
-    p.add_argument("--minority-genres", type=_comma_list, default=None,
-                   help="comma-separated genres whose training posters are added again "
-                   "flipped (default: the study's list; '' for none)")
+    p.add_argument("--transforms", type=_comma_list, default=["hflip", "crop", "jitter"],
+                   help="comma-separated, from hflip, crop, jitter")
+    p.add_argument("--max-upsample", type=float, default=3.0,
+                   help="cap on a training poster's copies in all (1: no upsampling)")
     p.add_argument("--image-size", type=int, default=64, help="square side in pixels")
     p.add_argument("--shard-size", type=int, default=1000, help="records per shard")
     p.add_argument("--max-class-weight", type=float, default=10.0)
+    p.add_argument("--crop-min-scale", type=float, default=0.85)
+    p.add_argument("--jitter", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=0)
 
     p = sub.add_parser("train-scratch", help="train the study's CNN from scratch")
     _add_training_flags(p, epochs=100, learning_rate=0.1)
@@ -109,11 +186,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--conv-dropout", type=float, default=0.25, help="after each max-pool")
     p.add_argument("--dense-dropout", type=float, default=0.5, help="after each dense layer")
 
-    p = sub.add_parser("train-vgg16", help="train a dense head on a frozen VGG16 base")
+    p = sub.add_parser("train-vgg16", help="train a dense head on a frozen VGG16 (or "
+                       "EfficientNet-Lite0) base")
     _add_training_flags(p, epochs=50, learning_rate=0.01)
+    p.add_argument("--backbone", choices=["vgg16", "efficientnet_lite0"], default="vgg16",
+                   help="frozen pretrained base (efficientnet_lite0's ImageNet weights come "
+                   "with the package, offline)")
     p.add_argument("--weights", default="imagenet",
-                   help="'imagenet' (downloads), 'none' (random, offline) or a weights file")
+                   help="'imagenet' (VGG16: Keras downloads it; Lite0: from the package), "
+                   "'none' (random), a weights file, or an s3:// URI")
     p.add_argument("--dense-units", type=int, default=4096)
+    p.add_argument("--fine-tune-epochs", type=int, default=0,
+                   help="second phase: epochs with the base's last block unfrozen")
+    p.add_argument("--fine-tune-learning-rate", type=float, default=1e-4)
 
     p = sub.add_parser("evaluate", help="score models and the null model on test")
     p.add_argument("--prepared", required=True)
@@ -121,39 +206,65 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a trained model folder (repeat for each model)")
     p.add_argument("--metrics", required=True, help="headline metrics JSON (DVC metrics)")
     p.add_argument("--per-genre", required=True, help="per-genre metrics JSON")
-    p.add_argument("--plots", required=True, help="folder for ROC curves (DVC plots)")
+    p.add_argument("--plots", required=True, help="folder for ROC / PR curves (DVC plots)")
+    p.add_argument("--bootstrap", help="bootstrap intervals JSON to write")
+    p.add_argument("--thresholds", help="decision thresholds JSON to write")
+    p.add_argument("--report", help="HTML report to write")
+    p.add_argument("--registry", help="registry (folder or s3://): its latest blessed model "
+                   "is re-scored for the gate's comparison")
+    p.add_argument("--resamples", type=int, default=200, help="paired bootstrap resamples")
+    p.add_argument("--confidence", type=float, default=0.95)
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--report-posters", type=int, default=12,
+                   help="test posters (with Grad-CAM) in the report")
     p.add_argument("--batch-size", type=int, default=64)
 
-    p = sub.add_parser("gate", help="bless a model only if it beats the null model")
+    p = sub.add_parser("gate", help="bless a model only if it beats the baselines and the "
+                       "last blessed model")
     p.add_argument("--metrics", required=True)
     p.add_argument("--blessing", required=True, help="blessing JSON to write")
+    p.add_argument("--per-genre", help="per-genre metrics JSON (per-genre rules)")
+    p.add_argument("--bootstrap", help="bootstrap JSON (comparison with the last blessed)")
+    p.add_argument("--thresholds", help="thresholds JSON (copied into the blessing)")
     p.add_argument("--min-f1-micro-margin", type=float, default=0.05)
     p.add_argument("--min-map-margin", type=float, default=0.05)
     p.add_argument("--max-hamming-loss-increase", type=float, default=0.0)
+    p.add_argument("--min-f1-micro", type=float, default=0.0, help="floor on micro-F1")
+    p.add_argument("--min-map-macro", type=float, default=0.0, help="floor on mAP")
+    p.add_argument("--epsilon", type=float, default=0.02,
+                   help="allowed drop against the last blessed model (bootstrap lower bound)")
+    p.add_argument("--genre-ap-floors", type=_genre_floats, default={},
+                   help="per-genre AP floors, e.g. 'Drama=0.3,Comedy=0.2' ('' for none)")
+    p.add_argument("--max-genre-ap-drop", type=float, default=-1.0,
+                   help="maximum per-genre AP drop against the last blessed (negative: off)")
 
     p = sub.add_parser("register", help="copy the blessed model into the registry")
     p.add_argument("--blessing", required=True)
     p.add_argument("--model", action="append", required=True, metavar="NAME=DIR")
-    p.add_argument("--registry", required=True, help="registry folder")
+    p.add_argument("--registry", required=True, help="registry folder or s3://bucket/prefix")
+    p.add_argument("--data-version", default=None,
+                   help="data version to record (default: the md5 in --data-dvc)")
+    p.add_argument("--data-dvc", default="data.dvc", help=".dvc file of the poster data")
 
     p = sub.add_parser("summary", help="print the metrics table and the gate's decision")
     p.add_argument("--metrics", required=True)
     p.add_argument("--blessing", required=True)
+    p.add_argument("--bootstrap", help="bootstrap JSON, to print confidence intervals")
     p.add_argument("--registry", help="registry folder, to show what latest points at")
 
-    p = sub.add_parser("pipeline", help="compile or run the Kubeflow pipeline")
-    psub = p.add_subparsers(dest="pipeline_command", required=True, metavar="ACTION")
-    c = psub.add_parser("compile", help="write the pipeline's YAML IR")
-    c.add_argument("--output", default="pipeline.yaml")
-    c.add_argument("--image", default=None, help="image for the components (default: "
-                   "the project's published image)")
-    r = psub.add_parser("run", help="run the whole pipeline")
-    r.add_argument("--local", action="store_true", required=True,
-                   help="run with kfp.local's SubprocessRunner, no cluster")
-    r.add_argument("--pipeline-root", default="outputs/kfp-local",
-                   help="where local artifacts go")
-    r.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
-                   help="pipeline parameter (repeatable), e.g. -p n_posters=60")
+    p = sub.add_parser("predict", help="genres of posters (files, folders, http(s) URLs)")
+    p.add_argument("posters", nargs="+", metavar="POSTER")
+    p.add_argument("--model", help="a model folder or registry entry (default: the "
+                   "registry's latest blessed model)")
+    p.add_argument("--registry", default="registry", help="registry folder or s3:// URI")
+    p.add_argument("--csv", help="write every poster's 19 probabilities to this CSV")
+    p.add_argument("--explain", metavar="DIR", help="write Grad-CAM overlays into DIR")
+    p.add_argument("--batch-size", type=int, default=32)
+
+    # `pipeline compile | run --local | submit | upload`: flags live beside the code.
+    from postergenre.pipelines.commands import add_pipeline_parser
+
+    add_pipeline_parser(sub)
     return parser
 
 
@@ -162,56 +273,100 @@ def _summary(args: argparse.Namespace) -> int:
 
     metrics = json.loads(Path(args.metrics).read_text())
     blessing = json.loads(Path(args.blessing).read_text())
-    print("Test-split metrics (thresholds chosen on validation; null = predicts no genre):")
+    print("Test-split metrics (thresholds chosen on validation; baselines: null = no genre, "
+          "most_frequent / top3 = the training split's 1 / 3 most frequent genres):")
     print(metrics_table(metrics))
+    # evaluate writes bootstrap.json beside metrics.json; read it there unless told.
+    bootstrap = Path(args.bootstrap or Path(args.metrics).with_name("bootstrap.json"))
+    if bootstrap.is_file():
+        boot = json.loads(bootstrap.read_text())
+        print(f"\n{int(boot['confidence'] * 100)}% paired bootstrap intervals "
+              f"({boot['resamples']} resamples):")
+        for name, intervals in boot["intervals"].items():
+            cells = [f"{m} [{v['low']:.3f}, {v['high']:.3f}]" if v["low"] is not None
+                     else f"{m} n/a" for m, v in intervals.items()]
+            print(f"  {name:<14} " + "  ".join(cells))
     if blessing["decision"] == "blessed":
         print(f"\nGate: BLESSED {blessing['model']}")
     else:
         print("\nGate: REJECTED every model")
-        for line in blessing["failed_rules"]:
-            print(f"  - {line}")
+    for rule in blessing["rules"]:
+        mark = "pass" if rule["passed"] else "FAIL"
+        value = "n/a" if rule["value"] is None else f"{rule['value']:.4f}"
+        threshold = "" if rule["threshold"] is None else f" {rule['comparison']} " \
+            f"{rule['threshold']:.4f}"
+        print(f"  {mark} {rule['model']}: {rule['rule']} {value}{threshold}")
     if args.registry and (Path(args.registry) / "latest.json").is_file():
         latest = json.loads((Path(args.registry) / "latest.json").read_text())
         print(f"Registry latest: {Path(args.registry) / latest['path']}")
     return 0
 
 
-def _pipeline(args: argparse.Namespace) -> int:
-    from postergenre.pipelines import runner
+def _predict(args: argparse.Namespace) -> int:
+    from postergenre.predict import (
+        expand_posters,
+        format_result,
+        load_predictor,
+        predict_posters,
+        write_predictions_csv,
+    )
 
-    if args.pipeline_command == "compile":
-        path = runner.compile_pipeline(args.output, image=args.image)
-        print(f"wrote {path}")
-        return 0
-    params = runner.parse_params(args.param)
-    outputs = runner.run_local(args.pipeline_root, **params)
-    print(json.dumps(outputs, indent=2))
-    return 0
+    predictor = load_predictor(args.model, None if args.model else args.registry)
+    posters = expand_posters(args.posters)
+    if not posters:
+        raise ValueError(f"no poster found in {args.posters}")
+    results = predict_posters(predictor, posters, args.batch_size, args.explain)
+    for result in results:
+        print(format_result(result))
+    if args.csv:
+        print(f"wrote {write_predictions_csv(results, args.csv)}")
+    failed = sum(r.error is not None for r in results)
+    if failed:
+        print(f"{failed} of {len(results)} posters could not be read", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _pipeline(args: argparse.Namespace) -> int:
+    from postergenre.pipelines.commands import run_pipeline_command
+
+    return run_pipeline_command(args)
 
 
 def run(args: argparse.Namespace) -> int:  # noqa: C901 - a flat dispatch table
     cmd = args.command
     if cmd == "ingest":
         from postergenre.ingest import ingest
+        from postergenre.tmdb_ingest import cli_options
 
         summary = ingest(args.source, args.out, n_posters=args.n_posters, seed=args.seed,
-                         width=args.width, height=args.height)
+                         width=args.width, height=args.height, tmdb=cli_options(args),
+                         local_dir=args.local_dir, labels_csv=args.labels_csv,
+                         data_version=args.data_version, remote_url=args.remote_url,
+                         endpoint_url=args.endpoint_url, repo=args.repo)
         print(json.dumps(summary, indent=2))
     elif cmd == "validate":
-        from postergenre.validate import validate_dataset
+        from postergenre.validate import Limits, validate_dataset
 
-        validate_dataset(args.data, args.out, max_listed=args.max_listed)
+        limits = Limits(**{k: getattr(args, k) for k in Limits.__dataclass_fields__})
+        summary = validate_dataset(
+            args.data, args.out, max_listed=args.max_listed, limits=limits,
+            soft_rules=args.soft_rules, warn_rules=args.warn_rules,
+            max_reject_fraction=args.max_reject_fraction, metrics_path=args.metrics,
+            docs_path=args.docs)
+        print(f"validate: {summary['rows_in']} rows in, {summary['rows_kept']} kept, "
+              f"{summary['rows_rejected']} rejected {summary['rejects']}")
     elif cmd == "split":
         from postergenre.split import split_dataset
 
         split_dataset(args.labels, args.out, args.train_fraction, args.validation_fraction,
                       args.seed)
     elif cmd == "augment":
-        from postergenre.augment import STUDY_MINORITY_GENRES, augment_and_shard
+        from postergenre.augment import augment_and_shard
 
-        minority = STUDY_MINORITY_GENRES if args.minority_genres is None else args.minority_genres
-        augment_and_shard(args.data, args.split, args.out, minority, args.image_size,
-                          args.shard_size, max_class_weight=args.max_class_weight)
+        augment_and_shard(args.data, args.split, args.out, transforms=args.transforms,
+                          max_upsample=args.max_upsample, image_size=args.image_size,
+                          shard_size=args.shard_size, max_class_weight=args.max_class_weight,
+                          crop_min_scale=args.crop_min_scale, jitter=args.jitter, seed=args.seed)
     elif cmd == "train-scratch":
         from postergenre.train import train_scratch
 
@@ -222,24 +377,38 @@ def run(args: argparse.Namespace) -> int:  # noqa: C901 - a flat dispatch table
     elif cmd == "train-vgg16":
         from postergenre.train import train_vgg16
 
-        train_vgg16(args.prepared, args.out, weights=args.weights,
-                    dense_units=args.dense_units, **_training_kwargs(args))
+        train_vgg16(args.prepared, args.out, weights=args.weights, backbone=args.backbone,
+                    dense_units=args.dense_units, fine_tune_epochs=args.fine_tune_epochs,
+                    fine_tune_learning_rate=args.fine_tune_learning_rate,
+                    **_training_kwargs(args))
     elif cmd == "evaluate":
         from postergenre.evaluate import evaluate_models
 
         evaluate_models(args.prepared, _model_pairs(args.model), args.metrics,
-                        args.per_genre, args.plots, args.batch_size)
+                        args.per_genre, args.plots, args.batch_size,
+                        bootstrap_path=args.bootstrap, thresholds_path=args.thresholds,
+                        report_path=args.report, registry=args.registry,
+                        resamples=args.resamples, confidence=args.confidence, seed=args.seed,
+                        report_posters=args.report_posters)
     elif cmd == "gate":
         from postergenre.gate import gate
 
         decision = gate(args.metrics, args.blessing, args.min_f1_micro_margin,
-                        args.min_map_margin, args.max_hamming_loss_increase)
+                        args.min_map_margin, args.max_hamming_loss_increase,
+                        min_f1_micro=args.min_f1_micro, min_map_macro=args.min_map_macro,
+                        epsilon=args.epsilon, genre_ap_floors=args.genre_ap_floors,
+                        max_genre_ap_drop=args.max_genre_ap_drop,
+                        per_genre_path=args.per_genre, bootstrap_path=args.bootstrap,
+                        thresholds_path=args.thresholds)
         print(f"gate: {decision}")
     elif cmd == "register":
-        from postergenre.registry import register
+        from postergenre.registry import data_version_of, register
 
-        entry = register(args.blessing, _model_pairs(args.model), args.registry)
+        version = args.data_version or data_version_of(args.data_dvc)
+        entry = register(args.blessing, _model_pairs(args.model), args.registry, version)
         print(f"registered {entry}" if entry else "not blessed: nothing registered")
+    elif cmd == "predict":
+        return _predict(args)
     elif cmd == "summary":
         return _summary(args)
     elif cmd == "pipeline":
@@ -252,11 +421,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        # tfx-bsl logs every feature of the schema through absl at INFO on each read.
+        logging.getLogger("absl").setLevel(logging.WARNING)
     try:
         return run(args)
     except argparse.ArgumentTypeError as err:
         parser.error(str(err))
-    except (ValueError, FileNotFoundError, KeyError) as err:
+    except (ValueError, FileNotFoundError, FileExistsError, KeyError) as err:
         # Bad input: one clear line naming the file / row / field, no traceback.
         print(f"postergenre {args.command}: error: {err}", file=sys.stderr)
         return 2

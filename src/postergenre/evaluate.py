@@ -1,38 +1,66 @@
-"""The `evaluate` stage: every model and the null model, scored the same way on test.
+"""The `evaluate` stage: every model, three baselines and the last blessed model, scored
+the same way on test.
 
-For each trained model: scores on validation choose the decision threshold, scores on
-test give the metrics. The null model predicts no genre (constant scores), and stands
-beside every model so a 0.89 per-label accuracy can no longer hide a useless model.
+For each scorer: scores on validation choose the decision thresholds (one global
+threshold maximising micro-F1, and one per genre maximising that genre's F1), scores on
+test give the metrics; test labels never influence a threshold. The baselines (`null`:
+no genre, constant scores; `most_frequent`; `top3`) go through the very same code, so a
+0.89 per-label accuracy can no longer hide a useless model. When the registry holds a
+blessed model, it is re-scored on this test split so the gate can compare it with the
+candidates on the same movies (paired bootstrap).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from postergenre.atomic import write_json
+from postergenre.bootstrap import paired_bootstrap
 from postergenre.genres import GENRES
 from postergenre.metrics import (
     BASELINES,
+    LAST_BLESSED,
     MOST_FREQUENT,
     NULL_MODEL,
+    TOP3,
+    choose_genre_thresholds,
     choose_threshold,
     compute_metrics,
+    micro_pr,
     micro_roc,
 )
-from postergenre.shards import dataset, labels_of
+from postergenre.shards import dataset, labels_of, read_manifest
 
 log = logging.getLogger(__name__)
+# Extra headline keys: the same F1s with the per-genre thresholds (what `predict` uses).
+GENRE_THRESHOLD_KEYS = ("f1_micro", "f1_macro", "f1_samples", "hamming_loss")
+
+
+def model_image_size(model) -> int:
+    """The square side in pixels a model takes."""
+    return int(model.input_shape[1])
 
 
 def predict_split(model, prepared_dir: str | os.PathLike[str], split: str,
                   batch_size: int = 64) -> np.ndarray:
-    """A model's (n, 19) scores on one split, in shard order (the order of `labels_of`)."""
+    """A model's (n, 19) scores on one split, in shard order (the order of `labels_of`).
+
+    A model trained at another image size (the last blessed model, before a change of
+    `augment.image_size`) gets the shards resized to its input ("area": a fair shrink).
+    """
+    import tensorflow as tf
+
     images = dataset(prepared_dir, split, batch_size).map(lambda x, y: x)
+    size = model_image_size(model)
+    if size != int(read_manifest(prepared_dir)["image_size"]):
+        images = images.map(lambda x: tf.image.resize(x, (size, size), method="area"))
     return np.asarray(model.predict(images, verbose=0), dtype=np.float64)
 
 
@@ -41,11 +69,17 @@ def null_scores(n: int) -> np.ndarray:
     return np.zeros((n, len(GENRES)), dtype=np.float64)
 
 
+def top_k_scores(n: int, train_labels: np.ndarray, k: int) -> np.ndarray:
+    """Score 1 for the training split's `k` most frequent genres, 0 for the others."""
+    scores = np.zeros((n, len(GENRES)), dtype=np.float64)
+    counts = np.asarray(train_labels).sum(axis=0)
+    scores[:, np.argsort(-counts, kind="stable")[:k]] = 1.0
+    return scores
+
+
 def most_frequent_scores(n: int, train_labels: np.ndarray) -> np.ndarray:
     """Score 1 for the training split's most frequent genre, 0 for every other, for all."""
-    scores = np.zeros((n, len(GENRES)), dtype=np.float64)
-    scores[:, int(np.asarray(train_labels).sum(axis=0).argmax())] = 1.0
-    return scores
+    return top_k_scores(n, train_labels, 1)
 
 
 def _clean(value):
@@ -57,6 +91,95 @@ def _clean(value):
     return value
 
 
+@dataclass
+class Scored:
+    """One scorer's validation-chosen thresholds and test scores."""
+
+    threshold: float
+    genre_thresholds: np.ndarray
+    test_scores: np.ndarray
+    model: object | None = None  # the Keras model (None for a baseline)
+    model_dir: Path | None = None
+
+
+@dataclass
+class Evaluation:
+    """Everything evaluate computed: what the files hold, and what the report draws."""
+
+    y_test: np.ndarray
+    test_ids: list[str]
+    scored: dict[str, Scored]
+    headline: dict[str, dict]
+    per_genre: dict[str, dict]
+    bootstrap: dict
+    reference_entry: str | None = None
+    histories: dict[str, list] = field(default_factory=dict)
+
+
+def _score(y_val: np.ndarray, val_scores: np.ndarray, test_scores: np.ndarray, **kw) -> Scored:
+    threshold = choose_threshold(y_val, val_scores)
+    return Scored(threshold, choose_genre_thresholds(y_val, val_scores, fallback=threshold),
+                  test_scores, **kw)
+
+
+def _metrics(y_test: np.ndarray, s: Scored) -> tuple[dict, dict]:
+    result = compute_metrics(y_test, s.test_scores, s.threshold)
+    by_genre = compute_metrics(y_test, s.test_scores, s.genre_thresholds)
+    headline = result["headline"]
+    for key in GENRE_THRESHOLD_KEYS:
+        headline[f"{key}_genre_thresholds"] = by_genre["headline"][key]
+    per_genre = result["per_genre"]
+    for genre in GENRES:
+        row, other = per_genre[genre], by_genre["per_genre"][genre]
+        row["genre_threshold"] = other["threshold"]
+        row["f1_genre_threshold"] = other["f1"]
+        row["predicted_positives_genre_threshold"] = other["predicted_positives"]
+    return headline, per_genre
+
+
+def score_all(
+    prepared_dir: str | os.PathLike[str],
+    model_dirs: Mapping[str, str | os.PathLike[str]],
+    registry: str | os.PathLike[str] | None = None,
+    batch_size: int = 64,
+) -> tuple[dict[str, Scored], np.ndarray, list[str], str | None]:
+    """Thresholds (validation) and test scores for the models, baselines and last blessed."""
+    from postergenre.registry import fetch_latest
+    from postergenre.train import load_model  # TensorFlow loads only when models are scored
+
+    if not model_dirs:
+        raise ValueError("evaluate needs at least one model")
+    clash = set(model_dirs) & {*BASELINES, LAST_BLESSED}
+    if clash:
+        raise ValueError(f"{sorted(clash)} are reserved names; give the model another name")
+    train_labels, train_ids = labels_of(prepared_dir, "train")
+    # Count each training movie once: augmented copies would tilt the baselines.
+    _, first = np.unique(train_ids, return_index=True)
+    train_labels = train_labels[first]
+    y_val, _ = labels_of(prepared_dir, "validation")
+    y_test, test_ids = labels_of(prepared_dir, "test")
+
+    to_score: dict[str, Path] = {name: Path(d) for name, d in model_dirs.items()}
+    reference_entry = None
+    if registry:
+        entry = fetch_latest(registry)
+        if entry is not None:
+            to_score[LAST_BLESSED] = entry / "model"
+            reference_entry = entry.name
+            log.info("evaluate: comparing with the last blessed model %s", entry.name)
+    scored: dict[str, Scored] = {}
+    for name, model_dir in to_score.items():
+        model = load_model(model_dir)
+        scored[name] = _score(y_val, predict_split(model, prepared_dir, "validation", batch_size),
+                              predict_split(model, prepared_dir, "test", batch_size),
+                              model=model, model_dir=model_dir)
+    for name, make in ((NULL_MODEL, lambda n: null_scores(n)),
+                       (MOST_FREQUENT, lambda n: top_k_scores(n, train_labels, 1)),
+                       (TOP3, lambda n: top_k_scores(n, train_labels, 3))):
+        scored[name] = _score(y_val, make(len(y_val)), make(len(y_test)))
+    return scored, y_test, test_ids, reference_entry
+
+
 def evaluate_models(
     prepared_dir: str | os.PathLike[str],
     model_dirs: Mapping[str, str | os.PathLike[str]],
@@ -64,41 +187,59 @@ def evaluate_models(
     per_genre_path: str | os.PathLike[str],
     plots_dir: str | os.PathLike[str],
     batch_size: int = 64,
+    *,
+    bootstrap_path: str | os.PathLike[str] | None = None,
+    thresholds_path: str | os.PathLike[str] | None = None,
+    report_path: str | os.PathLike[str] | None = None,
+    registry: str | os.PathLike[str] | None = None,
+    resamples: int = 200,
+    confidence: float = 0.95,
+    seed: int = 0,
+    report_posters: int = 12,
 ) -> dict:
-    """Write headline metrics (DVC metrics), per-genre tables and micro ROC curves."""
-    from postergenre.train import load_model  # TensorFlow loads only when models are scored
-
-    if not model_dirs:
-        raise ValueError("evaluate needs at least one model")
-    clash = set(model_dirs) & set(BASELINES)
-    if clash:
-        raise ValueError(f"{sorted(clash)} name baselines; give the model another name")
-    train_labels, train_ids = labels_of(prepared_dir, "train")
-    # Count each training movie once: augmented copies would tilt the baseline.
-    _, first = np.unique(train_ids, return_index=True)
-    y_val, _ = labels_of(prepared_dir, "validation")
-    y_test, _ = labels_of(prepared_dir, "test")
-    plots = Path(plots_dir)
-    plots.mkdir(parents=True, exist_ok=True)
-
+    """Write headline metrics (DVC metrics), per-genre tables, curves, bootstrap intervals,
+    thresholds and (optionally) the HTML report; return the headline metrics."""
+    scored, y_test, test_ids, reference_entry = score_all(prepared_dir, model_dirs, registry,
+                                                          batch_size)
     headline: dict[str, dict] = {}
     per_genre: dict[str, dict] = {}
-    for name, model_dir in model_dirs.items():
-        model = load_model(model_dir)
-        threshold = choose_threshold(y_val, predict_split(model, prepared_dir, "validation",
-                                                          batch_size))
-        test_scores = predict_split(model, prepared_dir, "test", batch_size)
-        result = compute_metrics(y_test, test_scores, threshold)
-        headline[name], per_genre[name] = result["headline"], result["per_genre"]
-        write_json(plots / f"roc_{name}.json", micro_roc(y_test, test_scores))
-        log.info("%s: threshold %.2f, f1_micro %.3f, map_macro %.3f", name, threshold,
+    for name, s in scored.items():
+        headline[name], per_genre[name] = _metrics(y_test, s)
+        log.info("%s: threshold %.2f, f1_micro %.3f, map_macro %.3f", name, s.threshold,
                  headline[name]["f1_micro"], headline[name]["map_macro"])
-    for name, scores in ((NULL_MODEL, null_scores(len(y_test))),
-                         (MOST_FREQUENT, most_frequent_scores(len(y_test),
-                                                              train_labels[first]))):
-        result = compute_metrics(y_test, scores, threshold=0.5)
-        headline[name], per_genre[name] = result["headline"], result["per_genre"]
+    boot = paired_bootstrap(
+        y_test, {name: (s.test_scores, s.threshold) for name, s in scored.items()},
+        resamples=resamples, confidence=confidence, seed=seed,
+        reference=LAST_BLESSED if LAST_BLESSED in scored else None)
+    boot["reference_entry"] = reference_entry
+
+    plots = Path(plots_dir)
+    plots.mkdir(parents=True, exist_ok=True)
+    for name in scored:
+        write_json(plots / f"roc_{name}.json", micro_roc(y_test, scored[name].test_scores))
+        write_json(plots / f"pr_{name}.json", micro_pr(y_test, scored[name].test_scores))
+    histories = {}
+    for name in model_dirs:
+        history = Path(model_dirs[name]) / "history.json"
+        if history.is_file():
+            histories[name] = json.loads(history.read_text())
+    evaluation = Evaluation(y_test, test_ids, scored, headline, per_genre, boot,
+                            reference_entry, histories)
+    from postergenre.figures import write_genre_curve_figures
+
+    write_genre_curve_figures(evaluation, plots, models=list(model_dirs))
 
     write_json(metrics_path, _clean(headline))
     write_json(per_genre_path, _clean(per_genre))
+    if bootstrap_path:
+        write_json(bootstrap_path, _clean(boot))
+    if thresholds_path:
+        write_json(thresholds_path, {
+            name: {"global": s.threshold,
+                   "per_genre": dict(zip(GENRES, map(float, s.genre_thresholds), strict=True))}
+            for name, s in scored.items()})
+    if report_path:
+        from postergenre.report import write_report
+
+        write_report(evaluation, report_path, prepared_dir, n_posters=report_posters)
     return headline

@@ -1,11 +1,19 @@
-"""The `gate` stage: bless a model only if it clearly beats the trivial baselines.
+"""The `gate` stage: bless a model only if it clearly beats the baselines and does not
+fall behind the last blessed model (at least what TFX's Evaluator checks).
 
-A candidate must beat every baseline (predicting no genre, predicting the most frequent
-genre) by an absolute margin on micro-F1 and on mAP, and have no higher Hamming loss
-than predicting no genre. Margins are absolute (a relative margin over a baseline near
-zero is NaN or infinite), a rule whose metric is missing or NaN fails (fail closed), and
-every rule's value, threshold and outcome is written to the blessing file, so a rejection
-says which rule failed. Of the models that pass, the one with the highest mAP is blessed.
+Rules, each recorded with its value, threshold, comparison and the baseline used:
+- absolute margins over every baseline (`null`, `most_frequent`, `top3`) on micro-F1
+  and mAP (a relative margin over a baseline near zero is NaN or infinite);
+- Hamming loss not above the null model's;
+- value floors on micro-F1 and mAP;
+- against the last blessed model (re-scored on this test split by evaluate): the lower
+  bound of the paired bootstrap interval of (candidate - blessed) not below -epsilon,
+  on micro-F1 and mAP; when the registry had no blessed model, one explicit, recorded
+  `first_blessing` pass;
+- optional per-genre AP floors, and an optional maximum per-genre AP drop against the
+  last blessed model.
+A rule whose metric is missing or NaN fails (fail closed). Of the models that pass
+every rule, the one with the highest mAP is blessed.
 """
 
 from __future__ import annotations
@@ -18,15 +26,16 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from postergenre.atomic import write_json
-from postergenre.metrics import BASELINES, NULL_MODEL
+from postergenre.metrics import BASELINES, LAST_BLESSED, NOT_CANDIDATES, NULL_MODEL
 
 log = logging.getLogger(__name__)
 BLESSED = "blessed"
 REJECTED = "rejected"
+GATING_METRICS = ("f1_micro", "map_macro")
 
 
-def _number(metrics: Mapping, key: str) -> float:
-    value = metrics.get(key)
+def _number(metrics: Mapping | None, key: str) -> float:
+    value = (metrics or {}).get(key)
     try:
         return math.nan if value is None else float(value)
     except (TypeError, ValueError):
@@ -34,38 +43,108 @@ def _number(metrics: Mapping, key: str) -> float:
 
 
 def _rule(model: str, name: str, value: float, threshold: float, higher_is_better: bool,
-          baseline: str) -> dict:
+          baseline: str | None, note: str | None = None) -> dict:
     passed = (not math.isnan(value) and not math.isnan(threshold)
               and (value >= threshold if higher_is_better else value <= threshold))
-    return {"model": model, "rule": name, "value": None if math.isnan(value) else value,
+    rule = {"model": model, "rule": name, "value": None if math.isnan(value) else value,
             "threshold": None if math.isnan(threshold) else threshold,
             "comparison": ">=" if higher_is_better else "<=", "baseline": baseline,
             "passed": bool(passed)}
+    if note:
+        rule["note"] = note
+    return rule
 
 
-def evaluate_rules(metrics: Mapping[str, Mapping], min_f1_micro_margin: float,
-                   min_map_margin: float, max_hamming_loss_increase: float) -> list[dict]:
-    """Every rule for every candidate model (everything in `metrics` but the baselines).
+def _baseline_rules(model: str, values: Mapping, metrics: Mapping[str, Mapping],
+                    settings: Mapping) -> list[dict]:
+    rules = []
+    for baseline in BASELINES:
+        reference = metrics.get(baseline)  # a missing baseline gives NaN: fail closed
+        rules += [
+            _rule(model, f"f1_micro_over_{baseline}", _number(values, "f1_micro"),
+                  _number(reference, "f1_micro") + settings["min_f1_micro_margin"], True,
+                  baseline),
+            _rule(model, f"map_macro_over_{baseline}", _number(values, "map_macro"),
+                  _number(reference, "map_macro") + settings["min_map_margin"], True, baseline),
+        ]
+    rules.append(_rule(model, "hamming_loss_not_above_null", _number(values, "hamming_loss"),
+                       _number(metrics.get(NULL_MODEL), "hamming_loss")
+                       + settings["max_hamming_loss_increase"], False, NULL_MODEL))
+    rules += [_rule(model, "f1_micro_floor", _number(values, "f1_micro"),
+                    float(settings["min_f1_micro"]), True, None),
+              _rule(model, "map_macro_floor", _number(values, "map_macro"),
+                    float(settings["min_map_macro"]), True, None)]
+    return rules
 
-    A baseline missing from `metrics` still gets its rules, which then fail (fail closed).
-    """
-    null = metrics.get(NULL_MODEL, {})
+
+def _blessed_rules(model: str, metrics: Mapping, bootstrap: Mapping | None,
+                   epsilon: float) -> list[dict]:
+    """Not worse than the last blessed model beyond epsilon, on the bootstrap lower bound."""
+    if LAST_BLESSED not in metrics:
+        return [{"model": model, "rule": "first_blessing", "value": None, "threshold": None,
+                 "comparison": None, "baseline": LAST_BLESSED, "passed": True,
+                 "note": "the registry held no blessed model when evaluate ran: nothing to "
+                         "compare with, so this rule passes (first run)"}]
+    differences = ((bootstrap or {}).get("differences") or {}).get(model) or {}
+    return [_rule(model, f"{metric}_vs_last_blessed",
+                  _number(differences.get(metric), "low"), -float(epsilon), True, LAST_BLESSED,
+                  note=f"lower bound of the paired bootstrap interval of "
+                       f"({model} - last blessed) {metric}")
+            for metric in GATING_METRICS]
+
+
+def _genre_rules(model: str, per_genre: Mapping | None, genre_ap_floors: Mapping[str, float],
+                 max_genre_ap_drop: float | None, has_blessed: bool) -> list[dict]:
+    rules = []
+    mine = (per_genre or {}).get(model) or {}
+    for genre, floor in genre_ap_floors.items():
+        rules.append(_rule(model, f"ap_floor_{genre}", _number(mine.get(genre), "ap"),
+                           float(floor), True, None))
+    if max_genre_ap_drop is not None and has_blessed:
+        blessed = (per_genre or {}).get(LAST_BLESSED)
+        if blessed is None:  # per-genre numbers missing: one failing rule says so
+            return [*rules, _rule(model, "genre_ap_drop_vs_last_blessed", math.nan,
+                                  -max_genre_ap_drop, True, LAST_BLESSED,
+                                  note="no per-genre metrics of the last blessed model")]
+        for genre, row in blessed.items():
+            if not row.get("support"):
+                continue  # a genre absent from test has no AP for either model
+            rules.append(_rule(model, f"ap_drop_{genre}_vs_last_blessed",
+                               _number(mine.get(genre), "ap") - _number(row, "ap"),
+                               -float(max_genre_ap_drop), True, LAST_BLESSED))
+    return rules
+
+
+def evaluate_rules(metrics: Mapping[str, Mapping], min_f1_micro_margin: float = 0.05,
+                   min_map_margin: float = 0.05, max_hamming_loss_increase: float = 0.0,
+                   *, min_f1_micro: float = 0.0, min_map_macro: float = 0.0,
+                   epsilon: float = 0.02, bootstrap: Mapping | None = None,
+                   per_genre: Mapping | None = None,
+                   genre_ap_floors: Mapping[str, float] | None = None,
+                   max_genre_ap_drop: float | None = None) -> list[dict]:
+    """Every rule for every candidate model (everything in `metrics` but the baselines
+    and the last blessed model). A missing baseline's rules fail (fail closed)."""
+    settings = {"min_f1_micro_margin": min_f1_micro_margin, "min_map_margin": min_map_margin,
+                "max_hamming_loss_increase": max_hamming_loss_increase,
+                "min_f1_micro": min_f1_micro, "min_map_macro": min_map_macro}
     rules = []
     for model, values in metrics.items():
-        if model in BASELINES:
+        if model in NOT_CANDIDATES:
             continue
-        for baseline in BASELINES:
-            reference = metrics.get(baseline, {})
-            rules += [
-                _rule(model, f"f1_micro_over_{baseline}", _number(values, "f1_micro"),
-                      _number(reference, "f1_micro") + min_f1_micro_margin, True, baseline),
-                _rule(model, f"map_macro_over_{baseline}", _number(values, "map_macro"),
-                      _number(reference, "map_macro") + min_map_margin, True, baseline),
-            ]
-        rules.append(
-            _rule(model, "hamming_loss_not_above_null", _number(values, "hamming_loss"),
-                  _number(null, "hamming_loss") + max_hamming_loss_increase, False, NULL_MODEL))
+        rules += _baseline_rules(model, values, metrics, settings)
+        rules += _blessed_rules(model, metrics, bootstrap, epsilon)
+        rules += _genre_rules(model, per_genre, genre_ap_floors or {}, max_genre_ap_drop,
+                              LAST_BLESSED in metrics)
     return rules
+
+
+def _read(path: str | os.PathLike[str] | None, what: str) -> dict | None:
+    if path is None:
+        return None
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} file not found: {path} (run evaluate first)")
+    return json.loads(path.read_text())
 
 
 def gate(
@@ -74,17 +153,44 @@ def gate(
     min_f1_micro_margin: float = 0.05,
     min_map_margin: float = 0.05,
     max_hamming_loss_increase: float = 0.0,
+    *,
+    min_f1_micro: float = 0.0,
+    min_map_macro: float = 0.0,
+    epsilon: float = 0.02,
+    genre_ap_floors: Mapping[str, float] | None = None,
+    max_genre_ap_drop: float | None = None,
+    per_genre_path: str | os.PathLike[str] | None = None,
+    bootstrap_path: str | os.PathLike[str] | None = None,
+    thresholds_path: str | os.PathLike[str] | None = None,
 ) -> str:
-    """Decide `blessed` or `rejected`, write the blessing file, and return the decision."""
-    path = Path(metrics_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"metrics file not found: {path} (run evaluate first)")
-    metrics = json.loads(path.read_text())
-    if not any(model not in BASELINES for model in metrics):
-        raise ValueError(f"{path}: no model to gate, only baselines {sorted(metrics)}")
+    """Decide `blessed` or `rejected`, write the blessing file, and return the decision.
+
+    `max_genre_ap_drop` None (or negative) switches the per-genre regression rule off.
+    """
+    from postergenre.genres import GENRES
+
+    metrics = _read(metrics_path, "metrics")
+    per_genre = _read(per_genre_path, "per-genre metrics")
+    bootstrap = _read(bootstrap_path, "bootstrap")
+    thresholds = _read(thresholds_path, "thresholds")
+    unknown = sorted(set(genre_ap_floors or {}) - set(GENRES))
+    if unknown:
+        raise ValueError(f"genre_ap_floors: unknown genre(s) {unknown}")
+    if max_genre_ap_drop is not None and max_genre_ap_drop < 0:
+        max_genre_ap_drop = None
+    candidates = [m for m in metrics if m not in NOT_CANDIDATES]
+    if not candidates:
+        raise ValueError(f"{metrics_path}: no model to gate, only {sorted(metrics)}")
+    settings = {"min_f1_micro_margin": min_f1_micro_margin, "min_map_margin": min_map_margin,
+                "max_hamming_loss_increase": max_hamming_loss_increase,
+                "min_f1_micro": min_f1_micro, "min_map_macro": min_map_macro,
+                "epsilon": epsilon, "genre_ap_floors": dict(genre_ap_floors or {}),
+                "max_genre_ap_drop": max_genre_ap_drop}
     rules = evaluate_rules(metrics, min_f1_micro_margin, min_map_margin,
-                           max_hamming_loss_increase)
-    candidates = [m for m in metrics if m not in BASELINES]
+                           max_hamming_loss_increase, min_f1_micro=min_f1_micro,
+                           min_map_macro=min_map_macro, epsilon=epsilon, bootstrap=bootstrap,
+                           per_genre=per_genre, genre_ap_floors=genre_ap_floors,
+                           max_genre_ap_drop=max_genre_ap_drop)
     passing = [m for m in candidates if all(r["passed"] for r in rules if r["model"] == m)]
     chosen = max(passing, key=lambda m: (_number(metrics[m], "map_macro"),
                                          _number(metrics[m], "f1_micro")), default=None)
@@ -94,11 +200,11 @@ def gate(
         "decision": BLESSED if chosen else REJECTED,
         "model": chosen,
         "metrics": metrics.get(chosen) if chosen else None,
+        "thresholds": (thresholds or {}).get(chosen) if chosen else None,
+        "compared_with": (bootstrap or {}).get("reference_entry"),
         "failed_rules": failed,
         "rules": rules,
-        "settings": {"min_f1_micro_margin": min_f1_micro_margin,
-                     "min_map_margin": min_map_margin,
-                     "max_hamming_loss_increase": max_hamming_loss_increase},
+        "settings": settings,
     }
     write_json(blessing_path, blessing)
     if chosen:

@@ -15,6 +15,7 @@ import numpy as np
 from sklearn.metrics import (
     average_precision_score,
     f1_score,
+    precision_recall_curve,
     precision_score,
     recall_score,
     roc_auc_score,
@@ -26,10 +27,16 @@ from postergenre.genres import GENRES
 # The baselines scored beside every model. `null` predicts no genre (constant scores);
 # `most_frequent` predicts the training split's most frequent genre for every movie, which
 # on skewed labels already earns a fair micro-F1 (and, when that genre is on more than
-# half the movies, a lower Hamming loss than the null model).
+# half the movies, a lower Hamming loss than the null model); `top3` predicts the three
+# most frequent training genres for every movie.
 NULL_MODEL = "null"
 MOST_FREQUENT = "most_frequent"
-BASELINES: tuple[str, ...] = (NULL_MODEL, MOST_FREQUENT)
+TOP3 = "top3"
+BASELINES: tuple[str, ...] = (NULL_MODEL, MOST_FREQUENT, TOP3)
+# The registry's last blessed model, re-scored on this run's test split: a reference the
+# gate compares against, never a candidate.
+LAST_BLESSED = "last_blessed"
+NOT_CANDIDATES: tuple[str, ...] = (*BASELINES, LAST_BLESSED)
 HEADLINE_METRICS: tuple[str, ...] = (
     "accuracy",
     "hamming_loss",
@@ -67,6 +74,27 @@ def choose_threshold(y_true: np.ndarray, scores: np.ndarray) -> float:
     return best
 
 
+def choose_genre_thresholds(y_true: np.ndarray, scores: np.ndarray,
+                            fallback: float | None = None) -> np.ndarray:
+    """One threshold per genre, each maximising that genre's F1 (call it on validation).
+
+    A genre with no positive example on validation has no F1 to maximise: it gets
+    `fallback` (default: the global micro-F1 threshold).
+    """
+    y_true, scores = _check(y_true, scores)
+    if fallback is None:
+        fallback = choose_threshold(y_true, scores)
+    positives = y_true.sum(axis=0)
+    thresholds = np.full(len(GENRES), float(fallback))
+    for g in np.flatnonzero(positives):
+        predicted = scores[:, g, None] >= THRESHOLD_GRID[None, :]
+        tp = (predicted & (y_true[:, g, None] == 1)).sum(axis=0)
+        # F1 = 2tp / (2tp + fp + fn) = 2tp / (predicted positives + actual positives)
+        f1 = 2 * tp / (predicted.sum(axis=0) + positives[g])
+        thresholds[g] = float(THRESHOLD_GRID[int(np.argmax(f1))])  # first best: lowest
+    return thresholds
+
+
 def top_class(y_true: np.ndarray, scores: np.ndarray) -> float:
     """Share of movies whose highest-scoring genre is one of theirs.
 
@@ -78,9 +106,16 @@ def top_class(y_true: np.ndarray, scores: np.ndarray) -> float:
     return float(hits.mean())
 
 
-def compute_metrics(y_true: np.ndarray, scores: np.ndarray, threshold: float) -> dict:
-    """Headline metrics plus a per-genre table, for one model's scores on one split."""
+def compute_metrics(y_true: np.ndarray, scores: np.ndarray,
+                    threshold: float | np.ndarray) -> dict:
+    """Headline metrics plus a per-genre table, for one model's scores on one split.
+
+    `threshold` is one number for every genre or an array of 19 (per-genre thresholds).
+    """
     y_true, scores = _check(y_true, scores)
+    threshold = np.asarray(threshold, dtype=np.float64)
+    if threshold.ndim and threshold.shape != (len(GENRES),):
+        raise ValueError(f"threshold must be one number or 19, got shape {threshold.shape}")
     predicted = (scores >= threshold).astype(np.int64)
     present = np.flatnonzero(y_true.sum(axis=0) > 0)
     both = [g for g in present if y_true[:, g].min() == 0]
@@ -89,7 +124,8 @@ def compute_metrics(y_true: np.ndarray, scores: np.ndarray, threshold: float) ->
         support = int(y_true[:, g].sum())
         row = {"support": support, "predicted_positives": int(predicted[:, g].sum()),
                "f1": float(f1_score(y_true[:, g], predicted[:, g], zero_division=0)),
-               "ap": math.nan, "auc": math.nan}
+               "ap": math.nan, "auc": math.nan,
+               "threshold": float(threshold if not threshold.ndim else threshold[g])}
         if support:
             row["ap"] = float(average_precision_score(y_true[:, g], scores[:, g]))
         if g in both:
@@ -113,10 +149,11 @@ def compute_metrics(y_true: np.ndarray, scores: np.ndarray, threshold: float) ->
         "roc_auc_macro": (float(np.mean([per_genre[GENRES[g]]["auc"] for g in both]))
                           if both else math.nan),
         "top_class": top_class(y_true, scores),
-        "threshold": float(threshold),
         "examples": int(len(y_true)),
         "genres_evaluated": int(len(present)),
     }
+    if not threshold.ndim:
+        headline["threshold"] = float(threshold)
     return {"headline": headline, "per_genre": per_genre}
 
 
@@ -134,6 +171,17 @@ def micro_roc(y_true: np.ndarray, scores: np.ndarray, max_points: int = 200) -> 
         fpr, tpr, thresholds = fpr[keep], tpr[keep], thresholds[keep]
     return [{"fpr": float(f), "tpr": float(t), "threshold": float(h)}
             for f, t, h in zip(fpr, tpr, thresholds, strict=True)]
+
+
+def micro_pr(y_true: np.ndarray, scores: np.ndarray, max_points: int = 200) -> list[dict]:
+    """The micro-averaged precision-recall curve as at most `max_points` points."""
+    y_true, scores = _check(y_true, scores)
+    precision, recall, _ = precision_recall_curve(y_true.ravel(), scores.ravel())
+    if len(recall) > max_points:
+        keep = np.unique(np.linspace(0, len(recall) - 1, max_points).round().astype(int))
+        precision, recall = precision[keep], recall[keep]
+    return [{"recall": float(r), "precision": float(p)}
+            for r, p in zip(recall, precision, strict=True)]
 
 
 def metrics_table(metrics: Mapping[str, Mapping[str, float | None]]) -> str:

@@ -1,0 +1,122 @@
+"""Matplotlib figures of an evaluation, as PNG bytes (for the HTML report) or files
+(DVC image plots): per-genre and micro ROC / PR curves, training curves, conv filters.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on servers, CI or Kubeflow pods
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
+
+from postergenre.genres import GENRES  # noqa: E402
+
+
+def _png(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def genre_curves_png(y_true: np.ndarray, scores: np.ndarray, kind: str, title: str) -> bytes:
+    """A 4x5 grid: one ROC (`kind='roc'`) or PR (`'pr'`) curve per genre, micro last."""
+    fig, axes = plt.subplots(4, 5, figsize=(13, 10.5), sharex=True, sharey=True)
+    panels = [(g, y_true[:, i], scores[:, i]) for i, g in enumerate(GENRES)]
+    panels.append(("micro-average", y_true.ravel(), scores.ravel()))
+    for ax, (name, y, s) in zip(axes.flat, panels, strict=True):
+        ax.set_title(name, fontsize=9)
+        if y.min() == y.max():
+            ax.text(0.5, 0.5, "no positive\nand negative", ha="center", va="center",
+                    fontsize=8, color="grey")
+            continue
+        if kind == "roc":
+            x, yy, _ = roc_curve(y, s)
+            ax.plot([0, 1], [0, 1], color="lightgrey", lw=0.8)
+        else:
+            precision, x, _ = precision_recall_curve(y, s)
+            yy = precision
+            ax.axhline(y.mean(), color="lightgrey", lw=0.8)  # a constant scorer's precision
+        ax.plot(x, yy, lw=1.2)
+    fig.suptitle(title)
+    fig.supxlabel("false positive rate" if kind == "roc" else "recall")
+    fig.supylabel("true positive rate" if kind == "roc" else "precision")
+    return _png(fig)
+
+
+def micro_curves_png(y_true: np.ndarray, scores: dict[str, np.ndarray]) -> bytes:
+    """Micro-averaged ROC and PR curves of every scorer, side by side."""
+    fig, (roc_ax, pr_ax) = plt.subplots(1, 2, figsize=(11, 4.5))
+    for name, s in scores.items():
+        fpr, tpr, _ = roc_curve(y_true.ravel(), s.ravel())
+        roc_ax.plot(fpr, tpr, label=name)
+        precision, recall, _ = precision_recall_curve(y_true.ravel(), s.ravel())
+        pr_ax.plot(recall, precision, label=name)
+    roc_ax.plot([0, 1], [0, 1], color="lightgrey", lw=0.8)
+    roc_ax.set(title="ROC, micro-averaged (test)", xlabel="false positive rate",
+               ylabel="true positive rate")
+    pr_ax.set(title="Precision-recall, micro-averaged (test)", xlabel="recall",
+              ylabel="precision")
+    pr_ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def training_curves_png(histories: dict[str, list[dict]]) -> bytes | None:
+    """Loss and validation loss per epoch, one panel per model (None without history)."""
+    histories = {k: v for k, v in histories.items() if v}
+    if not histories:
+        return None
+    fig, axes = plt.subplots(1, len(histories), figsize=(5.5 * len(histories), 3.8),
+                             squeeze=False)
+    for ax, (name, history) in zip(axes[0], histories.items(), strict=True):
+        epochs = [e["epoch"] for e in history]
+        for key in ("loss", "val_loss"):
+            if key in history[0]:
+                ax.plot(epochs, [e[key] for e in history], label=key)
+        ax.set(title=f"{name}: training curves", xlabel="epoch", ylabel="loss")
+        ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def filter_grid_png(kernel: np.ndarray, title: str, max_filters: int = 64) -> bytes:
+    """A conv layer's filters as tiles: RGB for a 3-channel input, else the mean over
+    input channels in grey (what the study showed as "features learned")."""
+    kernel = np.asarray(kernel, dtype=np.float64)[..., :max_filters]  # (kh, kw, in, out)
+    count = kernel.shape[-1]
+    cols = int(np.ceil(np.sqrt(count)))
+    rows = int(np.ceil(count / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.7 + 1, rows * 0.7 + 0.6),
+                             squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i >= count:
+            continue
+        tile = kernel[..., i]
+        tile = tile if tile.shape[-1] == 3 else tile.mean(axis=-1)
+        span = tile.max() - tile.min()
+        ax.imshow((tile - tile.min()) / span if span else np.zeros_like(tile),
+                  cmap=None if tile.ndim == 3 else "gray", interpolation="nearest")
+    fig.suptitle(title, fontsize=9)
+    return _png(fig)
+
+
+def write_genre_curve_figures(evaluation, plots_dir: str | os.PathLike[str],
+                              models: Sequence[str]) -> list[Path]:
+    """Per-genre ROC and PR grids of each trained model as PNG files (DVC image plots)."""
+    written = []
+    for name in models:
+        scores = evaluation.scored[name].test_scores
+        for kind, label in (("roc", "ROC"), ("pr", "Precision-recall")):
+            path = Path(plots_dir) / f"{kind}_genres_{name}.png"
+            path.write_bytes(genre_curves_png(evaluation.y_test, scores, kind,
+                                              f"{name}: {label} per genre (test)"))
+            written.append(path)
+    return written

@@ -1,0 +1,213 @@
+"""The evaluation report: one self-contained HTML page a person reads top to bottom.
+
+Sections (each an element with a fixed id, which the browser test checks): the headline
+table against the baselines with bootstrap intervals, predicted positives per genre,
+the per-genre table of each model, ROC / PR curves, training curves, the first and last
+conv filters ("features learned"), and test posters with true and predicted genres and
+a Grad-CAM heat map. Figures are inlined as PNG data URIs, so the file is the whole
+report (the Kubeflow UI shows an `HTML` artifact as one file).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import itertools
+import os
+from pathlib import Path
+
+import numpy as np
+
+from postergenre.atomic import atomic_open
+from postergenre.figures import (
+    filter_grid_png,
+    genre_curves_png,
+    micro_curves_png,
+    training_curves_png,
+)
+from postergenre.genres import GENRES
+from postergenre.metrics import BASELINES, HEADLINE_METRICS, LAST_BLESSED
+
+SECTIONS = ("headline", "predicted-positives", "per-genre", "curves", "training",
+            "filters", "posters")
+STYLE = """
+body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}
+table{border-collapse:collapse;font-size:13px;margin:0.5em 0 1.5em}
+th,td{border:1px solid #ccc;padding:3px 6px;text-align:right}
+th:first-child,td:first-child{text-align:left}
+tr.baseline td{color:#777} tr.reference td{font-style:italic}
+.posters{display:flex;flex-wrap:wrap;gap:12px}
+.poster{width:180px;font-size:12px} .poster img{width:84px;image-rendering:pixelated}
+.miss{color:#b00} .hit{color:#070}
+"""
+
+
+def _img(png: bytes | None, alt: str, width: str = "100%") -> str:
+    if png is None:
+        return f"<p>({html.escape(alt)}: not available)</p>"
+    data = base64.b64encode(png).decode()
+    return (f'<img alt="{html.escape(alt)}" style="max-width:{width}" '
+            f'src="data:image/png;base64,{data}">')
+
+
+def _rgb_png(rgb: np.ndarray) -> bytes:
+    import cv2
+
+    ok, encoded = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise ValueError("OpenCV failed to encode a PNG")
+    return encoded.tobytes()
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and np.isnan(value)) \
+        else f"{value:.3f}"
+
+
+def _headline_table(evaluation) -> str:
+    intervals = evaluation.bootstrap.get("intervals", {})
+    cols = list(HEADLINE_METRICS)
+    head = "".join(f"<th>{c}</th>" for c in ["model", *cols, "threshold"])
+    head += "".join(f"<th>{m} CI</th>" for m in ("f1_micro", "f1_macro", "map_macro"))
+    rows = []
+    for name, values in evaluation.headline.items():
+        kind = ("baseline" if name in BASELINES else
+                "reference" if name == LAST_BLESSED else "model")
+        cells = [f"<td>{html.escape(name)}</td>"]
+        cells += [f"<td>{_fmt(values.get(c))}</td>" for c in cols]
+        cells.append(f"<td>{_fmt(values.get('threshold'))}</td>")
+        for metric in ("f1_micro", "f1_macro", "map_macro"):
+            ci = intervals.get(name, {}).get(metric, {})
+            cells.append(f"<td>[{_fmt(ci.get('low'))}, {_fmt(ci.get('high'))}]</td>")
+        rows.append(f'<tr class="{kind}">{"".join(cells)}</tr>')
+    conf = evaluation.bootstrap.get("confidence", 0.95)
+    note = (f"<p>Test split, {len(evaluation.y_test)} movies. Decision thresholds chosen on "
+            f"validation. Intervals: {int(conf * 100)}% paired bootstrap, "
+            f"{evaluation.bootstrap.get('resamples')} resamples. Baselines in grey: "
+            "<b>null</b> predicts no genre, <b>most_frequent</b> / <b>top3</b> always "
+            "predict the training split's most frequent genre(s).</p>")
+    return f"{note}<table><tr>{head}</tr>{''.join(rows)}</table>"
+
+
+def _predicted_positives_table(evaluation) -> str:
+    names = list(evaluation.per_genre)
+    head = "<th>genre</th><th>support</th>" + "".join(f"<th>{html.escape(n)}</th>"
+                                                      for n in names)
+    rows = []
+    for genre in GENRES:
+        support = evaluation.per_genre[names[0]][genre]["support"]
+        cells = "".join(f"<td>{evaluation.per_genre[n][genre]['predicted_positives']}</td>"
+                        for n in names)
+        rows.append(f"<tr><td>{genre}</td><td>{support}</td>{cells}</tr>")
+    return ("<p>How many test movies each scorer labels with each genre (global "
+            "threshold), beside how many have it: a model that never predicts a genre "
+            f"cannot be right about it.</p><table><tr>{head}</tr>{''.join(rows)}</table>")
+
+
+def _per_genre_tables(evaluation, models: list[str]) -> str:
+    cols = ("support", "predicted_positives", "f1", "ap", "auc", "genre_threshold",
+            "f1_genre_threshold")
+    parts = []
+    for name in models:
+        head = "".join(f"<th>{c}</th>" for c in ("genre", *cols))
+        rows = []
+        for genre in GENRES:
+            row = evaluation.per_genre[name][genre]
+            cells = "".join(f"<td>{row[c]}</td>" if c in ("support", "predicted_positives")
+                            else f"<td>{_fmt(row[c])}</td>" for c in cols)
+            rows.append(f"<tr><td>{genre}</td>{cells}</tr>")
+        parts.append(f"<h3>{html.escape(name)}</h3><table><tr>{head}</tr>{''.join(rows)}"
+                     "</table>")
+    return "".join(parts)
+
+
+def _filters(evaluation, models: list[str]) -> str:
+    from postergenre.gradcam import conv_layers
+
+    parts = []
+    for name in models:
+        model = evaluation.scored[name].model
+        convs = conv_layers(model) if model is not None else []
+        if not convs:
+            parts.append(f"<p>{html.escape(name)}: no conv layers</p>")
+            continue
+        for layer, which in ((convs[0], "first"), (convs[-1], "last")):
+            kernel = layer.get_weights()[0]
+            parts.append(_img(filter_grid_png(
+                kernel, f"{name}: {which} conv layer {layer.name} {tuple(kernel.shape)}"),
+                f"{name} {which} conv filters", "48%"))
+    return "".join(parts)
+
+
+def _posters(evaluation, prepared_dir, models: list[str], n_posters: int) -> str:
+    from postergenre.gradcam import gradcam, overlay
+    from postergenre.shards import iter_records
+
+    if not models or n_posters <= 0:
+        return "<p>No trained model or no posters asked for.</p>"
+    best = max(models, key=lambda m: evaluation.headline[m].get("map_macro") or 0.0)
+    s = evaluation.scored[best]
+    records = list(itertools.islice(iter_records(prepared_dir, "test"), n_posters))
+    images = np.stack([r["image"] for r in records]).astype(np.float32)
+    scores = s.test_scores[:len(records)]
+    top = scores.argmax(axis=1)
+    heat = gradcam(s.model, images, top)
+    cards = []
+    for i, record in enumerate(records):
+        truth = {GENRES[g] for g in np.flatnonzero(record["labels"])}
+        predicted = [GENRES[g] for g in np.flatnonzero(scores[i] >= s.genre_thresholds)]
+        shown = ", ".join(
+            f'<span class="{"hit" if g in truth else "miss"}">{g}</span>' for g in predicted
+        ) or "<i>none</i>"
+        cards.append(
+            f'<div class="poster">{_img(_rgb_png(record["image"]), "poster", "84px")}'
+            f'{_img(_rgb_png(overlay(record["image"], heat[i])), "Grad-CAM", "84px")}'
+            f'<div><b>{html.escape(record["imdb_id"])}</b></div>'
+            f'<div>true: {", ".join(sorted(truth)) or "<i>none</i>"}</div>'
+            f'<div>predicted: {shown}</div>'
+            f'<div>heat map: {GENRES[top[i]]} ({scores[i, top[i]]:.2f})</div></div>')
+    return (f"<p>The first {len(records)} test posters, scored by <b>{html.escape(best)}</b> "
+            "(highest mAP) with its per-genre thresholds; green = correct genre, red = "
+            "wrong. The Grad-CAM heat map shows where the model looked for its top genre."
+            f'</p><div class="posters">{"".join(cards)}</div>')
+
+
+def write_report(evaluation, report_path: str | os.PathLike[str],
+                 prepared_dir: str | os.PathLike[str], n_posters: int = 12) -> Path:
+    """Write the HTML report of an `evaluate.Evaluation`."""
+    models = [m for m in evaluation.scored if m not in BASELINES and m != LAST_BLESSED]
+    y = evaluation.y_test
+    curves = [_img(micro_curves_png(y, {n: s.test_scores for n, s in evaluation.scored.items()}),
+                   "micro-averaged ROC and PR")]
+    for name in models:
+        for kind in ("roc", "pr"):
+            curves.append(_img(genre_curves_png(y, evaluation.scored[name].test_scores, kind,
+                                                f"{name}: {kind.upper()} per genre (test)"),
+                               f"{name} {kind} per genre", "49%"))
+    reference = (f"<p>Last blessed model re-scored on this test split: "
+                 f"<code>{html.escape(evaluation.reference_entry)}</code></p>"
+                 if evaluation.reference_entry else
+                 "<p>No blessed model in the registry yet: this run has nothing to compare "
+                 "with.</p>")
+    body = {
+        "headline": ("Headline metrics against the baselines",
+                     _headline_table(evaluation) + reference),
+        "predicted-positives": ("Predicted positives per genre",
+                                _predicted_positives_table(evaluation)),
+        "per-genre": ("Per-genre metrics", _per_genre_tables(evaluation, models)),
+        "curves": ("ROC and precision-recall curves", "".join(curves)),
+        "training": ("Training curves",
+                     _img(training_curves_png(evaluation.histories), "training curves")),
+        "filters": ("Features learned: first and last conv filters",
+                    _filters(evaluation, models)),
+        "posters": ("Test posters with Grad-CAM",
+                    _posters(evaluation, prepared_dir, models, n_posters)),
+    }
+    sections = "".join(f'<section id="{key}"><h2>{title}</h2>{content}</section>'
+                       for key, (title, content) in body.items())
+    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>postergenre "
+            f"evaluation</title><style>{STYLE}</style></head><body>"
+            f"<h1>postergenre evaluation</h1>{sections}</body></html>")
+    with atomic_open(report_path, "w", encoding="utf-8") as handle:
+        handle.write(page)
+    return Path(report_path)

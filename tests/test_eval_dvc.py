@@ -1,0 +1,51 @@
+"""`dvc metrics diff` and `dvc plots show` after two runs with different params (real DVC)."""
+
+import json
+
+import pytest
+import yaml
+
+from tests.test_dvc import TINY_PARAMS, _project_copy, _run
+
+
+def _commit(project, message):
+    _run(["git", "add", "-A"], project)
+    _run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message], project)
+
+
+@pytest.mark.slow
+def test_metrics_diff_and_plots_show_after_two_runs(tmp_path):
+    project = _project_copy(tmp_path)
+    _run(["postergenre", "ingest", "--source", "demo", "--out", "data", "--n-posters", "60",
+          "--width", "48", "--height", "72"], project)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    for stage, values in TINY_PARAMS.items():
+        params[stage].update(values)
+    params["evaluate"].update({"bootstrap_resamples": 10, "report_posters": 2})
+    if "min_genre_support" in params.get("validate", {}):
+        params["validate"]["min_genre_support"] = 0  # 60 posters leave some genres empty
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _commit(project, "params")  # a real clone has commits (dvclive reads HEAD)
+    _run(["dvc", "repro"], project)
+    assert (project / "reports" / "report.html").is_file()
+    _commit(project, "first run")
+
+    params["train_scratch"]["seed"] = 1
+    params["train_scratch"]["learning_rate"] = 0.05
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _run(["dvc", "repro"], project)
+    changed = json.loads(_run(["dvc", "metrics", "diff", "--json"], project))
+    assert any(k.startswith("scratch.") for k in changed["reports/metrics.json"])
+    every = json.loads(_run(["dvc", "metrics", "diff", "--all", "--json"], project))
+    assert {"scratch.f1_micro", "null.map_macro", "top3.map_macro"} <= set(
+        every["reports/metrics.json"])
+    # The second run compared its candidates with the first run's blessed model, if any.
+    shown = _run(["dvc", "plots", "show", "--out", "plots-html"], project)
+    page = (project / "plots-html" / "index.html").read_text()
+    for title in ("ROC (micro-averaged", "Precision-recall (micro-averaged",
+                  "Training loss (scratch)", "Training loss (vgg16 head)"):
+        assert title in page, (title, shown)
+    assert '"fpr"' in page and '"val_loss"' in page
+    assert "roc_genres_scratch.png" in page
+    _run(["dvc", "plots", "diff", "HEAD", "--out", "plots-diff"], project)
+    assert (project / "plots-diff" / "index.html").is_file()

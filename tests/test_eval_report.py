@@ -1,0 +1,113 @@
+"""evaluate on a really trained (tiny) model: thresholds from validation only, the
+comparison with the registry's blessed model, and the HTML report in a real browser."""
+
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from postergenre.evaluate import evaluate_models
+from postergenre.gate import gate
+from postergenre.images import encode_jpeg
+from postergenre.registry import register
+from postergenre.report import SECTIONS
+from postergenre.shards import PosterRecord, iter_records, read_manifest, write_shards
+from tests.eval_helpers import train_tiny
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _evaluate(prepared, model, out, registry=None):
+    evaluate_models(prepared, {"scratch": model}, out / "metrics.json", out / "per_genre.json",
+                    out / "plots", bootstrap_path=out / "bootstrap.json",
+                    thresholds_path=out / "thresholds.json", report_path=out / "report.html",
+                    registry=registry, resamples=20, report_posters=4)
+    return {name: json.loads((out / f"{name}.json").read_text())
+            for name in ("metrics", "per_genre", "bootstrap", "thresholds")}
+
+
+@pytest.fixture(scope="module")
+def evaluated(tiny_prepared, tmp_path_factory):
+    work = tmp_path_factory.mktemp("evaluated")
+    model = train_tiny(tiny_prepared, work / "model")
+    return work, model, _evaluate(tiny_prepared, model, work / "first")
+
+
+@pytest.mark.slow
+def test_every_scorer_and_file_is_written(evaluated):
+    work, _, result = evaluated
+    assert set(result["metrics"]) == {"scratch", "null", "most_frequent", "top3"}
+    assert result["metrics"]["null"]["f1_micro"] == 0
+    assert result["bootstrap"]["reference"] is None  # empty registry: nothing to compare
+    ci = result["bootstrap"]["intervals"]["scratch"]["map_macro"]
+    assert ci["low"] <= ci["estimate"] <= ci["high"]
+    assert set(result["thresholds"]["scratch"]["per_genre"]) >= {"Drama", "Western"}
+    plots = work / "first" / "plots"
+    for name in ("roc_scratch.json", "pr_top3.json", "roc_genres_scratch.png",
+                 "pr_genres_scratch.png"):
+        assert (plots / name).stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_thresholds_come_from_validation_not_test(evaluated, tiny_prepared, tmp_path):
+    work, model, result = evaluated
+    changed = tmp_path / "prepared"
+    shutil.copytree(tiny_prepared, changed)
+    manifest = read_manifest(changed)
+    records = list(iter_records(changed, "test"))
+    rng = np.random.default_rng(0)
+    # Every test label flipped (and the movies reordered): a different test set's answers.
+    flipped = [PosterRecord(encode_jpeg(r["image"]), 1 - r["labels"], r["imdb_id"],
+                            r["split"], r["origin"], r["augmentation"]) for r in records]
+    rng.shuffle(flipped)
+    for name in manifest["shards"]["test"]:
+        (changed / name).unlink()
+    names = write_shards(flipped, changed, "test", shard_size=10_000)
+    manifest["shards"]["test"] = names
+    (changed / "manifest.json").write_text(json.dumps(manifest))
+
+    other = _evaluate(changed, model, tmp_path / "out")
+    assert other["thresholds"] == result["thresholds"]
+    assert other["metrics"]["scratch"]["f1_micro"] != result["metrics"]["scratch"]["f1_micro"]
+
+
+@pytest.mark.slow
+def test_blessed_model_is_rescored_and_compared(evaluated, tiny_prepared, tmp_path):
+    work, model, _ = evaluated
+    registry = tmp_path / "registry"
+    blessing = tmp_path / "blessing.json"
+    # Margins of -1 bless the tiny model whatever it learned: this test is about the registry.
+    gate(work / "first" / "metrics.json", blessing, -1.0, -1.0, 1.0,
+         thresholds_path=work / "first" / "thresholds.json")
+    register(blessing, {"scratch": model}, registry)
+    result = _evaluate(tiny_prepared, model, tmp_path / "second", registry=registry)
+    assert "last_blessed" in result["metrics"]
+    assert result["bootstrap"]["reference"] == "last_blessed"
+    diff = result["bootstrap"]["differences"]["scratch"]["map_macro"]
+    assert diff["low"] == diff["high"] == 0  # the same model, paired on the same movies
+    assert gate(tmp_path / "second" / "metrics.json", tmp_path / "b2.json", -1.0, -1.0, 1.0,
+                bootstrap_path=tmp_path / "second" / "bootstrap.json") == "blessed"
+    rules = json.loads((tmp_path / "b2.json").read_text())["rules"]
+    assert {"f1_micro_vs_last_blessed", "map_macro_vs_last_blessed"} <= {r["rule"] for r in rules}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (.ci/run installs it)")
+def test_report_opens_in_headless_chromium_with_every_section(evaluated, tmp_path):
+    work, _, _ = evaluated
+    report = work / "first" / "report.html"
+    done = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom",
+         "--virtual-time-budget=5000", f"--user-data-dir={tmp_path / 'profile'}",
+         report.as_uri()], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    dom = done.stdout
+    for section in SECTIONS:
+        assert f'<section id="{section}">' in dom, section
+    for text in ("null", "most_frequent", "top3", "Drama", "Grad-CAM", "first conv filters",
+                 "last conv filters"):
+        assert text in dom
+    # Figures: micro curves, 2 per-genre grids, training curves, 2 filter grids, 2 per poster.
+    assert dom.count("data:image/png;base64,") >= 6 + 2 * 4
