@@ -33,8 +33,9 @@ S3_SECRET_KEYS = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
 # The endpoint of an S3-compatible store (MinIO, Ceph, ...) is not a secret: it comes from
 # an optional ConfigMap, so AWS S3 itself needs none.
 S3_CONFIG_KEYS = {"AWS_ENDPOINT_URL": "AWS_ENDPOINT_URL"}
-# Tasks that read or write S3 (DVC remote, model registry) and call TMDb.
-S3_TASKS = ("ingest", "register")
+# Tasks that read or write S3: the DVC remote (ingest), the model registry (evaluate reads
+# the last blessed model, register writes), s3:// pretrained weights (train_vgg16).
+S3_TASKS = ("ingest", "train_vgg16", "evaluate", "register")
 TMDB_TASKS = ("ingest",)
 # Ingest from TMDb reads a changing outside world that no parameter describes: never cached
 # unless asked for (`cache_ingest`, for data pinned by `data_version`).

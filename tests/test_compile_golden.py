@@ -143,7 +143,8 @@ def test_secrets_by_name_only(compiled):
         info["component"]["executorLabel"], {}).get("secretAsEnv", [])]
         for name, info in tasks.items()}
     assert with_secrets.pop("ingest") == ["postergenre-tmdb", "postergenre-s3"]
-    assert with_secrets.pop("register") == ["postergenre-s3"]
+    for s3_task in ("register", "evaluate", "train-vgg16"):
+        assert with_secrets.pop(s3_task) == ["postergenre-s3"], s3_task
     assert not any(with_secrets.values()), with_secrets  # no other task sees a secret
     ingest = executors[tasks["ingest"]["component"]["executorLabel"]]
     env = {m["envVar"] for s in ingest["secretAsEnv"] for m in s["keyToEnv"]}

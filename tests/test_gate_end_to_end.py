@@ -29,16 +29,16 @@ SHUFFLED_EPOCHS = 15
 
 def _train_and_gate(data: Path, labels_csv: Path, work: Path, epochs: int) -> tuple[str, dict]:
     split_dataset(labels_csv, work / "split", **PARAMS["split"])
-    augment = PARAMS["augment"]
-    augment_and_shard(data, work / "split", work / "prepared",
-                      minority_genres=augment["minority_genres"].split(","),
-                      image_size=augment["image_size"], shard_size=augment["shard_size"],
-                      max_class_weight=augment["max_class_weight"])
+    augment = dict(PARAMS["augment"])
+    augment["transforms"] = [t for t in augment["transforms"].split(",") if t]
+    augment_and_shard(data, work / "split", work / "prepared", **augment)
     train_scratch(work / "prepared", work / "model", **{**PARAMS["train_scratch"],
                                                         "epochs": epochs})
     evaluate_models(work / "prepared", {"scratch": work / "model"}, work / "metrics.json",
                     work / "per_genre.json", work / "plots")
-    decision = gate(work / "metrics.json", work / "blessing.json", **PARAMS["gate"])
+    margins = {k: PARAMS["gate"][k] for k in ("min_f1_micro_margin", "min_map_margin",
+                                               "max_hamming_loss_increase")}
+    decision = gate(work / "metrics.json", work / "blessing.json", **margins)
     return decision, json.loads((work / "blessing.json").read_text())
 
 

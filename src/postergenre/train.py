@@ -129,9 +129,14 @@ def _fit(model: keras.Model, train, validation, epochs: int, lr_patience: int,
         from dvclive import Live
         from dvclive.keras import DVCLiveCallback
 
-        # dvcyaml=None: the project's dvc.yaml declares the plots; no experiment commits.
-        live = Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=None)
-        callbacks.append(DVCLiveCallback(live=live))
+        try:
+            # dvcyaml=None: the project's dvc.yaml declares the plots; no experiment commits.
+            live = Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=None)
+        except Exception as err:  # noqa: BLE001 - logging must never stop training
+            # dvclive reads the git state (it fails in a repository with no commit yet).
+            log.warning("dvclive disabled (%s); per-epoch numbers stay in history.json", err)
+        else:
+            callbacks.append(DVCLiveCallback(live=live))
     with tempfile.TemporaryDirectory(prefix="postergenre-ckpt-") as tmp:
         best = os.path.join(tmp, "best.weights.h5")
         history = model.fit(
