@@ -118,3 +118,16 @@ def test_micro_pr_curve(example):
     points = micro_pr(y, scores, max_points=40)
     assert len(points) <= 40
     assert all(0 <= p["precision"] <= 1 and 0 <= p["recall"] <= 1 for p in points)
+
+
+def test_most_frequent_baselines_ignore_absent_genres():
+    """uint8 labels with a genre nobody has: the top genres are still the frequent ones."""
+    from postergenre.evaluate import top_k_scores
+
+    labels = np.zeros((10, 19), dtype=np.uint8)
+    labels[:, 6] = 1  # Drama for all
+    labels[:4, 3] = 1  # Comedy for some
+    top1 = top_k_scores(3, labels, 1)
+    top2 = top_k_scores(3, labels, 2)
+    assert np.flatnonzero(top1[0]).tolist() == [6]
+    assert np.flatnonzero(top2[0]).tolist() == [3, 6]

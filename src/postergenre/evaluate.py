@@ -72,7 +72,9 @@ def null_scores(n: int) -> np.ndarray:
 def top_k_scores(n: int, train_labels: np.ndarray, k: int) -> np.ndarray:
     """Score 1 for the training split's `k` most frequent genres, 0 for the others."""
     scores = np.zeros((n, len(GENRES)), dtype=np.float64)
-    counts = np.asarray(train_labels).sum(axis=0)
+    # int64: the labels are uint8, and negating an unsigned count wraps around (a genre
+    # with no example would then rank first).
+    counts = np.asarray(train_labels).sum(axis=0).astype(np.int64)
     scores[:, np.argsort(-counts, kind="stable")[:k]] = 1.0
     return scores
 
