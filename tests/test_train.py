@@ -1,6 +1,7 @@
 """Training: the study's architectures, the weighted loss, the feature cache, serving."""
 
 import json
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -25,6 +26,7 @@ from postergenre.train import (
     training_device,
 )
 from tests.conftest import TINY_IMAGE
+from tests.test_eval_registry_s3 import s3  # noqa: F401 - moto S3 on loopback
 
 TINY_SCRATCH = {"conv1_filters": 4, "conv2_filters": 8, "dense_units": 16, "batch_size": 16}
 
@@ -130,3 +132,22 @@ def test_efficientnet_lite0_imagenet_weights_see_a_cat():
     # Egyptian).
     assert int(probabilities.argmax()) in range(281, 286)
     assert probabilities[281:286].sum() > 0.5
+
+
+@pytest.mark.slow
+def test_pretrained_weights_from_s3(tmp_path, s3):  # noqa: F811 - the moto fixture
+    """Air-gapped clusters: a weights file on S3 (moto on loopback) loads into the base."""
+    from postergenre.models import fetch_s3
+
+    keras.utils.set_random_seed(1)
+    vgg = keras.applications.VGG16(include_top=False, weights=None, input_shape=(32, 32, 3))
+    local = tmp_path / "vgg16.weights.h5"
+    vgg.save_weights(local)
+    s3.upload_file(str(local), "models", "weights/vgg16.weights.h5")
+    uri = "s3://models/weights/vgg16.weights.h5"
+    cached = fetch_s3(uri, tmp_path / "cache")
+    assert Path(cached).read_bytes() == local.read_bytes()
+    base = build_transfer_base("vgg16", 32, uri)
+    inner = next(layer for layer in base.layers if isinstance(layer, keras.Model))
+    for loaded, saved in zip(inner.get_weights(), vgg.get_weights(), strict=True):
+        np.testing.assert_array_equal(loaded, saved)
