@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
 from pathlib import Path
 
 import cv2
@@ -42,7 +41,9 @@ import pandas as pd
 from tqdm import tqdm
 
 from postergenre.genres import GENRES, NUM_GENRES, join_genres
+from postergenre.images import encode_jpeg
 from postergenre.labels import LABEL_COLUMNS, LABELS_FILE, POSTERS_DIR, write_table
+from postergenre.outdir import check_dataset_dir, sibling_tmp, swap_into_place
 
 # Probability that a movie has each genre (independent draws), close to the genre shares of
 # MovieLens/IMDb posters, so the demo is as unbalanced as real data. A movie that draws no
@@ -394,35 +395,6 @@ def _validate(n_posters: int, seed: int, width: int, height: int) -> None:
         raise ValueError(f"width and height must be at least {MIN_SIZE} px, got {width}x{height}")
 
 
-def _check_replaceable(out: Path) -> None:
-    """Refuse to replace a folder that is not a data set: the swap deletes the old folder."""
-    if not out.exists():
-        return
-    if not out.is_dir():
-        raise FileExistsError(f"{out} exists and is not a folder")
-    extra = sorted(p.name for p in out.iterdir() if p.name not in (LABELS_FILE, POSTERS_DIR))
-    if extra:
-        raise FileExistsError(
-            f"{out} holds more than a poster data set ({', '.join(extra[:5])}); refusing to "
-            "replace it. Pick an empty or new folder, or one written by generate_demo."
-        )
-
-
-def _swap_into_place(new: Path, out: Path) -> None:
-    """Make `new` the folder at `out`; the old `out` is removed only once `new` is there."""
-    if not out.exists():
-        os.replace(new, out)
-        return
-    old = out.parent / f".{out.name}.old-{uuid.uuid4().hex}"
-    os.replace(out, old)
-    try:
-        os.replace(new, out)
-    except BaseException:
-        os.replace(old, out)  # put the previous set back
-        raise
-    shutil.rmtree(old)
-
-
 def generate_demo(
     out_dir: str | os.PathLike[str],
     n_posters: int = 1500,
@@ -441,10 +413,9 @@ def generate_demo(
     """
     _validate(n_posters, seed, width, height)
     out = Path(out_dir).resolve()
-    _check_replaceable(out)
+    check_dataset_dir(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    # A sibling, so the final rename stays on one file system; the dot keeps it out of globs.
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex}"
+    tmp = sibling_tmp(out)
     (tmp / POSTERS_DIR).mkdir(parents=True)
     try:
         rows: list[dict[str, str]] = []
@@ -454,16 +425,9 @@ def generate_demo(
             present = _draw_genres(rng)
             counts += present
             rgb = _draw_poster(rng, present, width, height)
-            ok, buf = cv2.imencode(
-                ".jpg",
-                cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
-                [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY],
-            )
-            if not ok:
-                raise RuntimeError(f"OpenCV could not encode demo poster {i}")
             imdb_id = f"tt{DEMO_ID_BASE + i:07d}"
             poster = f"{POSTERS_DIR}/{imdb_id}.jpg"
-            (tmp / poster).write_bytes(buf.tobytes())
+            (tmp / poster).write_bytes(encode_jpeg(rgb, JPEG_QUALITY))
             genres = join_genres(GENRES[g] for g in np.flatnonzero(present))
             rows.append(
                 {
@@ -477,7 +441,7 @@ def generate_demo(
                 }
             )
         write_table(pd.DataFrame(rows, columns=list(LABEL_COLUMNS)), tmp / LABELS_FILE)
-        _swap_into_place(tmp, out)
+        swap_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
