@@ -19,6 +19,7 @@ TINY_PARAMS = {
     "augment": {"image_size": 32},
     "train_scratch": {"conv1_filters": 4, "conv2_filters": 4, "dense_units": 8, "epochs": 1},
     "train_vgg16": {"dense_units": 8, "epochs": 1},
+    "evaluate": {"bootstrap_resamples": 10, "report_posters": 2},
 }
 
 
@@ -62,8 +63,8 @@ def test_regenerated_demo_data_matches_data_dvc(tmp_path):
     assert "up to date" in status, status
 
 
-@pytest.mark.slow
-def test_repro_runs_once_and_a_gate_param_reruns_only_the_gate(tmp_path):
+def tiny_project(tmp_path) -> tuple[Path, dict]:
+    """A project copy with 60 small demo posters and TINY_PARAMS written to params.yaml."""
     project = _project_copy(tmp_path)
     _run(["postergenre", "ingest", "--source", "demo", "--out", "data", "--n-posters", "60",
           "--width", "48", "--height", "72"], project)
@@ -71,6 +72,12 @@ def test_repro_runs_once_and_a_gate_param_reruns_only_the_gate(tmp_path):
     for stage, values in TINY_PARAMS.items():
         params[stage].update(values)
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return project, params
+
+
+@pytest.mark.slow
+def test_repro_runs_once_and_a_gate_param_reruns_only_the_gate(tmp_path):
+    project, params = tiny_project(tmp_path)
 
     first = _run(["dvc", "repro"], project)
     for stage in ("validate", "split", "augment", "train_scratch", "train_vgg16",

@@ -5,7 +5,7 @@ import json
 import pytest
 import yaml
 
-from tests.test_dvc import TINY_PARAMS, _project_copy, _run
+from tests.test_dvc import _run, tiny_project
 
 
 def _commit(project, message):
@@ -15,16 +15,7 @@ def _commit(project, message):
 
 @pytest.mark.slow
 def test_metrics_diff_and_plots_show_after_two_runs(tmp_path):
-    project = _project_copy(tmp_path)
-    _run(["postergenre", "ingest", "--source", "demo", "--out", "data", "--n-posters", "60",
-          "--width", "48", "--height", "72"], project)
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    for stage, values in TINY_PARAMS.items():
-        params[stage].update(values)
-    params["evaluate"].update({"bootstrap_resamples": 10, "report_posters": 2})
-    if "min_genre_support" in params.get("validate", {}):
-        params["validate"]["min_genre_support"] = 0  # 60 posters leave some genres empty
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    project, params = tiny_project(tmp_path)
     _commit(project, "params")  # a real clone has commits (dvclive reads HEAD)
     _run(["dvc", "repro"], project)
     assert (project / "reports" / "report.html").is_file()
