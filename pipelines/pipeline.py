@@ -10,27 +10,15 @@ ClassificationMetrics), so the Kubeflow UI shows each run's lineage.
 
 # No `from __future__ import annotations` here: kfp reads the pipeline function's
 # annotations as real types.
-import inspect
 from collections.abc import Callable
 
 from kfp import dsl
 
-from postergenre.components import STAGES, build_components
+from postergenre.components import build_components
 from postergenre.pipelines.platform import GPU_RESOURCE, ClusterSettings, apply_cluster_settings
 
 PIPELINE_NAME = "postergenre"
 __all__ = ["GPU_RESOURCE", "PIPELINE_NAME", "ClusterSettings", "create_pipeline"]
-STUDY_MINORITY_GENRES = ["Animation", "History", "Music", "Musical", "Sci-Fi", "War", "Western"]
-
-
-def _data_version_argument(data_version) -> dict:
-    """{'data_version': ...} when the ingest component takes it, else {} (an older ingest).
-
-    The data version (the md5 in data.dvc) is what makes ingest's cache key follow the
-    data: with ingest cached, the same version reuses every downstream result.
-    """
-    accepts = "data_version" in inspect.signature(STAGES["ingest"]).parameters
-    return {"data_version": data_version} if accepts else {}
 
 
 def create_pipeline(settings: ClusterSettings | None = None) -> Callable:
@@ -112,7 +100,8 @@ def create_pipeline(settings: ClusterSettings | None = None) -> Callable:
                             rate_limit=tmdb_rate_limit, concurrency=tmdb_concurrency,
                             movielens_url=movielens_url, tmdb_api_url=tmdb_api_url,
                             tmdb_image_url=tmdb_image_url, local_dir=local_dir,
-                            **_data_version_argument(data_version))
+                            # The md5 in data.dvc: the cache key then follows the data.
+                            data_version=data_version)
         validate = ops.validate(dataset=ingest.outputs["dataset"],
                                 min_genre_support=min_genre_support)
         split = ops.split(validated=validate.outputs["validated"],
