@@ -15,6 +15,7 @@ from kfp import dsl
 
 from . import (
     augment,
+    batch_predict,
     evaluate,
     gate,
     ingest,
@@ -39,6 +40,7 @@ STAGES = {
     "evaluate": evaluate.evaluate,
     "gate": gate.gate,
     "register": register.register,
+    "batch_predict": batch_predict.batch_predict,
 }
 
 

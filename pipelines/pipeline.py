@@ -91,6 +91,7 @@ def create_pipeline(settings: ClusterSettings | None = None) -> Callable:
         bootstrap_resamples: int = 200,
         report_posters: int = 12,
         registry: str = "registry",
+        batch_predict_runner: str = "DirectRunner",
     ) -> str:
         ingest = ops.ingest(source=source, n_posters=n_posters, seed=data_seed,
                             width=poster_width, height=poster_height,
@@ -139,10 +140,14 @@ def create_pipeline(settings: ClusterSettings | None = None) -> Callable:
                         epsilon=blessed_epsilon, genre_ap_floors=genre_ap_floors,
                         max_genre_ap_drop=max_genre_ap_drop)
         with dsl.If(gate.outputs["Output"] == "blessed", name="blessed"):
-            ops.register(blessing=gate.outputs["blessing"],
-                         scratch_model=scratch.outputs["model"],
-                         vgg16_model=vgg16.outputs["model"], registry=registry,
-                         data_version=data_version)
+            register = ops.register(blessing=gate.outputs["blessing"],
+                                    scratch_model=scratch.outputs["model"],
+                                    vgg16_model=vgg16.outputs["model"], registry=registry,
+                                    data_version=data_version)
+            # The registered model scores the test shards on Beam (a catalogue's dry run).
+            ops.batch_predict(model=register.outputs["registered"], prepared=prepared,
+                              blessing=gate.outputs["blessing"], split="test",
+                              runner=batch_predict_runner)
         # Last, so that it configures every task above (GPU pool, resources, secrets, cache).
         apply_cluster_settings(settings)
         return gate.outputs["Output"]

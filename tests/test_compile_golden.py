@@ -156,8 +156,9 @@ def test_register_only_under_the_gates_if_and_caching_policy(compiled):
     _, spec, _ = compiled
     tasks = _tasks(spec)
     conditions = {name: info["condition"] for name, info in tasks.items() if info["condition"]}
-    assert set(conditions) == {"register"}
-    assert re.search(r"pipelinechannel--gate-Output.*==.*'blessed'", conditions["register"])
+    assert set(conditions) == {"register", "batch-predict"}
+    for task in conditions:
+        assert re.search(r"pipelinechannel--gate-Output.*==.*'blessed'", conditions[task])
     cached = {name for name, info in tasks.items()
               if info["task"].get("cachingOptions", {}).get("enableCache")}
     assert cached == set(tasks) - {"ingest"}

@@ -103,7 +103,7 @@ def test_register_runs_only_when_the_gate_blesses(spec):
     condition = next(t for t in root.values() if "triggerPolicy" in t)
     assert "blessed" in condition["triggerPolicy"]["condition"]
     branch = spec["components"][condition["componentRef"]["name"]]["dag"]["tasks"]
-    assert set(branch) == {"register"}
+    assert set(branch) == {"register", "batch-predict"}
 
 
 def test_stages_pass_typed_artifacts(spec):
@@ -145,7 +145,8 @@ def test_local_run_of_the_whole_pipeline(tmp_path):
     outputs = {task.name: json.loads((task / "executor_output.json").read_text())
                for task in run_dir.iterdir()}
     assert set(outputs) == {"ingest", "validate", "split", "augment", "train-scratch",
-                            "train-vgg16", "evaluate", "gate", "register"}
+                            "train-vgg16", "evaluate", "gate", "register",
+                            "batch-predict"}
     # File artifacts exist on disk; metrics artifacts carry their values in metadata.
     for task, name, path in (("ingest", "dataset", "labels.csv"),
                              ("validate", "validated", "summary.json"),
@@ -154,7 +155,8 @@ def test_local_run_of_the_whole_pipeline(tmp_path):
                              ("train-scratch", "model", "model.keras"),
                              ("train-vgg16", "model", "model.keras"),
                              ("evaluate", "evaluation", "metrics.json"),
-                             ("register", "registered", "model.keras")):
+                             ("register", "registered", "model.keras"),
+                             ("batch-predict", "predictions", "summary.json")):
         assert (run_dir / task / name / path).is_file(), (task, name)
     assert (run_dir / "gate" / "blessing").is_file()
     evaluate = outputs["evaluate"]["artifacts"]

@@ -261,6 +261,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--explain", metavar="DIR", help="write Grad-CAM overlays into DIR")
     p.add_argument("--batch-size", type=int, default=32)
 
+    p = sub.add_parser("batch-predict", help="score poster shards on Apache Beam (tfx-bsl "
+                       "RunInference) into a Parquet table")
+    p.add_argument("--model", default="registry", help="a registry (folder or s3://: its "
+                   "latest blessed model), a registry entry or a trained model folder")
+    p.add_argument("--prepared", help="prepared folder (augment's output) to score")
+    p.add_argument("--split", default="test", help="split of --prepared to score")
+    p.add_argument("--shards", help="glob of TFRecord files to score instead of --prepared")
+    p.add_argument("--out", required=True, help="output folder (predictions-*.parquet, "
+                   "errors.csv, summary.json)")
+    p.add_argument("--thresholds", help="thresholds.json or blessing.json to use instead "
+                   "of the registry entry's (else 0.5)")
+    p.add_argument("--runner", default="DirectRunner", help="Beam runner (DataflowRunner, "
+                   "FlinkRunner, SparkRunner, ...)")
+    p.add_argument("--beam-arg", action="append", default=[], metavar="OPTION",
+                   help="a Beam pipeline option passed through, e.g. --beam-arg=--project=p "
+                   "(repeatable)")
+    p.add_argument("--num-shards", type=int, default=0, help="output files (0: runner decides)")
+
     # `pipeline compile | run --local | submit | upload`: flags live beside the code.
     from postergenre.pipelines.commands import add_pipeline_parser
 
@@ -324,6 +342,21 @@ def _predict(args: argparse.Namespace) -> int:
     if failed:
         print(f"{failed} of {len(results)} posters could not be read", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _batch_predict(args: argparse.Namespace) -> int:
+    from postergenre.batch_predict import batch_predict
+
+    summary = batch_predict(args.model, args.out, prepared_dir=args.prepared, split=args.split,
+                            shards=args.shards, thresholds_path=args.thresholds,
+                            runner=args.runner, beam_args=args.beam_arg,
+                            num_shards=args.num_shards)
+    print(f"batch-predict: {summary['rows']} posters scored -> {args.out} "
+          f"(thresholds: {summary['thresholds']})")
+    if summary["errors"]:
+        print(f"{summary['errors']} records could not be scored: see "
+              f"{Path(args.out) / 'errors.csv'}", file=sys.stderr)
+    return 1 if summary["errors"] else 0
 
 
 def _pipeline(args: argparse.Namespace) -> int:
@@ -409,6 +442,8 @@ def run(args: argparse.Namespace) -> int:  # noqa: C901 - a flat dispatch table
         print(f"registered {entry}" if entry else "not blessed: nothing registered")
     elif cmd == "predict":
         return _predict(args)
+    elif cmd == "batch-predict":
+        return _batch_predict(args)
     elif cmd == "summary":
         return _summary(args)
     elif cmd == "pipeline":

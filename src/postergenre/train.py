@@ -165,6 +165,9 @@ def export_serving(model: keras.Model, path: str | os.PathLike[str], image_size:
     """A SavedModel whose `serving_default` takes JPEG (or PNG) bytes, returns 19 probabilities.
 
     TF Serving, or any client that can send a string tensor, needs no Python code of ours.
+    A second endpoint, `serve_examples`, takes serialized `tf.train.Example`s as the shards
+    hold them (the `image` feature) and returns the same probabilities: the signature
+    tfx-bsl's RunInference feeds (one string input, a dict of outputs) in `batch_predict`.
     """
     path = Path(path)
 
@@ -173,14 +176,24 @@ def export_serving(model: keras.Model, path: str | os.PathLike[str], image_size:
         image = tf.image.resize(image, [image_size, image_size], method="area")
         return tf.cast(image, tf.float32)
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
-    def serve(image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
+    def probabilities(image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
         images = tf.map_fn(decode, image_bytes, fn_output_signature=tf.float32)
         return {"probabilities": tf.cast(model(images, training=False), tf.float32)}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+    def serve(image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
+        return probabilities(image_bytes)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def serve_examples(examples: tf.Tensor) -> dict[str, tf.Tensor]:
+        # Only the image is parsed: scoring needs no labels (a catalogue has none).
+        features = {"image": tf.io.FixedLenFeature([], tf.string)}
+        return probabilities(tf.io.parse_example(examples, features)["image"])
 
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint("serving_default", serve)
+    archive.add_endpoint("serve_examples", serve_examples)
     archive.write_out(str(path), verbose=False)
     return path
 

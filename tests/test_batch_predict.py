@@ -1,0 +1,119 @@
+"""`batch_predict` on the DirectRunner: tfx-bsl RunInference over the SavedModel gives the
+probabilities `predict` gives for the same posters; thresholds come from the registry."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from postergenre.batch_predict import batch_predict, read_predictions, resolve_model
+from postergenre.cli import main
+from postergenre.gate import BLESSED
+from postergenre.genres import GENRES
+from postergenre.predict import load_predictor, predict_posters
+from postergenre.registry import register
+from postergenre.shards import PosterRecord, iter_records, shard_paths, to_example
+from tests.eval_helpers import train_tiny
+
+
+@pytest.fixture(scope="module")
+def model_dir(tiny_prepared, tmp_path_factory):
+    return train_tiny(tiny_prepared, tmp_path_factory.mktemp("batch") / "model")
+
+
+def _test_images(prepared):
+    """{imdb_id: JPEG bytes} of the test split, straight from the shards."""
+    images = {}
+    for path in shard_paths(prepared, "test"):
+        for record in tf.data.TFRecordDataset(path):
+            example = tf.train.Example.FromString(record.numpy())
+            feature = example.features.feature
+            images[feature["imdb_id"].bytes_list.value[0].decode()] = \
+                feature["image"].bytes_list.value[0]
+    return images
+
+
+@pytest.mark.slow
+def test_same_probabilities_as_predict(model_dir, tiny_prepared, tmp_path):
+    summary = batch_predict(model_dir, tmp_path / "out", prepared_dir=tiny_prepared)
+    table = read_predictions(tmp_path / "out")
+    images = _test_images(tiny_prepared)
+    assert summary["rows"] == len(table) == len(images) > 0 and summary["errors"] == 0
+    assert summary["thresholds"] == "default 0.5"  # a bare model folder has none stored
+    assert list(table.columns) == ["imdb_id", *GENRES, "genres"]
+    assert sorted(table["imdb_id"]) == sorted(images)
+    # The same posters through `predict` (Keras model, OpenCV decode) as files.
+    posters = tmp_path / "posters"
+    posters.mkdir()
+    for imdb_id, jpeg in images.items():
+        (posters / f"{imdb_id}.jpg").write_bytes(jpeg)
+    results = predict_posters(load_predictor(model_dir),
+                              [str(posters / f"{i}.jpg") for i in table["imdb_id"]],
+                              progress=False)
+    expected = np.stack([r.probabilities for r in results])
+    # Not bit-equal: OpenCV decodes JPEG with libjpeg's accurate integer IDCT, TensorFlow
+    # (training's shards reader, serving_default, serve_examples) with the fast one, so a
+    # few pixels differ by a few levels; the probabilities agree to well within 1e-3.
+    assert table[list(GENRES)].to_numpy() == pytest.approx(expected, abs=1e-3)
+    # Bit-for-bit the SavedModel's serving_default (what TF Serving answers) on the bytes.
+    serving = tf.saved_model.load(str(model_dir / "saved_model")).signatures["serving_default"]
+    jpegs = tf.constant([images[i] for i in table["imdb_id"]])
+    served = serving(image_bytes=jpegs)["probabilities"].numpy()
+    assert table[list(GENRES)].to_numpy() == pytest.approx(served, abs=1e-6)
+    assert [list(g) for g in table["genres"]] == [
+        [g for g, p in zip(GENRES, row, strict=True) if p >= 0.5] for row in served]
+
+
+@pytest.mark.slow
+def test_registry_thresholds_bad_record_and_old_model(model_dir, tiny_prepared, tmp_path):
+    # A registry entry with per-genre thresholds, as the gate writes them.
+    thresholds = {"global": 0.5, "per_genre": {g: 0.05 * (i % 19) for i, g in
+                                                enumerate(GENRES)}}
+    (tmp_path / "blessing.json").write_text(json.dumps(
+        {"decision": BLESSED, "model": "scratch", "thresholds": thresholds, "metrics": {}}))
+    # A model trained before `serve_examples` existed: no SavedModel endpoint to use.
+    old_model = tmp_path / "old-model"
+    shutil.copytree(model_dir, old_model)
+    shutil.rmtree(old_model / "saved_model")
+    registry = tmp_path / "registry"
+    register(tmp_path / "blessing.json", {"scratch": old_model}, registry)
+    # The catalogue: the test shards plus one shard holding an undecodable poster.
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    for path in shard_paths(tiny_prepared, "test"):
+        shutil.copy(path, shards)
+    with tf.io.TFRecordWriter(str(shards / "zz-bad.tfrecord")) as writer:
+        writer.write(to_example(PosterRecord(b"not a jpeg", np.zeros(19), "tt0000001",
+                                             "test", "tt0000001")))
+    out = tmp_path / "out"
+    code = main(["batch-predict", "--model", str(registry), "--shards",
+                 str(shards / "*.tfrecord"), "--out", str(out)])
+    assert code == 1  # one bad record: reported, the others scored
+    table = read_predictions(out)
+    n_good = sum(1 for _ in iter_records(tiny_prepared, "test"))
+    assert len(table) == n_good
+    errors = (out / "errors.csv").read_text().splitlines()
+    assert len(errors) == 2 and "zz-bad.tfrecord" in errors[1] and "tt0000001" in errors[1]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["thresholds"].endswith("thresholds.json")
+    cut = np.array([thresholds["per_genre"][g] for g in GENRES])
+    for _, row in table.iterrows():
+        probabilities = row[list(GENRES)].to_numpy(dtype=np.float64)
+        assert list(row["genres"]) == [g for g, on in zip(GENRES, probabilities >= cut,
+                                                          strict=True) if on]
+    # A re-run replaces the table rather than adding a second set of files.
+    batch_predict(registry, out, shards=str(shards / "*.tfrecord"))
+    assert len(read_predictions(out)) == n_good
+
+
+def test_empty_registry_and_missing_shards_are_clear_errors(tmp_path):
+    (tmp_path / "registry").mkdir()
+    (tmp_path / "registry" / "latest.json").write_text("null")
+    with pytest.raises(FileNotFoundError, match="no blessed model"):
+        resolve_model(tmp_path / "registry")
+    with pytest.raises(FileNotFoundError, match="neither a registry"):
+        resolve_model(tmp_path)
+    with pytest.raises(FileNotFoundError, match="no TFRecord files match"):
+        batch_predict(tmp_path, tmp_path / "out", shards=str(tmp_path / "*.tfrecord"))
