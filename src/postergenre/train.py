@@ -38,7 +38,7 @@ from postergenre.models import (
     join_base_and_head,
     last_block_layers,
 )
-from postergenre.shards import dataset, labels_of, read_manifest
+from postergenre.shards import dataset, decode_poster, labels_of, read_manifest
 
 log = logging.getLogger(__name__)
 MODEL_FILE = "model.keras"
@@ -172,8 +172,7 @@ def export_serving(model: keras.Model, path: str | os.PathLike[str], image_size:
     path = Path(path)
 
     def decode(data: tf.Tensor) -> tf.Tensor:
-        image = tf.io.decode_image(data, channels=3, expand_animations=False)
-        image = tf.image.resize(image, [image_size, image_size], method="area")
+        image = tf.image.resize(decode_poster(data), [image_size, image_size], method="area")
         return tf.cast(image, tf.float32)
 
     def probabilities(image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
