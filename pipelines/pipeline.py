@@ -67,6 +67,7 @@ def create_pipeline(settings: ClusterSettings | None = None) -> Callable:
         scratch_dense_units: int = 256,
         scratch_epochs: int = 100,
         scratch_learning_rate: float = 0.1,
+        scratch_clipnorm: float = 0.0,
         vgg16_weights: str = "imagenet",
         vgg16_dense_units: int = 4096,
         vgg16_epochs: int = 50,
@@ -117,7 +118,7 @@ def create_pipeline(settings: ClusterSettings | None = None) -> Callable:
             prepared=prepared, conv1_filters=scratch_conv1_filters,
             conv2_filters=scratch_conv2_filters, dense_units=scratch_dense_units,
             epochs=scratch_epochs, batch_size=batch_size, learning_rate=scratch_learning_rate,
-            require_gpu=require_gpu, data_version=data_version,
+            clipnorm=scratch_clipnorm, require_gpu=require_gpu, data_version=data_version,
             momentum=momentum, lr_patience=lr_patience, stop_patience=stop_patience,
             seed=train_seed)
         vgg16 = ops.train_vgg16(

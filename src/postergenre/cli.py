@@ -185,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-dropout", type=float, default=0.2)
     p.add_argument("--conv-dropout", type=float, default=0.25, help="after each max-pool")
     p.add_argument("--dense-dropout", type=float, default=0.5, help="after each dense layer")
+    p.add_argument("--clipnorm", type=float, default=0.0,
+                   help="clip each gradient's norm to this (0: off, as in the study)")
 
     p = sub.add_parser("train-vgg16", help="train a dense head on a frozen VGG16 (or "
                        "EfficientNet-Lite0) base")
@@ -406,7 +408,8 @@ def run(args: argparse.Namespace) -> int:  # noqa: C901 - a flat dispatch table
         train_scratch(args.prepared, args.out, conv1_filters=args.conv1_filters,
                       conv2_filters=args.conv2_filters, dense_units=args.dense_units,
                       input_dropout=args.input_dropout, conv_dropout=args.conv_dropout,
-                      dense_dropout=args.dense_dropout, **_training_kwargs(args))
+                      dense_dropout=args.dense_dropout, clipnorm=args.clipnorm,
+                      **_training_kwargs(args))
     elif cmd == "train-vgg16":
         from postergenre.train import train_vgg16
 

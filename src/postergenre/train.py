@@ -110,11 +110,14 @@ def _seed_everything(seed: int) -> None:
 
 
 def _compile(model: keras.Model, manifest: dict, learning_rate: float, momentum: float,
-             use_class_weights: bool) -> None:
+             use_class_weights: bool, clipnorm: float = 0.0) -> None:
     weights = manifest["class_weights"] if use_class_weights else [1.0] * len(GENRES)
+    # Clipping each gradient's norm keeps one large step from killing the ReLUs of a
+    # network without batch normalisation (the study's CNN at a high learning rate).
+    clip = {"clipnorm": clipnorm} if clipnorm > 0 else {}
     model.compile(
         optimizer=keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum,
-                                       nesterov=True),
+                                       nesterov=True, **clip),
         loss=WeightedBinaryCrossentropy(weights),
         metrics=[keras.metrics.AUC(multi_label=True, num_labels=len(GENRES), name="auc")],
     )
@@ -240,11 +243,15 @@ def train_scratch(
     min_lr: float = 1e-6,
     stop_patience: int = 20,
     use_class_weights: bool = True,
+    clipnorm: float = 0.0,
     seed: int = 0,
     require_gpu: bool = False,
     data_version: str = "",
 ) -> dict:
-    """Train the study's from-scratch CNN on the shards in `prepared_dir`."""
+    """Train the study's from-scratch CNN on the shards in `prepared_dir`.
+
+    `clipnorm` > 0 clips each gradient's norm (the study did not; 0 switches it off).
+    """
     _seed_everything(seed)
     manifest = read_manifest(prepared_dir)
     size = int(manifest["image_size"])
@@ -255,7 +262,7 @@ def train_scratch(
         global_batch = batch_size * device.replicas
         model = build_scratch_cnn(size, conv1_filters, conv2_filters, dense_units, input_dropout,
                                   conv_dropout, dense_dropout)
-        _compile(model, manifest, learning_rate, momentum, use_class_weights)
+        _compile(model, manifest, learning_rate, momentum, use_class_weights, clipnorm)
         started = time.perf_counter()
         history = _fit(
             model,
@@ -274,7 +281,7 @@ def train_scratch(
                    "conv_dropout": conv_dropout, "dense_dropout": dense_dropout,
                    "epochs": epochs, "batch_size": batch_size,
                    "learning_rate": learning_rate, "momentum": momentum, "seed": seed,
-                   "use_class_weights": use_class_weights},
+                   "use_class_weights": use_class_weights, "clipnorm": clipnorm},
     }
     return _write_outputs(model, model_dir, history, info, data_version)
 
