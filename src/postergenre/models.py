@@ -107,17 +107,15 @@ def resolve_weights(weights: str | None, cache_dir: str | os.PathLike[str] | Non
 
 def fetch_s3(uri: str, cache_dir: str | os.PathLike[str] | None = None) -> str:
     """Download `s3://bucket/key` once into `cache_dir` (default ~/.cache/postergenre)."""
-    import s3fs  # installed with dvc[s3]; endpoint from AWS_ENDPOINT_URL when set
+    from postergenre.storage import remote_fs
 
     cache = Path(cache_dir or Path.home() / ".cache" / "postergenre" / "weights")
     target = cache / uri.removeprefix("s3://")
     if not target.is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
-        fs = s3fs.S3FileSystem(
-            client_kwargs={"endpoint_url": os.environ.get("AWS_ENDPOINT_URL")} if
-            os.environ.get("AWS_ENDPOINT_URL") else None)
+        fs, path = remote_fs(uri)
         partial = target.with_name(f".{target.name}.part")
-        fs.get(uri, str(partial))
+        fs.get(path, str(partial))
         os.replace(partial, target)
     return str(target)
 

@@ -28,25 +28,13 @@ from pathlib import Path
 
 from postergenre.atomic import write_json
 from postergenre.gate import BLESSED
+from postergenre.storage import is_remote, remote_fs
 
 log = logging.getLogger(__name__)
 LATEST_FILE = "latest.json"
 ENTRY_FILE = "entry.json"
 THRESHOLDS_FILE = "thresholds.json"
 MODEL_FOLDER = "model"
-
-
-def is_remote(registry: str | os.PathLike[str]) -> bool:
-    return "://" in str(registry) and not str(registry).startswith("file://")
-
-
-def _remote_fs(registry: str):
-    import fsspec
-
-    # A fresh instance: fsspec caches one per argument set, which would outlive a changed
-    # endpoint (AWS_ENDPOINT_URL) within one process.
-    fs, root = fsspec.core.url_to_fs(str(registry), skip_instance_cache=True)
-    return fs, root.rstrip("/")
 
 
 def content_hash(folder: str | os.PathLike[str]) -> str:
@@ -114,7 +102,7 @@ def register(
               "data_version": data_version, "metrics": blessing.get("metrics")}
     thresholds = blessing.get("thresholds")
     if remote:
-        fs, root = _remote_fs(str(registry_dir))
+        fs, root = remote_fs(str(registry_dir))
         if not fs.exists(f"{root}/{entry_name}/{ENTRY_FILE}"):
             with tempfile.TemporaryDirectory(prefix="postergenre-reg-") as tmp:
                 _stage_entry(Path(tmp) / "e", source, entry_info, thresholds)
@@ -143,7 +131,7 @@ def register(
 def read_latest(registry_dir: str | os.PathLike[str]) -> dict | None:
     """The `latest.json` pointer, or None when nothing was registered yet."""
     if is_remote(registry_dir):
-        fs, root = _remote_fs(str(registry_dir))
+        fs, root = remote_fs(str(registry_dir))
         if not fs.exists(f"{root}/{LATEST_FILE}"):
             return None
         return json.loads(fs.cat_file(f"{root}/{LATEST_FILE}"))
@@ -167,7 +155,7 @@ def fetch_latest(registry_dir: str | os.PathLike[str],
         if not (entry / ENTRY_FILE).is_file():
             raise FileNotFoundError(f"{entry}: latest.json points at an incomplete entry")
         return entry
-    fs, root = _remote_fs(str(registry_dir))
+    fs, root = remote_fs(str(registry_dir))
     if not fs.exists(f"{root}/{entry_name}/{ENTRY_FILE}"):
         raise FileNotFoundError(f"{registry_dir}/{entry_name}: latest.json points at an "
                                 "incomplete entry")
