@@ -47,3 +47,29 @@ def tiny_prepared(tiny_data, tiny_split, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tiny-prepared") / "prepared"
     augment_and_shard(tiny_data, tiny_split, out, image_size=TINY_IMAGE, shard_size=64)
     return out
+
+
+@pytest.fixture
+def moto_s3(monkeypatch):
+    """A real S3-compatible server (moto, server mode) on 127.0.0.1.
+
+    Yields (endpoint, boto3 client). Fake credentials and the endpoint go into the
+    environment only, where boto3, s3fs and DVC read them.
+    """
+    boto3 = pytest.importorskip("boto3")
+    server_mod = pytest.importorskip("moto.server")
+    server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
+                        ("AWS_DEFAULT_REGION", "us-east-1"), ("AWS_ENDPOINT_URL", endpoint)):
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    import fsspec
+
+    fsspec.config.conf.pop("s3", None)
+    try:
+        yield endpoint, boto3.client("s3", endpoint_url=endpoint)
+    finally:
+        server.stop()

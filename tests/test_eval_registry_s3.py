@@ -14,24 +14,11 @@ GOOD = {"f1_micro": 0.5, "map_macro": 0.4, "hamming_loss": 0.1}
 
 
 @pytest.fixture
-def s3(monkeypatch):
-    boto3 = pytest.importorskip("boto3")
-    server_mod = pytest.importorskip("moto.server")
-    server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    # Test credentials for the loopback server only; boto and s3fs read them from env.
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
-    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="models")
-    import fsspec
-
-    fsspec.config.conf.pop("s3", None)
-    yield boto3.client("s3", endpoint_url=endpoint)
-    server.stop()
+def s3(moto_s3):
+    """moto S3 on loopback with a `models` bucket; yields a boto3 client."""
+    _, client = moto_s3
+    client.create_bucket(Bucket="models")
+    return client
 
 
 def test_s3_registry_is_write_once_and_latest_points_at_a_complete_entry(tmp_path, s3):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import filecmp
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,28 +17,12 @@ BIN = Path(sys.executable).parent
 BUCKET = "postergenre-test"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture()
-def s3(monkeypatch):
-    """moto's S3 on 127.0.0.1 with one bucket; fake credentials in the environment only."""
-    boto3 = pytest.importorskip("boto3")
-    server_mod = pytest.importorskip("moto.server")
-    for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
-                        ("AWS_DEFAULT_REGION", "us-east-1")):
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    port = _free_port()
-    server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=BUCKET)
-    yield endpoint
-    server.stop()
+def s3(moto_s3):
+    """moto S3 on loopback with one bucket; yields its endpoint."""
+    endpoint, client = moto_s3
+    client.create_bucket(Bucket=BUCKET)
+    return endpoint
 
 
 def _run(args, cwd, env=None):
