@@ -8,10 +8,6 @@ STAMP := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-# The demo data set data.dvc tracks: changing these changes its md5.
-DEMO_POSTERS ?= 1500
-DEMO_SEED ?= 0
-
 .PHONY: install run data repro summary test lint compile local-run images lock clean
 
 install: $(STAMP)
@@ -23,10 +19,10 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev]'
 	touch $(STAMP)
 
-# Regenerate the demo data and record it in DVC's cache; with the default settings the
-# bytes, and so data.dvc, are exactly what is committed (git diff data.dvc stays empty).
+# Regenerate the demo data (params.yaml's ingest.demo) and record it in DVC's cache; with
+# the committed settings the bytes, and so data.dvc, are exactly what is committed.
 data: $(STAMP)
-	postergenre ingest --source demo --out data --n-posters $(DEMO_POSTERS) --seed $(DEMO_SEED)
+	postergenre ingest --source demo --out data
 	dvc add -q data
 
 repro: $(STAMP)
@@ -53,9 +49,12 @@ IMAGE_FLAGS = $(if $(REGISTRY),--registry $(REGISTRY) --tag $(TAG))
 compile: $(STAMP)
 	postergenre pipeline compile --output pipeline.yaml $(IMAGE_FLAGS)
 
+# The whole Kubeflow pipeline on this machine (kfp.local), with params.yaml made small.
 local-run: $(STAMP)
-	postergenre pipeline run --local -p n_posters=200 -p image_size=32 -p scratch_epochs=3 \
-		-p vgg16_weights=none -p vgg16_dense_units=64 -p vgg16_epochs=3 -p registry=outputs/kfp-registry
+	postergenre pipeline run --local -p registry=outputs/kfp-registry \
+		--set ingest.demo.n_posters=200 --set augment.image_size=32 \
+		--set models.scratch_cnn.epochs=3 --set models.vgg16_transfer.dense_units=64 \
+		--set models.vgg16_transfer.epochs=3
 
 # Build and push both images with a container engine (docker with a running daemon, else
 # buildah); neither here -> say so and stop. Training tasks use postergenre-gpu.

@@ -28,8 +28,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.servers
 
 from postergenre.atomic import atomic_open  # noqa: E402
-from postergenre.tmdb import TmdbAuth  # noqa: E402
-from postergenre.tmdb_ingest import ingest_tmdb, poster_problem  # noqa: E402
+from postergenre.configs import TmdbSourceConfig  # noqa: E402
+from postergenre.sources.tmdb import ingest_tmdb, poster_problem  # noqa: E402
+from postergenre.sources.tmdb_api import TmdbAuth  # noqa: E402
 from tests.servers.fake_services import serve_forever  # noqa: E402
 
 KEY = "bench-key"
@@ -85,10 +86,11 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
             start = time.perf_counter()
-            summary = ingest_tmdb(work / "data", movielens_url=f"{url}/movielens",
-                                  api_url=f"{url}/3", image_url=f"{url}/t/p",
-                                  cache_dir=work / "cache", rate_limit=args.rate_limit,
-                                  concurrency=args.concurrency, auth=TmdbAuth(api_key=KEY))
+            config = TmdbSourceConfig(movielens_url=f"{url}/movielens", api_url=f"{url}/3",
+                                      image_url=f"{url}/t/p", cache_dir=str(work / "cache"),
+                                      rate_limit=args.rate_limit,
+                                      concurrency=args.concurrency)
+            summary = ingest_tmdb(work / "data", config, auth=TmdbAuth(api_key=KEY))
             real_s = time.perf_counter() - start
             if summary["n_posters"] != args.posters:
                 raise SystemExit(f"real client got {summary['n_posters']} posters, "

@@ -83,16 +83,18 @@ def main() -> None:
     args = parser.parse_args()
 
     from postergenre.augment import augment_and_shard
+    from postergenre.configs import AugmentConfig
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         data = args.posters
         source = "posters-movielens"
         if data is None:
-            from postergenre.demo import generate_demo
+            from postergenre.configs import DemoSourceConfig
+            from postergenre.sources.demo import generate_demo
 
             data, source = work / "data", "generated"
-            generate_demo(data, n_posters=2000, seed=0)
+            generate_demo(data, DemoSourceConfig(n_posters=2000, seed=0))
         table = pd.read_csv(data / "labels.csv", dtype=str, keep_default_na=False)
         sample = table.iloc[: args.n]
         paths = [data / p for p in sample["poster"]]
@@ -100,17 +102,16 @@ def main() -> None:
             path.read_bytes()
 
         baseline = study_loop(paths, args.size)
+        config = AugmentConfig(max_upsample=1.0, image_size=args.size)
         make_split(sample, work / "split", len(sample))
         start = time.perf_counter()
-        augment_and_shard(data, work / "split", work / "ours", max_upsample=1.0,
-                          image_size=args.size)
+        augment_and_shard(data, work / "split", work / "ours", config)
         ours = (len(sample) + 2) / (time.perf_counter() - start)
 
         peaks = {}
         for n in (1000, 8000):
             make_split(table, work / f"split{n}", n)
-            augment_and_shard(data, work / f"split{n}", work / f"prep{n}", max_upsample=1.0,
-                              image_size=args.size)
+            augment_and_shard(data, work / f"split{n}", work / f"prep{n}", config)
             count, peaks[n] = reader_peak_mib(work / f"prep{n}")
             assert count == n, (count, n)
 

@@ -25,19 +25,25 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from postergenre.augment import augment_and_shard  # noqa: E402
-from postergenre.demo import generate_demo  # noqa: E402
+from postergenre.configs import (  # noqa: E402
+    AugmentConfig,
+    DemoSourceConfig,
+    ScratchConfig,
+    TransferConfig,
+)
 from postergenre.genres import encode_many  # noqa: E402
 from postergenre.images import read_rgb, resize  # noqa: E402
 from postergenre.labels import read_labels  # noqa: E402
 from postergenre.models import (  # noqa: E402
     WeightedBinaryCrossentropy,
+    build_dense_head,
     build_scratch_cnn,
     build_transfer_base,
-    build_vgg16_head,
     join_base_and_head,
 )
+from postergenre.sources.demo import generate_demo  # noqa: E402
 from postergenre.split import split_dataset  # noqa: E402
-from postergenre.train import train_scratch, train_vgg16  # noqa: E402
+from postergenre.train import train_scratch, train_transfer  # noqa: E402
 from postergenre.validate import validate_dataset  # noqa: E402
 
 SCRATCH = {"conv1_filters": 16, "conv2_filters": 32, "dense_units": 128}
@@ -72,27 +78,29 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         work = Path(tmp)
-        generate_demo(work / "data", n_posters=args.posters, seed=0)
+        generate_demo(work / "data", DemoSourceConfig(n_posters=args.posters, seed=0))
         validate_dataset(work / "data", work / "validated")
         split_dataset(work / "validated" / "labels.csv", work / "split")
         # No augmentation: both ways then train on exactly the same training posters.
-        augment_and_shard(work / "data", work / "split", work / "prepared", max_upsample=1.0,
-                          image_size=args.size)
+        augment_and_shard(work / "data", work / "split", work / "prepared",
+                          AugmentConfig(max_upsample=1.0, image_size=args.size))
         train = study_arrays(work / "data", work / "split", "train", args.size)
         validation = study_arrays(work / "data", work / "split", "validation", args.size)
         common = {"epochs": args.epochs, "batch_size": args.batch, "lr_patience": 100,
                   "stop_patience": 100}
 
-        ours_scratch = train_scratch(work / "prepared", work / "scratch", **SCRATCH,
-                                     **common)["train_images_per_second"]
+        scratch = ScratchConfig(**SCRATCH, **common)
+        ours_scratch = train_scratch(work / "prepared", work / "scratch",
+                                     scratch)["train_images_per_second"]
         keras.utils.set_random_seed(0)
-        study_scratch = timed_fit(build_scratch_cnn(args.size, **SCRATCH), train, validation,
+        study_scratch = timed_fit(build_scratch_cnn(args.size, scratch), train, validation,
                                   args.batch, args.epochs)
 
-        ours_vgg = train_vgg16(work / "prepared", work / "vgg16", weights="none",
-                               dense_units=HEAD_UNITS, **common)["train_images_per_second"]
+        transfer = TransferConfig(weights="none", dense_units=HEAD_UNITS, **common)
+        ours_vgg = train_transfer(work / "prepared", work / "vgg16",
+                                  transfer)["train_images_per_second"]
         base = build_transfer_base("vgg16", args.size, "none")
-        study_vgg = timed_fit(join_base_and_head(base, build_vgg16_head(
+        study_vgg = timed_fit(join_base_and_head(base, build_dense_head(
             base.output_shape[1:], HEAD_UNITS)), train, validation, args.batch, args.epochs)
 
     print(f"setting: {len(train[0])} training posters, {args.size}x{args.size} px, "

@@ -21,22 +21,20 @@ from . import (
     ingest,
     register,
     split,
-    train_scratch,
-    train_vgg16,
+    train,
     validate,
 )
 
 DEFAULT_IMAGE = "ghcr.io/postergenre/postergenre:0.1.0"
 DEFAULT_GPU_IMAGE = "ghcr.io/postergenre/postergenre-gpu:0.1.0"
-# Stages that train a network: GPU image, GPU node pool (pipelines/platform.py).
-GPU_STAGES = ("train_scratch", "train_vgg16")
+# The stage that trains the models: GPU image, GPU node pool (pipelines/platform.py).
+GPU_STAGES = ("train",)
 STAGES = {
     "ingest": ingest.ingest,
     "validate": validate.validate,
     "split": split.split,
     "augment": augment.augment,
-    "train_scratch": train_scratch.train_scratch,
-    "train_vgg16": train_vgg16.train_vgg16,
+    "train": train.train,
     "evaluate": evaluate.evaluate,
     "gate": gate.gate,
     "register": register.register,

@@ -1,34 +1,48 @@
-"""Kubeflow wrapper of `postergenre.gate.gate`: a string for `dsl.If`, and the blessing."""
+"""Kubeflow wrapper of `postergenre.gate.gate`: a string for `dsl.If`, the blessing, and
+the blessed model itself.
 
-from kfp.dsl import Artifact, Input, Output
+The gate hands the blessed model on as its own artifact because KFP cannot consume a
+`dsl.Collected` fan-in inside a `dsl.If` branch (the compiler fails on it, kfp 2.17): the
+branch's register task takes this one model instead of the whole collection.
+"""
+
+from kfp.dsl import Artifact, Input, Model, Output
 
 
-def gate(evaluation: Input[Artifact], blessing: Output[Artifact],
-         min_f1_micro_margin: float = 0.05, min_map_margin: float = 0.05,
-         max_hamming_loss_increase: float = 0.0, min_f1_micro: float = 0.0,
-         min_map_macro: float = 0.0, epsilon: float = 0.02, genre_ap_floors: str = "",
-         max_genre_ap_drop: float = -1.0) -> str:
+def gate(evaluation: Input[Artifact], models: Input[list[Model]], blessing: Output[Artifact],
+         blessed_model: Output[Model], config: dict) -> str:
     """Return `blessed` or `rejected`; the blessing artifact records every rule, its value,
-    threshold and baseline. `genre_ap_floors`: 'Drama=0.3,Comedy=0.2' ('' for none)."""
+    threshold and baseline. `config` is params.yaml's `gate` section. When a model is
+    blessed, `blessed_model` is a copy of it (else an empty folder)."""
     import json
     import os
+    import shutil
 
-    from postergenre.cli import _genre_floats
+    from postergenre.configs import GateConfig
     from postergenre.gate import gate as run
+    from postergenre.typed_config import from_mapping
 
     def path(name: str) -> str:
         return os.path.join(evaluation.path, name)
 
-    decision = run(path("metrics.json"), blessing.path, min_f1_micro_margin, min_map_margin,
-                   max_hamming_loss_increase, min_f1_micro=min_f1_micro,
-                   min_map_macro=min_map_macro, epsilon=epsilon,
-                   genre_ap_floors=_genre_floats(genre_ap_floors),
-                   max_genre_ap_drop=max_genre_ap_drop, per_genre_path=path("per_genre.json"),
-                   bootstrap_path=path("bootstrap.json"),
+    settings = from_mapping(GateConfig, config, "gate")
+    decision = run(path("metrics.json"), blessing.path, settings,
+                   per_genre_path=path("per_genre.json"), bootstrap_path=path("bootstrap.json"),
                    thresholds_path=path("thresholds.json"))
     with open(blessing.path) as handle:
         content = json.load(handle)
     blessing.metadata.update({"decision": decision, "model": content["model"] or "",
                               "failed_rules": content["failed_rules"],
                               "compared_with": content["compared_with"] or ""})
+    chosen = {m.metadata["name"]: m for m in models}.get(content["model"] or "")
+    if chosen is not None:
+        shutil.copytree(chosen.path, blessed_model.path)
+        blessed_model.metadata.update({**chosen.metadata, "decision": decision})
+    else:
+        os.makedirs(blessed_model.path, exist_ok=True)
+        blessed_model.metadata["decision"] = decision
+    # The run's answer in its log: the decision and every rule that failed.
+    print(f"gate: {decision}" + (f" {content['model']}" if content["model"] else ""))
+    for line in content["failed_rules"]:
+        print(f"  failed: {line}")
     return decision

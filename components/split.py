@@ -3,14 +3,16 @@
 from kfp.dsl import Dataset, Input, Output
 
 
-def split(validated: Input[Dataset], splits: Output[Dataset], train_fraction: float = 0.6,
-          validation_fraction: float = 0.2, seed: int = 42):
-    """Split the validated labels by movie (stratified, near-duplicates kept together)."""
+def split(validated: Input[Dataset], splits: Output[Dataset], config: dict):
+    """Split the validated labels by movie (stratified, near-duplicates kept together);
+    `config` is params.yaml's `split` section."""
     import os
 
+    from postergenre.configs import SplitConfig
     from postergenre.split import split_dataset
+    from postergenre.typed_config import from_mapping
 
-    manifest = split_dataset(os.path.join(validated.path, "labels.csv"), splits.path,
-                             train_fraction, validation_fraction, seed)
+    settings = from_mapping(SplitConfig, config, "split")
+    manifest = split_dataset(os.path.join(validated.path, "labels.csv"), splits.path, settings)
     splits.metadata.update({"counts": manifest["counts"], "sha256": manifest["sha256"],
-                            "content_hash": manifest["content_hash"], "seed": seed})
+                            "content_hash": manifest["content_hash"], "seed": settings.seed})

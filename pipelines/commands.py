@@ -93,24 +93,60 @@ def _add_server_flags(p: argparse.ArgumentParser) -> None:
                    "$KF_PIPELINES_SA_TOKEN_PATH or KFP's projected token)")
 
 
-def add_pipeline_parser(sub) -> None:
+def _add_experiment_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("experiment (the defaults of the pipeline's section parameters)")
+    g.add_argument("--params", default=None, metavar="FILE",
+                   help="params file whose sections become the pipeline's parameter "
+                   "defaults (default: params.yaml)")
+    g.add_argument("--set", dest="overrides", action="append", default=[],
+                   metavar="SECTION.KEY=VALUE", help="override one setting of the params "
+                   "file, e.g. --set augment.image_size=32 or --set "
+                   "models.scratch_cnn.epochs=2 (repeatable)")
+
+
+def experiment_from_args(args: argparse.Namespace):
+    """The params file (default params.yaml) with --set applied, validated as a whole."""
+    from postergenre.configs import experiment_from_params
+    from postergenre.typed_config import (
+        DEFAULT_PARAMS,
+        parse_assignment,
+        read_params,
+        set_dotted,
+    )
+
+    path = args.params or DEFAULT_PARAMS
+    params = read_params(path)
+    for text in args.overrides:
+        key, value = parse_assignment(text)
+        set_dotted(params, key, value)
+    return experiment_from_params(params, path)
+
+
+def add_pipeline_parser(sub, parents: list | None = None) -> None:
     """The `pipeline` subcommand and its actions, on cli.py's subparsers."""
-    p = sub.add_parser("pipeline", help="compile, run, submit or upload the Kubeflow pipeline")
+    parents = parents or []
+    p = sub.add_parser("pipeline", help="compile, run, submit or upload the Kubeflow pipeline",
+                       parents=parents)
     psub = p.add_subparsers(dest="pipeline_command", required=True, metavar="ACTION")
 
-    c = psub.add_parser("compile", help="write the pipeline's YAML IR")
-    c.add_argument("--output", default="pipeline.yaml")
+    c = psub.add_parser("compile", help="write the pipeline's YAML IR", parents=parents)
+    c.add_argument("--output", default="pipeline.yaml", help="YAML file to write")
+    _add_experiment_flags(c)
     _add_compile_flags(c)
 
-    r = psub.add_parser("run", help="run the whole pipeline locally")
+    r = psub.add_parser("run", help="run the whole pipeline locally", parents=parents)
     r.add_argument("--local", action="store_true", required=True,
                    help="run with kfp.local's SubprocessRunner, no cluster")
     r.add_argument("--pipeline-root", default="outputs/kfp-local",
                    help="where local artifacts go")
     r.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
-                   help="pipeline parameter (repeatable), e.g. -p n_posters=60")
+                   help="pipeline parameter (repeatable), e.g. -p source=demo or -p "
+                   "'gate={\"epsilon\": 0.1}' (a whole section, JSON)")
+    _add_experiment_flags(r)
 
-    s = psub.add_parser("submit", help="run the pipeline on a Kubeflow cluster")
+    s = psub.add_parser("submit", help="run the pipeline on a Kubeflow cluster",
+                        parents=parents)
+    _add_experiment_flags(s)
     _add_compile_flags(s)
     _add_server_flags(s)
     s.add_argument("--experiment", default="postergenre")
@@ -126,7 +162,9 @@ def add_pipeline_parser(sub) -> None:
     s.add_argument("--schedule", metavar="CRON", default=None,
                    help="create a recurring run instead, e.g. '0 3 * * 1' (Mondays 03:00)")
 
-    u = psub.add_parser("upload", help="upload the pipeline as a new version")
+    u = psub.add_parser("upload", help="upload the pipeline as a new version",
+                        parents=parents)
+    _add_experiment_flags(u)
     _add_compile_flags(u)
     _add_server_flags(u)
     u.add_argument("--name", default="postergenre", help="pipeline name in the UI")
@@ -165,7 +203,8 @@ def _package(args: argparse.Namespace, workdir: str) -> str:
         return args.package
     from postergenre.pipelines.runner import compile_pipeline
 
-    return str(compile_pipeline(Path(workdir) / "pipeline.yaml", cluster_settings(args)))
+    return str(compile_pipeline(Path(workdir) / "pipeline.yaml", cluster_settings(args),
+                                experiment_from_args(args)))
 
 
 def _client(args: argparse.Namespace):
@@ -222,11 +261,14 @@ def run_pipeline_command(args: argparse.Namespace) -> int:
 
     try:
         if args.pipeline_command == "compile":
-            path = runner.compile_pipeline(args.output, cluster_settings(args))
+            path = runner.compile_pipeline(args.output, cluster_settings(args),
+                                           experiment_from_args(args))
             print(f"wrote {path}")
             return 0
         if args.pipeline_command == "run":
-            outputs = runner.run_local(args.pipeline_root, **runner.parse_params(args.param))
+            experiment = experiment_from_args(args)
+            outputs = runner.run_local(args.pipeline_root, experiment,
+                                       **runner.parse_params(args.param, experiment))
             print(json.dumps(outputs, indent=2))
             return 0
         if args.pipeline_command == "submit":

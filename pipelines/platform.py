@@ -34,8 +34,8 @@ S3_SECRET_KEYS = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
 # an optional ConfigMap, so AWS S3 itself needs none.
 S3_CONFIG_KEYS = {"AWS_ENDPOINT_URL": "AWS_ENDPOINT_URL"}
 # Tasks that read or write S3: the DVC remote (ingest), the model registry (evaluate reads
-# the last blessed model, register writes), s3:// pretrained weights (train_vgg16).
-S3_TASKS = ("ingest", "train_vgg16", "evaluate", "register")
+# the last blessed model, register writes), s3:// pretrained weights (train).
+S3_TASKS = ("ingest", "train", "evaluate", "register")
 TMDB_TASKS = ("ingest",)
 # Ingest from TMDb reads a changing outside world that no parameter describes: never cached
 # unless asked for (`cache_ingest`, for data pinned by `data_version`).

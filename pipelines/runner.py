@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 from kfp import compiler, local
 
+from postergenre.configs import Experiment
 from postergenre.pipelines.pipeline import create_pipeline
 from postergenre.pipelines.platform import ClusterSettings
 
@@ -24,8 +25,10 @@ _SPEC_TYPES = {"STRING": str, "NUMBER_INTEGER": int, "NUMBER_DOUBLE": float, "LI
 
 
 def compile_pipeline(output: str | os.PathLike[str], settings: ClusterSettings | None = None,
-                     *, image: str | None = None) -> Path:
-    """Write the pipeline's YAML IR (what `kfp.Client` uploads) to `output`.
+                     experiment: Experiment | None = None, *, image: str | None = None
+                     ) -> Path:
+    """Write the pipeline's YAML IR (what `kfp.Client` uploads) to `output`, with the
+    `experiment`'s sections (default: params.yaml) as its parameters' defaults.
 
     `image` alone (no `settings`) runs every stage, training included, in that one image.
     """
@@ -33,13 +36,13 @@ def compile_pipeline(output: str | os.PathLike[str], settings: ClusterSettings |
         settings = ClusterSettings(image=image, gpu_image=image) if image else ClusterSettings()
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(create_pipeline(settings), str(output))
+    compiler.Compiler().compile(create_pipeline(settings, experiment), str(output))
     return output
 
 
-def pipeline_parameters() -> dict[str, inspect.Parameter]:
+def pipeline_parameters(experiment: Experiment | None = None) -> dict[str, inspect.Parameter]:
     """The pipeline's run-time parameters, by name."""
-    return dict(inspect.signature(create_pipeline().pipeline_func).parameters)
+    return dict(inspect.signature(create_pipeline(None, experiment).pipeline_func).parameters)
 
 
 def _coerce(key: str, raw: str, kind: type):
@@ -74,9 +77,10 @@ def _parse(pairs: Sequence[str], known: Mapping[str, type]) -> dict:
     return params
 
 
-def parse_params(pairs: Sequence[str]) -> dict:
+def parse_params(pairs: Sequence[str], experiment: Experiment | None = None) -> dict:
     """`key=value` strings -> typed pipeline arguments; unknown keys are an error."""
-    return _parse(pairs, {name: p.annotation for name, p in pipeline_parameters().items()})
+    return _parse(pairs, {name: p.annotation
+                          for name, p in pipeline_parameters(experiment).items()})
 
 
 def load_spec(package: str | os.PathLike[str]) -> dict:
@@ -107,8 +111,10 @@ def parse_spec_params(pairs: Sequence[str], spec: Mapping) -> dict:
     return _parse(pairs, spec_parameters(spec))
 
 
-def run_local(pipeline_root: str | os.PathLike[str], **params) -> dict:
-    """Run the whole pipeline on this machine with kfp.local's SubprocessRunner.
+def run_local(pipeline_root: str | os.PathLike[str], experiment: Experiment | None = None,
+              **params) -> dict:
+    """Run the whole pipeline on this machine with kfp.local's SubprocessRunner, with the
+    `experiment`'s sections (default: params.yaml) as the parameters' defaults.
 
     Every component runs in this Python environment (where postergenre is installed);
     resource requests, images and kfp-kubernetes settings are ignored locally, as
@@ -119,6 +125,6 @@ def run_local(pipeline_root: str | os.PathLike[str], **params) -> dict:
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root),
                raise_on_error=True)
     before = set(root.iterdir())
-    task = create_pipeline()(**params)
+    task = create_pipeline(None, experiment)(**params)
     run_dirs = sorted(set(root.iterdir()) - before)
     return {"decision": task.output, "run_dir": str(run_dirs[-1]) if run_dirs else None}

@@ -20,22 +20,25 @@ TINY_IMAGE = 32
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     """A demo data set (labels.csv + posters/) of TINY_POSTERS posters."""
-    from postergenre.demo import generate_demo
+    from postergenre.configs import DemoSourceConfig
+    from postergenre.sources.demo import generate_demo
 
     out = tmp_path_factory.mktemp("tiny") / "data"
-    generate_demo(out, n_posters=TINY_POSTERS, seed=3, width=48, height=72)
+    generate_demo(out, DemoSourceConfig(n_posters=TINY_POSTERS, seed=3, width=48, height=72))
     return out
 
 
 @pytest.fixture(scope="session")
 def tiny_split(tiny_data, tmp_path_factory) -> Path:
     """tiny_data validated and split by movie."""
+    from postergenre.configs import SplitConfig, ValidateConfig
     from postergenre.split import split_dataset
     from postergenre.validate import validate_dataset
 
     work = tmp_path_factory.mktemp("tiny-split")
-    validate_dataset(tiny_data, work / "validated")
-    split_dataset(work / "validated" / "labels.csv", work / "split", seed=42)
+    # A tiny set cannot give every genre the minimum support real data needs.
+    validate_dataset(tiny_data, work / "validated", ValidateConfig(min_genre_support=1))
+    split_dataset(work / "validated" / "labels.csv", work / "split", SplitConfig(seed=42))
     return work / "split"
 
 
@@ -43,9 +46,11 @@ def tiny_split(tiny_data, tmp_path_factory) -> Path:
 def tiny_prepared(tiny_data, tiny_split, tmp_path_factory) -> Path:
     """tiny_split augmented and sharded at TINY_IMAGE pixels."""
     from postergenre.augment import augment_and_shard
+    from postergenre.configs import AugmentConfig
 
     out = tmp_path_factory.mktemp("tiny-prepared") / "prepared"
-    augment_and_shard(tiny_data, tiny_split, out, image_size=TINY_IMAGE, shard_size=64)
+    augment_and_shard(tiny_data, tiny_split, out,
+                      AugmentConfig(image_size=TINY_IMAGE, shard_size=64))
     return out
 
 

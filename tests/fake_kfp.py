@@ -94,7 +94,7 @@ class FakeKfp:
             if run["states"]:
                 run["state"] = run["states"].pop(0)
             if run["state"] == "FAILED":
-                run["error"] = {"code": 2, "message": "task train-vgg16 failed: OOMKilled"}
+                run["error"] = {"code": 2, "message": "task train failed: OOMKilled"}
             return 200, _public(run)
         if (method, path) == ("POST", f"{API}/recurringruns"):
             error = _check_run(body, self.experiments)

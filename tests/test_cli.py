@@ -1,23 +1,86 @@
 """The CLI dvc.yaml calls: help that explains, and one clear line for bad input."""
 
+import re
 import subprocess
 import sys
 
 import pandas as pd
 import pytest
 
+from postergenre import __version__
 from postergenre.cli import main
+from postergenre.configs import AugmentConfig
+from postergenre.typed_config import config_from_args, describe_fields
 
-STAGES = ("ingest", "validate", "split", "augment", "train-scratch", "train-vgg16",
-          "evaluate", "gate", "register", "summary", "pipeline")
+STAGES = ("ingest", "validate", "split", "augment", "train-scratch", "train-transfer",
+          "evaluate", "gate", "register", "summary", "predict", "batch-predict", "pipeline")
 
 
-def test_help_lists_every_stage():
-    done = subprocess.run([sys.executable, "-m", "postergenre.cli", "--help"],
+def _help(*args: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "postergenre.cli", *args, "--help"],
                           capture_output=True, text=True)
-    assert done.returncode == 0
-    for stage in STAGES:
-        assert stage in done.stdout
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_help_lists_every_stage_as_a_command():
+    # The command list: one indented name at the start of a line, not a word anywhere.
+    listed = re.findall(r"^ {4}([a-z][a-z0-9-]*)(?: |$)", _help(), flags=re.MULTILINE)
+    assert listed == list(STAGES)
+
+
+def test_stage_help_shows_every_setting_with_its_default():
+    text = " ".join(_help("augment").split())
+    for name, kind, default, _ in describe_fields(AugmentConfig):
+        flag = "--" + name.replace("_", "-")
+        shown = ",".join(default) if kind == "strings" else str(default)
+        assert re.search(rf"{flag} \S+ .*?\(default: {re.escape(shown)}\)", text), flag
+
+
+def test_version():
+    done = subprocess.run([sys.executable, "-m", "postergenre.cli", "--version"],
+                          capture_output=True, text=True)
+    assert done.stdout.strip() == f"postergenre {__version__}"
+
+
+def _augment_config(args, tmp_path):
+    from postergenre.cli import build_parser
+
+    parsed = build_parser().parse_args(["augment", "--data", "d", "--split", "s",
+                                        "--out", "o", *args])
+    return config_from_args(AugmentConfig, "augment", parsed)
+
+
+def test_settings_come_from_params_then_set_then_flags(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text("augment:\n  image_size: 48\n  seed: 5\n  shard_size: 7\n")
+    config = _augment_config(["--params", str(params), "--set", "seed=6",
+                              "--shard-size", "9"], tmp_path)
+    assert (config.image_size, config.seed, config.shard_size) == (48, 6, 9)
+    assert config.jitter == AugmentConfig().jitter  # not in the file: the default
+
+
+def test_unknown_or_bad_setting_is_named(tmp_path, capsys):
+    params = tmp_path / "params.yaml"
+    params.write_text("split:\n  train_fraction: 0.6\n  sed: 1\n")
+    assert main(["split", "--labels", "l.csv", "--out", str(tmp_path / "o"),
+                 "--params", str(params)]) == 2
+    assert "split.sed: unknown setting" in capsys.readouterr().err
+    params.write_text("split:\n  train_fraction: 0.6\n")
+    assert main(["split", "--labels", "l.csv", "--out", str(tmp_path / "o"),
+                 "--params", str(params), "--train-fraction", "lots"]) == 2
+    assert "split.train_fraction: 'lots' is not a number" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_training_command_must_match_the_models_kind(tmp_path, capsys):
+    params = tmp_path / "params.yaml"
+    params.write_text("models:\n  cnn:\n    kind: scratch\n")
+    base = ["--prepared", "p", "--out", str(tmp_path / "m"), "--params", str(params)]
+    assert main(["train-transfer", "--name", "cnn", *base]) == 2
+    assert "use `postergenre train-scratch`" in capsys.readouterr().err
+    assert main(["train-scratch", "--name", "rnn", *base]) == 2
+    assert "no model 'rnn'" in capsys.readouterr().err
 
 
 def test_bad_labels_table_fails_with_the_row_named(tiny_data, tmp_path, capsys):
@@ -42,6 +105,10 @@ def test_missing_input_is_named(tmp_path, capsys):
 def test_malformed_model_flag_is_a_usage_error(tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         main(["register", "--blessing", "b.json", "--model", "scratch", "--registry", "r"])
+    assert exit_info.value.code == 2
+    with pytest.raises(SystemExit) as exit_info:  # --model and --models-root: one or other
+        main(["register", "--blessing", "b.json", "--model", "a=b", "--models-root", "m",
+              "--registry", "r"])
     assert exit_info.value.code == 2
 
 

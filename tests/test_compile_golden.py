@@ -24,7 +24,7 @@ from postergenre.pipelines.platform import ClusterSettings
 from postergenre.pipelines.runner import compile_pipeline
 
 GOLDEN = Path(__file__).parent / "golden" / "cluster_settings.yaml"
-TRAINING = {"train-scratch", "train-vgg16"}
+TRAINING = {"train"}
 # Values that must never reach the YAML: set in the environment while compiling.
 SENTINELS = {
     "TMDB_API_KEY": "sentinel-tmdb-key-5f3a9c",
@@ -141,7 +141,7 @@ def test_secrets_by_name_only(compiled):
         info["component"]["executorLabel"], {}).get("secretAsEnv", [])]
         for name, info in tasks.items()}
     assert with_secrets.pop("ingest") == ["postergenre-tmdb", "postergenre-s3"]
-    for s3_task in ("register", "evaluate", "train-vgg16"):
+    for s3_task in ("register", "evaluate", "train"):
         assert with_secrets.pop(s3_task) == ["postergenre-s3"], s3_task
     assert not any(with_secrets.values()), with_secrets  # no other task sees a secret
     ingest = executors[tasks["ingest"]["component"]["executorLabel"]]

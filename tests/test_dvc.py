@@ -1,5 +1,6 @@
 """The DVC side, with the real DVC CLI on a copy of the project's pipeline files."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -17,9 +18,11 @@ TINY_PARAMS = {
     # 60 posters cannot give every genre the minimum support real data needs.
     "validate": {"min_genre_support": 0},
     "augment": {"image_size": 32},
-    "train_scratch": {"conv1_filters": 4, "conv2_filters": 4, "dense_units": 8, "epochs": 1},
-    "train_vgg16": {"dense_units": 8, "epochs": 1},
     "evaluate": {"bootstrap_resamples": 10, "report_posters": 2},
+}
+TINY_MODELS = {
+    "scratch_cnn": {"conv1_filters": 4, "conv2_filters": 4, "dense_units": 8, "epochs": 1},
+    "vgg16_transfer": {"dense_units": 8, "epochs": 1},
 }
 
 
@@ -43,20 +46,12 @@ def _project_copy(tmp_path) -> Path:
     return project
 
 
-def _makefile_demo_settings() -> list[str]:
-    """The demo flags `make data` passes, read from the Makefile (one source of truth)."""
-    text = (REPO_ROOT / "Makefile").read_text()
-    values = dict(line.split(" ?= ") for line in text.splitlines()
-                  if line.startswith(("DEMO_POSTERS ?=", "DEMO_SEED ?=")))
-    return ["--n-posters", values["DEMO_POSTERS"], "--seed", values["DEMO_SEED"]]
-
-
 @pytest.mark.slow
 def test_regenerated_demo_data_matches_data_dvc(tmp_path):
     """`make data` on a fresh clone records the very data version committed in data.dvc."""
     project = _project_copy(tmp_path)
-    _run(["postergenre", "ingest", "--source", "demo", "--out", "data",
-          *_makefile_demo_settings()], project)
+    # What `make data` runs: the demo settings come from params.yaml's ingest.demo.
+    _run(["postergenre", "ingest", "--source", "demo", "--out", "data"], project)
     _run(["dvc", "add", "-q", "data"], project)
     assert (project / "data.dvc").read_bytes() == (REPO_ROOT / "data.dvc").read_bytes()
     status = _run(["dvc", "status", "data.dvc"], project)
@@ -66,12 +61,14 @@ def test_regenerated_demo_data_matches_data_dvc(tmp_path):
 def tiny_project(tmp_path) -> tuple[Path, dict]:
     """A project copy with 60 small demo posters and TINY_PARAMS written to params.yaml."""
     project = _project_copy(tmp_path)
-    _run(["postergenre", "ingest", "--source", "demo", "--out", "data", "--n-posters", "60",
-          "--width", "48", "--height", "72"], project)
     params = yaml.safe_load((project / "params.yaml").read_text())
+    params["ingest"]["demo"].update({"n_posters": 60, "width": 48, "height": 72})
     for stage, values in TINY_PARAMS.items():
         params[stage].update(values)
+    for name, values in TINY_MODELS.items():
+        params["models"][name].update(values)
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _run(["postergenre", "ingest", "--source", "demo", "--out", "data"], project)
     return project, params
 
 
@@ -80,11 +77,11 @@ def test_repro_runs_once_and_a_gate_param_reruns_only_the_gate(tmp_path):
     project, params = tiny_project(tmp_path)
 
     first = _run(["dvc", "repro"], project)
-    for stage in ("validate", "split", "augment", "train_scratch", "train_vgg16",
-                  "evaluate", "gate"):
+    for stage in ("validate", "split", "augment", "train@scratch_cnn",
+                  "train@vgg16_transfer", "evaluate", "gate"):
         assert f"Running stage '{stage}'" in first
     metrics = _run(["dvc", "metrics", "show", "--json"], project)
-    assert "scratch" in metrics and "null" in metrics
+    assert "scratch_cnn" in metrics and "null" in metrics
     assert (project / "reports" / "blessing.json").is_file()
 
     assert "Data and pipelines are up to date" in _run(["dvc", "repro"], project)
@@ -95,3 +92,24 @@ def test_repro_runs_once_and_a_gate_param_reruns_only_the_gate(tmp_path):
     assert [line for line in third.splitlines() if line.startswith("Running stage")] == [
         "Running stage 'gate':"]
     assert "up to date" in _run(["dvc", "status"], project)
+
+
+def _rounded(metrics: dict) -> dict:
+    return {model: {k: None if v is None else round(float(v), 6) for k, v in values.items()}
+            for model, values in metrics.items()}
+
+
+@pytest.mark.slow
+def test_dvc_repro_and_kfp_local_run_one_experiment(tmp_path):
+    """The same params.yaml under both orchestrators: the same data, the same models, the
+    same metrics.json numbers (DVC calls the CLI, kfp.local the components)."""
+    project, _ = tiny_project(tmp_path)
+    _run(["dvc", "repro"], project)
+    by_dvc = json.loads((project / "reports" / "metrics.json").read_text())
+
+    _run(["postergenre", "pipeline", "run", "--local", "--params", "params.yaml",
+          "--pipeline-root", "kfp-root", "-p", "registry=kfp-registry"], project)
+    (by_kfp_path,) = (project / "kfp-root").glob("*/evaluate/evaluation/metrics.json")
+    by_kfp = json.loads(by_kfp_path.read_text())
+    assert set(by_dvc) == set(by_kfp) >= {"scratch_cnn", "vgg16_transfer", "null", "top3"}
+    assert _rounded(by_kfp) == _rounded(by_dvc)

@@ -12,46 +12,44 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
 from postergenre.augment import augment_and_shard
-from postergenre.demo import generate_demo
+from postergenre.configs import load_experiment
 from postergenre.evaluate import evaluate_models
 from postergenre.gate import BLESSED, REJECTED, gate
 from postergenre.registry import register
+from postergenre.sources.demo import generate_demo
 from postergenre.split import split_dataset
-from postergenre.train import train_vgg16
+from postergenre.train import train_model
 from postergenre.validate import validate_dataset
 from tests.conftest import REPO_ROOT
 
-PARAMS = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+# Every stage with params.yaml's settings, as `make run` runs them.
+EXPERIMENT = load_experiment(str(REPO_ROOT / "params.yaml"))
+(TRANSFER,) = [spec for spec in EXPERIMENT.models if spec.kind == "transfer"]
 
 
 def _train_and_gate(data: Path, labels_csv: Path, work: Path) -> tuple[str, dict]:
-    split_dataset(labels_csv, work / "split", **PARAMS["split"])
-    augment = dict(PARAMS["augment"])
-    augment["transforms"] = [t for t in augment["transforms"].split(",") if t]
-    augment_and_shard(data, work / "split", work / "prepared", **augment)
-    train_vgg16(work / "prepared", work / "model", **PARAMS["train_vgg16"])
-    evaluate_models(work / "prepared", {"vgg16": work / "model"}, work / "metrics.json",
-                    work / "per_genre.json", work / "plots")
-    margins = {k: PARAMS["gate"][k] for k in ("min_f1_micro_margin", "min_map_margin",
-                                               "max_hamming_loss_increase")}
-    decision = gate(work / "metrics.json", work / "blessing.json", **margins)
+    split_dataset(labels_csv, work / "split", EXPERIMENT.split)
+    augment_and_shard(data, work / "split", work / "prepared", EXPERIMENT.augment)
+    train_model(work / "prepared", work / "model", TRANSFER)
+    evaluate_models(work / "prepared", {TRANSFER.name: work / "model"}, work / "metrics.json",
+                    work / "per_genre.json", work / "plots", EXPERIMENT.evaluate)
+    decision = gate(work / "metrics.json", work / "blessing.json", EXPERIMENT.gate)
     return decision, json.loads((work / "blessing.json").read_text())
 
 
 @pytest.mark.slow
 def test_learnable_model_is_blessed_and_shuffled_labels_are_rejected(tmp_path):
     data = tmp_path / "data"
-    generate_demo(data, n_posters=1500, seed=0)
-    validate_dataset(data, tmp_path / "validated")
+    generate_demo(data, EXPERIMENT.ingest.demo)
+    validate_dataset(data, tmp_path / "validated", EXPERIMENT.validate)
     labels_csv = tmp_path / "validated" / "labels.csv"
 
     decision, blessing = _train_and_gate(data, labels_csv, tmp_path / "real")
     assert decision == BLESSED, blessing["failed_rules"]
-    entry = register(tmp_path / "real" / "blessing.json", {"vgg16": tmp_path / "real" / "model"},
-                     tmp_path / "registry")
+    entry = register(tmp_path / "real" / "blessing.json",
+                     {TRANSFER.name: tmp_path / "real" / "model"}, tmp_path / "registry")
     assert entry is not None and (entry / "model" / "model.keras").is_file()
 
     labels = pd.read_csv(labels_csv, dtype=str, keep_default_na=False)

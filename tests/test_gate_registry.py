@@ -4,13 +4,29 @@ import json
 
 import pytest
 
-from postergenre.gate import BLESSED, REJECTED, gate
+from postergenre.configs import GateConfig
+from postergenre.gate import BLESSED, REJECTED
+from postergenre.gate import gate as gate_with_config
 from postergenre.registry import LATEST_FILE, register
 
-NULL = {"f1_micro": 0.0, "map_macro": 0.12, "hamming_loss": 0.12}
-TOP1 = {"f1_micro": 0.3, "map_macro": 0.12, "hamming_loss": 0.13}
-TOP3 = {"f1_micro": 0.35, "map_macro": 0.12, "hamming_loss": 0.2}
+# Crafted test metrics: 2 true genres per movie; each scorer predicts `genres_per_movie`.
+CARD = {"genres_per_movie": 2.0, "true_genres_per_movie": 2.0}
+NULL = {"f1_micro": 0.0, "map_macro": 0.12, "hamming_loss": 0.12, "genres_per_movie": 0.0,
+        "true_genres_per_movie": 2.0}
+TOP1 = {"f1_micro": 0.3, "map_macro": 0.12, "hamming_loss": 0.13, "genres_per_movie": 1.0,
+        "true_genres_per_movie": 2.0}
+TOP3 = {"f1_micro": 0.35, "map_macro": 0.12, "hamming_loss": 0.2, "genres_per_movie": 3.0,
+        "true_genres_per_movie": 2.0}
 BASE = {"null": NULL, "most_frequent": TOP1, "top3": TOP3}
+
+
+PATHS = ("per_genre_path", "bootstrap_path", "thresholds_path")
+
+
+def gate(metrics_path, blessing_path, **kwargs):
+    """The gate with settings as keywords (a GateConfig) beside the input paths."""
+    paths = {key: kwargs.pop(key) for key in PATHS if key in kwargs}
+    return gate_with_config(metrics_path, blessing_path, GateConfig(**kwargs), **paths)
 
 
 def _write(tmp_path, metrics):
@@ -25,14 +41,15 @@ def _blessing(tmp_path, metrics, **settings):
 
 
 def test_clearly_better_model_is_blessed(tmp_path):
-    good = {"f1_micro": 0.5, "map_macro": 0.4, "hamming_loss": 0.1}
+    good = {"f1_micro": 0.5, "map_macro": 0.4, "hamming_loss": 0.1, **CARD}
     decision, blessing = _blessing(tmp_path, {"scratch": good, **BASE})
     assert decision == BLESSED and blessing["model"] == "scratch"
     assert all(rule["passed"] for rule in blessing["rules"])
     assert {r["rule"] for r in blessing["rules"]} == {
         "f1_micro_over_null", "map_macro_over_null", "f1_micro_over_most_frequent",
         "map_macro_over_most_frequent", "f1_micro_over_top3", "map_macro_over_top3",
-        "hamming_loss_not_above_null", "f1_micro_floor", "map_macro_floor", "first_blessing"}
+        "hamming_loss_not_above_top3", "genres_per_movie_at_least", "genres_per_movie_at_most",
+        "f1_micro_floor", "map_macro_floor", "first_blessing"}
     first = next(r for r in blessing["rules"] if r["rule"] == "first_blessing")
     assert first["passed"] and "first run" in first["note"]
 
@@ -42,12 +59,14 @@ def test_model_equal_to_null_is_rejected_naming_the_rules(tmp_path):
     assert decision == REJECTED and blessing["model"] is None
     failed = " ".join(blessing["failed_rules"])
     assert "f1_micro_over_null" in failed and "map_macro_over_null" in failed
-    assert "hamming_loss_not_above_null" not in failed
+    # Predicting no genre has the lowest Hamming loss, and still fails the gate.
+    assert "hamming_loss_not_above_top3" not in failed
+    assert "genres_per_movie_at_least" in failed
 
 
 def test_predicting_the_most_frequent_genre_is_not_enough(tmp_path):
     """Beating the null model on F1 is easy on skewed labels; the top-1 baseline is not."""
-    copycat = {"f1_micro": 0.32, "map_macro": 0.2, "hamming_loss": 0.11}
+    copycat = {"f1_micro": 0.32, "map_macro": 0.2, "hamming_loss": 0.11, **CARD}
     decision, blessing = _blessing(tmp_path, {"scratch": copycat, **BASE})
     assert decision == REJECTED
     assert [r["rule"] for r in blessing["rules"] if not r["passed"]] == [
@@ -55,37 +74,50 @@ def test_predicting_the_most_frequent_genre_is_not_enough(tmp_path):
 
 
 def test_missing_baseline_fails_closed(tmp_path):
-    good = {"f1_micro": 0.5, "map_macro": 0.4, "hamming_loss": 0.1}
+    good = {"f1_micro": 0.5, "map_macro": 0.4, "hamming_loss": 0.1, **CARD}
     decision, blessing = _blessing(tmp_path, {"scratch": good, "null": NULL, "top3": TOP3})
     assert decision == REJECTED
     assert any("most_frequent" in line for line in blessing["failed_rules"])
 
 
 def test_top3_baseline_has_its_own_margin(tmp_path):
-    near_top3 = {"f1_micro": 0.38, "map_macro": 0.4, "hamming_loss": 0.1}
+    near_top3 = {"f1_micro": 0.38, "map_macro": 0.4, "hamming_loss": 0.1, **CARD}
     decision, blessing = _blessing(tmp_path, {"scratch": near_top3, **BASE})
     assert decision == REJECTED
     assert [r["rule"] for r in blessing["rules"] if not r["passed"]] == ["f1_micro_over_top3"]
 
 
 def test_value_floors(tmp_path):
-    good = {"f1_micro": 0.5, "map_macro": 0.4, "hamming_loss": 0.1}
+    good = {"f1_micro": 0.5, "map_macro": 0.4, "hamming_loss": 0.1, **CARD}
     decision, blessing = _blessing(tmp_path, {"scratch": good, **BASE}, min_map_macro=0.45)
     assert decision == REJECTED
     assert [r["rule"] for r in blessing["rules"] if not r["passed"]] == ["map_macro_floor"]
 
 
-def test_worse_hamming_loss_alone_rejects(tmp_path):
-    noisy = {"f1_micro": 0.5, "map_macro": 0.4, "hamming_loss": 0.2}
+def test_worse_hamming_loss_than_top3_alone_rejects(tmp_path):
+    noisy = {"f1_micro": 0.5, "map_macro": 0.4, "hamming_loss": 0.25, **CARD}
     decision, blessing = _blessing(tmp_path, {"scratch": noisy, **BASE})
     assert decision == REJECTED
     assert blessing["failed_rules"] == [
-        "scratch: hamming_loss_not_above_null failed (0.2 <= 0.12 is false)"]
+        "scratch: hamming_loss_not_above_top3 failed (0.25 <= 0.2 is false)"]
+
+
+@pytest.mark.parametrize(("predicted", "rule"), [(0.9, "genres_per_movie_at_least"),
+                                                 (4.5, "genres_per_movie_at_most")])
+def test_too_few_or_too_many_genres_per_movie_rejects(tmp_path, predicted, rule):
+    model = {"f1_micro": 0.5, "map_macro": 0.4, "hamming_loss": 0.1,
+             "genres_per_movie": predicted, "true_genres_per_movie": 2.0}
+    decision, blessing = _blessing(tmp_path, {"scratch": model, **BASE})
+    assert decision == REJECTED
+    assert [r["rule"] for r in blessing["rules"] if not r["passed"]] == [rule]
+    # A wider band lets it through.
+    assert _blessing(tmp_path, {"scratch": model, **BASE}, genres_per_movie_band=3.0)[0] \
+        == BLESSED
 
 
 @pytest.mark.parametrize("bad", [None, float("nan"), "missing"])
 def test_missing_or_nan_metric_fails_closed(tmp_path, bad):
-    model = {"f1_micro": 0.5, "map_macro": 0.4, "hamming_loss": 0.1}
+    model = {"f1_micro": 0.5, "map_macro": 0.4, "hamming_loss": 0.1, **CARD}
     if bad == "missing":
         del model["map_macro"]
     else:
@@ -97,9 +129,9 @@ def test_missing_or_nan_metric_fails_closed(tmp_path, bad):
 
 def test_best_passing_model_is_chosen(tmp_path):
     metrics = {
-        "scratch": {"f1_micro": 0.5, "map_macro": 0.30, "hamming_loss": 0.1},
-        "vgg16": {"f1_micro": 0.4, "map_macro": 0.35, "hamming_loss": 0.1},
-        "broken": {"f1_micro": 0.9, "map_macro": 0.9, "hamming_loss": 0.5},
+        "scratch": {"f1_micro": 0.5, "map_macro": 0.30, "hamming_loss": 0.1, **CARD},
+        "vgg16": {"f1_micro": 0.4, "map_macro": 0.35, "hamming_loss": 0.1, **CARD},
+        "broken": {"f1_micro": 0.9, "map_macro": 0.9, "hamming_loss": 0.5, **CARD},
         **BASE,
     }
     decision, blessing = _blessing(tmp_path, metrics)
@@ -107,7 +139,7 @@ def test_best_passing_model_is_chosen(tmp_path):
 
 
 def test_margins_are_parameters(tmp_path):
-    model = {"f1_micro": 0.5, "map_macro": 0.2, "hamming_loss": 0.1}
+    model = {"f1_micro": 0.5, "map_macro": 0.2, "hamming_loss": 0.1, **CARD}
     assert _blessing(tmp_path, {"m": model, **BASE})[0] == BLESSED
     assert _blessing(tmp_path, {"m": model, **BASE}, min_map_margin=0.1)[0] == REJECTED
 
@@ -117,7 +149,7 @@ def test_gate_needs_a_model(tmp_path):
         gate(_write(tmp_path, {**BASE}), tmp_path / "b.json")
 
 
-GOOD = {"f1_micro": 0.5, "map_macro": 0.4, "hamming_loss": 0.1}
+GOOD = {"f1_micro": 0.5, "map_macro": 0.4, "hamming_loss": 0.1, **CARD}
 
 
 def _with_blessed(tmp_path, f1_low, map_low, **settings):
@@ -213,7 +245,7 @@ def _model_dir(tmp_path, name, content):
 
 def test_registry_is_write_once_with_latest_pointer(tmp_path):
     registry = tmp_path / "registry"
-    good = {"f1_micro": 0.5, "map_macro": 0.4, "hamming_loss": 0.1}
+    good = {"f1_micro": 0.5, "map_macro": 0.4, "hamming_loss": 0.1, **CARD}
     _blessing(tmp_path, {"scratch": good, **BASE})
     first_model = _model_dir(tmp_path, "one", b"first")
     first = register(tmp_path / "blessing.json", {"scratch": first_model}, registry)

@@ -1,5 +1,5 @@
 """DVC on S3: push the data set to a real S3-compatible server on loopback (moto in
-server mode), pull it into a fresh clone, and materialise versions with `--source dvc`."""
+server mode), pull it into a fresh clone, and materialise versions with the dvc source."""
 
 from __future__ import annotations
 
@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from postergenre.configs import DemoSourceConfig, DvcSourceConfig, IngestConfig
+from postergenre.ingest import ingest
+from postergenre.sources.demo import generate_demo
 from tests.conftest import REPO_ROOT
 
 BIN = Path(sys.executable).parent
@@ -48,8 +51,7 @@ def test_push_pull_round_trip_and_dvc_source(s3, tmp_path):
     repo.mkdir()
     _run(["git", "init", "-q"], repo)
     _run(["dvc", "init", "-q"], repo)
-    _run(["postergenre", "ingest", "--source", "demo", "--out", "data", "--n-posters", "12",
-          "--width", "48", "--height", "72"], repo)
+    generate_demo(repo / "data", DemoSourceConfig(n_posters=12, width=48, height=72))
     _run(["git", "add", ".dvc", ".dvcignore"], repo)
     _run(["git", "commit", "-qm", "dvc"], repo)
 
@@ -69,18 +71,29 @@ def test_push_pull_round_trip_and_dvc_source(s3, tmp_path):
     md5 = next(line.split()[-1] for line in (repo / "data.dvc").read_text().splitlines()
                if "md5:" in line)
 
-    # `--source dvc`, by md5 and by git revision, into folders of a different machine.
-    from postergenre.ingest import ingest
-
-    by_md5 = ingest("dvc", tmp_path / "by-md5", data_version=md5.removesuffix(".dir"),
-                    remote_url=remote, endpoint_url=s3)
+    # The dvc source, by md5 and by git revision, into folders of a different machine.
+    config = IngestConfig(dvc=DvcSourceConfig(remote_url=remote, endpoint_url=s3))
+    by_md5 = ingest("dvc", tmp_path / "by-md5", config, data_version=md5.removesuffix(".dir"))
     assert by_md5["n_posters"] == 12
     _same_tree(repo / "data", tmp_path / "by-md5")
-    ingest("dvc", tmp_path / "by-rev", data_version="HEAD", remote_url=remote,
-           endpoint_url=s3, repo=repo)
+    by_rev = IngestConfig(dvc=DvcSourceConfig(remote_url=remote, endpoint_url=s3,
+                                              repo=str(repo)))
+    ingest("dvc", tmp_path / "by-rev", by_rev, data_version="HEAD")
     _same_tree(repo / "data", tmp_path / "by-rev")
+    # A second version into the same folder replaces it whole, leaving no temp folder.
+    ingest("dvc", tmp_path / "by-rev", by_rev, data_version=md5)
+    _same_tree(repo / "data", tmp_path / "by-rev")
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".by-rev")] == []
+
+    # No endpoint in the config: AWS_ENDPOINT_URL (set by moto_s3) is the S3 endpoint.
+    from_env = IngestConfig(dvc=DvcSourceConfig(remote_url=remote))
+    ingest("dvc", tmp_path / "from-env", from_env, data_version=md5)
+    _same_tree(repo / "data", tmp_path / "from-env")
 
     with pytest.raises(ValueError, match="dvc pull of data version"):
-        ingest("dvc", tmp_path / "absent", data_version="0" * 32, remote_url=remote,
-               endpoint_url=s3)
+        ingest("dvc", tmp_path / "absent", config, data_version="0" * 32)
     assert not (tmp_path / "absent").exists()
+    with pytest.raises(ValueError, match=r"set ingest\.dvc\.remote_url"):
+        ingest("dvc", tmp_path / "absent", data_version=md5)
+    with pytest.raises(ValueError, match="needs a data version"):
+        ingest("dvc", tmp_path / "absent", config)

@@ -1,6 +1,6 @@
 """The genre mapping table: known rows, and the doc page that shows it."""
 
-from postergenre import genre_mapping as gm
+from postergenre.sources import genre_mapping as gm
 from tests.conftest import REPO_ROOT
 
 

@@ -1,15 +1,22 @@
-"""`--source local`: a poster folder plus its labels CSV."""
+"""The local source: a poster folder plus its labels CSV."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
+from postergenre.configs import IngestConfig, LocalSourceConfig
 from postergenre.ingest import ingest
 from postergenre.labels import read_labels
 from tests.conftest import SHARED_DATA
 from tests.servers.fake_services import poster_jpeg
 
 HEADER = "imdb_id,tmdb_id,movielens_id,title,poster,genres,source_genres\n"
+
+
+def _local(folder, labels_csv="") -> IngestConfig:
+    return IngestConfig(local=LocalSourceConfig(dir=str(folder), labels_csv=str(labels_csv)))
 
 
 def _folder(tmp_path, rows: list[str], header: str = HEADER):
@@ -24,8 +31,10 @@ def _folder(tmp_path, rows: list[str], header: str = HEADER):
 def test_local_copies_posters_and_labels(tmp_path):
     folder = _folder(tmp_path, ["tt0000001,1,2,A (1999),img/a.jpg,Sci-Fi|Action,x",
                                 "tt0000002,,,B,img/b.jpg,Drama,"])
-    summary = ingest("local", tmp_path / "data", local_dir=folder)
+    summary = ingest("local", tmp_path / "data", _local(folder),
+                     report_path=tmp_path / "report.json")
     labels = read_labels(tmp_path / "data")
+    assert json.loads((tmp_path / "report.json").read_text()) == summary
     assert summary["n_posters"] == 2
     assert list(labels.poster) == ["posters/tt0000001.jpg", "posters/tt0000002.jpg"]
     assert list(labels.genres) == ["Action|Sci-Fi", "Drama"]  # vocabulary order
@@ -44,7 +53,7 @@ def test_local_copies_posters_and_labels(tmp_path):
 def test_local_rejects_bad_tables_naming_the_problem(tmp_path, header, row, message):
     folder = _folder(tmp_path, [row], header)
     with pytest.raises((ValueError, FileNotFoundError), match=message):
-        ingest("local", tmp_path / "data", local_dir=folder)
+        ingest("local", tmp_path / "data", _local(folder))
     assert not (tmp_path / "data").exists()  # nothing written
 
 
@@ -53,11 +62,41 @@ def test_local_lists_every_bad_row(tmp_path):
                                 "tt0000001,,,A again,img/b.jpg,Drama,",
                                 "tt0000002,,,B,img/gone.jpg,Westerns,"])
     with pytest.raises(ValueError) as err:
-        ingest("local", tmp_path / "data", local_dir=folder)
+        ingest("local", tmp_path / "data", _local(folder))
     text = str(err.value)
     assert "duplicate imdb_id in 1 row(s): line 3 (tt0000001): also on line 2" in text
     assert "unknown genre in 1 row(s): line 4 (tt0000002): Westerns" in text
     assert "poster not found in 1 row(s): line 4 (tt0000002)" in text
+
+
+def test_local_reads_a_labels_csv_named_apart_relative_to_its_own_folder(tmp_path):
+    folder = _folder(tmp_path, ["tt0000001,,,A,img/a.jpg,Drama,"])
+    (folder / "labels.csv").rename(folder / "other.csv")
+    summary = ingest("local", tmp_path / "data", _local(folder, folder / "other.csv"))
+    assert summary["n_posters"] == 1 and summary["labels_csv"] == str(folder / "other.csv")
+    assert list(read_labels(tmp_path / "data").poster) == ["posters/tt0000001.jpg"]
+
+
+def test_local_without_a_folder_says_which_setting_to_set(tmp_path):
+    with pytest.raises(ValueError, match=r"set ingest\.local\.dir"):
+        ingest("local", tmp_path / "data")
+    assert not (tmp_path / "data").exists()
+
+
+def test_local_replaces_an_earlier_set_leaving_no_stale_poster_or_temp_folder(tmp_path):
+    ingest("local", tmp_path / "data", _local(_folder(tmp_path, [
+        "tt0000001,,,A,img/a.jpg,Drama,", "tt0000002,,,B,img/b.jpg,Comedy,"])))
+    ingest("local", tmp_path / "data", _local(_folder(tmp_path / "again", [
+        "tt0000003,,,C,img/b.jpg,War,"])))
+    assert sorted(p.name for p in (tmp_path / "data" / "posters").iterdir()) == \
+        ["tt0000003.jpg"]
+    assert list(read_labels(tmp_path / "data").imdb_id) == ["tt0000003"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_unknown_source_names_the_choices(tmp_path):
+    with pytest.raises(ValueError, match="unknown ingest source 'ftp'.*demo, tmdb, local, dvc"):
+        ingest("ftp", tmp_path / "data")
 
 
 def test_local_refuses_to_replace_a_folder_holding_other_data(tmp_path):
@@ -65,7 +104,7 @@ def test_local_refuses_to_replace_a_folder_holding_other_data(tmp_path):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "notes.txt").write_text("mine")
     with pytest.raises(FileExistsError, match="notes.txt"):
-        ingest("local", tmp_path / "data", local_dir=folder)
+        ingest("local", tmp_path / "data", _local(folder))
 
 
 @pytest.mark.shared_data
@@ -73,7 +112,7 @@ def test_local_refuses_to_replace_a_folder_holding_other_data(tmp_path):
                     reason="../shared/data/posters-movielens is absent")
 def test_local_ingests_the_shared_posters_movielens_set(tmp_path):
     source = SHARED_DATA / "posters-movielens"
-    summary = ingest("local", tmp_path / "data", local_dir=source)
+    summary = ingest("local", tmp_path / "data", _local(source))
     original = read_labels(source)
     copied = read_labels(tmp_path / "data")
     assert summary["n_posters"] == len(original) == len(copied)

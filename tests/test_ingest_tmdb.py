@@ -1,4 +1,4 @@
-"""`--source tmdb` against TMDb-like and MovieLens-like servers on loopback."""
+"""The tmdb source against TMDb-like and MovieLens-like servers on loopback."""
 
 from __future__ import annotations
 
@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from postergenre import movielens
-from postergenre.crawler import TokenBucket, retry_after_seconds
+from postergenre.configs import TmdbSourceConfig
 from postergenre.labels import read_labels
-from postergenre.tmdb import TmdbAuth, TmdbError
-from postergenre.tmdb_ingest import ingest_tmdb, poster_problem
+from postergenre.sources import movielens
+from postergenre.sources.crawler import TokenBucket, retry_after_seconds
+from postergenre.sources.tmdb import ingest_tmdb, poster_problem
+from postergenre.sources.tmdb_api import TmdbAuth, TmdbError
 from tests.servers.fake_services import (
     FakeServices,
     ServerThread,
@@ -55,13 +56,24 @@ def server():
         yield running
 
 
-def _run(server, tmp_path, **kwargs):
+def _run(server, tmp_path, auth=None, **settings):
+    """The tmdb source on the loopback servers; `settings` override TmdbSourceConfig's."""
     options = dict(movielens_url=server.movielens_url, api_url=server.api_url,
-                   image_url=server.image_url, cache_dir=tmp_path / "cache",
-                   report_path=tmp_path / "report.json", timeout=0.5, retries=2,
-                   rate_limit=100.0, concurrency=4, auth=TmdbAuth(api_key=KEY))
-    options.update(kwargs)
-    return ingest_tmdb(tmp_path / "data", **options)
+                   image_url=server.image_url, cache_dir=str(tmp_path / "cache"),
+                   timeout=0.5, retries=2, rate_limit=100.0, concurrency=4)
+    config = TmdbSourceConfig(**{**options, **settings})
+    return ingest_tmdb(tmp_path / "data", config, report_path=tmp_path / "report.json",
+                       auth=auth or TmdbAuth(api_key=KEY))
+
+
+def _cli_flags(server, tmp_path, name: str) -> list[str]:
+    """`postergenre ingest` of the tmdb source on the loopback servers; settings as the
+    flags the CLI generates from IngestConfig (--tmdb-<setting>)."""
+    return ["ingest", "--source", "tmdb", "--out", str(tmp_path / name),
+            "--report", str(tmp_path / f"{name}-report.json"),
+            "--tmdb-movielens-url", server.movielens_url, "--tmdb-api-url", server.api_url,
+            "--tmdb-image-url", server.image_url,
+            "--tmdb-cache-dir", str(tmp_path / f"{name}-cache")]
 
 
 def test_join_mapping_and_every_outcome_in_the_report(server, tmp_path, caplog):
@@ -111,6 +123,14 @@ def test_join_mapping_and_every_outcome_in_the_report(server, tmp_path, caplog):
     assert names == sorted(Path(p).name for p in labels.poster)
 
 
+def test_max_movies_takes_the_first_movielens_movies(server, tmp_path):
+    summary = _run(server, tmp_path, max_movies=3)
+    assert summary["movies"] == 3
+    assert list(read_labels(tmp_path / "data").movielens_id) == ["1"]  # 2: no tmdbId, 3: 404
+    with pytest.raises(ValueError, match="max_movies"):
+        _run(server, tmp_path, max_movies=-1)
+
+
 def test_label_source_movielens_and_union(server, tmp_path):
     _run(server, tmp_path / "ml", label_source="movielens")
     _run(server, tmp_path / "union", label_source="union")
@@ -142,14 +162,14 @@ def test_the_key_never_appears_in_logs_reports_or_outputs(server, tmp_path, capl
     _run(server, tmp_path)  # v3 key, with retries, timeouts and failures on the way
     env = {**os.environ, "TMDB_READ_ACCESS_TOKEN": TOKEN, "PATH": f"{BIN}:{os.environ['PATH']}"}
     env.pop("TMDB_API_KEY", None)
+    # cwd: a folder without params.yaml, so only these flags and the defaults apply.
     cli = subprocess.run(
-        ["postergenre", "-v", "ingest", "--source", "tmdb", "--out", str(tmp_path / "cli"),
-         "--movielens-url", server.movielens_url, "--tmdb-api-url", server.api_url,
-         "--tmdb-image-url", server.image_url, "--cache-dir", str(tmp_path / "cli-cache"),
-         "--timeout", "0.5", "--retries", "1", "--rate-limit", "100"],
-        env=env, capture_output=True, text=True, timeout=120)
+        ["postergenre", "-v", *_cli_flags(server, tmp_path, "cli"), "--tmdb-timeout", "0.5",
+         "--tmdb-retries", "1", "--tmdb-rate-limit", "100"],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert cli.returncode == 0, cli.stderr
-    assert json.loads(cli.stdout)["n_posters"] == 7  # the v4 token was accepted
+    # The v4 token was accepted.
+    assert json.loads((tmp_path / "cli-report.json").read_text())["n_posters"] == 7
 
     captured = capsys.readouterr()
     texts = [caplog.text, captured.out, captured.err, cli.stdout, cli.stderr]
@@ -237,17 +257,15 @@ def test_sigkill_mid_crawl_then_rerun_equals_an_uninterrupted_run(tmp_path):
     env = {**os.environ, "TMDB_API_KEY": KEY, "PATH": f"{BIN}:{os.environ['PATH']}"}
     with ServerThread(services) as server:
         def cmd(name):
-            return ["postergenre", "ingest", "--source", "tmdb", "--out",
-                    str(tmp_path / name), "--movielens-url", server.movielens_url,
-                    "--tmdb-api-url", server.api_url, "--tmdb-image-url", server.image_url,
-                    "--cache-dir", str(tmp_path / f"{name}-cache"), "--rate-limit", "40",
-                    "--concurrency", "4", "--label-source", "union"]
+            return ["postergenre", *_cli_flags(server, tmp_path, name), "--tmdb-rate-limit",
+                    "40", "--tmdb-concurrency", "4", "--tmdb-label-source", "union"]
 
-        # Uninterrupted reference run.
-        subprocess.run(cmd("whole"), env=env, check=True, capture_output=True, timeout=120)
+        # Uninterrupted reference run (cwd without params.yaml: only these flags apply).
+        subprocess.run(cmd("whole"), env=env, cwd=tmp_path, check=True, capture_output=True,
+                       timeout=120)
         # Killed once a third of the posters are down, then rerun.
-        proc = subprocess.Popen(cmd("killed"), env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(cmd("killed"), env=env, cwd=tmp_path,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         posters = tmp_path / "killed" / "posters"
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -260,9 +278,9 @@ def test_sigkill_mid_crawl_then_rerun_equals_an_uninterrupted_run(tmp_path):
         done_before = sum(1 for _ in posters.glob("*.jpg"))
         assert 25 <= done_before < 78
         requests_before = len(services.log)
-        rerun = subprocess.run(cmd("killed"), env=env, check=True, capture_output=True,
-                               text=True, timeout=120)
-    summary = json.loads(rerun.stdout)
+        subprocess.run(cmd("killed"), env=env, cwd=tmp_path, check=True, capture_output=True,
+                       text=True, timeout=120)
+    summary = json.loads((tmp_path / "killed-report.json").read_text())
     assert summary["skipped"] >= done_before  # the finished posters were not fetched again
     assert len(services.log) - requests_before < 2 * 80 - done_before
     assert (tmp_path / "killed" / "labels.csv").read_bytes() == \

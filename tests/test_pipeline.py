@@ -7,16 +7,13 @@ import pytest
 import yaml
 
 from postergenre.cli import main
+from postergenre.configs import experiment_from_params
 from postergenre.pipelines.platform import ClusterSettings
-from postergenre.pipelines.runner import (
-    compile_pipeline,
-    load_spec,
-    parse_params,
-    pipeline_parameters,
-    run_local,
-)
+from postergenre.pipelines.runner import compile_pipeline, load_spec, parse_params, run_local
+from postergenre.typed_config import read_params, set_dotted
+from tests.conftest import REPO_ROOT
 
-TRAINING_TASKS = {"train-scratch", "train-vgg16"}
+TRAINING_TASKS = {"train"}
 CPU_IMAGE = "registry.example/postergenre:test"
 GPU_IMAGE = "registry.example/postergenre-gpu:test"
 
@@ -48,10 +45,10 @@ def _task_executor(spec):
     return tasks
 
 
-def test_gpu_requests_on_exactly_the_two_training_tasks(spec):
+def test_gpu_requests_on_exactly_the_training_task(spec):
     tasks = _task_executor(spec)
-    assert {"ingest", "validate", "split", "augment", "train-scratch", "train-vgg16",
-            "evaluate", "gate", "register"} <= set(tasks)
+    assert {"ingest", "validate", "split", "augment", "train", "evaluate", "gate",
+            "register"} <= set(tasks)
     with_gpu = {name for name, c in tasks.items()
                 if c.get("resources", {}).get("accelerator", {}).get("resourceType")
                 == "nvidia.com/gpu"}
@@ -79,17 +76,16 @@ def test_compile_cli_takes_registry_tag_and_cluster_flags(tmp_path, capsys):
                  "s3://bucket/root", "--cpu", "500m:1", "--memory", "2Gi"]) == 0
     spec = load_spec(out)
     images = {n: c["image"] for n, c in _task_executor(spec).items()}
-    assert images["train-vgg16"] == "ghcr.io/acme/postergenre-gpu:2.0"
+    assert images["train"] == "ghcr.io/acme/postergenre-gpu:2.0"
     assert images["gate"] == "ghcr.io/acme/postergenre:2.0"
     gate = _task_executor(spec)["gate"]["resources"]
     assert (gate["resourceCpuRequest"], gate["resourceCpuLimit"]) == ("500m", "1")
     assert (gate["resourceMemoryRequest"], gate["resourceMemoryLimit"]) == ("2Gi", "2Gi")
-    assert _task_executor(spec)["train-scratch"]["resources"]["accelerator"][
-        "resourceCount"] == "2"
+    assert _task_executor(spec)["train"]["resources"]["accelerator"]["resourceCount"] == "2"
     assert spec["defaultPipelineRoot"] == "s3://bucket/root"
     platform = list(yaml.safe_load_all(out.read_text()))[1]
     executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    assert executors["exec-train-vgg16"]["nodeSelector"]["labels"] == {
+    assert executors["exec-train"]["nodeSelector"]["labels"] == {
         "cloud.google.com/gke-accelerator": "nvidia-l4"}
     for bad, message in ((["--cpu", "lots"], "not a Kubernetes quantity"),
                          (["--pipeline-root", "bucket"], "expected a URI"),
@@ -112,58 +108,128 @@ def test_stages_pass_typed_artifacts(spec):
     schema = {f"{c}.{a}": d["artifactType"]["schemaTitle"]
               for c, arts in outputs.items() for a, d in arts.items()}
     assert schema["comp-ingest.dataset"] == "system.Dataset"
-    assert schema["comp-train-scratch.model"] == "system.Model"
+    assert schema["comp-train.model"] == "system.Model"
     assert schema["comp-evaluate.metrics"] == "system.Metrics"
-    assert schema["comp-evaluate.scratch_roc"] == "system.ClassificationMetrics"
+    assert schema["comp-evaluate.roc"] == "system.ClassificationMetrics"
+
+
+def test_one_training_task_per_model_of_params_yaml(spec):
+    """The models are data: the fan-out runs over params.yaml's model names."""
+    params = read_params(REPO_ROOT / "params.yaml")
+    loop = next(t for t in spec["root"]["dag"]["tasks"].values()
+                if "parameterIterator" in t)
+    items = json.loads(loop["parameterIterator"]["items"]["raw"])
+    assert items == list(params["models"])
+
+
+def _leaves(value, prefix=""):
+    """{'a.b': 1, ...} for every leaf of nested mappings."""
+    if isinstance(value, dict):
+        out = {}
+        for key, inner in value.items():
+            out.update(_leaves(inner, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): value}
+
+
+def test_every_params_yaml_value_is_the_compiled_default(spec):
+    """One experiment: each params.yaml section is one pipeline parameter, named after it,
+    and every value written in params.yaml is that parameter's compiled default."""
+    params = read_params(REPO_ROOT / "params.yaml")
+    declared = spec["root"]["inputDefinitions"]["parameters"]
+    assert set(params) <= set(declared)
+    for section, values in params.items():
+        assert declared[section]["parameterType"] == "STRUCT", section
+        compiled = _leaves(declared[section]["defaultValue"])
+        for key, value in _leaves(values).items():
+            assert key in compiled, f"{section}.{key} is not in the compiled pipeline"
+            assert compiled[key] == value, (f"{section}.{key}", compiled[key], value)
+    # Nothing else: the run-level parameters are the few that are not settings.
+    assert set(declared) - set(params) == {"source", "data_version", "registry",
+                                           "batch_predict_runner"}
 
 
 def test_parse_params_types_and_errors():
-    assert parse_params(["n_posters=60", "data_version=0123abcd"]) \
-        == {"n_posters": 60, "data_version": "0123abcd"}
+    assert parse_params(["source=demo", "data_version=0123abcd", 'gate={"epsilon": 0.1}']) \
+        == {"source": "demo", "data_version": "0123abcd", "gate": {"epsilon": 0.1}}
     with pytest.raises(ValueError, match="unknown pipeline parameter 'epochs'"):
         parse_params(["epochs=3"])
-    with pytest.raises(ValueError, match="not a valid int"):
-        parse_params(["n_posters=many"])
+    with pytest.raises(ValueError, match="not a valid dict"):
+        parse_params(["gate=strict"])
+
+
+def test_a_bad_setting_is_named_before_anything_compiles(tmp_path, capsys):
+    out = tmp_path / "p.yaml"
+    assert main(["pipeline", "compile", "--output", str(out), "--set",
+                 "augment.image_size=big"]) == 2
+    assert "augment.image_size: 'big' is not an integer" in capsys.readouterr().err
+    assert main(["pipeline", "compile", "--output", str(out), "--set",
+                 "models.scratch_cnn.epoch=3"]) == 2
+    assert "models.scratch_cnn.epoch: unknown setting" in capsys.readouterr().err
+    assert not out.exists()
+
+
+# Tiny settings for a whole local run: 48 posters, 32 px, one epoch. 48 posters miss some
+# genres, so no genre-support floor (tests/test_validate.py covers it); tiny models cannot
+# beat the null model, so no margins, and the blessed branch runs too (the gate's rules
+# are tested on their own).
+TINY_RUN = {
+    "ingest.demo.n_posters": 48, "ingest.demo.width": 48, "ingest.demo.height": 72,
+    "validate.min_genre_support": 0, "augment.image_size": 32,
+    "models.scratch_cnn.conv1_filters": 4, "models.scratch_cnn.conv2_filters": 4,
+    "models.scratch_cnn.dense_units": 8, "models.scratch_cnn.epochs": 1,
+    "models.scratch_cnn.batch_size": 16, "models.vgg16_transfer.dense_units": 8,
+    "models.vgg16_transfer.epochs": 1, "models.vgg16_transfer.batch_size": 16,
+    "gate.min_f1_micro_margin": -1.0, "gate.min_map_margin": -1.0,
+    "gate.max_hamming_loss_increase": 1.0, "evaluate.bootstrap_resamples": 20,
+}
+
+
+def tiny_experiment(overrides=TINY_RUN):
+    params = read_params(REPO_ROOT / "params.yaml")
+    for key, value in overrides.items():
+        set_dotted(params, key, value)
+    return experiment_from_params(params)
 
 
 @pytest.mark.slow
 def test_local_run_of_the_whole_pipeline(tmp_path):
     registry = tmp_path / "registry"
-    # 48 posters miss some genres; a data-quality floor on genre support is not what
-    # this test is about (tests/test_validate.py covers it).
-    tiny = {"min_genre_support": 0} if "min_genre_support" in pipeline_parameters() else {}
-    result = run_local(
-        tmp_path / "root", n_posters=48, poster_width=48, poster_height=72, image_size=32,
-        scratch_conv1_filters=4, scratch_conv2_filters=4, scratch_dense_units=8,
-        scratch_epochs=1, vgg16_weights="none", vgg16_dense_units=8, vgg16_epochs=1,
-        batch_size=16, registry=str(registry),
-        # Tiny models on 48 posters cannot beat the null model: ask for no margin so
-        # the blessed branch runs too (the gate's rules are tested on their own).
-        min_f1_micro_margin=-1.0, min_map_margin=-1.0, max_hamming_loss_increase=1.0, **tiny)
+    experiment = tiny_experiment()
+    result = run_local(tmp_path / "root", experiment, registry=str(registry))
     assert result["decision"] == "blessed"
     run_dir = Path(result["run_dir"])
     outputs = {task.name: json.loads((task / "executor_output.json").read_text())
-               for task in run_dir.iterdir()}
-    assert set(outputs) == {"ingest", "validate", "split", "augment", "train-scratch",
-                            "train-vgg16", "evaluate", "gate", "register",
-                            "batch-predict"}
+               for task in run_dir.iterdir() if (task / "executor_output.json").is_file()}
+    assert set(outputs) == {"ingest", "validate", "split", "augment", "evaluate", "gate",
+                            "register", "batch-predict"}
+    # One training task per model (kfp.local names each iteration's folder).
+    trained = sorted(run_dir.glob("for-loop-*-iteration-*/train"))
+    assert len(trained) == len(experiment.models) == 2
+    names = set()
+    for task in trained:
+        out = json.loads((task / "executor_output.json").read_text())
+        names.add(out["artifacts"]["model"]["artifacts"][0]["metadata"]["name"])
+        assert (task / "model" / "model.keras").is_file()
+    assert names == {"scratch_cnn", "vgg16_transfer"}
     # File artifacts exist on disk; metrics artifacts carry their values in metadata.
     for task, name, path in (("ingest", "dataset", "labels.csv"),
                              ("validate", "validated", "summary.json"),
                              ("split", "splits", "test.csv"),
                              ("augment", "prepared", "manifest.json"),
-                             ("train-scratch", "model", "model.keras"),
-                             ("train-vgg16", "model", "model.keras"),
                              ("evaluate", "evaluation", "metrics.json"),
+                             ("gate", "blessed_model", "model.keras"),
                              ("register", "registered", "model.keras"),
                              ("batch-predict", "predictions", "summary.json")):
         assert (run_dir / task / name / path).is_file(), (task, name)
     assert (run_dir / "gate" / "blessing").is_file()
     evaluate = outputs["evaluate"]["artifacts"]
     scalars = evaluate["metrics"]["artifacts"][0]["metadata"]
-    assert {"scratch.f1_micro", "vgg16.map_macro", "null.hamming_loss"} <= set(scalars)
-    roc = evaluate["scratch_roc"]["artifacts"][0]["metadata"]["confidenceMetrics"]
-    assert len(roc) > 2
+    assert {"scratch_cnn.f1_micro", "vgg16_transfer.map_macro", "null.hamming_loss"} \
+        <= set(scalars)
+    roc = evaluate["roc"]["artifacts"][0]["metadata"]
+    assert roc["model"] in names and len(roc["confidenceMetrics"]) > 2
     assert outputs["gate"]["parameterValues"]["Output"] == "blessed"
     latest = json.loads((registry / "latest.json").read_text())
+    assert latest["model"] in names
     assert (registry / latest["path"] / "model.keras").is_file()

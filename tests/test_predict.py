@@ -84,10 +84,10 @@ def test_gradcam_on_a_nested_vgg16_model_whose_base_reuses_the_input_name():
     import numpy as np
 
     from postergenre.gradcam import gradcam
-    from postergenre.models import build_vgg16_base, build_vgg16_head, join_base_and_head
+    from postergenre.models import build_dense_head, build_vgg16_base, join_base_and_head
 
     base = build_vgg16_base(32, None)
-    model = join_base_and_head(base, build_vgg16_head(base.output_shape[1:], 8))
+    model = join_base_and_head(base, build_dense_head(base.output_shape[1:], 8))
     images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3))
     heat = gradcam(model, images, np.array([0, 5]))
     assert heat.shape == (2, 32, 32) and heat.min() >= 0 and heat.max() <= 1

@@ -7,10 +7,12 @@ import pandas as pd
 import pytest
 
 from postergenre.augment import augment_and_shard, copies_per_movie, genre_factors
+from postergenre.configs import AugmentConfig, SplitConfig
 from postergenre.genres import GENRES, encode_many
 from postergenre.images import hflip, read_rgb, resize
 from postergenre.shards import dataset, iter_records, labels_of, record_batches
 from postergenre.split import SPLITS, assign_splits, split_dataset
+from postergenre.typed_config import from_mapping
 
 
 def _ids(split_dir, name):
@@ -32,8 +34,8 @@ def test_no_movie_in_two_splits_and_every_movie_somewhere(tiny_data, tiny_split)
 
 def test_split_is_deterministic_and_seeded(tiny_split, tmp_path):
     labels = tiny_split.parent / "validated" / "labels.csv"
-    split_dataset(labels, tmp_path / "again", seed=42)
-    split_dataset(labels, tmp_path / "other", seed=7)
+    split_dataset(labels, tmp_path / "again", SplitConfig(seed=42))
+    split_dataset(labels, tmp_path / "other", SplitConfig(seed=7))
     for name in SPLITS:
         assert (tmp_path / "again" / f"{name}.csv").read_bytes() == (
             tiny_split / f"{name}.csv").read_bytes()
@@ -44,13 +46,13 @@ def test_split_ignores_row_order(tiny_split, tmp_path):
     labels = pd.read_csv(tiny_split.parent / "validated" / "labels.csv", dtype=str)
     shuffled = tmp_path / "shuffled.csv"
     labels.sample(frac=1.0, random_state=1).to_csv(shuffled, index=False)
-    split_dataset(shuffled, tmp_path / "out", seed=42)
+    split_dataset(shuffled, tmp_path / "out", SplitConfig(seed=42))
     assert _ids(tmp_path / "out", "test") == _ids(tiny_split, "test")
 
 
 def test_split_rejects_bad_fractions(tiny_split, tmp_path):
     with pytest.raises(ValueError, match="room for a test split"):
-        split_dataset(tiny_split / "train.csv", tmp_path, 0.7, 0.3)
+        SplitConfig(train_fraction=0.7, validation_fraction=0.3)
 
 
 def test_augmentation_touches_only_training(tiny_split, tiny_prepared):
@@ -133,7 +135,8 @@ def test_readers_agree(tiny_prepared):
 
 
 def test_flipped_copy_mirrors_its_original(tiny_data, tiny_split, tmp_path):
-    augment_and_shard(tiny_data, tiny_split, tmp_path, transforms=["hflip"], image_size=32)
+    augment_and_shard(tiny_data, tiny_split, tmp_path,
+                      AugmentConfig(transforms=("hflip",), image_size=32))
     records = list(iter_records(tmp_path, "train"))
     copy = next(r for r in records if r["augmentation"] == "hflip")
     original = next(r for r in records
@@ -160,8 +163,8 @@ def test_manifest_counts_and_class_weights(tiny_prepared):
 
 
 def test_augment_rejects_unknown_transform(tiny_data, tiny_split, tmp_path):
-    with pytest.raises(ValueError, match="'spin'"):
-        augment_and_shard(tiny_data, tiny_split, tmp_path, ["spin"])
+    with pytest.raises(ValueError, match="augment.transforms: 'spin' is not one of"):
+        from_mapping(AugmentConfig, {"transforms": ["hflip", "spin"]}, "augment")
 
 
 def test_class_weights_file(tiny_prepared):

@@ -36,14 +36,14 @@ def _submit(server: FakeKfp, package: str, *extra: str) -> int:
 
 def test_submit_creates_a_run_with_typed_parameters_and_the_token(package, capsys):
     with FakeKfp(token=TOKEN) as server:
-        assert _submit(server, package, "-p", "n_posters=60", "-p", "data_version=abc123",
-                       "--run-name", "nightly") == 0
+        assert _submit(server, package, "-p", "source=local", "-p", "data_version=abc123",
+                       "-p", 'gate={"epsilon": 0.1}', "--run-name", "nightly") == 0
         assert _submit(server, package) == 0
     out = capsys.readouterr().out
     (run, second) = server.calls_to("POST", f"{API}/runs")
     assert run["body"]["display_name"] == "nightly"
-    assert run["body"]["runtime_config"]["parameters"] == {"n_posters": 60,
-                                                           "data_version": "abc123"}
+    assert run["body"]["runtime_config"]["parameters"] == {
+        "source": "local", "data_version": "abc123", "gate": {"epsilon": 0.1}}
     spec = run["body"]["pipeline_spec"]
     assert spec["pipeline_spec"]["pipelineInfo"]["name"] == "postergenre"
     assert "kubernetes" in spec["platform_spec"]["platforms"]
@@ -74,7 +74,7 @@ def test_submit_compiles_with_the_given_images_when_no_package(capsys):
     (run,) = server.calls_to("POST", f"{API}/runs")
     executors = run["body"]["pipeline_spec"]["pipeline_spec"]["deploymentSpec"]["executors"]
     images = {name: e["container"]["image"] for name, e in executors.items()}
-    assert images["exec-train-vgg16"] == "registry.example/team/postergenre-gpu@sha256:" + "a" * 64
+    assert images["exec-train"] == "registry.example/team/postergenre-gpu@sha256:" + "a" * 64
     assert images["exec-gate"] == "registry.example/team/postergenre@sha256:" + "a" * 64
 
 
@@ -158,8 +158,8 @@ def test_clear_errors_for_host_auth_and_parameters(package, capsys, monkeypatch,
         monkeypatch.setenv("KFP_TOKEN", TOKEN)
         assert _submit(server, package, "-p", "epochs=3") == 2
         assert "unknown pipeline parameter 'epochs'" in capsys.readouterr().err
-        assert _submit(server, package, "-p", "n_posters=many") == 2
-        assert "not a valid int" in capsys.readouterr().err
+        assert _submit(server, package, "-p", "gate=strict") == 2
+        assert "not a valid dict" in capsys.readouterr().err
         assert not server.calls_to("POST", f"{API}/runs")
         # What only the server can refuse is passed on in one line.
         client = submit.connect(server.url, submit.Auth(token=TOKEN))

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from postergenre.configs import ScratchConfig, model_spec
 from postergenre.images import encode_jpeg
 from postergenre.models import (
     WeightedBinaryCrossentropy,
+    build_dense_head,
     build_scratch_cnn,
     build_transfer_base,
-    build_vgg16_head,
     join_base_and_head,
 )
 from postergenre.train import (
@@ -21,25 +22,27 @@ from postergenre.train import (
     NoGpuError,
     base_features,
     load_model,
+    train_model,
     train_scratch,
-    train_vgg16,
     training_device,
 )
 from tests.conftest import TINY_IMAGE
 from tests.test_eval_registry_s3 import s3  # noqa: F401 - moto S3 on loopback
 
 TINY_SCRATCH = {"conv1_filters": 4, "conv2_filters": 8, "dense_units": 16, "batch_size": 16}
+STUDY_SCRATCH = ScratchConfig(conv1_filters=64, conv2_filters=128, dense_units=256,
+                              dense_dropout=0.5)
 
 
 def test_study_architectures_have_the_study_parameter_counts():
-    scratch = build_scratch_cnn(128)
+    scratch = build_scratch_cnn(128, STUDY_SCRATCH)
     assert scratch.count_params() == 22_866_707
     kinds = [type(layer).__name__ for layer in scratch.layers]
     assert kinds.count("Conv2D") == 6 and kinds.count("Dense") == 4
     assert [layer.kernel_size for layer in scratch.layers
             if isinstance(layer, keras.layers.Conv2D)] == [(5, 5)] * 3 + [(3, 3)] * 3
     base = build_transfer_base("vgg16", 128, "none")
-    head = build_vgg16_head(base.output_shape[1:])
+    head = build_dense_head(base.output_shape[1:], 4096)
     assert sum(int(np.prod(w.shape)) for w in head.trainable_weights) == 50_417_683
     assert not base.trainable_weights
 
@@ -67,20 +70,24 @@ def test_require_gpu_fails_fast_without_one():
 
 @pytest.mark.slow
 def test_scratch_training_lowers_the_loss_and_is_reproducible(tiny_prepared, tmp_path):
-    runs = [train_scratch(tiny_prepared, tmp_path / f"m{i}", epochs=6, learning_rate=0.02,
-                          **TINY_SCRATCH) for i in range(2)]
+    config = ScratchConfig(epochs=6, learning_rate=0.02, **TINY_SCRATCH)
+    runs = [train_scratch(tiny_prepared, tmp_path / f"m{i}", config, name="tiny_cnn")
+            for i in range(2)]
     history = json.loads((tmp_path / "m0" / "history.json").read_text())
     assert history[-1]["loss"] < history[0]["loss"]
     assert runs[0]["best_val_loss"] == runs[1]["best_val_loss"]  # same seed, same numbers
     assert (tmp_path / "m0" / "dvclive" / "metrics.json").is_file()
     meta = json.loads((tmp_path / "m0" / METADATA_FILE).read_text())
     assert meta["image_size"] == TINY_IMAGE and len(meta["genres"]) == 19
+    # The model's name is the params entry's, everywhere: metadata, training.json, Keras.
+    assert meta["model"] == runs[0]["model"] == "tiny_cnn"
+    assert load_model(tmp_path / "m0").name == "tiny_cnn"
 
 
 def test_feature_cache_trains_the_head_exactly_like_the_frozen_base(tiny_prepared):
     keras.utils.set_random_seed(0)
     base = build_transfer_base("vgg16", TINY_IMAGE, "none")
-    head = build_vgg16_head(base.output_shape[1:], dense_units=16, dropout=0.0)
+    head = build_dense_head(base.output_shape[1:], dense_units=16, dropout=0.0)
     twin = keras.models.clone_model(head)
     twin.set_weights(head.get_weights())
     full = join_base_and_head(base, twin)
@@ -100,8 +107,11 @@ def test_feature_cache_trains_the_head_exactly_like_the_frozen_base(tiny_prepare
 
 @pytest.mark.slow
 def test_saved_model_answers_jpeg_bytes(tiny_data, tiny_prepared, tmp_path):
-    train_vgg16(tiny_prepared, tmp_path / "vgg", weights="none", dense_units=8, epochs=1,
-                batch_size=16)
+    spec = model_spec("lite_transfer", {"kind": "transfer", "weights": "none",
+                                        "dense_units": 8, "epochs": 1, "batch_size": 16})
+    info = train_model(tiny_prepared, tmp_path / "vgg", spec)
+    assert info["model"] == "lite_transfer" and info["kind"] == "transfer"
+    assert info["params"] == {**info["params"], "dense_units": 8, "backbone": "vgg16"}
     served = tf.saved_model.load(str(tmp_path / "vgg" / "saved_model"))
     signature = served.signatures["serving_default"]
     from postergenre.images import read_rgb, resize

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 from pathlib import Path
 
@@ -11,12 +10,27 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from postergenre.configs import ValidateConfig
 from postergenre.labels import LABEL_COLUMNS, read_labels
-from postergenre.validate import DEFAULT_SEVERITY, DataValidationError, Limits
-from postergenre.validate import validate_dataset as _validate_dataset
+from postergenre.validate import DataValidationError, validate_dataset
+from postergenre.validation_rules import RULES
+from postergenre.validation_suite import load_suite_config
 
-# Small tables cannot have every genre: support is tested on its own below.
-validate_dataset = functools.partial(_validate_dataset, limits=Limits(min_genre_support=0))
+
+def _config(hard: tuple[str, ...] = (), soft: tuple[str, ...] = (), **settings) -> ValidateConfig:
+    """The default policy with `hard` / `soft` rules moved out of their default lists.
+
+    Small tables cannot have every genre: support is off unless a test sets it (it is
+    tested on its own below).
+    """
+    defaults = ValidateConfig()
+    moved = set(hard) | set(soft)
+    return ValidateConfig(
+        soft_rules=tuple(r for r in defaults.soft_rules if r not in moved) + tuple(soft),
+        warn_rules=tuple(r for r in defaults.warn_rules if r not in moved),
+        hard_rules=tuple(hard),
+        **{"min_genre_support": 0, **settings},
+    )
 
 
 def _poster(seed: int, height: int = 72, width: int = 48) -> np.ndarray:
@@ -69,14 +83,18 @@ def test_clean_table_passes(tmp_path: Path) -> None:
     data = _make_dataset(tmp_path, rows)
     out = tmp_path / "out"
 
-    summary = validate_dataset(data, out)
+    summary = validate_dataset(data, out, _config())
 
     assert summary == _summary(out)
     assert summary["success"] is True
     assert summary["suite"] == "postergenre_labels"
     assert summary["rows_in"] == summary["rows_kept"] == 5
     assert summary["rejects"] == {}
-    assert {e["name"] for e in summary["expectations"]} == set(DEFAULT_SEVERITY)
+    assert [e["name"] for e in summary["expectations"]] == [rule.name for rule in RULES]
+    assert summary["limits"] == {
+        "min_genre_support": 0, "min_width": 32, "min_height": 32, "min_aspect": 1.0,
+        "max_aspect": 2.0, "min_file_bytes": 1, "max_file_bytes": 20_000_000,
+        "max_pixels": 40_000_000, "duplicate_distance": 4}
     assert all(e["success"] and e["unexpected_count"] == 0 for e in summary["expectations"])
     kept = read_labels(out)
     pd.testing.assert_frame_equal(kept[list(LABEL_COLUMNS)], read_labels(data))
@@ -120,7 +138,7 @@ def test_each_rule_rejects_its_row(tmp_path: Path, change, rule: str, expected: 
     out = tmp_path / "out"
 
     with pytest.raises(DataValidationError) as caught:
-        validate_dataset(data, out)
+        validate_dataset(data, out, _config())
 
     message = str(caught.value)
     assert str(data / "labels.csv") in message
@@ -138,7 +156,7 @@ def test_missing_poster_hard(tmp_path: Path) -> None:
     out = tmp_path / "out"
 
     with pytest.raises(DataValidationError) as caught:
-        validate_dataset(data, out, max_reject_fraction=0.1)
+        validate_dataset(data, out, _config(max_reject_fraction=0.1))
 
     expected = "labels.csv line 5 (tt0000004): poster file not found: posters/tt0000004.jpg"
     assert expected in str(caught.value)
@@ -160,7 +178,7 @@ def test_all_problems_reported_at_once(tmp_path: Path) -> None:
     out = tmp_path / "out"
 
     with pytest.raises(DataValidationError) as caught:
-        validate_dataset(data, out, hard_rules=["poster_exists"])
+        validate_dataset(data, out, _config(hard=("poster_exists",)))
 
     message = str(caught.value)
     assert "4 validation rules failed" in message
@@ -182,7 +200,7 @@ def test_more_offenders_than_max_listed(tmp_path: Path) -> None:
     out = tmp_path / "out"
 
     with pytest.raises(DataValidationError) as caught:
-        validate_dataset(data, out, max_listed=3)
+        validate_dataset(data, out, _config(max_listed=3))
 
     message = str(caught.value)
     assert "line 4 (tt0000003): unknown genre 'Noir'" in message
@@ -200,18 +218,18 @@ def test_line_numbers_follow_multiline_titles(tmp_path: Path) -> None:
     data = _make_dataset(tmp_path, rows)
 
     with pytest.raises(DataValidationError, match=r"line 5 \(tt0000003\): unknown genre"):
-        validate_dataset(data, tmp_path / "out")
+        validate_dataset(data, tmp_path / "out", _config())
 
 
 def test_failure_removes_stale_outputs(tmp_path: Path) -> None:
     rows = [_row(n) for n in range(1, 4)]
     data = _make_dataset(tmp_path, rows)
     out = tmp_path / "out"
-    validate_dataset(data, out)
+    validate_dataset(data, out, _config())
     (data / "posters" / "tt0000001.jpg").unlink()
 
     with pytest.raises(DataValidationError):
-        validate_dataset(data, out, max_reject_fraction=0.0)
+        validate_dataset(data, out, _config(max_reject_fraction=0.0))
 
     assert not (out / "labels.csv").exists()
     assert not (out / "rejects.csv").exists()
@@ -221,7 +239,7 @@ def test_failure_removes_stale_outputs(tmp_path: Path) -> None:
 def test_missing_labels_file(tmp_path: Path) -> None:
     (tmp_path / "data").mkdir()
     with pytest.raises(FileNotFoundError, match="labels.csv"):
-        validate_dataset(tmp_path / "data", tmp_path / "out")
+        validate_dataset(tmp_path / "data", tmp_path / "out", _config())
 
 
 def test_missing_column(tmp_path: Path) -> None:
@@ -230,7 +248,7 @@ def test_missing_column(tmp_path: Path) -> None:
     table.to_csv(data / "labels.csv", index=False)
 
     with pytest.raises(DataValidationError) as caught:
-        validate_dataset(data, tmp_path / "out")
+        validate_dataset(data, tmp_path / "out", _config())
 
     assert str(data / "labels.csv") in str(caught.value)
     assert "genres" in str(caught.value)
@@ -239,13 +257,13 @@ def test_missing_column(tmp_path: Path) -> None:
 def test_out_dir_must_differ_from_data_dir(tmp_path: Path) -> None:
     data = _make_dataset(tmp_path, [_row(1)])
     with pytest.raises(ValueError, match="out_dir"):
-        validate_dataset(data, data)
+        validate_dataset(data, data, _config())
 
 
 def test_header_only_table(tmp_path: Path) -> None:
     # No rule asks for a minimum row count yet, so an empty table is valid (and must not crash).
     data = _make_dataset(tmp_path, [])
-    summary = validate_dataset(data, tmp_path / "out")
+    summary = validate_dataset(data, tmp_path / "out", _config())
     assert (summary["success"], summary["rows_in"], summary["rows_kept"]) == (True, 0, 0)
     columns = list(read_labels(tmp_path / "out").columns)
     assert columns == [*LABEL_COLUMNS, "phash", "duplicate_group"]
@@ -292,7 +310,7 @@ def test_each_poster_rule_fires_hard_and_soft(tmp_path: Path, rule, damage, word
 
     # Hard: the stage stops and names the row.
     with pytest.raises(DataValidationError) as caught:
-        validate_dataset(data, tmp_path / "hard", hard_rules=[rule])
+        validate_dataset(data, tmp_path / "hard", _config(hard=(rule,)))
     assert "labels.csv line 4 (tt0000003): " in str(caught.value)
     assert words in str(caught.value)
     failed = {e["name"] for e in _summary(tmp_path / "hard")["expectations"]
@@ -300,8 +318,8 @@ def test_each_poster_rule_fires_hard_and_soft(tmp_path: Path, rule, damage, word
     assert failed == {rule}, "only the rule that explains the problem fires"
 
     # Soft: the row moves to rejects with its reason; rejects + kept = rows in.
-    summary = validate_dataset(data, tmp_path / "soft", soft_rules=[rule],
-                               max_reject_fraction=0.1)
+    summary = validate_dataset(data, tmp_path / "soft",
+                               _config(soft=(rule,), max_reject_fraction=0.1))
     assert summary["rejects"] == {rule: 1}
     assert summary["rows_kept"] + summary["rows_rejected"] == summary["rows_in"] == 20
     rejects = pd.read_csv(tmp_path / "soft" / "rejects.csv", dtype=str)
@@ -316,7 +334,7 @@ def test_near_duplicates_are_kept_and_grouped_by_default(tmp_path: Path) -> None
     copy = data / "posters" / "tt0000007.jpg"
     copy.write_bytes(_jpeg(cv2.resize(cv2.imread(str(data / "posters" / "tt0000002.jpg")),
                                       (40, 60), interpolation=cv2.INTER_AREA)))
-    summary = validate_dataset(data, tmp_path / "out")
+    summary = validate_dataset(data, tmp_path / "out", _config())
     assert summary["success"] and summary["rows_kept"] == 10
     assert summary["near_duplicate_groups"] == 1
     kept = read_labels(tmp_path / "out").set_index("imdb_id")
@@ -328,12 +346,43 @@ def test_genre_support_names_the_genre(tmp_path: Path) -> None:
     rows = [_row(n, "Drama|Comedy" if n > 2 else "Western|Drama") for n in range(1, 8)]
     data = _make_dataset(tmp_path, rows)
     with pytest.raises(DataValidationError) as caught:
-        _validate_dataset(data, tmp_path / "out", limits=Limits(min_genre_support=3),
-                          max_listed=20)
+        validate_dataset(data, tmp_path / "out", _config(min_genre_support=3, max_listed=20))
     message = str(caught.value)
     assert "genre 'Western': 2 movie(s), fewer than min_genre_support=3" in message
     assert "genre 'Action': 0 movie(s)" in message
     assert "genre 'Drama'" not in message
+
+
+def test_default_config_asks_for_genre_support(tmp_path: Path) -> None:
+    data = _make_dataset(tmp_path, [_row(n) for n in range(1, 7)])
+    with pytest.raises(DataValidationError) as caught:
+        validate_dataset(data, tmp_path / "out")
+    assert "genre 'Drama'" not in str(caught.value)
+    assert (f"genre 'Action': 0 movie(s), fewer than "
+            f"min_genre_support={ValidateConfig().min_genre_support}") in str(caught.value)
+
+
+def test_every_suite_rule_has_one_record_and_policy() -> None:
+    suite_rules = {e["meta"]["rule"] for e in load_suite_config()["expectations"]}
+    assert suite_rules == {rule.name for rule in RULES}
+    assert len(RULES) == len({rule.name for rule in RULES})
+    # The config's default policy lists name exactly the rules whose own default is soft /
+    # warn, so params.yaml (which restates them) and the rule records cannot drift apart.
+    defaults = ValidateConfig()
+    lists = {"soft": defaults.soft_rules, "warn": defaults.warn_rules,
+             "hard": defaults.hard_rules}
+    for rule in RULES:
+        named = {level for level, names in lists.items() if rule.name in names}
+        assert named == ({rule.severity} if rule.severity != "hard" else set()), rule.name
+
+
+@pytest.mark.parametrize("policy", ["soft_rules", "warn_rules", "hard_rules"])
+def test_unknown_rule_in_policy(tmp_path: Path, policy: str) -> None:
+    data = _make_dataset(tmp_path, [_row(1)])
+    config = ValidateConfig(**{"soft_rules": (), "warn_rules": (), policy: ("no_such_rule",)})
+    with pytest.raises(ValueError, match=f"{policy}: unknown rule 'no_such_rule'"):
+        validate_dataset(data, tmp_path / "out", config)
+    assert not (tmp_path / "out").exists()
 
 
 def test_missing_optional_column_is_reported_once(tmp_path: Path) -> None:
@@ -341,7 +390,7 @@ def test_missing_optional_column_is_reported_once(tmp_path: Path) -> None:
     pd.read_csv(data / "labels.csv", dtype=str).drop(columns=["tmdb_id"]).to_csv(
         data / "labels.csv", index=False)
     with pytest.raises(DataValidationError, match=r"missing column\(s\) 'tmdb_id'"):
-        validate_dataset(data, tmp_path / "out")
+        validate_dataset(data, tmp_path / "out", _config())
     assert [s["name"] for s in _summary(tmp_path / "out")["skipped"]] == ["tmdb_id_numeric"]
 
 
@@ -351,7 +400,7 @@ def test_metrics_and_data_docs(tmp_path: Path) -> None:
     rows = [_row(n) for n in range(1, 31)]
     data = _make_dataset(tmp_path, rows, skip_posters=("posters/tt0000005.jpg",))
     out = tmp_path / "out"
-    validate_dataset(data, out)
+    validate_dataset(data, out, _config())
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["rows_in"] == 30 and metrics["rows_kept"] == 29
     assert metrics["rejects"] == {"poster_exists": 1} and metrics["flagged"]["poster_exists"] == 1

@@ -24,13 +24,13 @@ import pandas as pd
 from tqdm import tqdm
 
 from postergenre.atomic import write_json
+from postergenre.configs import TRANSFORMS, AugmentConfig
 from postergenre.genres import GENRES, encode_many
 from postergenre.images import colour_jitter, encode_jpeg, hflip, random_crop, read_rgb, resize
 from postergenre.labels import read_labels
 from postergenre.shards import MANIFEST_FILE, PosterRecord, write_shards
 from postergenre.split import SPLITS
 
-TRANSFORMS: tuple[str, ...] = ("hflip", "crop", "jitter")
 CLASS_WEIGHTS_FILE = "class_weights.json"
 _CHUNK = 256  # posters decoded at once: bounds memory whatever the split size
 
@@ -88,34 +88,20 @@ def augment_and_shard(
     data_dir: str | os.PathLike[str],
     split_dir: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
-    transforms: Sequence[str] = TRANSFORMS,
-    max_upsample: float = 3.0,
-    image_size: int = 64,
-    shard_size: int = 1000,
-    jpeg_quality: int = 95,
-    max_class_weight: float = 10.0,
-    crop_min_scale: float = 0.85,
-    jitter: float = 0.1,
-    seed: int = 0,
+    config: AugmentConfig | None = None,
 ) -> dict[str, Any]:
     """Write `<split>-NNNNN.tfrecord` shards, `class_weights.json` and `manifest.json`.
 
-    `transforms` picks among hflip, crop, jitter; `max_upsample` caps how many times a
-    training poster appears in all (1 switches upsampling off). Deterministic from `seed`.
+    `config.transforms` picks among hflip, crop, jitter; `config.max_upsample` caps how
+    many times a training poster appears in all (1 switches upsampling off). Deterministic
+    from `config.seed`.
     """
-    bad = [t for t in transforms if t not in TRANSFORMS]
-    if bad:
-        raise ValueError(f"transforms: unknown {', '.join(map(repr, bad))}; "
-                         f"choose from {', '.join(TRANSFORMS)}")
-    if max_upsample < 1:
-        raise ValueError(f"max_upsample must be at least 1, got {max_upsample}")
-    if max_upsample > 1 and not transforms:
-        raise ValueError("max_upsample > 1 needs at least one transform (copies would be "
-                         "identical)")
-    if image_size < 32:
-        raise ValueError("image_size must be at least 32 (VGG16's smallest input)")
-    if not 0 < crop_min_scale <= 1:
-        raise ValueError(f"crop_min_scale must be in (0, 1], got {crop_min_scale}")
+    config = config or AugmentConfig()
+    transforms, max_upsample, image_size = (config.transforms, config.max_upsample,
+                                            config.image_size)
+    crop_min_scale, jitter, seed = config.crop_min_scale, config.jitter, config.seed
+    jpeg_quality, max_class_weight = config.jpeg_quality, config.max_class_weight
+    shard_size = config.shard_size
     data_dir, split_dir, out = Path(data_dir), Path(split_dir), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob("*.tfrecord"):

@@ -1,7 +1,9 @@
 """`postergenre`: one subcommand per pipeline stage, plus summary and pipeline tools.
 
-`dvc.yaml` calls these subcommands; each one parses its flags and calls one library
-function, nothing more.
+`dvc.yaml` calls these subcommands with paths only; each stage reads its settings from
+its section of `params.yaml` (`--params FILE`, `--set KEY=VALUE`, or one flag per
+setting, generated with its help and default from the stage's config in configs.py) and
+calls one library function, nothing more.
 """
 
 from __future__ import annotations
@@ -11,8 +13,35 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
+
+from postergenre import __version__
+from postergenre.configs import (
+    MODEL_KINDS,
+    MODELS_SECTION,
+    SOURCES,
+    AugmentConfig,
+    EvaluateConfig,
+    GateConfig,
+    IngestConfig,
+    SplitConfig,
+    ValidateConfig,
+    model_spec,
+)
+from postergenre.typed_config import (
+    DEFAULT_PARAMS,
+    ConfigError,
+    add_config_flags,
+    add_params_flags,
+    config_from_args,
+    describe_fields,
+    parse_assignment,
+    read_params,
+    section_of,
+    set_dotted,
+)
 
 # TensorFlow's C++ start-up chatter hides the stage's own output; keep warnings and errors.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -31,181 +60,97 @@ def _model_pairs(values: Sequence[str]) -> dict[str, str]:
     return pairs
 
 
-def _comma_list(value: str) -> list[str]:
-    """`Sci-Fi,War` -> ['Sci-Fi', 'War'] (dvc.yaml cannot interpolate a YAML list)."""
-    return [item.strip() for item in value.split(",") if item.strip()]
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown for plain flags (config flags carry theirs in their help)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "(default:" in text or action.default in (None, argparse.SUPPRESS, False, "") \
+                or action.required or isinstance(action.default, list):
+            return text
+        return text + " (default: %(default)s)"
 
 
-def _add_training_flags(p: argparse.ArgumentParser, epochs: int, learning_rate: float) -> None:
+def _verbosity_parent() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
+                        help="more log lines: -v for progress (INFO), -vv for DEBUG")
+    return parent
+
+
+def _stage_parser(sub, name: str, help_text: str, config: type | None = None,
+                  section: str | None = None) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help_text, description=help_text,
+                       formatter_class=_Formatter, parents=[_verbosity_parent()])
+    if config is not None:
+        add_params_flags(p)
+        add_config_flags(p, config, f"settings (params.yaml section '{section}'; "
+                         "flags override it)")
+    return p
+
+
+def _add_training_parser(sub, kind: str, config: type) -> None:
+    p = _stage_parser(sub, f"train-{kind}", f"train a model of kind '{kind}': "
+                      f"{config.__doc__.splitlines()[0]}", config,
+                      f"{MODELS_SECTION}.NAME")
+    p.add_argument("--name", required=True, help="the model's name: its entry under "
+                   f"'{MODELS_SECTION}' in params.yaml, and its name in every output")
     p.add_argument("--prepared", required=True, help="augment's output folder (shards)")
     p.add_argument("--out", required=True, help="model folder to write")
-    p.add_argument("--epochs", type=int, default=epochs)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--learning-rate", type=float, default=learning_rate)
-    p.add_argument("--momentum", type=float, default=0.9, help="SGD Nesterov momentum")
-    p.add_argument("--lr-factor", type=float, default=0.1, help="ReduceLROnPlateau factor")
-    p.add_argument("--lr-patience", type=int, default=15, help="ReduceLROnPlateau patience")
-    p.add_argument("--min-lr", type=float, default=1e-6)
-    p.add_argument("--stop-patience", type=int, default=20, help="EarlyStopping patience")
-    p.add_argument("--no-class-weights", dest="use_class_weights", action="store_false",
-                   help="train with unweighted binary cross-entropy")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--require-gpu", action="store_true",
-                   help="fail at once when TensorFlow sees no GPU (for GPU node pools)")
     p.add_argument("--data-version", default="",
                    help="the data version trained on (e.g. data.dvc's md5), for metadata")
 
 
-def _genre_floats(value: str) -> dict[str, float]:
-    """`Drama=0.3,Comedy=0.2` -> {'Drama': 0.3, 'Comedy': 0.2} ('' -> {})."""
-    floors: dict[str, float] = {}
-    for item in _comma_list(value):
-        genre, sep, number = item.partition("=")
-        try:
-            floors[genre.strip()] = float(number)
-        except ValueError:
-            sep = ""
-        if not sep:
-            raise argparse.ArgumentTypeError(f"expected GENRE=NUMBER, got {item!r}")
-    return floors
-
-
-def _training_kwargs(args: argparse.Namespace) -> dict:
-    return {k: getattr(args, k) for k in (
-        "epochs", "batch_size", "learning_rate", "momentum", "lr_factor", "lr_patience",
-        "min_lr", "stop_patience", "use_class_weights", "seed", "require_gpu",
-        "data_version")}
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="postergenre",
-        description="Predict a movie's genres from its poster. Each subcommand is one "
-        "pipeline stage (what dvc.yaml and the Kubeflow components run).",
+        prog="postergenre", formatter_class=_Formatter,
+        description="Predict a movie's genres from its poster. Each stage subcommand is one "
+        "pipeline stage (what dvc.yaml and the Kubeflow components run); its settings come "
+        f"from its section of {DEFAULT_PARAMS} (see `postergenre STAGE --help`).",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"postergenre {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more log lines: -v for progress (INFO), -vv for DEBUG")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("ingest", help="write a poster data set (labels.csv + posters/)")
-    p.add_argument("--source", choices=["demo", "tmdb", "local", "dvc"], default="demo",
+    p = _stage_parser(sub, "ingest", "write a poster data set (labels.csv + posters/)",
+                      IngestConfig, "ingest")
+    p.add_argument("--source", choices=SOURCES, default="demo",
                    help="demo: synthetic posters generated offline from a seed; tmdb: "
                    "MovieLens ids -> TMDb posters (needs TMDB_API_KEY or "
                    "TMDB_READ_ACCESS_TOKEN in the environment); local: a poster folder + "
-                   "labels CSV; dvc: a data version pulled from a DVC remote")
+                   "labels CSV (--local-dir); dvc: a data version pulled from a DVC remote")
     p.add_argument("--out", required=True, help="data set folder to write (e.g. data)")
-    g = p.add_argument_group("demo")
-    g.add_argument("--n-posters", type=int, default=1500)
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--width", type=int, default=96)
-    g.add_argument("--height", type=int, default=144)
-    g = p.add_argument_group("tmdb")
-    g.add_argument("--movielens-release", default="ml-latest-small",
-                   choices=["ml-latest-small", "ml-latest", "ml-25m"])
-    g.add_argument("--movielens-url", default=None, help="base URL of the MovieLens zips")
-    g.add_argument("--movielens-md5", default=None,
-                   help="expected zip MD5 (default: the published .md5 file)")
-    g.add_argument("--tmdb-api-url", default=None, help="TMDb API base URL (default: "
-                   "https://api.themoviedb.org/3)")
-    g.add_argument("--tmdb-image-url", default=None, help="TMDb image base URL (default: "
-                   "https://image.tmdb.org/t/p)")
-    g.add_argument("--poster-size", default="w500",
-                   choices=["w92", "w154", "w185", "w342", "w500", "w780", "original"])
-    g.add_argument("--label-source", default="tmdb", choices=["tmdb", "movielens", "union"])
-    g.add_argument("--max-movies", type=int, default=None, help="first N MovieLens movies")
-    g.add_argument("--rate-limit", type=float, default=20.0, help="requests per second")
-    g.add_argument("--concurrency", type=int, default=8, help="requests in flight")
-    g.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
-    g.add_argument("--retries", type=int, default=5, help="retries per request")
-    g.add_argument("--cache-dir", default=None,
-                   help="downloads and crawl state (default: ~/.cache/postergenre)")
-    g.add_argument("--report", default=None, help="ingest report JSON to write")
-    g = p.add_argument_group("local")
-    g.add_argument("--local-dir", default=None, help="folder holding the posters")
-    g.add_argument("--labels-csv", default=None, help="default: LOCAL_DIR/labels.csv")
-    g = p.add_argument_group("dvc")
-    g.add_argument("--data-version", default=None,
-                   help="the md5 in data.dvc, or a git revision of --repo")
-    g.add_argument("--remote-url", default=None, help="DVC remote, e.g. s3://bucket/path")
-    g.add_argument("--endpoint-url", default=None, help="S3 endpoint (MinIO, Ceph, ...)")
-    g.add_argument("--repo", default=".", help="git repository holding data.dvc")
+    p.add_argument("--data-version", default="",
+                   help="dvc source: the md5 in data.dvc, or a git revision of --dvc-repo")
+    p.add_argument("--report", default=None, help="ingest report JSON to write")
 
-    p = sub.add_parser("validate", help="check the labels table and posters (great-expectations)")
+    p = _stage_parser(sub, "validate", "check the labels table and posters "
+                      "(great-expectations)", ValidateConfig, "validate")
     p.add_argument("--data", required=True, help="data set folder (labels.csv + posters/)")
     p.add_argument("--out", required=True, help="folder for kept labels, rejects, summary")
-    p.add_argument("--max-listed", type=int, default=10, help="offenders listed per rule")
     p.add_argument("--metrics", default=None, help="rows in/kept/rejected JSON (DVC metrics; "
                    "default OUT/metrics.json)")
     p.add_argument("--docs", default=None, help="Data Docs HTML (default OUT/data_docs.html)")
-    p.add_argument("--soft-rules", type=_comma_list, default=None,
-                   help="comma-separated rules whose rows go to rejects.csv instead of stopping")
-    p.add_argument("--warn-rules", type=_comma_list, default=None,
-                   help="comma-separated rules that are only reported")
-    p.add_argument("--max-reject-fraction", type=float, default=0.05,
-                   help="stop when soft rules would reject more than this share of rows")
-    p.add_argument("--min-genre-support", type=int, default=1)
-    p.add_argument("--min-width", type=int, default=32)
-    p.add_argument("--min-height", type=int, default=32)
-    p.add_argument("--min-aspect", type=float, default=1.0, help="height / width")
-    p.add_argument("--max-aspect", type=float, default=2.0)
-    p.add_argument("--min-file-bytes", type=int, default=1)
-    p.add_argument("--max-file-bytes", type=int, default=20_000_000)
-    p.add_argument("--max-pixels", type=int, default=40_000_000)
-    p.add_argument("--duplicate-distance", type=int, default=4,
-                   help="perceptual-hash bits within which posters are near-duplicates "
-                   "(-1: off)")
 
-    p = sub.add_parser("split", help="train/validation/test by movie, before augmentation")
+    p = _stage_parser(sub, "split", "train/validation/test by movie, before augmentation",
+                      SplitConfig, "split")
     p.add_argument("--labels", required=True, help="validated labels.csv (or its folder)")
-    p.add_argument("--out", required=True)
-    p.add_argument("--train-fraction", type=float, default=0.6)
-    p.add_argument("--validation-fraction", type=float, default=0.2)
-    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--out", required=True, help="folder for train/validation/test.csv")
 
-    p = sub.add_parser("augment", help="resize into shards; upsample rare genres in the "
-                       "training split only")
+    p = _stage_parser(sub, "augment", "resize into shards; upsample rare genres in the "
+                      "training split only", AugmentConfig, "augment")
     p.add_argument("--data", required=True, help="data set folder the posters are in")
     p.add_argument("--split", required=True, help="split's output folder")
-    p.add_argument("--out", required=True)
-    p.add_argument("--transforms", type=_comma_list, default=["hflip", "crop", "jitter"],
-                   help="comma-separated, from hflip, crop, jitter")
-    p.add_argument("--max-upsample", type=float, default=3.0,
-                   help="cap on a training poster's copies in all (1: no upsampling)")
-    p.add_argument("--image-size", type=int, default=64, help="square side in pixels")
-    p.add_argument("--shard-size", type=int, default=1000, help="records per shard")
-    p.add_argument("--max-class-weight", type=float, default=10.0)
-    p.add_argument("--crop-min-scale", type=float, default=0.85)
-    p.add_argument("--jitter", type=float, default=0.1)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="folder for the TFRecord shards")
 
-    p = sub.add_parser("train-scratch", help="train the study's CNN from scratch")
-    _add_training_flags(p, epochs=100, learning_rate=0.1)
-    p.add_argument("--conv1-filters", type=int, default=64)
-    p.add_argument("--conv2-filters", type=int, default=128)
-    p.add_argument("--dense-units", type=int, default=256)
-    p.add_argument("--input-dropout", type=float, default=0.2)
-    p.add_argument("--conv-dropout", type=float, default=0.25, help="after each max-pool")
-    p.add_argument("--dense-dropout", type=float, default=0.5, help="after each dense layer")
-    p.add_argument("--clipnorm", type=float, default=0.0,
-                   help="clip each gradient's norm to this (0: off, as in the study)")
+    for kind, config in MODEL_KINDS.items():
+        _add_training_parser(sub, kind, config)
 
-    p = sub.add_parser("train-vgg16", help="train a dense head on a frozen VGG16 (or "
-                       "EfficientNet-Lite0) base")
-    _add_training_flags(p, epochs=50, learning_rate=0.01)
-    p.add_argument("--backbone", choices=["vgg16", "efficientnet_lite0"], default="vgg16",
-                   help="frozen pretrained base (efficientnet_lite0's ImageNet weights come "
-                   "with the package, offline)")
-    p.add_argument("--weights", default="imagenet",
-                   help="'imagenet' (VGG16: Keras downloads it; Lite0: from the package), "
-                   "'none' (random), a weights file, or an s3:// URI")
-    p.add_argument("--dense-units", type=int, default=4096)
-    p.add_argument("--fine-tune-epochs", type=int, default=0,
-                   help="second phase: epochs with the base's last block unfrozen")
-    p.add_argument("--fine-tune-learning-rate", type=float, default=1e-4)
-
-    p = sub.add_parser("evaluate", help="score models and the null model on test")
-    p.add_argument("--prepared", required=True)
-    p.add_argument("--model", action="append", required=True, metavar="NAME=DIR",
-                   help="a trained model folder (repeat for each model)")
+    p = _stage_parser(sub, "evaluate", "score models and the baselines on test",
+                      EvaluateConfig, "evaluate")
+    p.add_argument("--prepared", required=True, help="augment's output folder (shards)")
+    _add_model_flags(p)
     p.add_argument("--metrics", required=True, help="headline metrics JSON (DVC metrics)")
     p.add_argument("--per-genre", required=True, help="per-genre metrics JSON")
     p.add_argument("--plots", required=True, help="folder for ROC / PR curves (DVC plots)")
@@ -214,57 +159,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", help="HTML report to write")
     p.add_argument("--registry", help="registry (folder or s3://): its latest blessed model "
                    "is re-scored for the gate's comparison")
-    p.add_argument("--resamples", type=int, default=200, help="paired bootstrap resamples")
-    p.add_argument("--confidence", type=float, default=0.95)
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-    p.add_argument("--report-posters", type=int, default=12,
-                   help="test posters (with Grad-CAM) in the report")
-    p.add_argument("--batch-size", type=int, default=64)
 
-    p = sub.add_parser("gate", help="bless a model only if it beats the baselines and the "
-                       "last blessed model")
-    p.add_argument("--metrics", required=True)
+    p = _stage_parser(sub, "gate", "bless a model only if it beats the baselines and the "
+                      "last blessed model", GateConfig, "gate")
+    p.add_argument("--metrics", required=True, help="evaluate's metrics JSON")
     p.add_argument("--blessing", required=True, help="blessing JSON to write")
     p.add_argument("--per-genre", help="per-genre metrics JSON (per-genre rules)")
     p.add_argument("--bootstrap", help="bootstrap JSON (comparison with the last blessed)")
     p.add_argument("--thresholds", help="thresholds JSON (copied into the blessing)")
-    p.add_argument("--min-f1-micro-margin", type=float, default=0.05)
-    p.add_argument("--min-map-margin", type=float, default=0.05)
-    p.add_argument("--max-hamming-loss-increase", type=float, default=0.0)
-    p.add_argument("--min-f1-micro", type=float, default=0.0, help="floor on micro-F1")
-    p.add_argument("--min-map-macro", type=float, default=0.0, help="floor on mAP")
-    p.add_argument("--epsilon", type=float, default=0.02,
-                   help="allowed drop against the last blessed model (bootstrap lower bound)")
-    p.add_argument("--genre-ap-floors", type=_genre_floats, default={},
-                   help="per-genre AP floors, e.g. 'Drama=0.3,Comedy=0.2' ('' for none)")
-    p.add_argument("--max-genre-ap-drop", type=float, default=-1.0,
-                   help="maximum per-genre AP drop against the last blessed (negative: off)")
 
-    p = sub.add_parser("register", help="copy the blessed model into the registry")
-    p.add_argument("--blessing", required=True)
-    p.add_argument("--model", action="append", required=True, metavar="NAME=DIR")
+    p = _stage_parser(sub, "register", "copy the blessed model into the registry")
+    p.add_argument("--blessing", required=True, help="the gate's blessing JSON")
+    _add_model_flags(p)
+    p.add_argument("--params", metavar="FILE", default=None, help="params file whose "
+                   f"'{MODELS_SECTION}' names the models of --models-root (default: "
+                   f"{DEFAULT_PARAMS})")
     p.add_argument("--registry", required=True, help="registry folder or s3://bucket/prefix")
     p.add_argument("--data-version", default=None,
                    help="data version to record (default: the md5 in --data-dvc)")
     p.add_argument("--data-dvc", default="data.dvc", help=".dvc file of the poster data")
 
-    p = sub.add_parser("summary", help="print the metrics table and the gate's decision")
-    p.add_argument("--metrics", required=True)
-    p.add_argument("--blessing", required=True)
-    p.add_argument("--bootstrap", help="bootstrap JSON, to print confidence intervals")
+    p = _stage_parser(sub, "summary", "print the metrics table and the gate's decision")
+    p.add_argument("--metrics", required=True, help="evaluate's metrics JSON")
+    p.add_argument("--blessing", required=True, help="the gate's blessing JSON")
+    p.add_argument("--bootstrap", help="bootstrap JSON, to print confidence intervals "
+                   "(default: bootstrap.json beside --metrics)")
     p.add_argument("--registry", help="registry folder, to show what latest points at")
 
-    p = sub.add_parser("predict", help="genres of posters (files, folders, http(s) URLs)")
+    p = _stage_parser(sub, "predict", "genres of posters (files, folders, http(s) URLs)")
     p.add_argument("posters", nargs="+", metavar="POSTER")
     p.add_argument("--model", help="a model folder or registry entry (default: the "
                    "registry's latest blessed model)")
     p.add_argument("--registry", default="registry", help="registry folder or s3:// URI")
     p.add_argument("--csv", help="write every poster's 19 probabilities to this CSV")
     p.add_argument("--explain", metavar="DIR", help="write Grad-CAM overlays into DIR")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32, help="posters per batch")
 
-    p = sub.add_parser("batch-predict", help="score poster shards on Apache Beam (tfx-bsl "
-                       "RunInference) into a Parquet table")
+    p = _stage_parser(sub, "batch-predict", "score poster shards on Apache Beam (tfx-bsl "
+                      "RunInference) into a Parquet table")
     p.add_argument("--model", default="registry", help="a registry (folder or s3://: its "
                    "latest blessed model), a registry entry or a trained model folder")
     p.add_argument("--prepared", help="prepared folder (augment's output) to score")
@@ -284,8 +216,65 @@ def build_parser() -> argparse.ArgumentParser:
     # `pipeline compile | run --local | submit | upload`: flags live beside the code.
     from postergenre.pipelines.commands import add_pipeline_parser
 
-    add_pipeline_parser(sub)
+    add_pipeline_parser(sub, parents=[_verbosity_parent()])
     return parser
+
+
+def _add_model_flags(p: argparse.ArgumentParser) -> None:
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--model", action="append", metavar="NAME=DIR",
+                       help="a trained model folder (repeat for each model)")
+    group.add_argument("--models-root", metavar="DIR", help=f"every model named under "
+                       f"'{MODELS_SECTION}' in the params file, each in DIR/NAME")
+
+
+def _model_dirs(args: argparse.Namespace) -> dict[str, str]:
+    """--model NAME=DIR pairs, or the params file's model names under --models-root."""
+    if args.model:
+        return _model_pairs(args.model)
+    params_file = _params_file(args) or DEFAULT_PARAMS
+    models = section_of(read_params(params_file), MODELS_SECTION)
+    if not isinstance(models, Mapping) or not models:
+        raise ConfigError(f"{params_file}: no '{MODELS_SECTION}' section to find the models "
+                          f"of --models-root {args.models_root} by")
+    return {str(name): str(Path(args.models_root) / str(name)) for name in models}
+
+
+def _params_file(args: argparse.Namespace) -> str | None:
+    if args.params is not None:
+        return args.params
+    return DEFAULT_PARAMS if Path(DEFAULT_PARAMS).is_file() else None
+
+
+def model_config_from_args(kind: str, args: argparse.Namespace) -> Any:
+    """A training command's ModelSpec: `models.NAME` of the params file (its kind must be
+    this command's), then --set, then flags."""
+    name = args.name
+    section = f"{MODELS_SECTION}.{name}"
+    entry: dict[str, Any] = {"kind": kind}
+    params_file = _params_file(args)
+    if params_file is not None:
+        params = read_params(params_file)
+        found = section_of(params, section)
+        models = section_of(params, MODELS_SECTION)
+        if found is None and isinstance(models, Mapping) and models:
+            raise ConfigError(f"{params_file}: no model {name!r} under '{MODELS_SECTION}'; "
+                              f"known: {', '.join(map(str, models))}")
+        if found is not None:
+            if not isinstance(found, Mapping):
+                raise ConfigError(f"{params_file}: {section}: expected a mapping of settings")
+            if found.get("kind") != kind:
+                raise ConfigError(f"{params_file}: {section}.kind is {found.get('kind')!r}; "
+                                  f"use `postergenre train-{found.get('kind')}`")
+            entry = dict(found)
+    for text in args.overrides:
+        key, value = parse_assignment(text)
+        set_dotted(entry, key, value)
+    for field, *_ in describe_fields(MODEL_KINDS[kind]):
+        dest = "cfg__" + field
+        if hasattr(args, dest):
+            entry[field] = getattr(args, dest)
+    return model_spec(name, entry)
 
 
 def _summary(args: argparse.Namespace) -> int:
@@ -367,81 +356,89 @@ def _pipeline(args: argparse.Namespace) -> int:
     return run_pipeline_command(args)
 
 
+def _log_settings(stage: str, config: Any) -> None:
+    from postergenre.typed_config import to_mapping
+
+    logging.getLogger("postergenre.cli").info("%s settings: %s", stage,
+                                              json.dumps(to_mapping(config)))
+
+
+def _train(kind: str, args: argparse.Namespace) -> int:
+    spec = model_config_from_args(kind, args)
+    _log_settings(f"{MODELS_SECTION}.{spec.name}", spec.config)
+    from postergenre.train import train_model
+
+    info = train_model(args.prepared, args.out, spec, args.data_version)
+    print(f"{spec.name} ({spec.describe()}): {info['epochs_run']} epochs on {info['device']}, "
+          f"best val_loss {info['best_val_loss']:.4f} at epoch {info['best_epoch']} "
+          f"-> {args.out}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:  # noqa: C901 - a flat dispatch table
     cmd = args.command
     if cmd == "ingest":
         from postergenre.ingest import ingest
-        from postergenre.tmdb_ingest import cli_options
 
-        summary = ingest(args.source, args.out, n_posters=args.n_posters, seed=args.seed,
-                         width=args.width, height=args.height, tmdb=cli_options(args),
-                         local_dir=args.local_dir, labels_csv=args.labels_csv,
-                         data_version=args.data_version, remote_url=args.remote_url,
-                         endpoint_url=args.endpoint_url, repo=args.repo)
-        print(json.dumps(summary, indent=2))
+        config = config_from_args(IngestConfig, "ingest", args)
+        _log_settings(cmd, config)
+        summary = ingest(args.source, args.out, config, data_version=args.data_version,
+                         report_path=args.report)
+        print(f"ingest ({args.source}): " + ", ".join(
+            f"{k} {v}" for k, v in summary.items() if isinstance(v, (int, float, str))))
     elif cmd == "validate":
-        from postergenre.validate import Limits, validate_dataset
+        from postergenre.validate import validate_dataset
 
-        limits = Limits(**{k: getattr(args, k) for k in Limits.__dataclass_fields__})
-        summary = validate_dataset(
-            args.data, args.out, max_listed=args.max_listed, limits=limits,
-            soft_rules=args.soft_rules, warn_rules=args.warn_rules,
-            max_reject_fraction=args.max_reject_fraction, metrics_path=args.metrics,
-            docs_path=args.docs)
+        config = config_from_args(ValidateConfig, cmd, args)
+        _log_settings(cmd, config)
+        summary = validate_dataset(args.data, args.out, config, metrics_path=args.metrics,
+                                   docs_path=args.docs)
         print(f"validate: {summary['rows_in']} rows in, {summary['rows_kept']} kept, "
               f"{summary['rows_rejected']} rejected {summary['rejects']}")
     elif cmd == "split":
         from postergenre.split import split_dataset
 
-        split_dataset(args.labels, args.out, args.train_fraction, args.validation_fraction,
-                      args.seed)
+        config = config_from_args(SplitConfig, cmd, args)
+        _log_settings(cmd, config)
+        manifest = split_dataset(args.labels, args.out, config)
+        print("split: " + ", ".join(f"{k} {v}" for k, v in manifest["counts"].items())
+              + " movies")
     elif cmd == "augment":
         from postergenre.augment import augment_and_shard
 
-        augment_and_shard(args.data, args.split, args.out, transforms=args.transforms,
-                          max_upsample=args.max_upsample, image_size=args.image_size,
-                          shard_size=args.shard_size, max_class_weight=args.max_class_weight,
-                          crop_min_scale=args.crop_min_scale, jitter=args.jitter, seed=args.seed)
-    elif cmd == "train-scratch":
-        from postergenre.train import train_scratch
-
-        train_scratch(args.prepared, args.out, conv1_filters=args.conv1_filters,
-                      conv2_filters=args.conv2_filters, dense_units=args.dense_units,
-                      input_dropout=args.input_dropout, conv_dropout=args.conv_dropout,
-                      dense_dropout=args.dense_dropout, clipnorm=args.clipnorm,
-                      **_training_kwargs(args))
-    elif cmd == "train-vgg16":
-        from postergenre.train import train_vgg16
-
-        train_vgg16(args.prepared, args.out, weights=args.weights, backbone=args.backbone,
-                    dense_units=args.dense_units, fine_tune_epochs=args.fine_tune_epochs,
-                    fine_tune_learning_rate=args.fine_tune_learning_rate,
-                    **_training_kwargs(args))
+        config = config_from_args(AugmentConfig, cmd, args)
+        _log_settings(cmd, config)
+        manifest = augment_and_shard(args.data, args.split, args.out, config)
+        print("augment: " + ", ".join(f"{k} {v['records']}" for k, v in
+                                      manifest["counts"].items())
+              + f" records at {config.image_size} px")
+    elif cmd.startswith("train-"):
+        return _train(cmd.removeprefix("train-"), args)
     elif cmd == "evaluate":
         from postergenre.evaluate import evaluate_models
 
-        evaluate_models(args.prepared, _model_pairs(args.model), args.metrics,
-                        args.per_genre, args.plots, args.batch_size,
-                        bootstrap_path=args.bootstrap, thresholds_path=args.thresholds,
-                        report_path=args.report, registry=args.registry,
-                        resamples=args.resamples, confidence=args.confidence, seed=args.seed,
-                        report_posters=args.report_posters)
+        config = config_from_args(EvaluateConfig, cmd, args)
+        _log_settings(cmd, config)
+        headline = evaluate_models(args.prepared, _model_dirs(args), args.metrics,
+                                   args.per_genre, args.plots, config,
+                                   bootstrap_path=args.bootstrap,
+                                   thresholds_path=args.thresholds, report_path=args.report,
+                                   registry=args.registry)
+        print("evaluate: " + ", ".join(f"{name} mAP {values['map_macro']:.3f}"
+                                       for name, values in headline.items()))
     elif cmd == "gate":
         from postergenre.gate import gate
 
-        decision = gate(args.metrics, args.blessing, args.min_f1_micro_margin,
-                        args.min_map_margin, args.max_hamming_loss_increase,
-                        min_f1_micro=args.min_f1_micro, min_map_macro=args.min_map_macro,
-                        epsilon=args.epsilon, genre_ap_floors=args.genre_ap_floors,
-                        max_genre_ap_drop=args.max_genre_ap_drop,
-                        per_genre_path=args.per_genre, bootstrap_path=args.bootstrap,
-                        thresholds_path=args.thresholds)
+        config = config_from_args(GateConfig, cmd, args)
+        _log_settings(cmd, config)
+        decision = gate(args.metrics, args.blessing, config, per_genre_path=args.per_genre,
+                        bootstrap_path=args.bootstrap, thresholds_path=args.thresholds)
         print(f"gate: {decision}")
     elif cmd == "register":
         from postergenre.registry import data_version_of, register
 
         version = args.data_version or data_version_of(args.data_dvc)
-        entry = register(args.blessing, _model_pairs(args.model), args.registry, version)
+        entry = register(args.blessing, _model_dirs(args), args.registry, version)
         print(f"registered {entry}" if entry else "not blessed: nothing registered")
     elif cmd == "predict":
         return _predict(args)
@@ -454,20 +451,30 @@ def run(args: argparse.Namespace) -> int:  # noqa: C901 - a flat dispatch table
     return 0
 
 
+def configure_logging(verbosity: int) -> None:
+    """Quiet by default (warnings and errors); -v: INFO; -vv: DEBUG."""
+    level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 \
+        else logging.DEBUG
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        force=True)
+    if verbosity < 2:
+        # tfx-bsl logs every feature of the schema through absl at INFO on each read, and
+        # great-expectations logs each step of a validation at INFO.
+        for noisy in ("absl", "great_expectations", "apache_beam"):
+            logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not args.verbose:
-        # tfx-bsl logs every feature of the schema through absl at INFO on each read.
-        logging.getLogger("absl").setLevel(logging.WARNING)
+    configure_logging(getattr(args, "verbose", 0))
     try:
         return run(args)
     except argparse.ArgumentTypeError as err:
         parser.error(str(err))
     except (ValueError, FileNotFoundError, FileExistsError, KeyError) as err:
-        # Bad input: one clear line naming the file / row / field, no traceback.
+        # Bad input: one clear line naming the file / row / field / key, no traceback.
+        # (ConfigError is a ValueError.)
         print(f"postergenre {args.command}: error: {err}", file=sys.stderr)
         return 2
     return 0

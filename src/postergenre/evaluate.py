@@ -23,6 +23,7 @@ import numpy as np
 
 from postergenre.atomic import write_json
 from postergenre.bootstrap import paired_bootstrap
+from postergenre.configs import EvaluateConfig
 from postergenre.genres import GENRES
 from postergenre.metrics import (
     BASELINES,
@@ -77,11 +78,6 @@ def top_k_scores(n: int, train_labels: np.ndarray, k: int) -> np.ndarray:
     counts = np.asarray(train_labels).sum(axis=0).astype(np.int64)
     scores[:, np.argsort(-counts, kind="stable")[:k]] = 1.0
     return scores
-
-
-def most_frequent_scores(n: int, train_labels: np.ndarray) -> np.ndarray:
-    """Score 1 for the training split's most frequent genre, 0 for every other, for all."""
-    return top_k_scores(n, train_labels, 1)
 
 
 def _clean(value):
@@ -188,21 +184,18 @@ def evaluate_models(
     metrics_path: str | os.PathLike[str],
     per_genre_path: str | os.PathLike[str],
     plots_dir: str | os.PathLike[str],
-    batch_size: int = 64,
+    config: EvaluateConfig | None = None,
     *,
     bootstrap_path: str | os.PathLike[str] | None = None,
     thresholds_path: str | os.PathLike[str] | None = None,
     report_path: str | os.PathLike[str] | None = None,
     registry: str | os.PathLike[str] | None = None,
-    resamples: int = 200,
-    confidence: float = 0.95,
-    seed: int = 0,
-    report_posters: int = 12,
 ) -> dict:
     """Write headline metrics (DVC metrics), per-genre tables, curves, bootstrap intervals,
     thresholds and (optionally) the HTML report; return the headline metrics."""
+    config = config or EvaluateConfig()
     scored, y_test, test_ids, reference_entry = score_all(prepared_dir, model_dirs, registry,
-                                                          batch_size)
+                                                          config.batch_size)
     headline: dict[str, dict] = {}
     per_genre: dict[str, dict] = {}
     for name, s in scored.items():
@@ -211,20 +204,23 @@ def evaluate_models(
                  headline[name]["f1_micro"], headline[name]["map_macro"])
     boot = paired_bootstrap(
         y_test, {name: (s.test_scores, s.threshold) for name, s in scored.items()},
-        resamples=resamples, confidence=confidence, seed=seed,
+        resamples=config.bootstrap_resamples, confidence=config.confidence, seed=config.seed,
         reference=LAST_BLESSED if LAST_BLESSED in scored else None)
     boot["reference_entry"] = reference_entry
 
     plots = Path(plots_dir)
     plots.mkdir(parents=True, exist_ok=True)
+    # One folder per plot, one file per scorer: DVC draws every model found there, so a
+    # new model in params.yaml needs no change to dvc.yaml.
     for name in scored:
-        write_json(plots / f"roc_{name}.json", micro_roc(y_test, scored[name].test_scores))
-        write_json(plots / f"pr_{name}.json", micro_pr(y_test, scored[name].test_scores))
+        write_json(plots / "roc" / f"{name}.json", micro_roc(y_test, scored[name].test_scores))
+        write_json(plots / "pr" / f"{name}.json", micro_pr(y_test, scored[name].test_scores))
     histories = {}
     for name in model_dirs:
         history = Path(model_dirs[name]) / "history.json"
         if history.is_file():
             histories[name] = json.loads(history.read_text())
+            write_json(plots / "history" / f"{name}.json", histories[name])
     evaluation = Evaluation(y_test, test_ids, scored, headline, per_genre, boot,
                             reference_entry, histories)
     from postergenre.figures import write_genre_curve_figures
@@ -243,5 +239,5 @@ def evaluate_models(
     if report_path:
         from postergenre.report import write_report
 
-        write_report(evaluation, report_path, prepared_dir, n_posters=report_posters)
+        write_report(evaluation, report_path, prepared_dir, n_posters=config.report_posters)
     return headline

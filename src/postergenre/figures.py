@@ -115,7 +115,8 @@ def write_genre_curve_figures(evaluation, plots_dir: str | os.PathLike[str],
     for name in models:
         scores = evaluation.scored[name].test_scores
         for kind, label in (("roc", "ROC"), ("pr", "Precision-recall")):
-            path = Path(plots_dir) / f"{kind}_genres_{name}.png"
+            path = Path(plots_dir) / "genres" / f"{kind}_{name}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(genre_curves_png(evaluation.y_test, scores, kind,
                                               f"{name}: {label} per genre (test)"))
             written.append(path)

@@ -31,6 +31,13 @@ LABEL_COLUMNS: tuple[str, ...] = (
     "genres",
     "source_genres",
 )
+# What `validate` writes for the stages after it: the kept rows gain the poster's perceptual
+# hash and its near-duplicate group (`split` keeps a group in one split); rejected rows go to
+# their own table with the rule that rejected them.
+PHASH_COLUMN = "phash"
+GROUP_COLUMN = "duplicate_group"
+REJECTS_FILE = "rejects.csv"
+REASON_COLUMN = "reason"
 
 
 def read_labels(path: str | os.PathLike[str]) -> pd.DataFrame:

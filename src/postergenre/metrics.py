@@ -149,6 +149,11 @@ def compute_metrics(y_true: np.ndarray, scores: np.ndarray,
         "roc_auc_macro": (float(np.mean([per_genre[GENRES[g]]["auc"] for g in both]))
                           if both else math.nan),
         "top_class": top_class(y_true, scores),
+        # Label cardinality, predicted and true: a model that predicts no genre has the
+        # lowest Hamming loss of all on sparse labels; this pair exposes it (and a model
+        # that flags every genre).
+        "genres_per_movie": float(predicted.sum(axis=1).mean()),
+        "true_genres_per_movie": float(y_true.sum(axis=1).mean()),
         "examples": int(len(y_true)),
         "genres_evaluated": int(len(present)),
     }

@@ -13,6 +13,7 @@ from pathlib import Path
 import keras
 from keras import layers, ops
 
+from postergenre.configs import ScratchConfig
 from postergenre.genres import NUM_GENRES
 
 # ImageNet channel means in BGR order, as VGG16's original ("caffe") preprocessing uses.
@@ -52,16 +53,13 @@ class WeightedBinaryCrossentropy(keras.losses.Loss):
         return {**super().get_config(), "positive_weights": self.positive_weights}
 
 
-def build_scratch_cnn(
-    image_size: int = 128,
-    conv1_filters: int = 64,
-    conv2_filters: int = 128,
-    dense_units: int = 256,
-    input_dropout: float = 0.2,
-    conv_dropout: float = 0.25,
-    dense_dropout: float = 0.5,
-) -> keras.Model:
-    """The study's VGG-like CNN: 22,866,707 parameters at its default sizes (128 px)."""
+def build_scratch_cnn(image_size: int, config: ScratchConfig, name: str = "scratch_cnn"
+                      ) -> keras.Model:
+    """The study's VGG-like CNN: 22,866,707 parameters at the study's sizes (128 px,
+    64-128 filters, 256 dense units)."""
+    conv1_filters, conv2_filters = config.conv1_filters, config.conv2_filters
+    dense_units, input_dropout = config.dense_units, config.input_dropout
+    conv_dropout, dense_dropout = config.conv_dropout, config.dense_dropout
     inputs = keras.Input((image_size, image_size, 3), name="image")
     x = layers.Rescaling(1.0 / 255, name="scale")(inputs)
     x = layers.Dropout(input_dropout, name="input_dropout")(x)
@@ -79,7 +77,7 @@ def build_scratch_cnn(
         x = layers.Dropout(dense_dropout, name=f"dense_dropout{i + 1}")(x)
     # float32 output even under mixed precision: sigmoid and the loss stay stable.
     outputs = layers.Dense(NUM_GENRES, activation="sigmoid", dtype="float32", name="genres")(x)
-    return keras.Model(inputs, outputs, name="scratch_cnn")
+    return keras.Model(inputs, outputs, name=name)
 
 
 BACKBONES: tuple[str, ...] = ("vgg16", "efficientnet_lite0")
@@ -161,21 +159,22 @@ def last_block_layers(base: keras.Model) -> list[keras.layers.Layer]:
             if layer.name.startswith((f"block{last}_", "head_"))]
 
 
-def build_vgg16_head(
-    feature_shape: Sequence[int], dense_units: int = 4096, dropout: float = 0.5
-) -> keras.Model:
-    """The study's dense head: Flatten, 4096, Dropout, 4096, Dropout, 19 sigmoid."""
-    inputs = keras.Input(tuple(feature_shape), name="vgg16_features")
+def build_dense_head(feature_shape: Sequence[int], dense_units: int, dropout: float = 0.5
+                     ) -> keras.Model:
+    """The study's dense head: Flatten, dense, Dropout, dense, Dropout, 19 sigmoid (the
+    study: 4096 units, dropout 0.5)."""
+    inputs = keras.Input(tuple(feature_shape), name="base_features")
     x = layers.Flatten(name="flatten")(inputs)
     x = layers.Dense(dense_units, activation="relu", name="fc1")(x)
     x = layers.Dropout(dropout, name="fc1_dropout")(x)
     x = layers.Dense(dense_units, activation="relu", name="fc2")(x)
     x = layers.Dropout(dropout, name="fc2_dropout")(x)
     outputs = layers.Dense(NUM_GENRES, activation="sigmoid", dtype="float32", name="genres")(x)
-    return keras.Model(inputs, outputs, name="vgg16_head")
+    return keras.Model(inputs, outputs, name="dense_head")
 
 
-def join_base_and_head(base: keras.Model, head: keras.Model) -> keras.Model:
+def join_base_and_head(base: keras.Model, head: keras.Model, name: str = "transfer"
+                       ) -> keras.Model:
     """One model from raw pixels to 19 probabilities, for saving and serving."""
     inputs = keras.Input(base.input_shape[1:], name="image")
-    return keras.Model(inputs, head(base(inputs)), name="vgg16_transfer")
+    return keras.Model(inputs, head(base(inputs)), name=name)

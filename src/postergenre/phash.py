@@ -14,7 +14,6 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-HASH_BITS = 64
 _BLOCK = 1024  # rows of the pairwise distance matrix held at once: memory stays bounded
 
 

@@ -1,16 +1,19 @@
-"""Measure one poster file for `validate`: size, header dimensions, decodability, hash.
+"""Measure poster files for `validate`: size, header dimensions, decodability, hash.
 
 Checks run cheapest first and stop as soon as a later one would be meaningless or unsafe:
 the pixel count comes from the file header (Pillow reads headers without decoding), so a
 decompression bomb (a small file claiming 20000x20000 pixels) is caught before OpenCV is
 asked to allocate it. Values that could not be measured are None, so only the rule that
 explains the problem fires for a row (great-expectations skips nulls in column rules).
+`probe_posters` measures a whole labels table's posters on a thread pool.
 """
 
 from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +21,7 @@ from typing import Any
 import cv2
 import numpy as np
 from PIL import Image
+from tqdm import tqdm
 
 from postergenre.phash import phash
 
@@ -92,3 +96,20 @@ def probe_poster(path: str | os.PathLike[str], max_pixels: int) -> PosterProbe:
                            problem=f"{channels} channel(s), {image.dtype}")
     rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     return PosterProbe(True, size, width, height, True, 3, f"{phash(rgb):016x}")
+
+
+def probe_posters(
+    cells: Sequence[str], data_dir: str | os.PathLike[str], max_pixels: int
+) -> list[PosterProbe]:
+    """Measure the poster of every `poster` cell (a path relative to `data_dir`), in order."""
+    data_dir = Path(data_dir)
+
+    def one(cell: str) -> PosterProbe:
+        if not cell.strip():
+            return PosterProbe(exists=False, problem="empty poster path")
+        return probe_poster(data_dir / cell, max_pixels)
+
+    # OpenCV and file reads release the GIL: threads use every core without pickling images.
+    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) + 1)) as pool:
+        return list(tqdm(pool.map(one, cells, chunksize=32), total=len(cells),
+                         desc="validate posters", unit="poster", disable=None))

@@ -44,16 +44,6 @@ class PosterRecord:
     augmentation: str = "none"
 
 
-FEATURES = {
-    "image": tf.io.FixedLenFeature([], tf.string),
-    "labels": tf.io.FixedLenFeature([NUM_GENRES], tf.int64),
-    "imdb_id": tf.io.FixedLenFeature([], tf.string),
-    "split": tf.io.FixedLenFeature([], tf.string),
-    "origin": tf.io.FixedLenFeature([], tf.string),
-    "augmentation": tf.io.FixedLenFeature([], tf.string),
-}
-
-
 def _bytes(value: bytes) -> tf.train.Feature:
     return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
 

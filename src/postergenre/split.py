@@ -26,9 +26,9 @@ import pandas as pd
 from iterstrat.ml_stratifiers import IterativeStratification
 
 from postergenre.atomic import write_json
+from postergenre.configs import SplitConfig
 from postergenre.genres import GENRES, encode_many
-from postergenre.labels import read_labels, write_table
-from postergenre.validate import GROUP_COLUMN
+from postergenre.labels import GROUP_COLUMN, read_labels, write_table
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 MANIFEST_FILE = "manifest.json"
@@ -64,19 +64,16 @@ def _content_hash(frame: pd.DataFrame) -> str:
 def split_dataset(
     labels_path: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
-    train_fraction: float = 0.6,
-    validation_fraction: float = 0.2,
-    seed: int = 42,
+    config: SplitConfig | None = None,
 ) -> dict[str, Any]:
     """Write `train.csv`, `validation.csv`, `test.csv` and `manifest.json` into `out_dir`.
 
     Every movie lands in exactly one split; the test fraction is what is left. The manifest
     holds counts, per-genre counts, each file's sha256 and `content_hash` (the assignment).
     """
-    if not (0 < train_fraction < 1 and 0 < validation_fraction < 1):
-        raise ValueError("train_fraction and validation_fraction must be in (0, 1)")
-    if train_fraction + validation_fraction >= 1:
-        raise ValueError("train_fraction + validation_fraction must leave room for a test split")
+    config = config or SplitConfig()
+    train_fraction, validation_fraction, seed = (config.train_fraction,
+                                                 config.validation_fraction, config.seed)
     labels = read_labels(labels_path)
     duplicated = labels["imdb_id"][labels["imdb_id"].duplicated()].unique()
     if len(duplicated):

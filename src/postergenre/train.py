@@ -1,5 +1,6 @@
-"""The two training stages: the study's CNN from scratch, and a transfer model (a frozen
-pretrained base, VGG16 by default or EfficientNet-Lite0, with the study's dense head).
+"""The training stage: one trainer per model kind (`models` in params.yaml): the study's
+CNN from scratch, and a transfer model (a frozen pretrained base, VGG16 or
+EfficientNet-Lite0, with the study's dense head). `train_model` trains one entry.
 
 Both read the shards `augment` wrote, train with SGD + Nesterov momentum on a per-label
 weighted binary cross-entropy, lower the learning rate on plateaus, stop early, and keep
@@ -20,25 +21,28 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
+from tqdm import tqdm
 
 from postergenre.atomic import write_json
+from postergenre.configs import ModelSpec, ScratchConfig, TransferConfig
 from postergenre.genres import GENRES
 from postergenre.models import (
     WeightedBinaryCrossentropy,
+    build_dense_head,
     build_scratch_cnn,
     build_transfer_base,
-    build_vgg16_head,
     join_base_and_head,
     last_block_layers,
 )
 from postergenre.shards import dataset, decode_poster, labels_of, read_manifest
+from postergenre.typed_config import to_mapping
 
 log = logging.getLogger(__name__)
 MODEL_FILE = "model.keras"
@@ -66,12 +70,6 @@ class Device:
     def describe(self) -> dict:
         return {"device": self.kind, "gpus": list(self.gpus), "replicas": self.replicas,
                 "precision": self.precision}
-
-
-def visible_devices() -> dict:
-    """What this step would train on: TensorFlow's GPUs, or the CPU."""
-    gpus = tf.config.list_physical_devices("GPU")
-    return {"device": "gpu" if gpus else "cpu", "gpus": [g.name for g in gpus]}
 
 
 @contextlib.contextmanager
@@ -123,10 +121,33 @@ def _compile(model: keras.Model, manifest: dict, learning_rate: float, momentum:
     )
 
 
-def _fit(model: keras.Model, train, validation, epochs: int, lr_patience: int,
-         lr_factor: float, min_lr: float, stop_patience: int,
-         live_dir: Path | None = None) -> list[dict]:
-    """Fit with the study's callbacks; leave the best epoch's weights in `model`."""
+class EpochProgress(keras.callbacks.Callback):
+    """One progress bar over epochs on a terminal (none when piped), and one INFO line per
+    epoch for `-v`: Keras' own per-epoch lines would flood `make run`'s output."""
+
+    def __init__(self, epochs: int, name: str) -> None:
+        super().__init__()
+        self.bar = tqdm(total=epochs, desc=f"train {name}", unit="epoch", disable=None,
+                        leave=False)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs or {}
+        shown = {k: f"{float(v):.4f}" for k, v in logs.items()
+                 if k in ("loss", "val_loss", "val_auc")}
+        self.bar.set_postfix(shown, refresh=False)
+        self.bar.update()
+        log.info("%s epoch %d: %s", self.model.name, epoch + 1,
+                 " ".join(f"{k} {v}" for k, v in shown.items()))
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self.bar.close()
+
+
+def _fit(model: keras.Model, train, validation, config: ScratchConfig | TransferConfig,
+         live_dir: Path | None = None, epochs: int | None = None) -> list[dict]:
+    """Fit with the study's callbacks; leave the best epoch's weights in `model`.
+
+    `epochs` overrides `config.epochs` (the fine-tuning phase)."""
     callbacks: list[keras.callbacks.Callback] = []
     if live_dir is not None:
         from dvclive import Live
@@ -145,12 +166,15 @@ def _fit(model: keras.Model, train, validation, epochs: int, lr_patience: int,
         history = model.fit(
             train,
             validation_data=validation,
-            epochs=epochs,
-            verbose=2,
+            epochs=epochs or config.epochs,
+            verbose=0,
             callbacks=[
-                keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=lr_factor,
-                                                  patience=lr_patience, min_lr=min_lr),
-                keras.callbacks.EarlyStopping(monitor="val_loss", patience=stop_patience),
+                EpochProgress(epochs or config.epochs, model.name),
+                keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=config.lr_factor,
+                                                  patience=config.lr_patience,
+                                                  min_lr=config.min_lr),
+                keras.callbacks.EarlyStopping(monitor="val_loss",
+                                              patience=config.stop_patience),
                 keras.callbacks.ModelCheckpoint(best, monitor="val_loss", save_best_only=True,
                                                 save_weights_only=True),
                 *callbacks,
@@ -225,63 +249,36 @@ def _throughput(history: list[dict], seconds: float, examples: int) -> float:
     return round(examples * max(len(history), 1) / max(seconds, 1e-9), 1)
 
 
-def train_scratch(
-    prepared_dir: str | os.PathLike[str],
-    model_dir: str | os.PathLike[str],
-    conv1_filters: int = 64,
-    conv2_filters: int = 128,
-    dense_units: int = 256,
-    input_dropout: float = 0.2,
-    conv_dropout: float = 0.25,
-    dense_dropout: float = 0.5,
-    epochs: int = 100,
-    batch_size: int = 32,
-    learning_rate: float = 0.1,
-    momentum: float = 0.9,
-    lr_factor: float = 0.1,
-    lr_patience: int = 15,
-    min_lr: float = 1e-6,
-    stop_patience: int = 20,
-    use_class_weights: bool = True,
-    clipnorm: float = 0.0,
-    seed: int = 0,
-    require_gpu: bool = False,
-    data_version: str = "",
-) -> dict:
-    """Train the study's from-scratch CNN on the shards in `prepared_dir`.
-
-    `clipnorm` > 0 clips each gradient's norm (the study did not; 0 switches it off).
-    """
-    _seed_everything(seed)
+def train_scratch(prepared_dir: str | os.PathLike[str], model_dir: str | os.PathLike[str],
+                  config: ScratchConfig, name: str = "scratch_cnn",
+                  data_version: str = "") -> dict:
+    """Train the study's from-scratch CNN on the shards in `prepared_dir`."""
+    _seed_everything(config.seed)
     manifest = read_manifest(prepared_dir)
     size = int(manifest["image_size"])
     model_dir = Path(model_dir)
-    with training_device(require_gpu) as device:
-        log.info("train_scratch on %s (%d replicas, %s), %d px, %d epochs", device.kind,
-                 device.replicas, device.precision, size, epochs)
-        global_batch = batch_size * device.replicas
-        model = build_scratch_cnn(size, conv1_filters, conv2_filters, dense_units, input_dropout,
-                                  conv_dropout, dense_dropout)
-        _compile(model, manifest, learning_rate, momentum, use_class_weights, clipnorm)
+    with training_device(config.require_gpu) as device:
+        log.info("%s: %s on %s (%d replicas, %s), %d px, %d epochs", name, config.describe(),
+                 device.kind, device.replicas, device.precision, size, config.epochs)
+        global_batch = config.batch_size * device.replicas
+        model = build_scratch_cnn(size, config, name)
+        _compile(model, manifest, config.learning_rate, config.momentum,
+                 config.use_class_weights, config.clipnorm)
         started = time.perf_counter()
         history = _fit(
             model,
-            dataset(prepared_dir, "train", global_batch, shuffle=True, seed=seed),
+            dataset(prepared_dir, "train", global_batch, shuffle=True, seed=config.seed),
             dataset(prepared_dir, "validation", global_batch),
-            epochs, lr_patience, lr_factor, min_lr, stop_patience, model_dir / "dvclive",
+            config, model_dir / "dvclive",
         )
         seconds = time.perf_counter() - started
     info = {
-        "model": "scratch", "image_size": size, "parameters": int(model.count_params()),
+        "model": name, "kind": "scratch", "description": config.describe(),
+        "image_size": size, "parameters": int(model.count_params()),
         "seconds": round(seconds, 1), **device.describe(),
         "train_images_per_second": _throughput(
             history, seconds, int(manifest["counts"]["train"]["records"])),
-        "params": {"conv1_filters": conv1_filters, "conv2_filters": conv2_filters,
-                   "dense_units": dense_units, "input_dropout": input_dropout,
-                   "conv_dropout": conv_dropout, "dense_dropout": dense_dropout,
-                   "epochs": epochs, "batch_size": batch_size,
-                   "learning_rate": learning_rate, "momentum": momentum, "seed": seed,
-                   "use_class_weights": use_class_weights, "clipnorm": clipnorm},
+        "params": to_mapping(config),
     }
     return _write_outputs(model, model_dir, history, info, data_version)
 
@@ -293,28 +290,10 @@ def base_features(base: keras.Model, prepared_dir: str | os.PathLike[str], split
     return base.predict(images_only, verbose=0)
 
 
-def train_vgg16(
-    prepared_dir: str | os.PathLike[str],
-    model_dir: str | os.PathLike[str],
-    weights: str = "imagenet",
-    backbone: str = "vgg16",
-    dense_units: int = 4096,
-    epochs: int = 50,
-    batch_size: int = 32,
-    learning_rate: float = 0.01,
-    momentum: float = 0.9,
-    lr_factor: float = 0.1,
-    lr_patience: int = 15,
-    min_lr: float = 1e-6,
-    stop_patience: int = 20,
-    use_class_weights: bool = True,
-    fine_tune_epochs: int = 0,
-    fine_tune_learning_rate: float = 1e-4,
-    seed: int = 0,
-    require_gpu: bool = False,
-    data_version: str = "",
-) -> dict:
-    """Train the study's dense head on a frozen pretrained base (VGG16 by default).
+def train_transfer(prepared_dir: str | os.PathLike[str], model_dir: str | os.PathLike[str],
+                   config: TransferConfig, name: str = "transfer",
+                   data_version: str = "") -> dict:
+    """Train the study's dense head on a frozen pretrained base (VGG16 or Lite0).
 
     The base is frozen and the training posters are already augmented on disk, so its
     output for a poster never changes: compute the features once and train the head on
@@ -322,32 +301,31 @@ def train_vgg16(
     With `fine_tune_epochs`, a second phase then unfreezes the base's last block and
     trains through it at `fine_tune_learning_rate`.
     """
-    _seed_everything(seed)
+    _seed_everything(config.seed)
     manifest = read_manifest(prepared_dir)
     size = int(manifest["image_size"])
     model_dir = Path(model_dir)
-    with training_device(require_gpu) as device:
-        log.info("train_vgg16 (%s base) on %s, %d px, weights=%s", backbone, device.kind,
-                 size, weights)
-        global_batch = batch_size * device.replicas
-        base = build_transfer_base(backbone, size, weights)
-        head = build_vgg16_head(base.output_shape[1:], dense_units)
-        _compile(head, manifest, learning_rate, momentum, use_class_weights)
+    with training_device(config.require_gpu) as device:
+        log.info("%s: %s on %s, %d px", name, config.describe(), device.kind, size)
+        global_batch = config.batch_size * device.replicas
+        base = build_transfer_base(config.backbone, size, config.weights)
+        head = build_dense_head(base.output_shape[1:], config.dense_units)
+        _compile(head, manifest, config.learning_rate, config.momentum,
+                 config.use_class_weights)
         started = time.perf_counter()
         train_y, _ = labels_of(prepared_dir, "train")
         val_y, _ = labels_of(prepared_dir, "validation")
         train = tf.data.Dataset.from_tensor_slices(
             (base_features(base, prepared_dir, "train", global_batch),
              train_y.astype("float32"))
-        ).shuffle(len(train_y), seed=seed).batch(global_batch)
+        ).shuffle(len(train_y), seed=config.seed).batch(global_batch)
         validation = tf.data.Dataset.from_tensor_slices(
             (base_features(base, prepared_dir, "validation", global_batch),
              val_y.astype("float32"))
         ).batch(global_batch)
-        history = _fit(head, train, validation, epochs, lr_patience, lr_factor, min_lr,
-                       stop_patience, model_dir / "dvclive")
-        model = join_base_and_head(base, head)
-        if fine_tune_epochs > 0:
+        history = _fit(head, train, validation, config, model_dir / "dvclive")
+        model = join_base_and_head(base, head, name)
+        if config.fine_tune_epochs > 0:
             # Setting `trainable` on a model sets it on every layer inside: unfreeze all,
             # then freeze back everything but the last block (BatchNorm stays frozen).
             unfrozen = {id(layer) for layer in last_block_layers(base)
@@ -356,27 +334,38 @@ def train_vgg16(
             for layer in base._flatten_layers(include_self=False):
                 if not isinstance(layer, keras.Model):
                     layer.trainable = id(layer) in unfrozen
-            _compile(model, manifest, fine_tune_learning_rate, momentum, use_class_weights)
+            _compile(model, manifest, config.fine_tune_learning_rate, config.momentum,
+                     config.use_class_weights)
             history += _fit(
-                model, dataset(prepared_dir, "train", global_batch, shuffle=True, seed=seed),
-                dataset(prepared_dir, "validation", global_batch), fine_tune_epochs,
-                lr_patience, lr_factor, min_lr, stop_patience)
+                model,
+                dataset(prepared_dir, "train", global_batch, shuffle=True, seed=config.seed),
+                dataset(prepared_dir, "validation", global_batch), config,
+                epochs=config.fine_tune_epochs)
         seconds = time.perf_counter() - started
     info = {
-        "model": "vgg16" if backbone == "vgg16" else backbone, "backbone": backbone,
-        "image_size": size, "parameters": int(model.count_params()),
+        "model": name, "kind": "transfer", "description": config.describe(),
+        "backbone": config.backbone, "image_size": size,
+        "parameters": int(model.count_params()),
         "trainable_parameters": int(sum(np.prod(w.shape) for w in head.trainable_weights)),
         "seconds": round(seconds, 1), **device.describe(),
         "train_images_per_second": _throughput(
             history, seconds, int(manifest["counts"]["train"]["records"])),
-        "params": {"weights": str(weights), "backbone": backbone, "dense_units": dense_units,
-                   "epochs": epochs, "batch_size": batch_size,
-                   "learning_rate": learning_rate, "momentum": momentum, "seed": seed,
-                   "use_class_weights": use_class_weights,
-                   "fine_tune_epochs": fine_tune_epochs,
-                   "fine_tune_learning_rate": fine_tune_learning_rate},
+        "params": to_mapping(config),
     }
     return _write_outputs(model, model_dir, history, info, data_version)
+
+
+# A model kind's trainer: (prepared_dir, model_dir, config, name, data_version) -> info.
+TRAINERS: dict[str, Callable[..., dict]] = {"scratch": train_scratch,
+                                            "transfer": train_transfer}
+
+
+def train_model(prepared_dir: str | os.PathLike[str], model_dir: str | os.PathLike[str],
+                spec: ModelSpec, data_version: str = "") -> dict:
+    """Train one `models` entry of params.yaml with its kind's trainer."""
+    if spec.kind not in TRAINERS:
+        raise ValueError(f"models.{spec.name}.kind: no trainer for {spec.kind!r}")
+    return TRAINERS[spec.kind](prepared_dir, model_dir, spec.config, spec.name, data_version)
 
 
 def load_model(model_dir: str | os.PathLike[str]) -> keras.Model:

@@ -89,7 +89,7 @@ class TokenBucket:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    attempts: int = 5  # tries in all, the first included
+    attempts: int  # tries in all, the first included (the config's retries + 1)
     base_delay: float = 0.5  # seconds; the cap doubles each retry
     max_delay: float = 30.0
     max_retry_after: float = 120.0  # a longer Retry-After fails the request instead
@@ -138,16 +138,15 @@ def retry_after_seconds(value: str | None) -> float | None:
 class Fetcher:
     """GET with concurrency bound, rate limit, retries and timeouts (see the module doc)."""
 
-    def __init__(self, session: aiohttp.ClientSession, rate: float = 20.0,
-                 concurrency: int = 8, timeout: float = 30.0,
-                 retry: RetryPolicy | None = None, seed: int | None = None) -> None:
+    def __init__(self, session: aiohttp.ClientSession, *, rate: float, concurrency: int,
+                 timeout: float, retry: RetryPolicy, seed: int | None = None) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
         self.session = session
         self.bucket = TokenBucket.for_limit(rate)
         self.slots = asyncio.Semaphore(concurrency)
         self.timeout = aiohttp.ClientTimeout(total=timeout)
-        self.retry = retry or RetryPolicy()
+        self.retry = retry
         self.stats = FetchStats()
         self._rng = random.Random(seed)
 

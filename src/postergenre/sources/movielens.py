@@ -71,7 +71,7 @@ def _download(url: str, dest: Path, timeout: float) -> None:
                 bar.update(len(block))
 
 
-def fetch_release(variant: str = "ml-latest-small", cache_dir: str | os.PathLike[str] = ".",
+def fetch_release(variant: str, cache_dir: str | os.PathLike[str],
                   base_url: str = DEFAULT_BASE_URL, expected_md5: str | None = None,
                   timeout: float = 60.0) -> Path:
     """The verified zip of a MovieLens release, from the cache or downloaded into it.

@@ -1,4 +1,4 @@
-"""The TMDb API, just what ingest needs: a movie's details and its poster.
+"""The TMDb API client, just what the tmdb source needs: a movie's details and its poster.
 
 Auth comes from the environment only: `TMDB_API_KEY` (a v3 key, sent as the `api_key`
 query parameter) or `TMDB_READ_ACCESS_TOKEN` (a v4 read token, sent as a bearer
@@ -12,7 +12,7 @@ import json
 import os
 from dataclasses import dataclass, field
 
-from postergenre.crawler import Fetcher
+from postergenre.sources.crawler import Fetcher, Response
 
 DEFAULT_API_URL = "https://api.themoviedb.org/3"
 DEFAULT_IMAGE_URL = "https://image.tmdb.org/t/p"
@@ -53,8 +53,10 @@ class TmdbAuth:
 
 
 class TmdbClient:
-    def __init__(self, fetcher: Fetcher, auth: TmdbAuth, api_url: str = DEFAULT_API_URL,
-                 image_url: str = DEFAULT_IMAGE_URL, poster_size: str = "w500") -> None:
+    """Details from the API (with the credential), posters from the image CDN (without)."""
+
+    def __init__(self, fetcher: Fetcher, auth: TmdbAuth, api_url: str, image_url: str,
+                 poster_size: str) -> None:
         if poster_size not in POSTER_SIZES:
             raise ValueError(f"unknown poster size {poster_size!r}; choose one of "
                              f"{', '.join(POSTER_SIZES)}")
@@ -84,6 +86,6 @@ class TmdbClient:
     def poster_url(self, poster_path: str) -> str:
         return f"{self.image_url}/{self.poster_size}/{poster_path.lstrip('/')}"
 
-    async def poster(self, poster_path: str):
+    async def poster(self, poster_path: str) -> Response:
         """GET the poster from the image CDN (no credential: the CDN needs none)."""
         return await self.fetcher.get(self.poster_url(poster_path))

@@ -1,4 +1,4 @@
-"""`--source local`: a poster folder you already have, plus its labels CSV.
+"""The local source: a poster folder you already have, plus its labels CSV.
 
 The CSV has the columns of ../shared/data/*/labels.csv: `imdb_id`, `poster` (a path
 relative to the CSV's folder, or absolute) and `genres` (`|`-joined, in the 19-genre
@@ -6,7 +6,7 @@ vocabulary) are required; `tmdb_id`, `movielens_id`, `title` and `source_genres`
 kept when present. Every row is checked before anything is written, and every bad row
 is named (CSV line, imdb_id, what is wrong). The posters are copied into the output
 folder as `posters/<imdb_id><ext>`, in a sibling folder that replaces the output only
-when complete.
+when complete (outdir.building).
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
+from postergenre.configs import LocalSourceConfig
 from postergenre.genres import join_genres, parse_genres, unknown_genres
 from postergenre.labels import LABEL_COLUMNS, LABELS_FILE, POSTERS_DIR, write_table
-from postergenre.outdir import check_dataset_dir, sibling_tmp, swap_into_place
+from postergenre.sources.outdir import building
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("imdb_id", "poster", "genres")
 _IMDB_ID = re.compile(r"^tt\d{7,}$")
@@ -62,11 +63,14 @@ def _check_rows(frame: pd.DataFrame, base: Path, csv: Path) -> list[str]:
     return lines
 
 
-def ingest_local(folder: str | os.PathLike[str], out_dir: str | os.PathLike[str],
-                 labels_csv: str | os.PathLike[str] | None = None) -> dict:
-    """Check `labels_csv` (default `folder/labels.csv`) and copy it and its posters."""
-    folder = Path(folder)
-    csv = Path(labels_csv) if labels_csv else folder / LABELS_FILE
+def ingest_local(out_dir: str | os.PathLike[str], config: LocalSourceConfig) -> dict:
+    """Check `config.labels_csv` (default `config.dir/labels.csv`), then copy it and its
+    posters into `out_dir` (replaced as a whole once the copy is complete)."""
+    if not config.dir:
+        raise ValueError("the local source needs a poster folder: set ingest.local.dir "
+                         "(--local-dir) to a folder holding labels.csv and the posters")
+    folder = Path(config.dir)
+    csv = Path(config.labels_csv) if config.labels_csv else folder / LABELS_FILE
     if not csv.is_file():
         raise FileNotFoundError(f"labels CSV not found: {csv}")
     frame = pd.read_csv(csv, dtype=str, keep_default_na=False)
@@ -74,19 +78,17 @@ def ingest_local(folder: str | os.PathLike[str], out_dir: str | os.PathLike[str]
     if missing:
         raise ValueError(f"{csv}: missing column(s) {', '.join(missing)} (need "
                          f"{', '.join(REQUIRED_COLUMNS)}; see the README of --source local)")
+    # Every row is checked before anything is written: a bad table leaves `out_dir` alone.
     problems = _check_rows(frame, csv.parent, csv)
     if problems:
         raise ValueError("\n".join(problems))
 
     out = Path(out_dir).resolve()
     if out == csv.parent.resolve():
-        raise ValueError(f"{out}: --out must differ from the local folder")
-    check_dataset_dir(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = sibling_tmp(out)
-    (tmp / POSTERS_DIR).mkdir(parents=True)
-    try:
-        rows = []
+        raise ValueError(f"{out}: the output folder must differ from the local folder")
+    rows = []
+    with building(out) as tmp:
+        (tmp / POSTERS_DIR).mkdir()
         for row in tqdm(frame.to_dict("records"), desc="local posters", unit="poster",
                         disable=None):
             imdb_id = row["imdb_id"].strip()
@@ -101,9 +103,5 @@ def ingest_local(folder: str | os.PathLike[str], out_dir: str | os.PathLike[str]
                 "source_genres": row.get("source_genres", "") or row["genres"],
             })
         write_table(pd.DataFrame(rows, columns=list(LABEL_COLUMNS)), tmp / LABELS_FILE)
-        swap_into_place(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return {"source": "local", "out_dir": str(out), "labels_csv": str(csv),
             "n_posters": len(rows)}

@@ -1,14 +1,16 @@
-"""`--source dvc`: materialise one data version (labels.csv + posters/) from a DVC remote.
+"""The dvc source: materialise one data version (labels.csv + posters/) from a DVC remote.
 
 A version is either the md5 that `data.dvc` records (`<32 hex>.dir`, with or without
 `.dir`) or a git revision of a repository whose `data.dvc` names it. The data is pulled
 with the real DVC CLI into a throwaway DVC project (no git needed) that holds a
-one-output `data.dvc` and the remote's URL and endpoint, then swapped into `out_dir`.
+one-output `data.dvc` and the remote's URL and endpoint, then moved into the folder
+that replaces `out_dir` (outdir.building).
 DVC checks every file's md5 as it pulls, so what lands is that version, byte for byte.
 
 Credentials: none pass through here. DVC's S3 client (boto) reads them from the
 environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`) or the
 AWS profile (`AWS_PROFILE`), which is why they never enter a config file or a command.
+An S3-compatible endpoint (MinIO, Ceph) is `endpoint_url`, else `AWS_ENDPOINT_URL`.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from pathlib import Path
 
 import yaml
 
+from postergenre.configs import DvcSourceConfig
 from postergenre.labels import LABELS_FILE, read_labels
-from postergenre.outdir import check_dataset_dir, sibling_tmp, swap_into_place
+from postergenre.sources.outdir import building, check_dataset_dir
 
 _MD5 = re.compile(r"^[0-9a-f]{32}(\.dir)?$")
 DATA_DVC = "data.dvc"
@@ -47,11 +50,12 @@ def _dvc(*args: str) -> list[str]:
     return [sys.executable, "-m", "dvc", *args]
 
 
-def resolve_version(version: str, repo: str | os.PathLike[str] = ".") -> dict:
-    """The `data.dvc` output entry (md5, hash, ...) for an md5 or a git revision."""
+def resolve_version(version: str, repo: str | os.PathLike[str]) -> dict:
+    """The `data.dvc` output entry (md5, hash, ...) for an md5 or a git revision of `repo`."""
     version = version.strip()
     if not version:
-        raise ValueError("--data-version is empty: give the md5 in data.dvc or a git rev")
+        raise ValueError("the dvc source needs a data version (--data-version): the md5 in "
+                         "data.dvc or a git revision")
     if _MD5.match(version):
         md5 = version if version.endswith(".dir") else f"{version}.dir"
         return {"md5": md5, "hash": "md5", "path": "data"}
@@ -63,35 +67,34 @@ def resolve_version(version: str, repo: str | os.PathLike[str] = ".") -> dict:
     return {**outs[0], "path": "data"}
 
 
-def materialise(version: str, out_dir: str | os.PathLike[str], remote_url: str,
-                endpoint_url: str | None = None, repo: str | os.PathLike[str] = ".",
-                jobs: int | None = None) -> dict:
-    """Pull data version `version` from `remote_url` into `out_dir` (replaced when done)."""
-    if not remote_url:
-        raise ValueError("--source dvc needs --remote-url (e.g. s3://bucket/path)")
-    entry = resolve_version(version, repo)
+def materialise(version: str, out_dir: str | os.PathLike[str],
+                config: DvcSourceConfig) -> dict:
+    """Pull data version `version` from `config.remote_url` into `out_dir` (replaced as a
+    whole once the pull is complete)."""
+    if not config.remote_url:
+        raise ValueError("the dvc source needs a remote: set ingest.dvc.remote_url "
+                         "(--dvc-remote-url), e.g. s3://bucket/path")
+    endpoint_url = config.endpoint_url or os.environ.get("AWS_ENDPOINT_URL", "")
+    entry = resolve_version(version, config.repo)
     out = Path(out_dir).resolve()
-    check_dataset_dir(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="postergenre-dvc-") as work_dir:
+    check_dataset_dir(out)  # before the pull, which can take long, not only after it
+    with tempfile.TemporaryDirectory(prefix="postergenre-dvc-") as work_dir, \
+            building(out) as tmp:
         work = Path(work_dir)
         _run(_dvc("init", "--no-scm", "-q"), work, "dvc init")
-        _run(_dvc("remote", "add", "-d", "storage", remote_url), work, "dvc remote add")
+        _run(_dvc("remote", "add", "-d", "storage", config.remote_url), work,
+             "dvc remote add")
         if endpoint_url:
             _run(_dvc("remote", "modify", "storage", "endpointurl", endpoint_url), work,
                  "dvc remote modify")
         (work / DATA_DVC).write_text(yaml.safe_dump({"outs": [entry]}, sort_keys=False))
-        pull = _dvc("pull", "-q", DATA_DVC) + (["--jobs", str(jobs)] if jobs else [])
-        _run(pull, work, f"dvc pull of data version {entry['md5']} from {remote_url}")
-        if not (work / "data" / LABELS_FILE).is_file():
+        _run(_dvc("pull", "-q", DATA_DVC), work,
+             f"dvc pull of data version {entry['md5']} from {config.remote_url}")
+        pulled = work / "data"
+        if not (pulled / LABELS_FILE).is_file():
             raise ValueError(f"data version {entry['md5']} holds no {LABELS_FILE}")
-        tmp = sibling_tmp(out)
-        shutil.move(work / "data", tmp)  # a copy across file systems, a rename otherwise
-        try:
-            swap_into_place(tmp, out)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        for child in pulled.iterdir():  # a copy across file systems, a rename otherwise
+            shutil.move(child, tmp / child.name)
     n = len(read_labels(out))
     return {"source": "dvc", "out_dir": str(out), "version": version, "md5": entry["md5"],
-            "remote": remote_url, "n_posters": n}
+            "remote": config.remote_url, "n_posters": n}

@@ -1,10 +1,12 @@
-"""`--source tmdb`: MovieLens ids -> TMDb details and posters -> a poster data set.
+"""The tmdb source: MovieLens ids -> TMDb details and posters -> a poster data set.
 
 For each MovieLens movie (links.csv joined with movies.csv): its TMDb details (title,
 release date, imdb_id, genres, poster_path), then its poster from the image CDN. The
 label is the TMDb genres, the MovieLens genres or their union (`label_source`), mapped
 by genre_mapping.py. A movie with no TMDb id, no TMDb entry, no poster, no IMDb id or no
-genre left after mapping is excluded, and the report says which and why.
+genre left after mapping is excluded, and the report says which and why. Beside this
+module: the TMDb client (tmdb_api.py), the polite HTTP under it (crawler.py) and the
+MovieLens download (movielens.py).
 
 Resumable and idempotent, because a crawl of tens of thousands of movies will be
 interrupted:
@@ -17,6 +19,13 @@ interrupted:
   again;
 - `labels.csv` is written last, from the cache alone, in MovieLens order, so an
   interrupted-then-resumed crawl writes the same bytes as an uninterrupted one.
+So, unlike the other sources, it fills its output folder in place rather than building a
+new one beside it (outdir.building): a resumed crawl must find the posters the
+interrupted one left there.
+
+Politeness: TMDb asks clients to stay under about 40 requests per second (its "upper
+limit" since the 2019 change); the default `rate_limit` (TmdbSourceConfig) is half that,
+leaving room for other clients on the same address.
 """
 
 from __future__ import annotations
@@ -35,13 +44,14 @@ import aiohttp
 import pandas as pd
 from tqdm import tqdm
 
-from postergenre import genre_mapping, movielens
 from postergenre.atomic import atomic_open, write_json
-from postergenre.crawler import Fetcher, FetchFailedError, RetryPolicy
+from postergenre.configs import TmdbSourceConfig
 from postergenre.images import PosterDecodeError, decode_rgb
 from postergenre.labels import LABEL_COLUMNS, LABELS_FILE, POSTERS_DIR, write_table
-from postergenre.outdir import check_dataset_dir, remove_partial_files
-from postergenre.tmdb import (
+from postergenre.sources import genre_mapping, movielens
+from postergenre.sources.crawler import Fetcher, FetchFailedError, RetryPolicy
+from postergenre.sources.outdir import check_dataset_dir, remove_partial_files
+from postergenre.sources.tmdb_api import (
     DEFAULT_API_URL,
     DEFAULT_IMAGE_URL,
     TmdbAuth,
@@ -50,10 +60,6 @@ from postergenre.tmdb import (
 
 log = logging.getLogger(__name__)
 
-# TMDb asks clients to stay under about 40 requests per second (its "upper limit"
-# since the 2019 change); 20 leaves room for other clients on the same address.
-DEFAULT_RATE_LIMIT = 20.0
-DEFAULT_CONCURRENCY = 8
 _DETAIL_KEYS = ("id", "imdb_id", "title", "release_date", "genres", "poster_path")
 _POSTER_EXTS = (".jpg", ".jpeg", ".png", ".webp")
 
@@ -249,51 +255,50 @@ def _prune(posters: Path, keep: set[str]) -> int:
     return removed
 
 
-def ingest_tmdb(out_dir: str | os.PathLike[str], *, variant: str = "ml-latest-small",
-                movielens_url: str = movielens.DEFAULT_BASE_URL,
-                movielens_md5: str | None = None, api_url: str = DEFAULT_API_URL,
-                image_url: str = DEFAULT_IMAGE_URL, poster_size: str = "w500",
-                label_source: str = "tmdb", max_movies: int | None = None,
-                rate_limit: float = DEFAULT_RATE_LIMIT,
-                concurrency: int = DEFAULT_CONCURRENCY, timeout: float = 30.0,
-                retries: int = 5, cache_dir: str | os.PathLike[str] | None = None,
+def ingest_tmdb(out_dir: str | os.PathLike[str], config: TmdbSourceConfig, *,
                 report_path: str | os.PathLike[str] | None = None,
                 auth: TmdbAuth | None = None) -> dict:
     """Crawl TMDb for the movies of a MovieLens release; write labels.csv + posters/.
 
-    Credentials come from `auth`, else from the environment (TmdbAuth.from_env). Returns
-    the ingest report's summary (without the per-movie exclusion list, which is in the
-    JSON report at `report_path`).
+    Credentials come from `auth`, else from the environment (TmdbAuth.from_env): they are
+    never a setting. The JSON report (the summary plus every excluded movie and why) goes
+    to `report_path`, else into the cache folder. Returns the summary, without the
+    per-movie exclusion list.
     """
-    if label_source not in genre_mapping.LABEL_SOURCES:
-        raise ValueError(f"unknown label_source {label_source!r}; choose one of "
+    if config.label_source not in genre_mapping.LABEL_SOURCES:
+        raise ValueError(f"unknown label_source {config.label_source!r}; choose one of "
                          f"{', '.join(genre_mapping.LABEL_SOURCES)}")
-    if max_movies is not None and max_movies < 1:
-        raise ValueError(f"max_movies must be at least 1, got {max_movies}")
+    if config.max_movies < 0:
+        raise ValueError(f"max_movies must be 0 (all) or more, got {config.max_movies}")
     auth = auth or TmdbAuth.from_env()
     out = Path(out_dir).resolve()
     check_dataset_dir(out)
-    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
     started = time.monotonic()
 
-    zip_path = movielens.fetch_release(variant, cache / "movielens", movielens_url,
-                                       movielens_md5, timeout=max(timeout, 60.0))
+    # The zip can be large: never give it less time than a minute.
+    zip_path = movielens.fetch_release(
+        config.movielens_release, cache / "movielens",
+        config.movielens_url or movielens.DEFAULT_BASE_URL, config.movielens_md5 or None,
+        timeout=max(config.timeout, 60.0))
     movies = movielens.read_movies(zip_path)
-    if max_movies is not None:
-        movies = movies[:max_movies]
+    if config.max_movies:
+        movies = movies[:config.max_movies]
     (out / POSTERS_DIR).mkdir(parents=True, exist_ok=True)
     leftovers = remove_partial_files(out / POSTERS_DIR) + remove_partial_files(out)
     if leftovers:
         log.info("removed %d partial file(s) an interrupted run left in %s", leftovers, out)
 
     async def run() -> tuple[list[Outcome], dict, Counter]:
-        connector = aiohttp.TCPConnector(limit=concurrency)
+        connector = aiohttp.TCPConnector(limit=config.concurrency)
         async with aiohttp.ClientSession(connector=connector) as session:
-            fetcher = Fetcher(session, rate=rate_limit, concurrency=concurrency,
-                              timeout=timeout, retry=RetryPolicy(attempts=retries + 1))
-            client = TmdbClient(fetcher, auth, api_url, image_url, poster_size)
-            crawl = _Crawl(client, out, cache, label_source)
-            outcomes = await _crawl(crawl, movies, concurrency, auth.secrets)
+            fetcher = Fetcher(session, rate=config.rate_limit, concurrency=config.concurrency,
+                              timeout=config.timeout,
+                              retry=RetryPolicy(attempts=config.retries + 1))
+            client = TmdbClient(fetcher, auth, config.api_url or DEFAULT_API_URL,
+                                config.image_url or DEFAULT_IMAGE_URL, config.poster_size)
+            crawl = _Crawl(client, out, cache, config.label_source)
+            outcomes = await _crawl(crawl, movies, config.concurrency, auth.secrets)
             return outcomes, fetcher.stats.as_dict(), crawl.unknown_genres
 
     outcomes, http, unknown = asyncio.run(run())
@@ -306,8 +311,8 @@ def ingest_tmdb(out_dir: str | os.PathLike[str], *, variant: str = "ml-latest-sm
                                            if e["outcome"] == kind).items()))
                  for kind in ("missing", "failed")}
     summary = {
-        "source": "tmdb", "out_dir": str(out), "movielens_release": variant,
-        "label_source": label_source, "poster_size": poster_size,
+        "source": "tmdb", "out_dir": str(out), "movielens_release": config.movielens_release,
+        "label_source": config.label_source, "poster_size": config.poster_size,
         "movies": len(movies), "n_posters": len(rows),
         # skipped: settled by an earlier run, no request this run (included or not).
         "fetched": statuses["fetched"], "skipped": sum(o.from_cache for o in outcomes),
@@ -316,7 +321,7 @@ def ingest_tmdb(out_dir: str | os.PathLike[str], *, variant: str = "ml-latest-sm
         "missing_by_reason": by_reason["missing"], "failed_by_reason": by_reason["failed"],
         "unknown_genres": dict(sorted(unknown.items())),
         "http": http, "partial_files_removed": leftovers, "stale_posters_removed": pruned,
-        "rate_limit": rate_limit, "concurrency": concurrency,
+        "rate_limit": config.rate_limit, "concurrency": config.concurrency,
         "seconds": round(time.monotonic() - started, 2),
     }
     report = Path(report_path) if report_path else (
@@ -327,19 +332,3 @@ def ingest_tmdb(out_dir: str | os.PathLike[str], *, variant: str = "ml-latest-sm
              len(rows), out, summary["fetched"], summary["skipped"], summary["missing"],
              summary["failed"])
     return summary
-
-
-def cli_options(args) -> dict:
-    """`postergenre ingest` flags -> keyword arguments of `ingest_tmdb` (URLs: if given)."""
-    options = {
-        "variant": args.movielens_release, "movielens_md5": args.movielens_md5,
-        "poster_size": args.poster_size, "label_source": args.label_source,
-        "max_movies": args.max_movies, "rate_limit": args.rate_limit,
-        "concurrency": args.concurrency, "timeout": args.timeout, "retries": args.retries,
-        "cache_dir": args.cache_dir, "report_path": args.report,
-    }
-    for key, value in (("movielens_url", args.movielens_url), ("api_url", args.tmdb_api_url),
-                       ("image_url", args.tmdb_image_url)):
-        if value:
-            options[key] = value
-    return options

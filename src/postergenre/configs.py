@@ -1,0 +1,401 @@
+"""Every stage's settings, declared once (as TFX's one `configs.py` feeds both runners).
+
+Each class is the typed, validated config of one `params.yaml` section; its defaults are
+the demo-sized values that run on a 2-core CPU (`params.yaml` holds the values a run
+uses; `params-study.yaml` the 2017 study's full size). The CLI builds its flags and help
+from these classes, `dvc.yaml` lists the sections, and the Kubeflow pipeline passes each
+section as one dict parameter that its component validates back into the class.
+
+Models are data: `models` in params.yaml maps a model's name to its `kind` and the
+settings of that kind (`MODEL_KINDS`). Adding a kind means a config class here, a
+builder in train.py, and an entry in params.yaml.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from postergenre.typed_config import ConfigError, from_mapping, setting, to_mapping
+
+# ---- ingest: one config per data source ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DemoSourceConfig:
+    """Synthetic posters generated offline from a seed (byte-identical reruns)."""
+
+    n_posters: int = setting(1500, "posters to generate", low=20)
+    seed: int = setting(0, "generator seed")
+    width: int = setting(96, "poster width in pixels", low=32)
+    height: int = setting(144, "poster height in pixels", low=32)
+
+
+@dataclass(frozen=True)
+class TmdbSourceConfig:
+    """MovieLens ids -> TMDb details and posters (needs TMDB_API_KEY or
+    TMDB_READ_ACCESS_TOKEN in the environment; never a setting)."""
+
+    movielens_release: str = setting("ml-latest-small", "MovieLens release to crawl",
+                                     choices=("ml-latest-small", "ml-latest", "ml-25m"))
+    movielens_url: str = setting("", "base URL of the MovieLens zips ('': GroupLens)")
+    movielens_md5: str = setting("", "expected zip MD5 ('': the published .md5 file)")
+    api_url: str = setting("", "TMDb API base URL ('': https://api.themoviedb.org/3)")
+    image_url: str = setting("", "TMDb image base URL ('': https://image.tmdb.org/t/p)")
+    poster_size: str = setting("w500", "TMDb poster size", choices=(
+        "w92", "w154", "w185", "w342", "w500", "w780", "original"))
+    label_source: str = setting("tmdb", "genres from TMDb, MovieLens or both",
+                                choices=("tmdb", "movielens", "union"))
+    max_movies: int = setting(0, "first N MovieLens movies (0: all)", low=0)
+    rate_limit: float = setting(20.0, "TMDb requests per second, at most", low=0,
+                                low_open=True)
+    concurrency: int = setting(8, "requests in flight", low=1)
+    timeout: float = setting(30.0, "seconds per request", low=0, low_open=True)
+    retries: int = setting(5, "retries per request", low=0)
+    cache_dir: str = setting("", "downloads and crawl state ('': ~/.cache/postergenre)")
+
+
+@dataclass(frozen=True)
+class LocalSourceConfig:
+    """A poster folder plus its labels CSV (the layout of labels.py)."""
+
+    dir: str = setting("", "folder holding labels.csv and the posters")
+    labels_csv: str = setting("", "labels CSV ('': DIR/labels.csv)")
+
+
+@dataclass(frozen=True)
+class DvcSourceConfig:
+    """One data version (data.dvc's md5 or a git revision) pulled from a DVC remote."""
+
+    remote_url: str = setting("", "DVC remote, e.g. s3://bucket/path")
+    endpoint_url: str = setting("", "S3 endpoint of MinIO, Ceph, ... ('': AWS, or "
+                                "$AWS_ENDPOINT_URL)")
+    repo: str = setting(".", "git repository holding data.dvc (for a git revision)")
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """The settings of every data source; the run's `source` picks the one that is used."""
+
+    demo: DemoSourceConfig = DemoSourceConfig()
+    tmdb: TmdbSourceConfig = TmdbSourceConfig()
+    local: LocalSourceConfig = LocalSourceConfig()
+    dvc: DvcSourceConfig = DvcSourceConfig()
+
+
+SOURCES: tuple[str, ...] = ("demo", "tmdb", "local", "dvc")
+
+# ---- validate, split, augment -------------------------------------------------------------
+
+SOFT_POSTER_RULES = ("poster_exists", "poster_file_size", "poster_pixels", "poster_decodes",
+                     "poster_channels", "poster_min_width", "poster_min_height",
+                     "poster_aspect")
+
+
+@dataclass(frozen=True)
+class ValidateConfig:
+    """The great-expectations suite's bounds and each rule's policy (hard: stop the
+    pipeline; soft: move the rows to rejects.csv; warn: only report)."""
+
+    max_listed: int = setting(10, "offenders listed per failed rule", low=1)
+    soft_rules: tuple[str, ...] = setting(SOFT_POSTER_RULES, "rules whose rows go to "
+                                          "rejects.csv instead of stopping the pipeline")
+    warn_rules: tuple[str, ...] = setting(("poster_near_duplicate",), "rules that are "
+                                          "only reported")
+    hard_rules: tuple[str, ...] = setting((), "rules that stop the pipeline (beyond the "
+                                          "table rules, which always do)")
+    max_reject_fraction: float = setting(0.05, "stop when soft rules would reject more "
+                                         "than this share of rows (a broken crawl)",
+                                         low=0, high=1)
+    min_genre_support: int = setting(5, "movies per genre, at least (0: off)", low=0)
+    min_width: int = setting(32, "poster width in pixels, at least", low=1)
+    min_height: int = setting(32, "poster height in pixels, at least", low=1)
+    min_aspect: float = setting(1.0, "poster height / width, at least", low=0,
+                                low_open=True)
+    max_aspect: float = setting(2.0, "poster height / width, at most", low=0, low_open=True)
+    min_file_bytes: int = setting(1, "poster file size in bytes, at least", low=0)
+    max_file_bytes: int = setting(20_000_000, "poster file size in bytes, at most", low=1)
+    max_pixels: int = setting(40_000_000, "pixels from the header, before decoding, at "
+                              "most (no decompression bombs)", low=1)
+    duplicate_distance: int = setting(4, "perceptual-hash bits within which posters are "
+                                      "near-duplicates (-1: off)", low=-1, high=64)
+
+    def __post_init__(self) -> None:
+        if self.min_aspect > self.max_aspect:
+            raise ValueError(f"min_aspect {self.min_aspect} > max_aspect {self.max_aspect}")
+        if self.min_file_bytes > self.max_file_bytes:
+            raise ValueError("min_file_bytes > max_file_bytes")
+        both = set(self.soft_rules) & set(self.warn_rules) | (
+            set(self.hard_rules) & (set(self.soft_rules) | set(self.warn_rules)))
+        if both:
+            raise ValueError(f"rule {sorted(both)[0]!r} is given two policies")
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """Train / validation / test by movie, before any augmentation; test gets the rest."""
+
+    train_fraction: float = setting(0.6, "share of movies in train", low=0, high=1,
+                                    low_open=True)
+    validation_fraction: float = setting(0.2, "share of movies in validation (thresholds "
+                                         "are tuned there)", low=0, high=1, low_open=True)
+    seed: int = setting(42, "split seed")
+
+    def __post_init__(self) -> None:
+        if self.train_fraction + self.validation_fraction >= 1:
+            raise ValueError("train_fraction + validation_fraction must leave room for a "
+                             f"test split, got {self.train_fraction} + "
+                             f"{self.validation_fraction}")
+
+
+TRANSFORMS = ("hflip", "crop", "jitter")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Resize every split into shards; copy (transformed) rare-genre posters in the
+    training split only, by their rarest genre's factor (median genre count / count)."""
+
+    transforms: tuple[str, ...] = setting(TRANSFORMS, "transforms of the copies",
+                                          choices=TRANSFORMS)
+    max_upsample: float = setting(3.0, "a training poster's copies in all, at most (1: "
+                                  "no upsampling)", low=1)
+    crop_min_scale: float = setting(0.85, "a crop keeps at least this share of each side",
+                                    low=0, high=1, low_open=True)
+    jitter: float = setting(0.1, "brightness / contrast / saturation change, at most",
+                            low=0, high=1)
+    seed: int = setting(0, "augmentation seed")
+    image_size: int = setting(64, "square side of the stored posters in pixels "
+                              "(study: 128; VGG16 needs at least 32)", low=32)
+    shard_size: int = setting(1000, "records per TFRecord shard", low=1)
+    jpeg_quality: int = setting(95, "JPEG quality of the stored posters", low=50, high=100)
+    max_class_weight: float = setting(10.0, "cap on a genre's positive-example weight in "
+                                      "the loss", low=1)
+
+    def __post_init__(self) -> None:
+        if self.max_upsample > 1 and not self.transforms:
+            raise ValueError("max_upsample > 1 needs at least one transform (copies would "
+                             "be identical)")
+
+
+# ---- models ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """What every trainer shares: the optimiser's fixed parts, the schedule's floor, the
+    loss weighting, the seed and the GPU check (each kind adds its own settings)."""
+
+    batch_size: int = setting(32, "images per batch and replica", low=1)
+    momentum: float = setting(0.9, "SGD Nesterov momentum", low=0, high=1)
+    lr_factor: float = setting(0.1, "ReduceLROnPlateau factor", low=0, high=1, low_open=True)
+    min_lr: float = setting(1e-6, "lowest learning rate", low=0)
+    use_class_weights: bool = setting(True, "weight rare genres' positives in the loss")
+    seed: int = setting(0, "training seed")
+    require_gpu: bool = setting(False, "fail at once when TensorFlow sees no GPU (for GPU "
+                                "node pools)")
+
+
+@dataclass(frozen=True)
+class ScratchConfig(TrainingConfig):
+    """The study's VGG-like CNN trained from scratch (two conv blocks, two dense layers)."""
+
+    conv1_filters: int = setting(16, "filters of the first conv block (study: 64)", low=1)
+    conv2_filters: int = setting(32, "filters of the second conv block (study: 128)", low=1)
+    dense_units: int = setting(128, "units of each dense layer (study: 256)", low=1)
+    input_dropout: float = setting(0.2, "dropout on the input", low=0, high=0.95)
+    conv_dropout: float = setting(0.25, "dropout after each max-pool", low=0, high=0.95)
+    dense_dropout: float = setting(0.25, "dropout after each dense layer (study: 0.5)",
+                                   low=0, high=0.95)
+    clipnorm: float = setting(1.0, "clip each gradient's norm to this (0: off, as in the "
+                              "study)", low=0)
+    epochs: int = setting(60, "epochs, at most (study: 100)", low=1)
+    learning_rate: float = setting(0.02, "SGD learning rate (study: 0.1)", low=0,
+                                   low_open=True)
+    lr_patience: int = setting(8, "epochs without progress before lowering the rate "
+                               "(study: 15)", low=1)
+    stop_patience: int = setting(12, "epochs without progress before stopping (study: 20)",
+                                 low=1)
+
+    def describe(self) -> str:
+        return (f"CNN from scratch ({self.conv1_filters}-{self.conv2_filters} filters, "
+                f"{self.dense_units} dense)")
+
+
+@dataclass(frozen=True)
+class TransferConfig(TrainingConfig):
+    """A dense head on a frozen pretrained base (the study: VGG16 + 2 x 4096 dense)."""
+
+    backbone: str = setting("vgg16", "frozen pretrained base (efficientnet_lite0's ImageNet "
+                            "weights come with the package, offline)",
+                            choices=("vgg16", "efficientnet_lite0"))
+    weights: str = setting("imagenet", "'imagenet' (VGG16: Keras downloads it; Lite0: from "
+                           "the package), 'none' (random), a weights file, or an s3:// URI")
+    dense_units: int = setting(256, "units of each dense layer of the head (study: 4096)",
+                               low=1)
+    fine_tune_epochs: int = setting(0, "> 0: then unfreeze the base's last block for this "
+                                    "many epochs", low=0)
+    fine_tune_learning_rate: float = setting(1e-4, "learning rate of the fine-tuning "
+                                             "phase", low=0, low_open=True)
+    epochs: int = setting(20, "epochs of the head, at most (study: 50)", low=1)
+    learning_rate: float = setting(0.01, "SGD learning rate of the head", low=0,
+                                   low_open=True)
+    lr_patience: int = setting(4, "epochs without progress before lowering the rate "
+                               "(study: 15)", low=1)
+    stop_patience: int = setting(8, "epochs without progress before stopping (study: 20)",
+                                 low=1)
+
+    def describe(self) -> str:
+        return f"frozen {self.backbone} ({self.weights} weights) + dense head"
+
+
+MODEL_KINDS: dict[str, type] = {"scratch": ScratchConfig, "transfer": TransferConfig}
+# A model's name becomes a file name, a DVC stage name and a Kubeflow task name.
+_MODEL_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+# Names evaluate gives its baselines and the registry's model: no trained model may take them.
+RESERVED_NAMES = ("null", "most_frequent", "top3", "last_blessed")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One entry of `models` in params.yaml: a name, a kind and that kind's config."""
+
+    name: str
+    kind: str
+    config: Any
+
+    def describe(self) -> str:
+        return self.config.describe()
+
+    def as_entry(self) -> dict[str, Any]:
+        """The params.yaml entry (kind first, then the settings)."""
+        return {"kind": self.kind, **to_mapping(self.config)}
+
+
+def model_spec(name: str, entry: Mapping[str, Any] | None, section: str = "models") -> ModelSpec:
+    """Validate one `models` entry (`{kind: ..., settings...}`) into a ModelSpec."""
+    where = f"{section}.{name}"
+    if not _MODEL_NAME.match(name):
+        raise ConfigError(f"{where}: a model name is lower-case letters, digits and _, "
+                          "starting with a letter (at most 40)")
+    if name in RESERVED_NAMES:
+        raise ConfigError(f"{where}: {name!r} is the name of a baseline; choose another")
+    if not isinstance(entry, Mapping):
+        raise ConfigError(f"{where}: expected a mapping with a kind and its settings")
+    kind = entry.get("kind")
+    if kind not in MODEL_KINDS:
+        raise ConfigError(f"{where}.kind: {kind!r} is not one of {', '.join(MODEL_KINDS)}")
+    settings = {k: v for k, v in entry.items() if k != "kind"}
+    return ModelSpec(name, kind, from_mapping(MODEL_KINDS[kind], settings, where))
+
+
+def model_specs(models: Mapping[str, Any] | None, section: str = "models") -> list[ModelSpec]:
+    """Every model of a `models` section, in order; at least one."""
+    if not isinstance(models, Mapping) or not models:
+        raise ConfigError(f"{section}: expected at least one model (NAME: {{kind: ..., ...}})")
+    return [model_spec(str(name), entry, section) for name, entry in models.items()]
+
+
+# ---- evaluate, gate ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Scoring on test with thresholds chosen on validation, and the paired bootstrap."""
+
+    batch_size: int = setting(64, "images per prediction batch", low=1)
+    bootstrap_resamples: int = setting(200, "paired bootstrap rounds for the intervals "
+                                       "(and the gate)", low=0)
+    confidence: float = setting(0.95, "interval level", low=0, high=1, low_open=True)
+    seed: int = setting(0, "bootstrap resampling seed")
+    report_posters: int = setting(12, "test posters with Grad-CAM in the HTML report", low=0)
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """Bless a model only if every rule passes: absolute margins over each baseline on
+    test, value floors, and no significant drop against the last blessed model."""
+
+    min_f1_micro_margin: float = setting(0.05, "micro-F1 above each baseline's, at least")
+    min_map_margin: float = setting(0.05, "mAP above each baseline's, at least")
+    max_hamming_loss_increase: float = setting(0.0, "Hamming loss above the top3 "
+                                               "baseline's, at most")
+    genres_per_movie_band: float = setting(2.0, "predicted genres per movie within [true / "
+                                           "x, true * x] (true: the test split's mean)",
+                                           low=1)
+    min_f1_micro: float = setting(0.0, "micro-F1 floor", low=0, high=1)
+    min_map_macro: float = setting(0.0, "mAP floor", low=0, high=1)
+    epsilon: float = setting(0.05, "allowed drop against the last blessed model (the paired "
+                             "bootstrap's lower bound of the difference)", low=0)
+    genre_ap_floors: dict[str, float] = setting({}, "per-genre AP floors, e.g. "
+                                                "{Drama: 0.3, Comedy: 0.2}")
+    max_genre_ap_drop: float = setting(-1.0, "per-genre AP drop against the last blessed "
+                                       "model, at most (negative: off)")
+
+    def __post_init__(self) -> None:
+        from postergenre.genres import GENRES
+
+        unknown = sorted(set(self.genre_ap_floors) - set(GENRES))
+        if unknown:
+            raise ValueError(f"genre_ap_floors: unknown genre {unknown[0]!r}")
+
+
+# ---- the sections of params.yaml ---------------------------------------------------------------
+
+STAGE_CONFIGS: dict[str, type] = {
+    "ingest": IngestConfig,
+    "validate": ValidateConfig,
+    "split": SplitConfig,
+    "augment": AugmentConfig,
+    "evaluate": EvaluateConfig,
+    "gate": GateConfig,
+}
+MODELS_SECTION = "models"
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A whole params file, validated: one config per stage and the list of models."""
+
+    ingest: IngestConfig
+    validate: ValidateConfig
+    split: SplitConfig
+    augment: AugmentConfig
+    models: tuple[ModelSpec, ...]
+    evaluate: EvaluateConfig
+    gate: GateConfig
+
+    def sections(self) -> dict[str, Any]:
+        """Every section as plain values: what params.yaml holds, and the pipeline's dict
+        parameters."""
+        out = {name: to_mapping(getattr(self, name)) for name in STAGE_CONFIGS}
+        out[MODELS_SECTION] = {spec.name: spec.as_entry() for spec in self.models}
+        return out
+
+
+def experiment_from_params(params: Mapping[str, Any], origin: str = "params") -> Experiment:
+    """Validate every section of a params mapping; unknown sections are an error."""
+    known = set(STAGE_CONFIGS) | {MODELS_SECTION}
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise ConfigError(f"{origin}: unknown section {unknown[0]!r}; known: "
+                          f"{', '.join(sorted(known))}")
+    configs = {name: from_mapping(cls, params.get(name), name)
+               for name, cls in STAGE_CONFIGS.items()}
+    models = tuple(model_specs(params.get(MODELS_SECTION)))
+    return Experiment(models=models, **configs)
+
+
+def load_experiment(path: str = "params.yaml") -> Experiment:
+    """Read and validate a params file (errors name the file and the key)."""
+    from postergenre.typed_config import read_params
+
+    try:
+        return experiment_from_params(read_params(path), path)
+    except ConfigError as err:
+        message = str(err)
+        raise ConfigError(message if message.startswith(path) else f"{path}: {message}") \
+            from None
+
