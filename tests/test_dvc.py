@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -113,3 +114,21 @@ def test_dvc_repro_and_kfp_local_run_one_experiment(tmp_path):
     by_kfp = json.loads(by_kfp_path.read_text())
     assert set(by_dvc) == set(by_kfp) >= {"scratch_cnn", "vgg16_transfer", "null", "top3"}
     assert _rounded(by_kfp) == _rounded(by_dvc)
+
+
+def test_every_stage_depends_on_the_package_and_reads_only_its_params_section():
+    """No changed module can be missed (the package as a whole is a dependency), and each
+    stage's command passes paths only: its settings come from its params section."""
+    stages = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]
+    for name, stage in stages.items():
+        stage = stage.get("do", stage)
+        assert "src/postergenre" in stage["deps"], name
+        commands = stage["cmd"] if isinstance(stage["cmd"], list) else [stage["cmd"]]
+        for command in commands:
+            # ${...} only for the foreach item (model name and kind), never a setting.
+            assert set(re.findall(r"\$\{([^}]*)\}", command)) <= {"key", "item.kind"}, name
+
+
+def test_no_component_imports_the_cli():
+    for path in (REPO_ROOT / "components").glob("*.py"):
+        assert "postergenre.cli" not in path.read_text(), path.name

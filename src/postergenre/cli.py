@@ -299,12 +299,20 @@ def _summary(args: argparse.Namespace) -> int:
         print(f"\nGate: BLESSED {blessing['model']}")
     else:
         print("\nGate: REJECTED every model")
+    # One line per model: how many rules it passed, and each rule it failed (the full
+    # list, with values and thresholds, is in the blessing file).
+    by_model: dict[str, list[dict]] = {}
     for rule in blessing["rules"]:
-        mark = "pass" if rule["passed"] else "FAIL"
-        value = "n/a" if rule["value"] is None else f"{rule['value']:.4f}"
-        threshold = "" if rule["threshold"] is None else f" {rule['comparison']} " \
-            f"{rule['threshold']:.4f}"
-        print(f"  {mark} {rule['model']}: {rule['rule']} {value}{threshold}")
+        by_model.setdefault(rule["model"], []).append(rule)
+    for model, rules in by_model.items():
+        failed = [r for r in rules if not r["passed"]]
+        print(f"  {model}: {len(rules) - len(failed)} of {len(rules)} rules pass")
+        for rule in failed:
+            value = "n/a" if rule["value"] is None else f"{rule['value']:.4f}"
+            threshold = "" if rule["threshold"] is None else f" {rule['comparison']} " \
+                f"{rule['threshold']:.4f}"
+            print(f"    FAIL {rule['rule']}: {value}{threshold}")
+    print(f"  (every rule: {args.blessing})")
     if args.registry and (Path(args.registry) / "latest.json").is_file():
         latest = json.loads((Path(args.registry) / "latest.json").read_text())
         print(f"Registry latest: {Path(args.registry) / latest['path']}")
