@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install run data repro summary test lint compile local-run images lock clean
+.PHONY: install run data repro summary real test lint compile local-run images lock clean
 
 install: $(STAMP)
 
@@ -34,6 +34,15 @@ summary: $(STAMP)
 run: data repro summary
 	@git diff --quiet data.dvc 2>/dev/null && echo "data.dvc: unchanged (demo data identical to the committed version)" \
 		|| echo "data.dvc: changed (different demo settings or library versions); see git diff data.dvc"
+
+# Your own posters (a folder with labels.csv, the layout of ../shared/data): every stage
+# with the real-poster settings, into OUT (the demo run's data/ and outputs/ untouched).
+#   make real DATA=../shared/data/posters-movielens [SPLIT=split.csv] [OUT=outputs/real]
+REAL_PARAMS ?= params-real.yaml
+OUT ?= outputs/real
+real: $(STAMP)
+	@test -n "$(DATA)" || { echo "make real: set DATA=DIR, a folder with labels.csv and its posters" >&2; exit 2; }
+	scripts/run_on_posters.sh "$(DATA)" "$(OUT)" "$(REAL_PARAMS)" "$(SPLIT)"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -36,7 +36,7 @@ def evaluate(prepared: Input[Dataset], models: Input[list[Model]], metrics: Outp
         os.path.join(out, "per_genre.json"), plots, settings,
         bootstrap_path=os.path.join(out, "bootstrap.json"),
         thresholds_path=os.path.join(out, "thresholds.json"), report_path=report.path,
-        registry=registry or None)
+        registry=registry or None, scores_dir=os.path.join(out, "scores"))
     for model_name, values in headline.items():
         for key, value in values.items():
             if value is not None:

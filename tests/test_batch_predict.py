@@ -116,3 +116,39 @@ def test_empty_registry_and_missing_shards_are_clear_errors(tmp_path):
         resolve_model(tmp_path)
     with pytest.raises(FileNotFoundError, match="no TFRecord files match"):
         batch_predict(tmp_path, tmp_path / "out", shards=str(tmp_path / "*.tfrecord"))
+
+
+@pytest.mark.slow
+def test_batch_predict_reproduces_evaluates_numbers_for_the_blessed_model(
+        model_dir, tiny_prepared, tmp_path):
+    """One operating point: the thresholds evaluate scored with are the ones served."""
+    from sklearn.metrics import f1_score
+
+    from postergenre.configs import EvaluateConfig, GateConfig
+    from postergenre.evaluate import evaluate_models
+    from postergenre.gate import gate
+    from postergenre.shards import labels_of
+
+    work = tmp_path / "eval"
+    evaluate_models(tiny_prepared, {"scratch": model_dir}, work / "metrics.json",
+                    work / "per_genre.json", work / "plots",
+                    EvaluateConfig(bootstrap_resamples=0, report_posters=0),
+                    thresholds_path=work / "thresholds.json")
+    # Bless the tiny model whatever it learned: this test is about what is served.
+    anything = GateConfig(min_f1_micro_margin=-1, min_map_margin=-1,
+                          max_hamming_loss_increase=1, genres_per_movie_band=100)
+    assert gate(work / "metrics.json", work / "blessing.json", anything,
+                thresholds_path=work / "thresholds.json") == BLESSED
+    register(work / "blessing.json", {"scratch": model_dir}, tmp_path / "registry")
+    batch_predict(tmp_path / "registry", tmp_path / "out", prepared_dir=tiny_prepared)
+
+    table = read_predictions(tmp_path / "out").set_index("imdb_id")
+    y_test, ids = labels_of(tiny_prepared, "test")
+    predicted = np.array([[g in set(table.loc[i, "genres"]) for g in GENRES] for i in ids])
+    evaluated = json.loads((work / "metrics.json").read_text())["scratch"]
+    assert f1_score(y_test, predicted, average="micro", zero_division=0) == pytest.approx(
+        evaluated["f1_micro"], abs=1e-9)
+    assert float((predicted != y_test.astype(bool)).mean()) == pytest.approx(
+        evaluated["hamming_loss"], abs=1e-9)
+    assert float(predicted.sum(axis=1).mean()) == pytest.approx(
+        evaluated["genres_per_movie"], abs=1e-9)

@@ -9,11 +9,13 @@ import pytest
 
 from postergenre import __version__
 from postergenre.cli import main
-from postergenre.configs import AugmentConfig
+from postergenre.configs import MODEL_KINDS, AugmentConfig
 from postergenre.typed_config import config_from_args, describe_fields
 
-STAGES = ("ingest", "validate", "split", "augment", "train-scratch", "train-transfer",
-          "evaluate", "gate", "register", "summary", "predict", "batch-predict", "pipeline")
+# One training command per model kind, generated from configs.MODEL_KINDS.
+STAGES = ("ingest", "validate", "split", "augment", *(f"train-{k}" for k in MODEL_KINDS),
+          "evaluate", "gate", "register", "models", "summary", "predict", "batch-predict",
+          "pipeline")
 
 
 def _help(*args: str) -> str:

@@ -19,7 +19,7 @@ from tests.eval_helpers import train_tiny
 
 # Margins of -1 bless any model: for tests about the registry, not the model.
 ANYTHING_GOES = GateConfig(min_f1_micro_margin=-1.0, min_map_margin=-1.0,
-                           max_hamming_loss_increase=1.0)
+                           max_hamming_loss_increase=1.0, genres_per_movie_band=100.0)
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
@@ -47,7 +47,10 @@ def test_every_scorer_and_file_is_written(evaluated):
     assert result["metrics"]["null"]["f1_micro"] == 0
     assert result["bootstrap"]["reference"] is None  # empty registry: nothing to compare
     ci = result["bootstrap"]["intervals"]["scratch"]["map_macro"]
-    assert ci["low"] <= ci["estimate"] <= ci["high"]
+    # The estimate is the full test split's value; a percentile interval from 20 resamples
+    # of ~50 movies need not contain it (resampled AP is biased), so only its order.
+    assert ci["estimate"] == pytest.approx(result["metrics"]["scratch"]["map_macro"])
+    assert ci["low"] < ci["high"]
     assert set(result["thresholds"]["scratch"]["per_genre"]) >= {"Drama", "Western"}
     plots = work / "first" / "plots"
     for name in ("roc/scratch.json", "pr/top3.json", "history/scratch.json",

@@ -181,7 +181,8 @@ TINY_RUN = {
     "models.scratch_cnn.batch_size": 16, "models.vgg16_transfer.dense_units": 8,
     "models.vgg16_transfer.epochs": 1, "models.vgg16_transfer.batch_size": 16,
     "gate.min_f1_micro_margin": -1.0, "gate.min_map_margin": -1.0,
-    "gate.max_hamming_loss_increase": 1.0, "evaluate.bootstrap_resamples": 20,
+    "gate.max_hamming_loss_increase": 1.0, "gate.genres_per_movie_band": 100.0,
+    "evaluate.bootstrap_resamples": 20,
 }
 
 

@@ -172,3 +172,63 @@ def test_class_weights_file(tiny_prepared):
     assert weights["genres"] == list(GENRES) and len(weights["class_weights"]) == 19
     manifest = json.loads((tiny_prepared / "manifest.json").read_text())
     assert weights["class_weights"] == manifest["class_weights"]
+
+
+def _given_split(tiny_split, tmp_path, mutate=None):
+    """The tiny split written back as an imdb_id,split CSV (optionally changed)."""
+    rows = [(i, s) for s in SPLITS for i in _ids(tiny_split, s)]
+    table = pd.DataFrame(rows, columns=["imdb_id", "split"])
+    if mutate:
+        table = mutate(table)
+    path = tmp_path / "given.csv"
+    table.to_csv(path, index=False)
+    return path
+
+
+def test_a_given_split_is_used_as_given(tiny_split, tmp_path):
+    labels = tiny_split.parent / "validated" / "labels.csv"
+
+    def move_first_test_movie_to_train(table):
+        first = table.index[table["split"] == "test"][0]
+        table.loc[first, "split"] = "train"
+        return table
+
+    given = _given_split(tiny_split, tmp_path, move_first_test_movie_to_train)
+    manifest = split_dataset(labels, tmp_path / "out", SplitConfig(), given)
+    moved = pd.read_csv(given, dtype=str).set_index("imdb_id")["split"]
+    for split in SPLITS:
+        assert _ids(tmp_path / "out", split) == set(moved[moved == split].index)
+    assert manifest["method"] == f"given: {given}"
+
+
+@pytest.mark.parametrize(("mutate", "message"), [
+    (lambda t: t.iloc[1:], r"1 movie\(s\) of the labels have no split"),
+    (lambda t: t.assign(split=t["split"].replace("validation", "train")),
+     "no movie in validation"),
+    (lambda t: t.assign(split=["holdout"] + list(t["split"][1:])),
+     "line 2: split 'holdout'"),
+    (lambda t: pd.concat([t, t.iloc[:1]]), "is assigned twice"),
+    (lambda t: t.rename(columns={"split": "fold"}), "expected the columns imdb_id,split"),
+])
+def test_a_bad_given_split_is_named(tiny_split, tmp_path, mutate, message):
+    labels = tiny_split.parent / "validated" / "labels.csv"
+    given = _given_split(tiny_split, tmp_path, mutate)
+    with pytest.raises(ValueError, match=message):
+        split_dataset(labels, tmp_path / "out", SplitConfig(), given)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_given_split_that_separates_near_duplicates_warns_naming_them(
+        tiny_split, tmp_path, caplog):
+    labels_path = tiny_split.parent / "validated" / "labels.csv"
+    labels = pd.read_csv(labels_path, dtype=str, keep_default_na=False)
+    a, b = sorted(labels["imdb_id"])[:2]
+    labels.loc[labels["imdb_id"].isin([a, b]), "duplicate_group"] = a
+    labels.to_csv(tmp_path / "labels.csv", index=False)
+    table = pd.DataFrame({"imdb_id": sorted(labels["imdb_id"]),
+                          "split": (["train", "test"] + ["train", "validation", "test"] * 999)
+                          [:len(labels)]})
+    table.to_csv(tmp_path / "given.csv", index=False)
+    split_dataset(tmp_path / "labels.csv", tmp_path / "out", SplitConfig(),
+                  tmp_path / "given.csv")
+    assert f"{a} (train), {b} (test)" in caplog.text

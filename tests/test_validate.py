@@ -440,3 +440,14 @@ def test_metrics_and_data_docs(tmp_path: Path) -> None:
     for column in ("imdb_id", "unknown_genres", "poster_exists", "duplicate_of", "genre_Western"):
         assert column in text, column
     assert "unsuccessful" in text.lower() or "failed" in text.lower()
+
+
+def test_landscape_artwork_is_kept_with_a_warning_by_default(tmp_path: Path) -> None:
+    """About 1% of real TMDb posters are landscape artwork: a poster all the same."""
+    rows = [_row(n) for n in range(1, 21)]
+    data = _make_dataset(tmp_path, rows)
+    (data / "posters" / "tt0000003.jpg").write_bytes(_jpeg(_poster(3, 48, 96)))
+    summary = validate_dataset(data, tmp_path / "out", ValidateConfig(min_genre_support=0))
+    assert summary["rows_kept"] == 20 and summary["rejects"] == {}
+    (aspect,) = [e for e in summary["expectations"] if e["name"] == "poster_aspect"]
+    assert aspect["severity"] == "warn" and not aspect["success"]

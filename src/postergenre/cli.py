@@ -137,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
                       SplitConfig, "split")
     p.add_argument("--labels", required=True, help="validated labels.csv (or its folder)")
     p.add_argument("--out", required=True, help="folder for train/validation/test.csv")
+    p.add_argument("--assignment", metavar="CSV", default=None, help="an imdb_id,split CSV "
+                   "(train / validation / test) to use as given instead of splitting")
 
     p = _stage_parser(sub, "augment", "resize into shards; upsample rare genres in the "
                       "training split only", AugmentConfig, "augment")
@@ -157,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", help="bootstrap intervals JSON to write")
     p.add_argument("--thresholds", help="decision thresholds JSON to write")
     p.add_argument("--report", help="HTML report to write")
+    p.add_argument("--scores", help="folder for per-movie scores and predicted genres "
+                   "(validation/NAME.csv, test/NAME.csv)")
     p.add_argument("--registry", help="registry (folder or s3://): its latest blessed model "
                    "is re-scored for the gate's comparison")
 
@@ -178,6 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-version", default=None,
                    help="data version to record (default: the md5 in --data-dvc)")
     p.add_argument("--data-dvc", default="data.dvc", help=".dvc file of the poster data")
+
+    p = _stage_parser(sub, "models", "list the models of a params file (name, kind, what "
+                      "it is): what dvc.yaml and the pipeline train")
+    p.add_argument("--params", metavar="FILE", default=None,
+                   help=f"params file (default: {DEFAULT_PARAMS})")
 
     p = _stage_parser(sub, "summary", "print the metrics table and the gate's decision")
     p.add_argument("--metrics", required=True, help="evaluate's metrics JSON")
@@ -408,7 +417,7 @@ def run(args: argparse.Namespace) -> int:  # noqa: C901 - a flat dispatch table
 
         config = config_from_args(SplitConfig, cmd, args)
         _log_settings(cmd, config)
-        manifest = split_dataset(args.labels, args.out, config)
+        manifest = split_dataset(args.labels, args.out, config, args.assignment)
         print("split: " + ", ".join(f"{k} {v}" for k, v in manifest["counts"].items())
               + " movies")
     elif cmd == "augment":
@@ -431,7 +440,7 @@ def run(args: argparse.Namespace) -> int:  # noqa: C901 - a flat dispatch table
                                    args.per_genre, args.plots, config,
                                    bootstrap_path=args.bootstrap,
                                    thresholds_path=args.thresholds, report_path=args.report,
-                                   registry=args.registry)
+                                   registry=args.registry, scores_dir=args.scores)
         print("evaluate: " + ", ".join(f"{name} mAP {values['map_macro']:.3f}"
                                        for name, values in headline.items()))
     elif cmd == "gate":
@@ -448,6 +457,12 @@ def run(args: argparse.Namespace) -> int:  # noqa: C901 - a flat dispatch table
         version = args.data_version or data_version_of(args.data_dvc)
         entry = register(args.blessing, _model_dirs(args), args.registry, version)
         print(f"registered {entry}" if entry else "not blessed: nothing registered")
+    elif cmd == "models":
+        from postergenre.configs import model_specs
+
+        params_file = _params_file(args) or DEFAULT_PARAMS
+        for spec in model_specs(section_of(read_params(params_file), MODELS_SECTION)):
+            print(f"{spec.name} {spec.kind} {spec.describe()}")
     elif cmd == "predict":
         return _predict(args)
     elif cmd == "batch-predict":
@@ -465,11 +480,17 @@ def configure_logging(verbosity: int) -> None:
         else logging.DEBUG
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         force=True)
+    # Python warnings (Keras' and TensorFlow's deprecation and data-adapter notices) go
+    # through logging, shown from -v on: they say nothing about the user's data.
+    logging.captureWarnings(True)
     if verbosity < 2:
         # tfx-bsl logs every feature of the schema through absl at INFO on each read, and
         # great-expectations logs each step of a validation at INFO.
         for noisy in ("absl", "great_expectations", "apache_beam"):
             logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    if verbosity < 1:
+        for chatty in ("py.warnings", "tensorflow"):
+            logging.getLogger(chatty).setLevel(logging.ERROR)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -90,8 +90,9 @@ SOURCES: tuple[str, ...] = ("demo", "tmdb", "local", "dvc")
 # ---- validate, split, augment -------------------------------------------------------------
 
 SOFT_POSTER_RULES = ("poster_exists", "poster_file_size", "poster_pixels", "poster_decodes",
-                     "poster_channels", "poster_min_width", "poster_min_height",
-                     "poster_aspect")
+                     "poster_channels", "poster_min_width", "poster_min_height")
+# Real landscape artwork (about 1% of TMDb posters) is a poster all the same: reported, kept.
+WARN_RULES = ("poster_aspect", "poster_near_duplicate")
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,7 @@ class ValidateConfig:
     max_listed: int = setting(10, "offenders listed per failed rule", low=1)
     soft_rules: tuple[str, ...] = setting(SOFT_POSTER_RULES, "rules whose rows go to "
                                           "rejects.csv instead of stopping the pipeline")
-    warn_rules: tuple[str, ...] = setting(("poster_near_duplicate",), "rules that are "
+    warn_rules: tuple[str, ...] = setting(WARN_RULES, "rules that are "
                                           "only reported")
     hard_rules: tuple[str, ...] = setting((), "rules that stop the pipeline (beyond the "
                                           "table rules, which always do)")
@@ -311,6 +312,12 @@ class EvaluateConfig:
     confidence: float = setting(0.95, "interval level", low=0, high=1, low_open=True)
     seed: int = setting(0, "bootstrap resampling seed")
     report_posters: int = setting(12, "test posters with Grad-CAM in the HTML report", low=0)
+    threshold_shrinkage: float = setting(20.0, "a genre's own F1 threshold weighs n / (n + "
+                                         "this) against the global one (n: its validation "
+                                         "positives)", low=0)
+    max_positive_ratio: float = setting(3.0, "a genre may be predicted on at most this many "
+                                        "times its training frequency (on validation)",
+                                        low=1)
 
 
 @dataclass(frozen=True)

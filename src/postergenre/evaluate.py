@@ -31,17 +31,15 @@ from postergenre.metrics import (
     MOST_FREQUENT,
     NULL_MODEL,
     TOP3,
-    choose_genre_thresholds,
-    choose_threshold,
     compute_metrics,
     micro_pr,
     micro_roc,
 )
 from postergenre.shards import dataset, labels_of, read_manifest
+from postergenre.thresholds import OperatingPoint, choose_operating_point
 
 log = logging.getLogger(__name__)
 # Extra headline keys: the same F1s with the per-genre thresholds (what `predict` uses).
-GENRE_THRESHOLD_KEYS = ("f1_micro", "f1_macro", "f1_samples", "hamming_loss")
 
 
 def model_image_size(model) -> int:
@@ -91,13 +89,35 @@ def _clean(value):
 
 @dataclass
 class Scored:
-    """One scorer's validation-chosen thresholds and test scores."""
+    """One scorer's served operating point (chosen on validation) and its scores."""
 
-    threshold: float
-    genre_thresholds: np.ndarray
+    point: OperatingPoint
+    val_scores: np.ndarray
     test_scores: np.ndarray
     model: object | None = None  # the Keras model (None for a baseline)
     model_dir: Path | None = None
+
+    @property
+    def threshold(self) -> float:
+        """The global micro-F1 threshold (step 1 of the policy; not what is served)."""
+        return self.point.global_threshold
+
+    @property
+    def genre_thresholds(self) -> np.ndarray:
+        """The served per-genre thresholds."""
+        return self.point.per_genre
+
+
+@dataclass(frozen=True)
+class Labels:
+    """The labels and movie ids of the three splits (training movies counted once)."""
+
+    train_prior: np.ndarray  # each genre's frequency among training movies
+    train: np.ndarray
+    y_val: np.ndarray
+    val_ids: list[str]
+    y_test: np.ndarray
+    test_ids: list[str]
 
 
 @dataclass
@@ -114,33 +134,37 @@ class Evaluation:
     histories: dict[str, list] = field(default_factory=dict)
 
 
-def _score(y_val: np.ndarray, val_scores: np.ndarray, test_scores: np.ndarray, **kw) -> Scored:
-    threshold = choose_threshold(y_val, val_scores)
-    return Scored(threshold, choose_genre_thresholds(y_val, val_scores, fallback=threshold),
-                  test_scores, **kw)
+def _score(labels: Labels, val_scores: np.ndarray, test_scores: np.ndarray,
+           config: EvaluateConfig, **kw) -> Scored:
+    point = choose_operating_point(labels.y_val, val_scores, labels.train_prior,
+                                   config.threshold_shrinkage, config.max_positive_ratio)
+    return Scored(point, val_scores, test_scores, **kw)
 
 
-def _metrics(y_test: np.ndarray, s: Scored) -> tuple[dict, dict]:
-    result = compute_metrics(y_test, s.test_scores, s.threshold)
-    by_genre = compute_metrics(y_test, s.test_scores, s.genre_thresholds)
-    headline = result["headline"]
-    for key in GENRE_THRESHOLD_KEYS:
-        headline[f"{key}_genre_thresholds"] = by_genre["headline"][key]
-    per_genre = result["per_genre"]
-    for genre in GENRES:
-        row, other = per_genre[genre], by_genre["per_genre"][genre]
-        row["genre_threshold"] = other["threshold"]
-        row["f1_genre_threshold"] = other["f1"]
-        row["predicted_positives_genre_threshold"] = other["predicted_positives"]
-    return headline, per_genre
+def _metrics(labels: Labels, s: Scored) -> tuple[dict, dict]:
+    """Every metric at the served operating point (the per-genre thresholds)."""
+    result = compute_metrics(labels.y_test, s.test_scores, s.genre_thresholds,
+                             prior=labels.train_prior)
+    return result["headline"], result["per_genre"]
+
+
+def read_labels_of_splits(prepared_dir: str | os.PathLike[str]) -> Labels:
+    train_labels, train_ids = labels_of(prepared_dir, "train")
+    # Count each training movie once: augmented copies would tilt the baselines.
+    _, first = np.unique(train_ids, return_index=True)
+    train_labels = train_labels[first]
+    y_val, val_ids = labels_of(prepared_dir, "validation")
+    y_test, test_ids = labels_of(prepared_dir, "test")
+    prior = train_labels.astype(np.float64).mean(axis=0)
+    return Labels(prior, train_labels, y_val, list(val_ids), y_test, list(test_ids))
 
 
 def score_all(
     prepared_dir: str | os.PathLike[str],
     model_dirs: Mapping[str, str | os.PathLike[str]],
     registry: str | os.PathLike[str] | None = None,
-    batch_size: int = 64,
-) -> tuple[dict[str, Scored], np.ndarray, list[str], str | None]:
+    config: EvaluateConfig | None = None,
+) -> tuple[dict[str, Scored], Labels, str | None]:
     """Thresholds (validation) and test scores for the models, baselines and last blessed."""
     from postergenre.registry import fetch_latest
     from postergenre.train import load_model  # TensorFlow loads only when models are scored
@@ -150,12 +174,10 @@ def score_all(
     clash = set(model_dirs) & {*BASELINES, LAST_BLESSED}
     if clash:
         raise ValueError(f"{sorted(clash)} are reserved names; give the model another name")
-    train_labels, train_ids = labels_of(prepared_dir, "train")
-    # Count each training movie once: augmented copies would tilt the baselines.
-    _, first = np.unique(train_ids, return_index=True)
-    train_labels = train_labels[first]
-    y_val, _ = labels_of(prepared_dir, "validation")
-    y_test, test_ids = labels_of(prepared_dir, "test")
+    config = config or EvaluateConfig()
+    batch_size = config.batch_size
+    labels = read_labels_of_splits(prepared_dir)
+    train_labels, y_val, y_test = labels.train, labels.y_val, labels.y_test
 
     to_score: dict[str, Path] = {name: Path(d) for name, d in model_dirs.items()}
     reference_entry = None
@@ -168,14 +190,15 @@ def score_all(
     scored: dict[str, Scored] = {}
     for name, model_dir in to_score.items():
         model = load_model(model_dir)
-        scored[name] = _score(y_val, predict_split(model, prepared_dir, "validation", batch_size),
-                              predict_split(model, prepared_dir, "test", batch_size),
+        scored[name] = _score(labels,
+                              predict_split(model, prepared_dir, "validation", batch_size),
+                              predict_split(model, prepared_dir, "test", batch_size), config,
                               model=model, model_dir=model_dir)
     for name, make in ((NULL_MODEL, lambda n: null_scores(n)),
                        (MOST_FREQUENT, lambda n: top_k_scores(n, train_labels, 1)),
                        (TOP3, lambda n: top_k_scores(n, train_labels, 3))):
-        scored[name] = _score(y_val, make(len(y_val)), make(len(y_test)))
-    return scored, y_test, test_ids, reference_entry
+        scored[name] = _score(labels, make(len(y_val)), make(len(y_test)), config)
+    return scored, labels, reference_entry
 
 
 def evaluate_models(
@@ -190,20 +213,22 @@ def evaluate_models(
     thresholds_path: str | os.PathLike[str] | None = None,
     report_path: str | os.PathLike[str] | None = None,
     registry: str | os.PathLike[str] | None = None,
+    scores_dir: str | os.PathLike[str] | None = None,
 ) -> dict:
     """Write headline metrics (DVC metrics), per-genre tables, curves, bootstrap intervals,
     thresholds and (optionally) the HTML report; return the headline metrics."""
     config = config or EvaluateConfig()
-    scored, y_test, test_ids, reference_entry = score_all(prepared_dir, model_dirs, registry,
-                                                          config.batch_size)
+    scored, labels, reference_entry = score_all(prepared_dir, model_dirs, registry, config)
+    y_test, test_ids = labels.y_test, labels.test_ids
     headline: dict[str, dict] = {}
     per_genre: dict[str, dict] = {}
     for name, s in scored.items():
-        headline[name], per_genre[name] = _metrics(y_test, s)
-        log.info("%s: threshold %.2f, f1_micro %.3f, map_macro %.3f", name, s.threshold,
-                 headline[name]["f1_micro"], headline[name]["map_macro"])
+        headline[name], per_genre[name] = _metrics(labels, s)
+        log.info("%s: f1_micro %.3f, map_macro %.3f at the served thresholds (capped: %s)",
+                 name, headline[name]["f1_micro"], headline[name]["map_macro"],
+                 ", ".join(s.point.capped) or "none")
     boot = paired_bootstrap(
-        y_test, {name: (s.test_scores, s.threshold) for name, s in scored.items()},
+        y_test, {name: (s.test_scores, s.genre_thresholds) for name, s in scored.items()},
         resamples=config.bootstrap_resamples, confidence=config.confidence, seed=config.seed,
         reference=LAST_BLESSED if LAST_BLESSED in scored else None)
     boot["reference_entry"] = reference_entry
@@ -233,11 +258,40 @@ def evaluate_models(
         write_json(bootstrap_path, _clean(boot))
     if thresholds_path:
         write_json(thresholds_path, {
-            name: {"global": s.threshold,
-                   "per_genre": dict(zip(GENRES, map(float, s.genre_thresholds), strict=True))}
+            name: s.point.as_json(config.threshold_shrinkage, config.max_positive_ratio)
             for name, s in scored.items()})
+    if scores_dir:
+        write_movie_scores(scored, labels, scores_dir)
     if report_path:
         from postergenre.report import write_report
 
         write_report(evaluation, report_path, prepared_dir, n_posters=config.report_posters)
     return headline
+
+
+def write_movie_scores(scored: Mapping[str, Scored], labels: Labels,
+                       out_dir: str | os.PathLike[str]) -> list[Path]:
+    """`OUT/{validation,test}/NAME.csv` per scorer: each movie's id, true genres, the
+    genres predicted at the served thresholds and the 19 probabilities."""
+    import pandas as pd
+
+    from postergenre.labels import write_table
+
+    written = []
+    for split, ids, y in (("validation", labels.val_ids, labels.y_val),
+                          ("test", labels.test_ids, labels.y_test)):
+        for name, s in scored.items():
+            scores = s.val_scores if split == "validation" else s.test_scores
+            predicted = scores >= s.genre_thresholds
+            table = pd.DataFrame({
+                "imdb_id": ids,
+                "genres": ["|".join(g for g, on in zip(GENRES, row, strict=True) if on)
+                           for row in y.astype(bool)],
+                "predicted": ["|".join(g for g, on in zip(GENRES, row, strict=True) if on)
+                              for row in predicted],
+            })
+            probabilities = pd.DataFrame(np.round(scores, 6), columns=list(GENRES))
+            path = Path(out_dir) / split / f"{name}.csv"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            written.append(write_table(pd.concat([table, probabilities], axis=1), path))
+    return written

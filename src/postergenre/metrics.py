@@ -95,22 +95,31 @@ def choose_genre_thresholds(y_true: np.ndarray, scores: np.ndarray,
     return thresholds
 
 
-def top_class(y_true: np.ndarray, scores: np.ndarray) -> float:
+def top_class(y_true: np.ndarray, scores: np.ndarray,
+              prior: np.ndarray | None = None) -> float:
     """Share of movies whose highest-scoring genre is one of theirs.
 
-    A row of equal scores has no highest genre (the null model): it counts as a miss.
+    Ties (a constant scorer such as the null model, or top3's three equal scores) are
+    broken by `prior`, the training split's genre frequency: the tie goes to the most
+    frequent genre, as a person guessing would. Without a prior a tie counts as a miss.
     """
-    top = scores.argmax(axis=1)
-    has_top = scores.max(axis=1) > scores.min(axis=1)
-    hits = y_true[np.arange(len(y_true)), top].astype(bool) & has_top
-    return float(hits.mean())
+    best = scores.max(axis=1, keepdims=True)
+    tied = scores == best
+    if prior is None:
+        top = scores.argmax(axis=1)
+        hits = y_true[np.arange(len(y_true)), top].astype(bool) & (tied.sum(axis=1) == 1)
+        return float(hits.mean())
+    ranked = np.where(tied, np.asarray(prior, dtype=np.float64)[None, :], -1.0)
+    top = ranked.argmax(axis=1)
+    return float(y_true[np.arange(len(y_true)), top].astype(bool).mean())
 
 
 def compute_metrics(y_true: np.ndarray, scores: np.ndarray,
-                    threshold: float | np.ndarray) -> dict:
+                    threshold: float | np.ndarray, prior: np.ndarray | None = None) -> dict:
     """Headline metrics plus a per-genre table, for one model's scores on one split.
 
-    `threshold` is one number for every genre or an array of 19 (per-genre thresholds).
+    `threshold` is one number for every genre or an array of 19 (per-genre thresholds);
+    `prior` (training genre frequencies) breaks top-class ties.
     """
     y_true, scores = _check(y_true, scores)
     threshold = np.asarray(threshold, dtype=np.float64)
@@ -148,7 +157,7 @@ def compute_metrics(y_true: np.ndarray, scores: np.ndarray,
         "map_macro": float(np.mean([per_genre[GENRES[g]]["ap"] for g in present])),
         "roc_auc_macro": (float(np.mean([per_genre[GENRES[g]]["auc"] for g in both]))
                           if both else math.nan),
-        "top_class": top_class(y_true, scores),
+        "top_class": top_class(y_true, scores, prior),
         # Label cardinality, predicted and true: a model that predicts no genre has the
         # lowest Hamming loss of all on sparse labels; this pair exposes it (and a model
         # that flags every genre).

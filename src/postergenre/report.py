@@ -67,7 +67,7 @@ def _fmt(value) -> str:
 def _headline_table(evaluation) -> str:
     intervals = evaluation.bootstrap.get("intervals", {})
     cols = list(HEADLINE_METRICS)
-    head = "".join(f"<th>{c}</th>" for c in ["model", *cols, "threshold"])
+    head = "".join(f"<th>{c}</th>" for c in ["model", *cols])
     head += "".join(f"<th>{m} CI</th>" for m in ("f1_micro", "f1_macro", "map_macro"))
     rows = []
     for name, values in evaluation.headline.items():
@@ -75,14 +75,14 @@ def _headline_table(evaluation) -> str:
                 "reference" if name == LAST_BLESSED else "model")
         cells = [f"<td>{html.escape(name)}</td>"]
         cells += [f"<td>{_fmt(values.get(c))}</td>" for c in cols]
-        cells.append(f"<td>{_fmt(values.get('threshold'))}</td>")
         for metric in ("f1_micro", "f1_macro", "map_macro"):
             ci = intervals.get(name, {}).get(metric, {})
             cells.append(f"<td>[{_fmt(ci.get('low'))}, {_fmt(ci.get('high'))}]</td>")
         rows.append(f'<tr class="{kind}">{"".join(cells)}</tr>')
     conf = evaluation.bootstrap.get("confidence", 0.95)
-    note = (f"<p>Test split, {len(evaluation.y_test)} movies. Decision thresholds chosen on "
-            f"validation. Intervals: {int(conf * 100)}% paired bootstrap, "
+    note = (f"<p>Test split, {len(evaluation.y_test)} movies, at the served operating point: "
+            "the per-genre thresholds chosen on validation (thresholds.json), the ones "
+            f"predict and batch-predict use. Intervals: {int(conf * 100)}% paired bootstrap, "
             f"{evaluation.bootstrap.get('resamples')} resamples. Baselines in grey: "
             "<b>null</b> predicts no genre, <b>most_frequent</b> / <b>top3</b> always "
             "predict the training split's most frequent genre(s).</p>")
@@ -99,14 +99,13 @@ def _predicted_positives_table(evaluation) -> str:
         cells = "".join(f"<td>{evaluation.per_genre[n][genre]['predicted_positives']}</td>"
                         for n in names)
         rows.append(f"<tr><td>{genre}</td><td>{support}</td>{cells}</tr>")
-    return ("<p>How many test movies each scorer labels with each genre (global "
-            "threshold), beside how many have it: a model that never predicts a genre "
+    return ("<p>How many test movies each scorer labels with each genre (served "
+            "thresholds), beside how many have it: a model that never predicts a genre "
             f"cannot be right about it.</p><table><tr>{head}</tr>{''.join(rows)}</table>")
 
 
 def _per_genre_tables(evaluation, models: list[str]) -> str:
-    cols = ("support", "predicted_positives", "f1", "ap", "auc", "genre_threshold",
-            "f1_genre_threshold")
+    cols = ("support", "predicted_positives", "f1", "ap", "auc", "threshold")
     parts = []
     for name in models:
         head = "".join(f"<th>{c}</th>" for c in ("genre", *cols))

@@ -17,6 +17,7 @@ the seeded shuffle, so the row order of the labels table does not matter.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from postergenre.configs import SplitConfig
 from postergenre.genres import GENRES, encode_many
 from postergenre.labels import GROUP_COLUMN, read_labels, write_table
 
+log = logging.getLogger(__name__)
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 MANIFEST_FILE = "manifest.json"
 SPLIT_COLUMN = "split"
@@ -61,15 +63,62 @@ def _content_hash(frame: pd.DataFrame) -> str:
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
+def read_assignment(path: str | os.PathLike[str], ids: pd.Series,
+                    groups: pd.Series) -> np.ndarray:
+    """A given split (`imdb_id,split` CSV) as split indices for `ids`, checked.
+
+    Every movie must be assigned, each to train, validation or test, and no split may be
+    empty; ids the CSV has but the labels do not (rows validate rejected) are ignored.
+    Near-duplicate groups split across splits are allowed, with a warning naming them.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"split assignment not found: {path}")
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
+        raise ValueError(f"{path}: not a CSV file ({err})") from None
+    if list(table.columns[:2]) != ["imdb_id", SPLIT_COLUMN]:
+        raise ValueError(f"{path}: expected the columns imdb_id,split; got "
+                         f"{','.join(table.columns)}")
+    bad = table[~table[SPLIT_COLUMN].isin(SPLITS)]
+    if len(bad):
+        line = int(bad.index[0]) + 2
+        raise ValueError(f"{path} line {line}: split {bad.iloc[0][SPLIT_COLUMN]!r} for "
+                         f"{bad.iloc[0]['imdb_id']}; expected one of {', '.join(SPLITS)}")
+    twice = table["imdb_id"][table["imdb_id"].duplicated()]
+    if len(twice):
+        raise ValueError(f"{path}: {twice.iloc[0]} is assigned twice")
+    given = dict(zip(table["imdb_id"], table[SPLIT_COLUMN], strict=True))
+    missing = [i for i in ids if i not in given]
+    if missing:
+        raise ValueError(f"{path}: {len(missing)} movie(s) of the labels have no split, e.g. "
+                         f"{', '.join(missing[:10])}")
+    assigned = np.array([SPLITS.index(given[i]) for i in ids])
+    empty = [SPLITS[k] for k in range(len(SPLITS)) if not (assigned == k).any()]
+    if empty:
+        raise ValueError(f"{path}: no movie in {', '.join(empty)}")
+    split_groups = pd.DataFrame({"id": list(ids), "group": list(groups), "split": assigned})
+    mixed = split_groups.groupby("group")["split"].nunique()
+    for group in mixed[mixed > 1].index:
+        members = split_groups[split_groups["group"] == group]
+        log.warning("%s: near-duplicate posters in different splits: %s", path,
+                    ", ".join(f"{r.id} ({SPLITS[r.split]})" for r in members.itertuples()))
+    return assigned
+
+
 def split_dataset(
     labels_path: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
     config: SplitConfig | None = None,
+    assignment_path: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Write `train.csv`, `validation.csv`, `test.csv` and `manifest.json` into `out_dir`.
 
     Every movie lands in exactly one split; the test fraction is what is left. The manifest
     holds counts, per-genre counts, each file's sha256 and `content_hash` (the assignment).
+    `assignment_path`: an `imdb_id,split` CSV to use as given instead (a fixed benchmark
+    split), checked by `read_assignment`.
     """
     config = config or SplitConfig()
     train_fraction, validation_fraction, seed = (config.train_fraction,
@@ -89,13 +138,18 @@ def split_dataset(
     matrix = encode_many(ordered["genres"])
     fractions = (train_fraction, validation_fraction, 1 - train_fraction - validation_fraction)
     groups = ordered[GROUP_COLUMN].where(ordered[GROUP_COLUMN] != "", ordered["imdb_id"])
-    assignment = assign_splits(matrix, groups.to_numpy(dtype=str), fractions, seed)
+    if assignment_path is not None:
+        assignment = read_assignment(assignment_path, ordered["imdb_id"], groups)
+    else:
+        assignment = assign_splits(matrix, groups.to_numpy(dtype=str), fractions, seed)
     ordered[SPLIT_COLUMN] = [SPLITS[i] for i in assignment]
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     manifest: dict[str, Any] = {
-        "seed": seed, "method": "iterative-stratification by near-duplicate group",
+        "seed": seed,
+        "method": (f"given: {assignment_path}" if assignment_path is not None
+                   else "iterative-stratification by near-duplicate group"),
         "fractions": {}, "counts": {}, "genre_counts": {}, "sha256": {},
         "content_hash": _content_hash(ordered),
     }

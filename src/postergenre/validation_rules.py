@@ -102,7 +102,7 @@ RULES: tuple[Rule, ...] = (
          lambda row: f"poster {row['poster']}: {int(row['width'])} px wide"),
     Rule("poster_min_height", "soft",
          lambda row: f"poster {row['poster']}: {int(row['height'])} px high"),
-    Rule("poster_aspect", "soft",
+    Rule("poster_aspect", "warn",
          lambda row: f"poster {row['poster']}: height/width {row['aspect']:.2f}"),
     Rule("poster_near_duplicate", "warn",
          lambda row: f"poster {row['poster']} is a near-duplicate of {row['duplicate_of']} "

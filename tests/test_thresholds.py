@@ -1,0 +1,68 @@
+"""The served operating point: one per-genre threshold policy, sane on rare genres."""
+
+import numpy as np
+import pytest
+
+from postergenre.genres import GENRES
+from postergenre.metrics import choose_genre_thresholds, choose_threshold
+from postergenre.thresholds import choose_operating_point, thresholds_vector
+
+WESTERN, DRAMA = GENRES.index("Western"), GENRES.index("Drama")
+
+
+@pytest.fixture
+def validation():
+    """600 validation movies: Drama common and well scored; Western on 3 movies, scored
+    by a model that knows nothing about it (uniform noise)."""
+    rng = np.random.default_rng(0)
+    y = (rng.random((600, 19)) < 0.1).astype(int)
+    y[:, DRAMA] = rng.random(600) < 0.5
+    y[:, WESTERN] = 0
+    y[:3, WESTERN] = 1
+    scores = np.clip(0.35 * y + rng.random((600, 19)) * 0.6, 0, 1)
+    scores[:, WESTERN] = rng.random(600)
+    prior = y.mean(axis=0)
+    return y, scores, prior
+
+
+def test_a_genre_with_few_positives_keeps_near_the_global_threshold(validation):
+    y, scores, prior = validation
+    own = choose_genre_thresholds(y, scores)
+    point = choose_operating_point(y, scores, prior, shrinkage=20, max_positive_ratio=3)
+    # Maximising F1 on 3 positives picks a low threshold that flags many movies...
+    assert (scores[:, WESTERN] >= own[WESTERN]).mean() > 0.1
+    # ...the served one flags at most 3x Western's frequency, and says it was capped.
+    served_rate = (scores[:, WESTERN] >= point.per_genre[WESTERN]).mean()
+    assert served_rate <= 3 * prior[WESTERN] + 1e-12
+    assert "Western" in point.capped
+    # A genre with hundreds of positives keeps mostly its own F1 threshold: 300 / 320 of it.
+    n = y[:, DRAMA].sum()
+    expected = (n * own[DRAMA] + 20 * point.global_threshold) / (n + 20)
+    assert point.per_genre[DRAMA] == pytest.approx(expected, abs=1e-4)
+    assert point.global_threshold == choose_threshold(y, scores)
+
+
+def test_no_genre_is_flagged_above_its_cap(validation):
+    y, scores, prior = validation
+    point = choose_operating_point(y, scores, prior, shrinkage=0, max_positive_ratio=1.5)
+    rates = (scores >= point.per_genre).mean(axis=0)
+    floor = 1 / len(y)
+    assert np.all(rates <= np.maximum(1.5 * prior, floor) + 1e-12)
+
+
+def test_shrinkage_zero_and_no_cap_gives_each_genres_f1_threshold(validation):
+    y, scores, prior = validation
+    point = choose_operating_point(y, scores, np.ones(19), shrinkage=0,
+                                   max_positive_ratio=1e9)
+    np.testing.assert_allclose(point.per_genre, choose_genre_thresholds(y, scores))
+    assert point.capped == ()
+
+
+def test_thresholds_json_round_trip(validation):
+    y, scores, prior = validation
+    point = choose_operating_point(y, scores, prior, shrinkage=20, max_positive_ratio=3)
+    saved = point.as_json(20, 3)
+    np.testing.assert_array_equal(thresholds_vector(saved), point.per_genre)
+    assert saved["policy"]["capped"] == list(point.capped)
+    with pytest.raises(ValueError, match="Western"):
+        thresholds_vector({"per_genre": {g: 0.5 for g in GENRES if g != "Western"}})
