@@ -480,6 +480,10 @@ def configure_logging(verbosity: int) -> None:
         else logging.DEBUG
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         force=True)
+    # Some libraries set their own loggers' levels (great-expectations logs at INFO
+    # whatever the root says): the handler itself drops what is below the chosen level.
+    for handler in logging.getLogger().handlers:
+        handler.setLevel(level)
     # Python warnings (Keras' and TensorFlow's deprecation and data-adapter notices) go
     # through logging, shown from -v on: they say nothing about the user's data.
     logging.captureWarnings(True)

@@ -1,0 +1,100 @@
+"""`make real`: the whole pipeline on a poster folder of one's own, into its own folder."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from tests.conftest import REPO_ROOT, SHARED_DATA
+
+BIN = Path(sys.executable).parent
+TINY = {
+    "validate": {"min_genre_support": 0},
+    "augment": {"image_size": 32},
+    "evaluate": {"bootstrap_resamples": 10, "report_posters": 2},
+}
+
+
+def _make_real(tmp_path, data: Path, params: Path, split: Path | None = None):
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    args = ["make", "-s", "--no-print-directory", "-C", str(REPO_ROOT), "real",
+            f"DATA={data}", f"OUT={tmp_path / 'out'}", f"REAL_PARAMS={params}"]
+    if split:
+        args.append(f"SPLIT={split}")
+    return subprocess.run(args, env=env, capture_output=True, text=True)
+
+
+@pytest.mark.slow
+def test_make_real_runs_every_stage_into_its_own_folder(tmp_path, tiny_data):
+    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    for section, values in TINY.items():
+        params[section].update(values)
+    for entry in params["models"].values():
+        entry.update({"epochs": 1, "batch_size": 16})
+        if entry["kind"] == "scratch":
+            entry.update({"conv1_filters": 4, "conv2_filters": 4, "dense_units": 8})
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(params))
+    labels = pd.read_csv(tiny_data / "labels.csv", dtype=str)
+    cycle = ["train"] * 3 + ["validation", "test"]
+    split = labels[["imdb_id"]].assign(
+        split=(cycle * (len(labels) // len(cycle) + 1))[:len(labels)])
+    split.to_csv(tmp_path / "split.csv", index=False)
+
+    done = _make_real(tmp_path, tiny_data, tmp_path / "tiny.yaml", tmp_path / "split.csv")
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = tmp_path / "out"
+    # It ends with the summary: the metrics table and the gate's decision.
+    assert "Gate: " in done.stdout and "Test-split metrics" in done.stdout
+    metrics = json.loads((out / "reports" / "metrics.json").read_text())
+    assert set(params["models"]) | {"null", "top3"} <= set(metrics)
+    for name in params["models"]:
+        assert (out / "models" / name / "model.keras").is_file()
+        assert (out / "reports" / "scores" / "test" / f"{name}.csv").is_file()
+    # The given split was used as given.
+    test_ids = set(pd.read_csv(out / "split" / "test.csv", dtype=str)["imdb_id"])
+    assert test_ids == set(split[split["split"] == "test"]["imdb_id"])
+    # Nothing of the demo run was touched.
+    assert not (out.parent / "data").exists()
+
+
+def test_make_real_without_data_says_what_to_give(tmp_path):
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(["make", "-s", "-C", str(REPO_ROOT), "real"], env=env,
+                          capture_output=True, text=True)
+    assert done.returncode != 0 and "set DATA=DIR" in done.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_real_posters_bless_a_model_and_reject_shuffled_labels(tmp_path):
+    """On posters-movielens the real-poster settings bless the best model; the same models
+    on the same posters with the genre lists shuffled between movies are rejected."""
+    real = SHARED_DATA / "posters-movielens"
+    if not (real / "labels.csv").is_file():
+        pytest.skip("../shared/data/posters-movielens is not on this machine")
+    params = REPO_ROOT / "params-real.yaml"
+    done = _make_real(tmp_path / "real", real, params)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    blessing = json.loads((tmp_path / "real" / "out" / "reports" / "blessing.json")
+                          .read_text())
+    assert blessing["decision"] == "blessed", blessing["failed_rules"]
+
+    shuffled = tmp_path / "shuffled"
+    shuffled.mkdir()
+    labels = pd.read_csv(real / "labels.csv", dtype=str, keep_default_na=False)
+    labels["genres"] = labels["genres"].sample(frac=1.0, random_state=1).to_numpy()
+    # The same poster files (paths in labels.csv are relative to its folder).
+    (shuffled / "posters").symlink_to(real / "posters")
+    labels.to_csv(shuffled / "labels.csv", index=False)
+    done = _make_real(tmp_path / "shuffled-run", shuffled, params)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    blessing = json.loads((tmp_path / "shuffled-run" / "out" / "reports" / "blessing.json")
+                          .read_text())
+    assert blessing["decision"] == "rejected"
+    shutil.rmtree(tmp_path, ignore_errors=True)
