@@ -10,7 +10,6 @@ Nothing heavy is imported until a command runs.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -269,7 +268,12 @@ def run_pipeline_command(args: argparse.Namespace) -> int:
             experiment = experiment_from_args(args)
             outputs = runner.run_local(args.pipeline_root, experiment,
                                        **runner.parse_params(args.param, experiment))
-            print(json.dumps(outputs, indent=2))
+            # The run's answer, after the task logs: the decision and why.
+            print(f"\ngate: {outputs['decision']}"
+                  + (f" {outputs['model']}" if outputs["model"] else ""))
+            for line in outputs["failed_rules"]:
+                print(f"  failed: {line}")
+            print(f"artifacts: {outputs['run_dir']}")
             return 0
         if args.pipeline_command == "submit":
             return _submit(args)

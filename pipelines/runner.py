@@ -127,4 +127,10 @@ def run_local(pipeline_root: str | os.PathLike[str], experiment: Experiment | No
     before = set(root.iterdir())
     task = create_pipeline(None, experiment)(**params)
     run_dirs = sorted(set(root.iterdir()) - before)
-    return {"decision": task.output, "run_dir": str(run_dirs[-1]) if run_dirs else None}
+    run_dir = run_dirs[-1] if run_dirs else None
+    blessing_path = run_dir / "gate" / "blessing" if run_dir else None
+    blessing = (json.loads(blessing_path.read_text())
+                if blessing_path and blessing_path.is_file() else {})
+    return {"decision": task.output, "model": blessing.get("model"),
+            "failed_rules": blessing.get("failed_rules", []),
+            "run_dir": str(run_dir) if run_dir else None}
