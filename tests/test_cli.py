@@ -117,3 +117,14 @@ def test_malformed_model_flag_is_a_usage_error(tmp_path):
 def test_unknown_pipeline_parameter_is_named(capsys):
     assert main(["pipeline", "run", "--local", "-p", "epochs=3"]) == 2
     assert "unknown pipeline parameter 'epochs'" in capsys.readouterr().err
+
+
+def test_a_tensorflow_stage_is_quiet_by_default(tmp_path):
+    """No native start-up chatter: a bad input gives exactly one line on stderr."""
+    done = subprocess.run([sys.executable, "-m", "postergenre.cli", "train-scratch", "--name",
+                           "cnn", "--prepared", str(tmp_path / "nope"), "--out",
+                           str(tmp_path / "m")], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        f"postergenre train-scratch: error: {tmp_path / 'nope' / 'manifest.json'} not found: "
+        f"is {tmp_path / 'nope'} the output of augment?"]

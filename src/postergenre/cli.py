@@ -474,6 +474,39 @@ def run(args: argparse.Namespace) -> int:  # noqa: C901 - a flat dispatch table
     return 0
 
 
+# Commands that load TensorFlow (its native start-up lines are hidden unless -v).
+TENSORFLOW_COMMANDS = ("augment", "evaluate", "predict", "batch-predict",
+                       *(f"train-{kind}" for kind in MODEL_KINDS))
+
+
+def load_tensorflow_quietly() -> None:
+    """Import TensorFlow and look for GPUs with the process's native stderr captured.
+
+    TensorFlow's C++ side prints several lines before its logging is set up (absl's
+    "All log messages before absl::InitializeLog()", the CUDA stub's "Could not find cuda
+    drivers", cuInit's error on a machine without a GPU); TF_CPP_MIN_LOG_LEVEL cannot
+    reach them. They are kept and printed only if the import fails.
+    """
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            import tensorflow as tf
+
+            tf.config.list_physical_devices("GPU")
+        except BaseException:
+            os.dup2(saved, 2)
+            sink.seek(0)
+            sys.stderr.write(sink.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def configure_logging(verbosity: int) -> None:
     """Quiet by default (warnings and errors); -v: INFO; -vv: DEBUG."""
     level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 \
@@ -501,6 +534,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging(getattr(args, "verbose", 0))
+    if getattr(args, "verbose", 0) < 1 and args.command in TENSORFLOW_COMMANDS:
+        load_tensorflow_quietly()
     try:
         return run(args)
     except argparse.ArgumentTypeError as err:
