@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install run data repro summary real test lint compile local-run images lock clean
+.PHONY: install run data repro summary plots real test lint compile local-run images lock clean
 
 install: $(STAMP)
 
@@ -34,6 +34,10 @@ summary: $(STAMP)
 run: data repro summary
 	@git diff --quiet data.dvc 2>/dev/null && echo "data.dvc: unchanged (demo data identical to the committed version)" \
 		|| echo "data.dvc: changed (different demo settings or library versions); see git diff data.dvc"
+
+# DVC's plots page with Vega inlined (it draws offline); Vega from the npm registry once.
+plots: $(STAMP)
+	$(BIN)/python scripts/offline_plots.py --out reports/plots-html
 
 # Your own posters (a folder with labels.csv, the layout of ../shared/data): every stage
 # with the real-poster settings, into OUT (the demo run's data/ and outputs/ untouched).
