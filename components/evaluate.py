@@ -50,8 +50,8 @@ def evaluate(prepared: Input[Dataset], models: Input[list[Model]], metrics: Outp
                     metrics.log_metric(f"{model_name}.{genre}.{key}", float(row[key]))
     candidates = [name for name in headline if name not in NOT_CANDIDATES]
     best = max(candidates, key=lambda name: headline[name]["map_macro"] or 0.0)
-    with open(os.path.join(plots, "roc", f"{best}.json")) as handle:
-        points = json.load(handle)
+    with open(os.path.join(plots, "roc.json")) as handle:
+        points = [p for p in json.load(handle) if p["model"] == best]
     roc.log_roc_curve([p["fpr"] for p in points], [p["tpr"] for p in points],
                       [p["threshold"] for p in points])
     roc.metadata["model"] = best

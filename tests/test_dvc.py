@@ -42,6 +42,7 @@ def _project_copy(tmp_path) -> Path:
             project.mkdir(), shutil.copy(REPO_ROOT / name, project / name))
     (project / ".dvc").mkdir()
     shutil.copy(REPO_ROOT / ".dvc" / "config", project / ".dvc" / "config")
+    shutil.copytree(REPO_ROOT / ".dvc" / "plots", project / ".dvc" / "plots")
     shutil.copytree(REPO_ROOT / "src", project / "src")
     _run(["git", "init", "-q"], project)
     return project

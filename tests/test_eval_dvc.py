@@ -39,6 +39,6 @@ def test_metrics_diff_and_plots_show_after_two_runs(tmp_path):
     assert '"fpr"' in page and '"val_loss"' in page
     # Every model of params.yaml is drawn, though dvc.yaml names none of them.
     for name in params["models"]:
-        assert f"{name}.json" in page and f"roc_{name}.png" in page, name
+        assert f'"model": "{name}"' in page and f"roc_{name}.png" in page, name
     _run(["dvc", "plots", "diff", "HEAD", "--out", "plots-diff"], project)
     assert (project / "plots-diff" / "index.html").is_file()

@@ -18,26 +18,30 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def _plots_project(tmp_path: Path) -> Path:
-    """A DVC project holding the repo's `plots:` section and small curves for two models."""
+    """A DVC project with the repo's `plots:` section and template, and small curves for
+    two models and a baseline (the files evaluate writes)."""
     project = tmp_path / "project"
     plots = project / "reports" / "plots"
-    for name in ("cnn", "transfer", "top3"):
-        points = [{"fpr": x / 10, "tpr": min(1.0, (x / 10) ** 0.5), "threshold": 1 - x / 10}
-                  for x in range(11)]
-        for kind, rows in (("roc", points),
-                           ("pr", [{"recall": p["fpr"], "precision": 1 - p["fpr"] / 2}
-                                   for p in points])):
-            (plots / kind).mkdir(parents=True, exist_ok=True)
-            (plots / kind / f"{name}.json").write_text(json.dumps(rows))
-    (plots / "history").mkdir()
-    (plots / "history" / "cnn.json").write_text(json.dumps(
-        [{"epoch": e, "loss": 1 / e, "val_loss": 1.2 / e} for e in range(1, 6)]))
+    plots.mkdir(parents=True)
+    roc, pr = [], []
+    for name, power in (("cnn", 0.5), ("transfer", 0.3), ("top3", 1.0)):
+        for x in range(11):
+            roc.append({"model": name, "fpr": x / 10, "tpr": (x / 10) ** power,
+                        "threshold": 1 - x / 10})
+            pr.append({"model": name, "recall": x / 10, "precision": 1 - (x / 10) ** 2 / 2})
+    (plots / "roc.json").write_text(json.dumps(roc))
+    (plots / "pr.json").write_text(json.dumps(pr))
+    (plots / "history.json").write_text(json.dumps(
+        [{"model": m, "epoch": e, "loss": 1 / e, "val_loss": k / e}
+         for m, k in (("cnn", 1.2), ("transfer", 1.0)) for e in range(1, 6)]))
     (plots / "genres").mkdir()
     shutil.copy(REPO_ROOT / "docs" / "report-example.png", plots / "genres" / "roc_cnn.png")
     section = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["plots"]
     (project / "dvc.yaml").write_text(yaml.safe_dump({"plots": section}))
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=project, check=True, env=env)
+    shutil.copytree(REPO_ROOT / ".dvc" / "plots", project / ".dvc" / "plots",
+                    dirs_exist_ok=True)
     return project
 
 
@@ -62,8 +66,9 @@ def test_plots_page_draws_offline(tmp_path):
          "--host-resolver-rules=MAP * ~NOTFOUND", "--virtual-time-budget=10000",
          "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
     svgs = re.findall(r"<svg[^>]*class=\"marks\".*?</svg>", dom, flags=re.DOTALL)
-    assert len(svgs) >= 3, dom[:2000]  # ROC, PR, validation loss
-    for svg in svgs:
-        # Drawn lines: SVG paths with real coordinates, one per model in ROC and PR.
-        assert re.search(r'<path[^>]* d="M[\d.]+,[\d.]+L', svg)
-    assert "cnn" in dom and "transfer" in dom
+    assert len(svgs) == 3, dom[:2000]  # ROC, PR, validation loss: one chart each
+    for svg, models in zip(svgs, (3, 3, 2), strict=True):
+        # One drawn line per model: SVG paths with real coordinates.
+        lines = re.findall(r'<path[^>]*aria-roledescription="line mark"[^>]* d="M[\d.]+,'
+                           r'[\d.]+L', svg)
+        assert len(lines) == models, svg[:1500]

@@ -39,6 +39,8 @@ from postergenre.shards import dataset, labels_of, read_manifest
 from postergenre.thresholds import OperatingPoint, choose_operating_point
 
 log = logging.getLogger(__name__)
+# The DVC plots evaluate writes into its plots folder (every scorer in each file).
+ROC_FILE, PR_FILE, HISTORY_FILE = "roc.json", "pr.json", "history.json"
 # Extra headline keys: the same F1s with the per-genre thresholds (what `predict` uses).
 
 
@@ -235,17 +237,20 @@ def evaluate_models(
 
     plots = Path(plots_dir)
     plots.mkdir(parents=True, exist_ok=True)
-    # One folder per plot, one file per scorer: DVC draws every model found there, so a
-    # new model in params.yaml needs no change to dvc.yaml.
-    for name in scored:
-        write_json(plots / "roc" / f"{name}.json", micro_roc(y_test, scored[name].test_scores))
-        write_json(plots / "pr" / f"{name}.json", micro_pr(y_test, scored[name].test_scores))
+    # One file per plot, one row per point with the scorer's name in `model`: the DVC
+    # template (.dvc/plots/by_model.json) draws one line per model, so a new model in
+    # params.yaml needs no change to dvc.yaml.
+    write_json(plots / ROC_FILE, [{"model": name, **point} for name in scored
+                                  for point in micro_roc(y_test, scored[name].test_scores)])
+    write_json(plots / PR_FILE, [{"model": name, **point} for name in scored
+                                 for point in micro_pr(y_test, scored[name].test_scores)])
     histories = {}
     for name in model_dirs:
         history = Path(model_dirs[name]) / "history.json"
         if history.is_file():
             histories[name] = json.loads(history.read_text())
-            write_json(plots / "history" / f"{name}.json", histories[name])
+    write_json(plots / HISTORY_FILE, [{"model": name, **epoch} for name, rows in
+                                      histories.items() for epoch in rows])
     evaluation = Evaluation(y_test, test_ids, scored, headline, per_genre, boot,
                             reference_entry, histories)
     from postergenre.figures import write_genre_curve_figures
