@@ -2,9 +2,10 @@
 
 Credentials never pass as parameters (parameters show in the UI and the compiled spec):
 the TMDb key comes from `TMDB_API_KEY` / `TMDB_READ_ACCESS_TOKEN` and S3 credentials
-from `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`, which the pipeline injects from
-Kubernetes Secrets. An S3-compatible endpoint comes from `ingest.dvc.endpoint_url` or
-else the `AWS_ENDPOINT_URL` variable.
+from `POSTERGENRE_AWS_ACCESS_KEY_ID` / `POSTERGENRE_AWS_SECRET_ACCESS_KEY` (mapped to
+`AWS_*` in this process only), which the pipeline injects from Kubernetes Secrets. An
+S3-compatible endpoint comes from `ingest.dvc.endpoint_url` or else the endpoint
+variable (`POSTERGENRE_AWS_ENDPOINT_URL`, or `AWS_ENDPOINT_URL`).
 """
 
 from kfp.dsl import Artifact, Dataset, Output
@@ -25,7 +26,12 @@ def ingest(dataset: Output[Dataset], report: Output[Artifact], config: dict,
 
     from postergenre.configs import IngestConfig
     from postergenre.ingest import ingest as run
+    from postergenre.storage import use_project_credentials
     from postergenre.typed_config import from_mapping
+
+    # The S3 Secret arrives as POSTERGENRE_AWS_* (so KFP's launcher never sees it): the
+    # DVC source reads AWS_*, set here, in this process only.
+    use_project_credentials()
 
     settings = from_mapping(IngestConfig, config, "ingest")
     if not settings.tmdb.cache_dir:

@@ -28,8 +28,11 @@ from postergenre.typed_config import DEFAULT_PARAMS
 PIPELINE_NAME = "postergenre"
 # The pipeline's own parameters, beside one dict per params.yaml section.
 RUN_PARAMETERS = ("source", "data_version", "registry", "batch_predict_runner")
-__all__ = ["GPU_RESOURCE", "PIPELINE_NAME", "RUN_PARAMETERS", "ClusterSettings",
-           "create_pipeline"]
+# The `registry` parameter's default without a model_registry: a folder, right for
+# kfp.local (`postergenre pipeline run --local`) only.
+LOCAL_REGISTRY = "registry"
+__all__ = ["GPU_RESOURCE", "LOCAL_REGISTRY", "PIPELINE_NAME", "RUN_PARAMETERS",
+           "ClusterSettings", "create_pipeline"]
 
 
 def create_pipeline(settings: ClusterSettings | None = None,
@@ -38,23 +41,32 @@ def create_pipeline(settings: ClusterSettings | None = None,
     and the `experiment` (default: params.yaml in the current folder).
 
     The training tasks run in the GPU image on the GPU node pool (accelerator limit,
-    node selector, toleration, /dev/shm); every task gets CPU/memory requests and limits,
-    runs as the image's non-root user, and gets only the Secrets it needs, by name.
+    node selector, toleration, /dev/shm) and, with `settings.require_gpu`, fail when they
+    see no GPU; every task gets CPU/memory requests and limits, a retry policy, and only
+    the Secrets it needs, by name. The description names the oldest KFP backend that
+    runs it.
     """
     settings = settings or ClusterSettings()
     experiment = experiment or load_experiment(DEFAULT_PARAMS)
     sections = experiment.sections()
+    if settings.require_gpu:
+        # A training task on the GPU pool that sees no GPU (driver, device plugin, image)
+        # fails at once instead of training for hours on the CPU.
+        sections["models"] = {name: {**entry, "require_gpu": True}
+                              for name, entry in sections["models"].items()}
     model_names = [spec.name for spec in experiment.models]
     ops = build_components(settings.image, settings.gpu_image)
 
     @dsl.pipeline(name=PIPELINE_NAME, pipeline_root=settings.pipeline_root,
                   description="Movie genres from posters: ingest, validate, split, augment, "
                   f"train {', '.join(model_names)}, evaluate against the null model, gate, "
-                  "register.")
+                  f"register. {settings.backend_note()}")
     def postergenre_pipeline(
         source: str = "demo",
         data_version: str = "",
-        registry: str = "registry",
+        # A folder inside the task's pod unless compiled with a model_registry URI:
+        # `submit` refuses to run it so (-p registry=s3://... or --model-registry).
+        registry: str = settings.model_registry or LOCAL_REGISTRY,
         batch_predict_runner: str = "DirectRunner",
         ingest: dict = sections["ingest"],
         validate: dict = sections["validate"],

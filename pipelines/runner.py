@@ -19,6 +19,9 @@ from postergenre.configs import Experiment
 from postergenre.pipelines.pipeline import create_pipeline
 from postergenre.pipelines.platform import ClusterSettings
 
+# kfp.local ignores the cluster settings, but not the parameter defaults they set: train
+# on whatever this machine has (params.yaml's require_gpu).
+LOCAL_SETTINGS = ClusterSettings(require_gpu=False)
 # The compiled spec's parameter types -> the Python type a `-p key=value` becomes.
 _SPEC_TYPES = {"STRING": str, "NUMBER_INTEGER": int, "NUMBER_DOUBLE": float, "LIST": list,
                "BOOLEAN": bool, "STRUCT": dict}
@@ -42,7 +45,8 @@ def compile_pipeline(output: str | os.PathLike[str], settings: ClusterSettings |
 
 def pipeline_parameters(experiment: Experiment | None = None) -> dict[str, inspect.Parameter]:
     """The pipeline's run-time parameters, by name."""
-    return dict(inspect.signature(create_pipeline(None, experiment).pipeline_func).parameters)
+    return dict(inspect.signature(
+        create_pipeline(LOCAL_SETTINGS, experiment).pipeline_func).parameters)
 
 
 def _coerce(key: str, raw: str, kind: type):
@@ -100,6 +104,14 @@ def load_spec(package: str | os.PathLike[str]) -> dict:
     return spec
 
 
+def load_package(package: str | os.PathLike[str]) -> tuple[dict, dict]:
+    """(pipeline spec, platform spec) of a compiled pipeline; the platform spec is {}
+    when it has none (no kfp-kubernetes settings)."""
+    spec = load_spec(package)
+    docs = [d for d in yaml.safe_load_all(Path(package).read_text()) if d]
+    return spec, (docs[1] if len(docs) > 1 and isinstance(docs[1], dict) else {})
+
+
 def spec_parameters(spec: Mapping) -> dict[str, type]:
     """The run-time parameters a compiled pipeline declares, with their Python types."""
     declared = spec["root"].get("inputDefinitions", {}).get("parameters", {})
@@ -125,7 +137,7 @@ def run_local(pipeline_root: str | os.PathLike[str], experiment: Experiment | No
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root),
                raise_on_error=True)
     before = set(root.iterdir())
-    task = create_pipeline(None, experiment)(**params)
+    task = create_pipeline(LOCAL_SETTINGS, experiment)(**params)
     run_dirs = sorted(set(root.iterdir()) - before)
     run_dir = run_dirs[-1] if run_dirs else None
     blessing_path = run_dir / "gate" / "blessing" if run_dir else None

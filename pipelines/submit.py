@@ -1,9 +1,11 @@
 """Talk to a Kubeflow Pipelines API server: submit a run, follow it, schedule it, upload
 a pipeline version. The real `kfp.Client` does the calls; this module adds what a
-platform team needs around it: auth from a token or the pod's service account (never
-from a flag, so no token lands in shell history), one clear line for an unreachable
-host, rejected credentials or an unknown parameter, and `watch_run`, which survives
-short network losses and says so when it gives up.
+platform team needs around it: auth from a token, a session cookie or the pod's service
+account (never from a flag, so no secret lands in shell history), a private CA, one
+clear line for an unreachable host, rejected credentials, an unknown parameter, a
+package the server's KFP version cannot run or one that cannot work on any cluster
+(placeholder images, a model registry inside the pod), a link to the run in the UI, and
+`watch_run`, which survives short network losses and says so when it gives up.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ import contextlib
 import json
 import logging
 import os
+import ssl
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import warnings
 from collections.abc import Callable, Mapping
@@ -23,11 +27,17 @@ from pathlib import Path
 import kfp_server_api
 import urllib3
 
-from postergenre.pipelines.runner import load_spec, parse_spec_params
+from postergenre.pipelines.compat import missing_on, required_backend, version_key
+from postergenre.pipelines.runner import load_package, load_spec, parse_spec_params
 
 log = logging.getLogger(__name__)
 
 IN_CLUSTER_HOST = "http://ml-pipeline.kubeflow.svc.cluster.local:8888"
+IN_CLUSTER_UI = "http://ml-pipeline-ui.kubeflow.svc.cluster.local"
+# README's port-forward of the UI (`kubectl port-forward svc/ml-pipeline-ui 8080:80`),
+# beside the API's on 8888.
+LOCAL_UI = "http://localhost:8080"
+UI_ENV = "KF_PIPELINES_UI_ENDPOINT"  # kfp.Client's variable for the same
 # Where KFP projects the run's service-account token in a pod (kfp.client's default).
 SA_TOKEN_PATH = "/var/run/secrets/kubeflow/pipelines/token"
 DEFAULT_TOKEN_ENV = "KFP_TOKEN"
@@ -45,46 +55,73 @@ class ConnectionLostError(KfpError):
 @dataclass(frozen=True)
 class Auth:
     """How to authenticate: a bearer token (from an env variable) or the pod's projected
-    service-account token file (re-read on every call, as it rotates)."""
+    service-account token file (re-read on every call, as it rotates), and/or a session
+    cookie (Dex / oauth2-proxy in front of a multi-user Kubeflow, from an env variable)."""
 
     token: str | None = None
     token_file: str | None = None
+    cookie: str | None = None
 
     @classmethod
     def resolve(cls, mode: str = "auto", token_env: str = DEFAULT_TOKEN_ENV,
-                token_file: str | None = None) -> Auth:
+                token_file: str | None = None, cookie_env: str | None = None) -> Auth:
+        cookie = None
+        if cookie_env:
+            cookie = os.environ.get(cookie_env)
+            if not cookie:
+                raise KfpError(f"--cookie-env {cookie_env}: the environment variable is "
+                               "empty (export the session cookie as NAME=VALUE, e.g. "
+                               "authservice_session=..., from the browser)")
         token_file = token_file or os.environ.get("KF_PIPELINES_SA_TOKEN_PATH") or SA_TOKEN_PATH
         if mode in ("auto", "token") and os.environ.get(token_env):
-            return cls(token=os.environ[token_env])
+            return cls(token=os.environ[token_env], cookie=cookie)
         if mode == "token":
             raise KfpError(f"--auth token: the environment variable {token_env} is empty")
         if mode in ("auto", "service-account") and Path(token_file).is_file():
-            return cls(token_file=token_file)
+            return cls(token_file=token_file, cookie=cookie)
         if mode == "service-account":
             raise KfpError(f"--auth service-account: no token file at {token_file} (is this "
                            "a pod with KFP's projected service-account token?)")
-        return cls()
+        return cls(cookie=cookie)
 
     def header(self) -> dict[str, str]:
+        headers = {"Cookie": self.cookie} if self.cookie else {}
         if self.token:
-            return {"Authorization": f"Bearer {self.token}"}
-        if self.token_file:
-            return {"Authorization": f"Bearer {Path(self.token_file).read_text().strip()}"}
-        return {}
+            headers["Authorization"] = f"Bearer {self.token}"
+        elif self.token_file:
+            headers["Authorization"] = f"Bearer {Path(self.token_file).read_text().strip()}"
+        return headers
 
     def describe(self) -> str:
-        if self.token:
-            return "a bearer token"
-        return f"the service-account token {self.token_file}" if self.token_file else "no auth"
+        what = ("a bearer token" if self.token else
+                f"the service-account token {self.token_file}" if self.token_file else "")
+        if self.cookie:
+            what = f"{what} and a session cookie" if what else "a session cookie"
+        return what or "no auth"
 
 
-def check_server(host: str, auth: Auth, timeout: float = 10.0) -> dict:
+def _ssl_context(ca_cert: str | None) -> ssl.SSLContext | None:
+    if ca_cert is None:
+        return None
+    if not Path(ca_cert).is_file():
+        raise KfpError(f"--ca-cert {ca_cert}: no such file")
+    try:
+        return ssl.create_default_context(cafile=ca_cert)
+    except ssl.SSLError as err:
+        raise KfpError(f"--ca-cert {ca_cert}: not a PEM certificate ({err})") from None
+
+
+def check_server(host: str, auth: Auth, timeout: float = 10.0,
+                 ca_cert: str | None = None) -> dict:
     """GET the healthz endpoint once, so that a wrong host or bad credentials fail fast
-    with one clear line (kfp.Client itself retries healthz for ~25 s, then says little)."""
+    with one clear line (kfp.Client itself retries healthz for ~25 s, then says little).
+    Returns its JSON: `tag_name` is the server's KFP version."""
     url = f"{host.rstrip('/')}/apis/v2beta1/healthz"
     request = urllib.request.Request(url, headers=auth.header())
+    context = _ssl_context(ca_cert)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=timeout,  # noqa: S310
+                                    context=context) as response:
             return json.loads(response.read() or b"{}")
     except urllib.error.HTTPError as err:
         if err.code in (401, 403):
@@ -95,25 +132,97 @@ def check_server(host: str, auth: Auth, timeout: float = 10.0) -> dict:
                        "(ml-pipeline service, port 8888)?") from None
     except (urllib.error.URLError, OSError) as err:
         reason = getattr(err, "reason", err)
-        raise KfpError(f"cannot reach the Kubeflow Pipelines API at {host}: {reason}") from None
+        hint = (" (a private CA? --ca-cert FILE)" if isinstance(reason, ssl.SSLError)
+                and "CERTIFICATE_VERIFY_FAILED" in str(reason) else "")
+        raise KfpError(f"cannot reach the Kubeflow Pipelines API at {host}: {reason}"
+                       f"{hint}") from None
     except json.JSONDecodeError:
         raise KfpError(f"{url} did not answer JSON: is {host} the KFP API?") from None
 
 
-def connect(host: str | None, auth: Auth, namespace: str | None = None):
-    """A `kfp.Client` for `host` (in-cluster DNS name if None), checked with healthz."""
+def server_version(health: Mapping) -> str | None:
+    """The KFP version a healthz answer names (`tag_name`), None if it names none."""
+    tag = str(health.get("tag_name") or "")
+    try:
+        version_key(tag)
+    except ValueError:
+        return None
+    return tag.lstrip("v")
+
+
+def check_backend(health: Mapping, package: str, host: str = "the server") -> str | None:
+    """Refuse (KfpError, one line) a compiled package that uses what the server's KFP
+    version lacks; return a warning when the server names no version."""
+    from postergenre.pipelines.platform import BACKEND_FEATURES
+
+    spec, platform = load_package(package)
+    needed, _ = required_backend(spec, platform)
+    version = server_version(health)
+    if version is None:
+        return (f"{host} names no KFP version (healthz tag_name "
+                f"{health.get('tag_name')!r}); this pipeline needs {needed} or newer")
+    missing = missing_on(version, spec, platform)
+    if not missing:
+        return None
+    flags = [f.flag for f in BACKEND_FEATURES.values()
+             if version_key(f.since) > version_key(version)]
+    shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3
+                                      else "")
+    raise KfpError(f"{host} runs Kubeflow Pipelines {version}, this pipeline needs {needed} "
+                   f"or newer (it uses {shown}): compile it without "
+                   f"{' / '.join(flags) or 'those settings'}, or upgrade the backend")
+
+
+def check_package(package: str, params: Mapping, *, run: bool = True) -> list[str]:
+    """What makes a compiled package fail on any cluster: placeholder images (an error)
+    and a model registry inside the task's pod (an error for a run, else a warning,
+    returned)."""
+    from postergenre.pipelines.platform import PLACEHOLDER_IMAGE_PREFIX, is_remote_uri
+
+    spec = load_spec(package)
+    executors = spec.get("deploymentSpec", {}).get("executors", {})
+    images = sorted({e.get("container", {}).get("image", "") for e in executors.values()})
+    placeholders = [image for image in images if image.startswith(PLACEHOLDER_IMAGE_PREFIX)]
+    if placeholders:
+        raise KfpError(f"{package} runs the placeholder image {placeholders[0]}, which "
+                       "nothing publishes: build and push yours (make images) and compile "
+                       "with --registry REGISTRY [--tag TAG] or --image and --gpu-image")
+    declared = spec["root"].get("inputDefinitions", {}).get("parameters", {})
+    if "registry" not in declared:
+        return []
+    registry = params.get("registry", declared["registry"].get("defaultValue", ""))
+    if is_remote_uri(str(registry)):
+        return []
+    message = (f"the model registry {registry!r} is a folder inside the task's pod, gone "
+               "when it ends: pass -p registry=s3://bucket/prefix or compile with "
+               "--model-registry s3://bucket/prefix")
+    if run:
+        raise KfpError(message)
+    return [f"{message} (each run must set registry)"]
+
+
+def connect(host: str | None, auth: Auth, namespace: str | None = None, *,
+            ca_cert: str | None = None, check: Callable[[dict], None] | None = None):
+    """A `kfp.Client` for `host` (in-cluster DNS name if None), checked with healthz;
+    `check` sees the healthz answer first (and may raise)."""
     import kfp
     from kfp.client.set_volume_credentials import ServiceAccountTokenVolumeCredentials
 
     host = (host or IN_CLUSTER_HOST).rstrip("/")
     if "://" not in host:
         raise KfpError(f"--host {host!r}: give the scheme, e.g. http://localhost:8080")
-    check_server(host, auth)
+    health = check_server(host, auth, ca_cert=ca_cert)
+    if check is not None:
+        check(health)
     kwargs: dict = {"host": host}
     if auth.token:
         kwargs["existing_token"] = auth.token
     elif auth.token_file:
         kwargs["credentials"] = ServiceAccountTokenVolumeCredentials(path=auth.token_file)
+    if auth.cookie:
+        kwargs["cookies"] = auth.cookie
+    if ca_cert:
+        kwargs["ssl_ca_cert"] = ca_cert
     if namespace:
         kwargs["namespace"] = namespace
     with warnings.catch_warnings():
@@ -137,8 +246,26 @@ def _api_call(what: str, call: Callable, *args, **kwargs):
         raise KfpError(f"{what}: lost the KFP API: {err}") from None
 
 
-def run_url(host: str, run_id: str) -> str:
-    return f"{host.rstrip('/')}/#/runs/details/{run_id}"
+def ui_url(host: str | None, ui: str | None = None) -> str:
+    """The KFP UI's base URL: `ui` (--ui-url), else $KF_PIPELINES_UI_ENDPOINT, else
+    derived from the API's `host`: the in-cluster API -> the in-cluster UI service, a
+    port-forward of the API on 8888 -> README's port-forward of the UI (localhost:8080),
+    anything else (Kubeflow's gateway .../pipeline, the UI's own port-forward, which
+    proxies the API) -> the host itself."""
+    ui = ui or os.environ.get(UI_ENV)
+    if ui:
+        return ui.rstrip("/")
+    host = (host or IN_CLUSTER_HOST).rstrip("/")
+    parsed = urllib.parse.urlsplit(host)
+    if parsed.hostname and parsed.hostname.startswith("ml-pipeline."):
+        return IN_CLUSTER_UI
+    if parsed.port == 8888 and parsed.hostname in ("localhost", "127.0.0.1", "::1"):
+        return LOCAL_UI
+    return host
+
+
+def run_url(ui: str, run_id: str) -> str:
+    return f"{ui.rstrip('/')}/#/runs/details/{run_id}"
 
 
 @dataclass(frozen=True)
@@ -200,14 +327,29 @@ def schedule(client, job: Submission, cron: str, max_concurrency: int = 1) -> st
     return recurring.recurring_run_id
 
 
+def _pipeline_id(client, name: str, namespace: str | None) -> str | None:
+    """kfp.Client.get_pipeline_id, within `namespace` (None: shared pipelines)."""
+    predicate = {"operation": "EQUALS", "key": "display_name", "stringValue": name}
+    result = _api_call("upload", client.list_pipelines, namespace=namespace,
+                       filter=json.dumps({"predicates": [predicate]}))
+    found = [p for p in (result.pipelines or []) if p.display_name == name]
+    if len(found) > 1:
+        raise KfpError(f"upload: {len(found)} pipelines are named {name!r}; name one that "
+                       "is unique")
+    return found[0].pipeline_id if found else None
+
+
 def upload(client, package: str, name: str, version: str,
-           description: str | None = None) -> tuple[str, str]:
+           description: str | None = None, namespace: str | None = None
+           ) -> tuple[str, str]:
     """Upload `package` as version `version` of pipeline `name` (the pipeline is created
-    on first upload); return (pipeline id, version id)."""
+    on first upload, in `namespace` if given: multi-user KFP's namespaced pipelines);
+    return (pipeline id, version id)."""
     load_spec(package)  # a clear error before any upload
-    pipeline_id = _api_call("upload", client.get_pipeline_id, name)
+    pipeline_id = _pipeline_id(client, name, namespace)
     if pipeline_id is None:
-        pipeline = kfp_server_api.V2beta1Pipeline(display_name=name, description=description)
+        pipeline = kfp_server_api.V2beta1Pipeline(display_name=name, description=description,
+                                                  namespace=namespace)
         created = _api_call("upload", client.pipelines.pipeline_service_create_pipeline,
                             pipeline=pipeline)
         pipeline_id = created.pipeline_id

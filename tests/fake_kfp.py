@@ -3,13 +3,16 @@ pipeline submit / upload` make, answered the way the real API server answers the
 (JSON field names, filters, multipart uploads, 4xx on bad input), and recorded.
 
 Runs report the states a test scripts (`run_states`), one per GET, so `--watch` can
-be driven through success, failure and a server that goes away.
+be driven through success, failure and a server that goes away. healthz names the KFP
+version it plays (`version`, the real server's `tag_name`); `cookie` makes it demand a
+session cookie (Dex / oauth2-proxy), `tls=(cert, key)` serve HTTPS.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import ssl
 import threading
 from email.parser import BytesParser
 from email.policy import HTTP
@@ -22,8 +25,13 @@ API = "/apis/v2beta1"
 class FakeKfp:
     """`with FakeKfp(token="t") as kfp:` serves on 127.0.0.1:<free port> (kfp.url)."""
 
-    def __init__(self, token: str | None = None, run_states: list[str] | None = None):
+    def __init__(self, token: str | None = None, run_states: list[str] | None = None, *,
+                 version: str | None = "2.17.0", cookie: str | None = None,
+                 tls: tuple[str, str] | None = None):
         self.token = token
+        self.version = version
+        self.cookie = cookie
+        self.scheme = "https" if tls else "http"
         self.run_states = list(run_states or ["RUNNING", "SUCCEEDED"])
         self.calls: list[dict] = []  # method, path, query, body (parsed), auth header
         self.experiments: dict[str, dict] = {}
@@ -34,12 +42,16 @@ class FakeKfp:
         self.fail_next_gets = 0  # answer the next N GETs of a run with HTTP 503
         self._ids = itertools.count(1)
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        if tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"{self.scheme}://{host}:{port}"
 
     def __enter__(self) -> FakeKfp:
         self._thread.start()
@@ -61,11 +73,17 @@ class FakeKfp:
         return f"{kind}-{next(self._ids)}"
 
     # -- the API -------------------------------------------------------------------
-    def handle(self, method: str, path: str, query: dict, body, auth: str | None):
+    def handle(self, method: str, path: str, query: dict, body, auth: str | None,
+               cookie: str | None = None):
         if self.token is not None and auth != f"Bearer {self.token}":
             return 401, {"code": 16, "message": "Unauthenticated: bad or missing token"}
+        if self.cookie is not None and self.cookie not in (cookie or "").split("; "):
+            return 401, {"code": 16, "message": "Unauthenticated: no session cookie"}
         if (method, path) == ("GET", f"{API}/healthz"):
-            return 200, {"multi_user": False, "pipeline_store": "database"}
+            health = {"commit_sha": "0123abc", "multi_user": False, "pipeline_store": "database"}
+            if self.version is not None:
+                health["tag_name"] = self.version
+            return 200, health
         if (method, path) == ("GET", f"{API}/experiments"):
             found = _filtered(self.experiments.values(), query)
             return 200, ({"experiments": found, "total_size": len(found)} if found else {})
@@ -107,10 +125,14 @@ class FakeKfp:
             self.recurring_runs[recurring["recurring_run_id"]] = recurring
             return 200, recurring
         if (method, path) == ("GET", f"{API}/pipelines"):
-            found = _filtered(self.pipelines.values(), query)
+            # Namespaced pipelines (multi-user): a namespace lists its own, none the shared.
+            namespace = query.get("namespace", [None])[0]
+            found = [p for p in _filtered(self.pipelines.values(), query)
+                     if p.get("namespace") == namespace]
             return 200, ({"pipelines": found, "total_size": len(found)} if found else {})
         if (method, path) == ("POST", f"{API}/pipelines"):
             if any(p["display_name"] == body.get("display_name")
+                   and p.get("namespace") == body.get("namespace")
                    for p in self.pipelines.values()):
                 return 409, {"code": 6, "message": "Already exist error: pipeline name"}
             pipeline = {**body, "pipeline_id": self._id("pipeline")}
@@ -146,9 +168,10 @@ class FakeKfp:
                 raw = self.rfile.read(length) if length else b""
                 body = _parse_body(self.headers.get("Content-Type", ""), raw)
                 auth = self.headers.get("Authorization")
+                cookie = self.headers.get("Cookie")
                 fake.calls.append({"method": method, "path": url.path, "query": query,
-                                   "body": body, "auth": auth})
-                status, payload = fake.handle(method, url.path, query, body, auth)
+                                   "body": body, "auth": auth, "cookie": cookie})
+                status, payload = fake.handle(method, url.path, query, body, auth, cookie)
                 data = json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")

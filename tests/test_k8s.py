@@ -4,6 +4,7 @@ strict, offline), and what runs has limits and a non-root security context."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -14,6 +15,8 @@ import kubernetes_validate
 import pytest
 import yaml
 from kfp import kubernetes as kfp_kubernetes
+
+from postergenre.pipelines.compat import BACKEND_RELEASES, LATEST_BACKEND, version_key
 
 K8S = Path(__file__).resolve().parents[1] / "k8s"
 KUBERNETES_VERSION = "1.32.0"
@@ -50,6 +53,11 @@ def secrets_dir(tmp_path_factory) -> Path:
     return work
 
 
+def _relative(path: Path, start: Path) -> str:
+    """kustomize takes only relative paths to other kustomizations."""
+    return os.path.relpath(path, start)
+
+
 def _pod_specs(obj: dict) -> list[dict]:
     spec = obj.get("spec", {})
     if obj["kind"] == "Pod":
@@ -75,16 +83,71 @@ def test_namespaces_and_runner_identity():
     kinds = {(o["kind"], o["metadata"]["name"]) for o in standalone}
     assert {("ServiceAccount", "postergenre-runner"), ("Role", "postergenre-runner"),
             ("RoleBinding", "postergenre-runner"), ("PersistentVolumeClaim",
-            "postergenre-posters"), ("LimitRange", "postergenre-defaults")} <= kinds
+            "postergenre-posters")} <= kinds
     role = next(o for o in standalone if o["kind"] == "Role")
     for rule in role["rules"]:
         assert "*" not in rule["verbs"] and "*" not in rule["resources"], rule
         if "secrets" in rule["resources"]:
             assert rule["resourceNames"] == ["mlpipeline-minio-artifact"]
+    overlay = yaml.safe_load((K8S / "overlays/multi-user/kustomization.yaml").read_text())
     multi = render(K8S / "overlays/multi-user")
-    namespace = next(o for o in multi if o["kind"] == "Namespace")
-    assert {o["metadata"].get("namespace") for o in multi if o["kind"] != "Namespace"} == {
-        namespace["metadata"]["name"]}
+    assert {o["metadata"].get("namespace") for o in multi} == {overlay["namespace"]}
+
+
+def test_the_runner_account_mounts_its_token():
+    """KFP's driver and launcher build a Kubernetes client from the pod's service-account
+    token in every task: the runner account must not switch the mount off (pods that use
+    it without KFP, such as the GPU check, opt out on their own)."""
+    for name in ("base", "overlays/standalone", "overlays/multi-user"):
+        (account,) = [o for o in render(K8S / name) if o["kind"] == "ServiceAccount"]
+        assert account["metadata"]["name"] == "postergenre-runner"
+        assert account.get("automountServiceAccountToken", True) is True, name
+
+
+def test_multi_user_overlay_leaves_the_profile_namespace_alone(tmp_path):
+    """The Profile's namespace keeps its name, its kubeflow-profile label (Kubeflow's
+    NetworkPolicies and PodDefaults select on it) and its Pod Security level (the Istio
+    sidecar needs more than `baseline`): the overlay holds no Namespace at all. Rendered
+    beside a Namespace as Kubeflow's profile controller makes it, that one is untouched."""
+    multi = render(K8S / "overlays/multi-user")
+    assert not [o for o in multi if o["kind"] == "Namespace"]
+    for obj in multi:
+        labels = obj["metadata"].get("labels", {})
+        assert not any(k.startswith("pod-security.kubernetes.io/") for k in labels), obj
+    overlay = yaml.safe_load((K8S / "overlays/multi-user/kustomization.yaml").read_text())
+    profile_ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {
+        "name": overlay["namespace"],
+        "labels": {"app.kubernetes.io/part-of": "kubeflow-profile",
+                   "istio-injection": "enabled"}}}
+    (tmp_path / "profile-namespace.yaml").write_text(yaml.safe_dump(profile_ns))
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump({
+        "resources": ["profile-namespace.yaml", _relative(K8S / "overlays/multi-user",
+                                                          tmp_path)]}))
+    together = render(tmp_path)
+    (namespace,) = [o for o in together if o["kind"] == "Namespace"]
+    assert namespace == profile_ns
+    assert len(together) == len(multi) + 1
+
+
+def test_no_limitrange_where_kfp_itself_runs(tmp_path):
+    """A LimitRange caps every container of its namespace that sets no limits: in
+    `kubeflow` that is KFP's own API server, MySQL and object store. The defaults are an
+    opt-in component for a namespace only postergenre's runs use."""
+    for name in LOCAL:
+        limit_ranges = [o for o in render(K8S / name) if o["kind"] == "LimitRange"]
+        assert not limit_ranges, name
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump({
+        "namespace": "postergenre-runs", "resources": [_relative(K8S / "base", tmp_path)],
+        "components": [_relative(K8S / "components/run-defaults", tmp_path)]}))
+    objects = render(tmp_path)
+    (limit_range,) = [o for o in objects if o["kind"] == "LimitRange"]
+    kubernetes_validate.validate(limit_range, KUBERNETES_VERSION, strict=True)
+    assert limit_range["metadata"]["namespace"] == "postergenre-runs"
+    assert limit_range["metadata"]["labels"]["app.kubernetes.io/part-of"] == "postergenre"
+    for path in K8S.rglob("kustomization.yaml"):
+        kustomization = yaml.safe_load(path.read_text())
+        if any("run-defaults" in c for c in kustomization.get("components", [])):
+            assert kustomization.get("namespace") != "kubeflow", path
 
 
 def test_everything_that_runs_is_limited_and_non_root():
@@ -139,7 +202,10 @@ def test_secret_templates_hold_names_and_keys_only(secrets_dir):
     assert ignored.returncode == 0
 
 
-def test_kfp_install_is_pinned_to_the_sdk_version():
+def test_kfp_install_is_pinned_to_a_backend_release():
+    """kubeflow/pipelines tags backend releases X.Y.Z and SDK releases sdk-X.Y.Z: the SDK's
+    2.17.3 has no backend tag. The install pins the newest backend release (2.17.0, the
+    tag checked in the repository), of the SDK's minor version."""
     refs = []
     for path in (K8S / "overlays/kfp-standalone").rglob("kustomization.yaml"):
         for resource in yaml.safe_load(path.read_text())["resources"]:
@@ -147,7 +213,9 @@ def test_kfp_install_is_pinned_to_the_sdk_version():
                 refs.append(resource)
     assert len(refs) == 2
     for ref in refs:
-        assert ref.endswith(f"?ref={kfp.__version__}"), ref
+        assert ref.endswith(f"?ref={LATEST_BACKEND}"), ref
+    assert LATEST_BACKEND == BACKEND_RELEASES[-1] == max(BACKEND_RELEASES, key=version_key)
+    assert version_key(LATEST_BACKEND)[:2] == version_key(kfp.__version__)[:2]
     assert kfp_kubernetes.__version__ == kfp.__version__
     assert any("cluster-scoped-resources" in r for r in refs)
     assert any("env/platform-agnostic" in r for r in refs)

@@ -234,3 +234,77 @@ def test_local_run_of_the_whole_pipeline(tmp_path):
     latest = json.loads((registry / "latest.json").read_text())
     assert latest["model"] in names
     assert (registry / latest["path"] / "model.keras").is_file()
+
+
+def test_compile_cli_node_selector_shortcuts_pull_secrets_and_backend_features(tmp_path, capsys):
+    """`--node-selector gke|eks[:VALUE]`, `--image-pull-secret`, and the settings only newer
+    KFP backends know: off by default, on with their flag or with --kfp-backend."""
+    out = tmp_path / "p.yaml"
+    images = ["--image", CPU_IMAGE, "--gpu-image", GPU_IMAGE]
+
+    def executors():
+        return list(yaml.safe_load_all(out.read_text()))[1]["platforms"]["kubernetes"][
+            "deploymentSpec"]["executors"]
+
+    for flag, label in (("gke", {"cloud.google.com/gke-accelerator": "nvidia-l4"}),
+                        ("gke:nvidia-tesla-t4", {"cloud.google.com/gke-accelerator":
+                                                 "nvidia-tesla-t4"}),
+                        ("eks", {"eks.amazonaws.com/nodegroup": "gpu"}),
+                        ("eks:gpu-a10", {"eks.amazonaws.com/nodegroup": "gpu-a10"}),
+                        ("nvidia", {"nvidia.com/gpu.present": "true"})):
+        assert main(["pipeline", "compile", "--output", str(out), *images,
+                     "--node-selector", flag]) == 0, flag
+        assert executors()["exec-train"]["nodeSelector"]["labels"] == label, flag
+    assert main(["pipeline", "compile", "--output", str(out), *images,
+                 "--image-pull-secret", "regcred", "--image-pull-secret", "mirror"]) == 0
+    for executor in executors().values():
+        assert [s["secretName"] for s in executor["imagePullSecret"]] == ["regcred", "mirror"]
+        assert "securityContext" not in executor
+    assert "Needs Kubeflow Pipelines backend 2.14.0 or newer" in capsys.readouterr().out
+    assert main(["pipeline", "compile", "--output", str(out), *images,
+                 "--kfp-backend", "2.16.0"]) == 0
+    assert all("securityContext" in e for e in executors().values())
+    assert "backend 2.16.0 or newer" in capsys.readouterr().out
+    assert main(["pipeline", "compile", "--output", str(out), *images, "--kfp-backend",
+                 "2.16.0", "--no-security-context"]) == 0
+    assert not any("securityContext" in e for e in executors().values())
+    assert "backend 2.15.0 or newer" in capsys.readouterr().out
+    assert main(["pipeline", "compile", "--output", str(out), *images, "--kfp-backend",
+                 "2.15.0", "--security-context"]) == 2
+    assert "--kfp-backend 2.15.0: --security-context needs 2.16.0" in capsys.readouterr().err
+    assert main(["pipeline", "compile", "--output", str(out), *images,
+                 "--model-registry", "registry"]) == 2
+    assert "model_registry: 'registry', expected a URI" in capsys.readouterr().err
+
+
+def test_project_s3_credentials_reach_aws_names_in_process_only():
+    """The tasks get POSTERGENRE_AWS_* (not the launcher's AWS_*); the library maps them
+    to AWS_* in its own process before it touches S3."""
+    from postergenre.storage import use_project_credentials
+
+    env = {"POSTERGENRE_AWS_ACCESS_KEY_ID": "AKIAPROJECT", "AWS_ACCESS_KEY_ID": "AKIAOTHER",
+           "POSTERGENRE_AWS_SECRET_ACCESS_KEY": "secret", "POSTERGENRE_AWS_ENDPOINT_URL": "",
+           "AWS_ENDPOINT_URL": "http://minio:9000"}
+    assert use_project_credentials(env) == ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]
+    assert env["AWS_ACCESS_KEY_ID"] == "AKIAPROJECT" and env["AWS_SECRET_ACCESS_KEY"] == "secret"
+    assert env["AWS_ENDPOINT_URL"] == "http://minio:9000"  # an empty one does not override
+    assert use_project_credentials({}) == []  # IRSA / Workload Identity: nothing to map
+
+
+def test_local_runs_keep_params_yaml_require_gpu():
+    """kfp.local trains on whatever this machine has: the cluster's require_gpu override
+    stays out of the local pipeline's defaults (and out of `-p` parsing)."""
+    import inspect
+
+    from postergenre.pipelines.pipeline import create_pipeline
+    from postergenre.pipelines.runner import LOCAL_SETTINGS, pipeline_parameters
+
+    assert LOCAL_SETTINGS.require_gpu is False
+    params = read_params(REPO_ROOT / "params.yaml")
+    local = pipeline_parameters()["models"].default
+    assert {name: entry.get("require_gpu", False) for name, entry in local.items()} == {
+        name: entry.get("require_gpu", False) for name, entry in params["models"].items()}
+    cluster = create_pipeline(ClusterSettings(image=CPU_IMAGE, gpu_image=GPU_IMAGE))
+    defaults = {p.name: p.default
+                for p in inspect.signature(cluster.pipeline_func).parameters.values()}
+    assert all(entry["require_gpu"] for entry in defaults["models"].values())

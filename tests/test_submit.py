@@ -4,21 +4,30 @@ on loopback (tests/fake_kfp.py), with the real kfp.Client doing the calls."""
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 
 import kfp
 import pytest
 
 from postergenre.cli import main
 from postergenre.pipelines import submit
+from postergenre.pipelines.platform import ClusterSettings
 from postergenre.pipelines.runner import compile_pipeline, parse_spec_params
 from tests.fake_kfp import API, FakeKfp
 
 TOKEN = "sentinel-kfp-token-7d1c"
+IMAGES = {"image": "registry.example/postergenre:1", "gpu_image": "registry.example/gpu:1"}
+REGISTRY = "s3://bucket/postergenre/registry"
+IMAGE_FLAGS = ["--image", IMAGES["image"], "--gpu-image", IMAGES["gpu_image"]]
 
 
 @pytest.fixture(scope="module")
 def package(tmp_path_factory) -> str:
-    return str(compile_pipeline(tmp_path_factory.mktemp("pkg") / "pipeline.yaml"))
+    """A package as `pipeline compile` writes it for a cluster: real images, the model
+    registry in S3, default (oldest-backend) features."""
+    return str(compile_pipeline(tmp_path_factory.mktemp("pkg") / "pipeline.yaml",
+                                ClusterSettings(**IMAGES, model_registry=REGISTRY)))
 
 
 @pytest.fixture(autouse=True)
@@ -70,7 +79,8 @@ def test_no_cache_overrides_the_compiled_caching(package):
 def test_submit_compiles_with_the_given_images_when_no_package(capsys):
     with FakeKfp(token=TOKEN) as server:
         assert main(["pipeline", "submit", "--host", server.url, "--registry",
-                     "registry.example/team", "--tag", "sha256:" + "a" * 64]) == 0
+                     "registry.example/team", "--tag", "sha256:" + "a" * 64,
+                     "--model-registry", REGISTRY]) == 0
     (run,) = server.calls_to("POST", f"{API}/runs")
     executors = run["body"]["pipeline_spec"]["pipeline_spec"]["deploymentSpec"]["executors"]
     images = {name: e["container"]["image"] for name, e in executors.items()}
@@ -140,6 +150,7 @@ def test_upload_creates_the_pipeline_then_adds_versions(package, capsys):
     assert len(server.pipelines) == 1
     (pipeline,) = server.pipelines.values()
     assert pipeline["display_name"] == "postergenre"
+    assert "namespace" not in pipeline  # shared, as no --namespace was given
     versions = sorted(v["display_name"] for v in server.versions.values())
     assert versions == ["v1", "v2"]
     uploads = server.calls_to("POST", f"{API}/pipelines/upload_version")
@@ -205,3 +216,132 @@ def test_parameters_are_typed_by_the_compiled_spec():
                          ("x=abc", "not a valid float"), ("n", "expected KEY=VALUE")):
         with pytest.raises(ValueError, match=message):
             parse_spec_params([bad], spec)
+
+
+def test_submit_and_upload_refuse_what_the_servers_kfp_lacks(tmp_path, capsys):
+    """The healthz tag_name against the package's fields: KFP 2.15.0 refuses a run whose
+    tasks carry a securityContext (2.16.0), so submit says so first, in one line."""
+    newer = str(compile_pipeline(tmp_path / "p.yaml", ClusterSettings(
+        **IMAGES, model_registry=REGISTRY, security_context=True)))
+    with FakeKfp(token=TOKEN, version="2.15.0") as server:
+        assert _submit(server, newer) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1
+        assert (f"{server.url} runs Kubeflow Pipelines 2.15.0, this pipeline needs 2.16.0 or "
+                "newer (it uses KubernetesExecutorConfig.securityContext (since 2.16.0)): "
+                "compile it without --security-context, or upgrade the backend") in err
+        assert main(["pipeline", "upload", "--host", server.url, "--package", newer]) == 2
+        assert "needs 2.16.0 or newer" in capsys.readouterr().err
+        assert not server.calls_to("POST", f"{API}/runs") and not server.pipelines
+    with FakeKfp(token=TOKEN, version="2.16.0") as server:
+        assert _submit(server, newer) == 0
+    # Kubeflow 1.10 ships KFP 2.5.0: no backend support for dsl.Collected.
+    with FakeKfp(token=TOKEN, version="2.5.0") as server:
+        assert main(["pipeline", "submit", "--host", server.url, "--package", newer]) == 2
+    assert "dsl.Collected" in capsys.readouterr().err
+    # A server that names no version: the run goes ahead, with a warning.
+    with FakeKfp(token=TOKEN, version=None) as server:
+        assert _submit(server, newer) == 0
+    assert "names no KFP version" in capsys.readouterr().err
+
+
+def test_submit_needs_published_images_and_a_registry_outside_the_pod(tmp_path, capsys):
+    placeholder = str(compile_pipeline(tmp_path / "placeholder.yaml",
+                                       ClusterSettings(model_registry=REGISTRY)))
+    local_registry = str(compile_pipeline(tmp_path / "local.yaml", ClusterSettings(**IMAGES)))
+    with FakeKfp(token=TOKEN) as server:
+        # No --image / --registry: the placeholder images, which nothing publishes.
+        assert main(["pipeline", "submit", "--host", server.url, "--model-registry",
+                     REGISTRY]) == 2
+        assert "placeholder image ghcr.io/postergenre/" in capsys.readouterr().err
+        assert _submit(server, placeholder) == 2
+        assert "--registry REGISTRY" in capsys.readouterr().err
+        assert main(["pipeline", "upload", "--host", server.url, "--package",
+                     placeholder]) == 2
+        capsys.readouterr()
+        # The registry parameter's default is a folder in the pod: given at submit, fine.
+        assert _submit(server, local_registry) == 2
+        assert "-p registry=s3://bucket/prefix" in capsys.readouterr().err
+        assert _submit(server, local_registry, "-p", f"registry={REGISTRY}") == 0
+        # upload only warns: each run in the UI can set registry.
+        assert main(["pipeline", "upload", "--host", server.url, "--package", local_registry,
+                     "--version", "v1"]) == 0
+        assert "warning: the model registry 'registry'" in capsys.readouterr().err
+    (run,) = server.calls_to("POST", f"{API}/runs")
+    assert run["body"]["runtime_config"]["parameters"] == {"registry": REGISTRY}
+    # compile keeps the placeholders, with a warning.
+    out = tmp_path / "compiled.yaml"
+    assert main(["pipeline", "compile", "--output", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "warning: --image and --gpu-image: the placeholder images" in captured.err
+    assert "Needs Kubeflow Pipelines backend 2.14.0 or newer" in captured.out
+
+
+def test_printed_links_go_to_the_ui(package, capsys, monkeypatch):
+    monkeypatch.delenv(submit.UI_ENV, raising=False)
+    with FakeKfp(token=TOKEN) as server:
+        assert _submit(server, package, "--ui-url", "https://kubeflow.example.com/pipeline/") == 0
+        run_id = server.calls_to("POST", f"{API}/runs")[0]
+    out = capsys.readouterr().out
+    assert re.search(r"run (run-\d+): https://kubeflow\.example\.com/pipeline/#/runs/details/"
+                     r"\1$", out, flags=re.MULTILINE), out
+    assert run_id
+    # Derived: the API's port-forward (8888) -> README's port-forward of the UI (8080).
+    assert submit.ui_url("http://localhost:8888") == "http://localhost:8080"
+    assert submit.ui_url(None) == "http://ml-pipeline-ui.kubeflow.svc.cluster.local"
+    assert submit.ui_url("https://kf.example.com/pipeline") == "https://kf.example.com/pipeline"
+    monkeypatch.setenv(submit.UI_ENV, "http://ui.example:8080/")
+    assert submit.ui_url("http://localhost:8888") == "http://ui.example:8080"
+
+
+def test_upload_into_a_namespace(package, capsys):
+    with FakeKfp(token=TOKEN) as server:
+        args = ["pipeline", "upload", "--host", server.url, "--package", package,
+                "--namespace", "team-a"]
+        assert main([*args, "--version", "v1"]) == 0
+        assert main([*args, "--version", "v2"]) == 0
+    (pipeline,) = server.pipelines.values()
+    assert pipeline["namespace"] == "team-a"
+    lookups = server.calls_to("GET", f"{API}/pipelines")
+    assert lookups and all(c["query"]["namespace"] == ["team-a"] for c in lookups)
+    assert len(server.versions) == 2
+
+
+def test_session_cookie_from_the_environment(package, monkeypatch, capsys):
+    cookie = "authservice_session=sentinel-cookie-42"
+    monkeypatch.delenv("KFP_TOKEN")
+    monkeypatch.setenv("KF_SESSION", cookie)
+    with FakeKfp(cookie=cookie) as server:
+        assert _submit(server, package) == 2  # no cookie: rejected
+        assert "rejected the credentials (HTTP 401" in capsys.readouterr().err
+        assert _submit(server, package, "--cookie-env", "KF_SESSION") == 0
+        assert _submit(server, package, "--cookie-env", "NO_SUCH_VARIABLE") == 2
+    assert "NO_SUCH_VARIABLE: the environment variable is empty" in capsys.readouterr().err
+    assert server.calls_to("POST", f"{API}/runs")[0]["cookie"] == cookie
+    assert cookie not in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def tls_cert(tmp_path_factory) -> tuple[str, str]:
+    """A self-signed certificate for 127.0.0.1 (its own CA), made with openssl."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs openssl to make a test certificate")
+    work = tmp_path_factory.mktemp("tls")
+    cert, key = str(work / "cert.pem"), str(work / "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-keyout", key, "-out", cert, "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True,
+                   capture_output=True)
+    return cert, key
+
+
+def test_private_ca(package, tls_cert, capsys):
+    cert, _ = tls_cert
+    with FakeKfp(token=TOKEN, tls=tls_cert) as server:
+        assert server.url.startswith("https://")
+        assert _submit(server, package) == 2
+        assert "(a private CA? --ca-cert FILE)" in capsys.readouterr().err
+        assert _submit(server, package, "--ca-cert", cert, "--watch") == 0
+        assert _submit(server, package, "--ca-cert", cert + ".missing") == 2
+    assert "no such file" in capsys.readouterr().err
+    assert len(server.calls_to("POST", f"{API}/runs")) == 1
