@@ -78,3 +78,11 @@ def moto_s3(monkeypatch):
         yield endpoint, boto3.client("s3", endpoint_url=endpoint)
     finally:
         server.stop()
+
+
+@pytest.fixture
+def s3(moto_s3):
+    """moto S3 on loopback with a `models` bucket; yields a boto3 client."""
+    _, client = moto_s3
+    client.create_bucket(Bucket="models")
+    return client

@@ -14,14 +14,6 @@ BASE = {"null": {"f1_micro": 0.0, "map_macro": 0.12, "hamming_loss": 0.12, **CAR
 GOOD = {"f1_micro": 0.5, "map_macro": 0.4, "hamming_loss": 0.1, **CARD}
 
 
-@pytest.fixture
-def s3(moto_s3):
-    """moto S3 on loopback with a `models` bucket; yields a boto3 client."""
-    _, client = moto_s3
-    client.create_bucket(Bucket="models")
-    return client
-
-
 def test_s3_registry_is_write_once_and_latest_points_at_a_complete_entry(tmp_path, s3):
     (tmp_path / "metrics.json").write_text(json.dumps({"scratch": GOOD, **BASE}))
     gate(tmp_path / "metrics.json", tmp_path / "blessing.json")

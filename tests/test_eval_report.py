@@ -122,3 +122,56 @@ def test_report_opens_in_headless_chromium_with_every_section(evaluated, tmp_pat
         assert text in dom
     # Figures: micro curves, 2 per-genre grids, training curves, 2 filter grids, 2 per poster.
     assert dom.count("data:image/png;base64,") >= 6 + 2 * 4
+
+
+# -- issue 13: a partial or damaged test set stops evaluate, naming what is wrong ---------
+
+
+def _small_prepared(folder, n=8):
+    """A prepared folder of 8-pixel posters: n records per split, as augment lays it out."""
+    image = encode_jpeg(np.zeros((8, 8, 3), np.uint8))
+    manifest = {"image_size": 8, "shards": {}, "counts": {}}
+    for split in ("train", "validation", "test"):
+        records = [PosterRecord(image, np.eye(19, dtype=np.uint8)[i % 19], f"tt{i:07d}",
+                                split, f"tt{i:07d}") for i in range(n)]
+        manifest["shards"][split] = write_shards(records, folder, split, shard_size=n // 2)
+        manifest["counts"][split] = {"movies": n, "augmented": 0, "records": n}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+def test_a_test_shard_cut_to_half_its_records_stops_evaluate(tmp_path):
+    import tensorflow as tf
+
+    from postergenre.evaluate import read_labels_of_splits
+
+    prepared = _small_prepared(tmp_path / "prepared")
+    assert len(read_labels_of_splits(prepared).test_ids) == 8
+    shard = prepared / "test-00001.tfrecord"
+    records = [r.numpy() for r in tf.data.TFRecordDataset(str(shard))]
+    with tf.io.TFRecordWriter(str(shard)) as writer:  # cut at a record boundary
+        for record in records[: len(records) // 2]:
+            writer.write(record)
+    message = (rf"split 'test': the shards hold 6 record\(s\), manifest.json says 8: the "
+               rf"shards in {prepared} \(test-00000.tfrecord, test-00001.tfrecord\)")
+    with pytest.raises(ValueError, match=message):
+        read_labels_of_splits(prepared)
+    with pytest.raises(ValueError, match=message):  # before any model is loaded
+        evaluate_models(prepared, {"scratch": tmp_path / "no-model"}, tmp_path / "m.json",
+                        tmp_path / "pg.json", tmp_path / "plots")
+
+
+def test_a_bit_flipped_shard_is_named(tmp_path):
+    from postergenre.evaluate import read_labels_of_splits
+    from postergenre.shards import ShardReadError, labels_of
+
+    prepared = _small_prepared(tmp_path / "prepared")
+    shard = prepared / "validation-00001.tfrecord"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    shard.write_bytes(bytes(data))
+    for read in (lambda: labels_of(prepared, "validation"),
+                 lambda: list(iter_records(prepared, "validation")),
+                 lambda: read_labels_of_splits(prepared)):
+        with pytest.raises(ShardReadError, match=rf"{shard}: corrupted record at \d+"):
+            read()

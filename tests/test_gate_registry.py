@@ -7,6 +7,7 @@ import pytest
 from postergenre.configs import GateConfig
 from postergenre.gate import BLESSED, REJECTED
 from postergenre.gate import gate as gate_with_config
+from postergenre.genres import GENRES
 from postergenre.registry import LATEST_FILE, register
 
 # Crafted test metrics: 2 true genres per movie; each scorer predicts `genres_per_movie`.
@@ -268,3 +269,179 @@ def test_rejected_blessing_registers_nothing(tmp_path):
     model = _model_dir(tmp_path, "m", b"x")
     assert register(tmp_path / "blessing.json", {"scratch": model}, tmp_path / "reg") is None
     assert list((tmp_path / "reg").iterdir()) == []
+
+
+# -- issue 13: verified entries, agreeing pointers, race-safe registers -----------------
+
+THRESHOLDS = {"global": 0.4, "per_genre": dict.fromkeys(GENRES, 0.3)}
+
+
+def _blessed(tmp_path, thresholds=True):
+    """A blessing of `scratch` (with per-genre thresholds unless told otherwise)."""
+    if thresholds:
+        (tmp_path / "thr.json").write_text(json.dumps({"scratch": THRESHOLDS}))
+    gate(_write(tmp_path, {"scratch": GOOD, **BASE}), tmp_path / "blessing.json",
+         thresholds_path=tmp_path / "thr.json" if thresholds else None)
+    return tmp_path / "blessing.json"
+
+
+def test_a_swapped_or_lost_file_of_an_entry_is_refused_on_load(tmp_path):
+    from postergenre.batch_predict import resolve_model
+    from postergenre.predict import load_predictor
+    from postergenre.registry import RegistryIntegrityError, fetch_latest
+
+    registry = tmp_path / "reg"
+    entry = register(_blessed(tmp_path), {"scratch": _model_dir(tmp_path, "m", b"good")},
+                     registry)
+    info = json.loads((entry / "entry.json").read_text())
+    assert set(info["files"]) == {"model/model.keras", "thresholds.json"}
+    assert fetch_latest(registry) == entry  # intact: accepted
+
+    (entry / "model" / "model.keras").write_bytes(b"evil")  # swapped after registering
+    for load in (lambda: fetch_latest(registry), lambda: resolve_model(registry),
+                 lambda: resolve_model(entry), lambda: load_predictor(entry / "model"),
+                 lambda: load_predictor(registry=registry)):
+        with pytest.raises(RegistryIntegrityError,
+                           match=rf"{entry}: .*model/model\.keras changed"):
+            load()
+    (entry / "model" / "model.keras").write_bytes(b"good")
+    (entry / "thresholds.json").unlink()
+    with pytest.raises(RegistryIntegrityError, match="thresholds.json missing"):
+        fetch_latest(registry)
+
+
+def test_an_entry_without_thresholds_is_an_error_when_served_not_a_silent_half(tmp_path):
+    from postergenre.batch_predict import load_thresholds, resolve_model
+    from postergenre.predict import load_predictor
+    from postergenre.registry import RegistryError
+
+    registry = tmp_path / "reg"
+    entry = register(_blessed(tmp_path, thresholds=False),
+                     {"scratch": _model_dir(tmp_path, "m", b"x")}, registry)
+    _, found = resolve_model(registry)
+    with pytest.raises(RegistryError, match=rf"{entry}: registry entry has no per-genre"):
+        load_thresholds(found)
+    with pytest.raises(RegistryError, match="no per-genre thresholds"):
+        load_predictor(registry=registry)
+
+
+def test_an_entry_without_recorded_hashes_is_refused(tmp_path):
+    from postergenre.registry import RegistryIntegrityError, fetch_latest
+
+    registry = tmp_path / "reg"
+    entry = register(_blessed(tmp_path), {"scratch": _model_dir(tmp_path, "m", b"x")},
+                     registry)
+    info = json.loads((entry / "entry.json").read_text())
+    del info["files"]  # as entries were written before they were verified
+    (entry / "entry.json").write_text(json.dumps(info))
+    with pytest.raises(RegistryIntegrityError, match="records no file hashes"):
+        fetch_latest(registry)
+
+
+def test_another_data_version_is_a_new_entry_and_latest_agrees_with_it(tmp_path):
+    registry = tmp_path / "reg"
+    blessing = _blessed(tmp_path)
+    model = _model_dir(tmp_path, "m", b"same bytes")
+    first = register(blessing, {"scratch": model}, registry, data_version="v1")
+    second = register(blessing, {"scratch": model}, registry, data_version="v2")
+    assert first != second  # the same model on other data: its own entry
+    for entry, version in ((first, "v1"), (second, "v2")):
+        assert json.loads((entry / "entry.json").read_text())["data_version"] == version
+    latest = json.loads((registry / LATEST_FILE).read_text())
+    info = json.loads((second / "entry.json").read_text())
+    assert (latest["entry"], latest["data_version"]) == (second.name, "v2")
+    assert (latest["data_version"], latest["metrics"]) == (
+        info["data_version"], info["blessing"]["metrics"])
+    # The same model, thresholds and data version again: the same entry (idempotent).
+    assert register(blessing, {"scratch": model}, registry, data_version="v1") == first
+    assert json.loads((registry / LATEST_FILE).read_text())["data_version"] == "v1"
+
+
+def test_two_concurrent_registers_of_the_same_entry_both_succeed(tmp_path, monkeypatch):
+    import threading
+
+    from postergenre import registry as reg
+
+    blessing = _blessed(tmp_path)
+    model = _model_dir(tmp_path, "m", b"x" * 1000)
+    both_staged = threading.Barrier(2, timeout=20)
+    stage = reg._stage_entry
+
+    def stage_then_wait(*args, **kwargs):
+        stage(*args, **kwargs)
+        both_staged.wait()  # both renames race for the same entry name
+
+    monkeypatch.setattr(reg, "_stage_entry", stage_then_wait)
+    results, errors = [], []
+
+    def one():
+        try:
+            results.append(register(blessing, {"scratch": model}, tmp_path / "reg"))
+        except BaseException as err:  # noqa: BLE001 - the test reports it
+            errors.append(err)
+
+    threads = [threading.Thread(target=one) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert errors == [] and len(results) == 2 and results[0] == results[1]
+    assert sorted(p.name for p in (tmp_path / "reg").iterdir()) == sorted(
+        [LATEST_FILE, results[0].name])  # one entry, no staging folder left
+    assert reg.verify_entry(results[0])["entry"] == results[0].name
+
+
+def test_a_failed_register_leaves_no_staging_and_says_so_in_one_line(tmp_path, monkeypatch):
+    from postergenre import registry as reg
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(reg.shutil, "copytree", full_disk)
+    with pytest.raises(reg.RegistryError, match="cannot write the entry .No space left"):
+        register(_blessed(tmp_path), {"scratch": _model_dir(tmp_path, "m", b"x")},
+                 tmp_path / "reg")
+    assert list((tmp_path / "reg").iterdir()) == []
+
+
+def test_a_rerun_removes_the_staging_folders_of_killed_registers(tmp_path):
+    import os
+    import subprocess
+    import time
+
+    from postergenre import registry as reg
+
+    registry = tmp_path / "reg"
+    registry.mkdir()
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # its pid is free now: the "killed register"
+    host = reg._host()
+    dead = registry / f".scratch-{'a' * 16}.staging.{gone.pid}.{host}.k1ll3d00"
+    live = registry / f".scratch-{'b' * 16}.staging.{os.getpid()}.{host}.l1v3l1v3"
+    old_style = registry / f".scratch-{'c' * 16}.abcd1234"  # before pids were in the name
+    recent_old_style = registry / f".scratch-{'d' * 16}.efgh5678"
+    for folder in (dead, live, old_style, recent_old_style):
+        (folder / "model").mkdir(parents=True)
+        (folder / "model" / "model.keras").write_bytes(b"half")
+    week_ago = time.time() - 7 * 24 * 3600
+    os.utime(old_style, (week_ago, week_ago))
+
+    register(_blessed(tmp_path), {"scratch": _model_dir(tmp_path, "m", b"x")}, registry)
+    left = {p.name for p in registry.iterdir() if p.name.startswith(".")}
+    assert left == {live.name, recent_old_style.name}  # a live register is never touched
+
+
+def test_registry_outputs_are_readable_by_others(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        entry = register(_blessed(tmp_path), {"scratch": _model_dir(tmp_path, "m", b"x")},
+                         tmp_path / "reg")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(entry.stat().st_mode) == 0o755
+    for name in ("entry.json", "thresholds.json", "model/model.keras"):
+        assert stat.S_IMODE((entry / name).stat().st_mode) == 0o644, name
+    assert stat.S_IMODE((tmp_path / "reg" / LATEST_FILE).stat().st_mode) == 0o644

@@ -122,3 +122,54 @@ def test_local_ingests_the_shared_posters_movielens_set(tmp_path):
     assert (tmp_path / "data" / first.poster).read_bytes() == \
         (source / original.iloc[0].poster).read_bytes()
 
+
+
+# -- issue 13: poster paths stay inside the folder; empty and unreadable tables ----------
+
+
+def _escape(kind: str, folder, tmp_path) -> str:
+    """A poster cell that leads out of `folder` to tmp_path/secret.jpg, one way or other."""
+    secret = tmp_path / "secret.jpg"
+    secret.write_bytes(poster_jpeg(7))
+    if kind == "dotdot":
+        return "../secret.jpg"
+    if kind == "absolute":
+        return str(secret)
+    (folder / "img" / "link.jpg").symlink_to(secret)  # inside the folder, pointing out
+    return "img/link.jpg"
+
+
+@pytest.mark.parametrize("kind", ["dotdot", "absolute", "symlink"])
+def test_local_refuses_a_poster_path_leading_out_of_the_folder(tmp_path, kind):
+    folder = _folder(tmp_path, ["tt0000001,,,A,img/a.jpg,Drama,"])
+    cell = _escape(kind, folder, tmp_path)
+    (folder / "labels.csv").write_text(HEADER + "tt0000001,,,A,img/a.jpg,Drama,\n"
+                                       f"tt0000002,,,B,{cell},Drama,\n")
+    with pytest.raises(ValueError) as err:
+        ingest("local", tmp_path / "data", _local(folder))
+    text = str(err.value)
+    assert f"{folder / 'labels.csv'}: poster path outside the local folder" in text
+    assert f"line 3 (tt0000002): {cell}" in text
+    assert not (tmp_path / "data").exists()  # nothing copied
+
+
+def test_local_accepts_an_absolute_path_and_a_symlink_inside_the_folder(tmp_path):
+    folder = _folder(tmp_path, [])
+    (folder / "img" / "link.jpg").symlink_to(folder / "img" / "b.jpg")
+    (folder / "labels.csv").write_text(HEADER + f"tt0000001,,,A,{folder}/img/a.jpg,Drama,\n"
+                                       "tt0000002,,,B,img/link.jpg,Drama,\n")
+    assert ingest("local", tmp_path / "data", _local(folder))["n_posters"] == 2
+
+
+@pytest.mark.parametrize(("content", "words"), [
+    (HEADER.encode(), r"no data rows \(only a header\)"),
+    (b"", r"empty file \(0 bytes\)"),
+    ((HEADER + "tt0000001,,,Am\xe9lie,img/a.jpg,Drama,\n").encode("latin-1"),
+     r"line 2, byte 0xE9 is not UTF-8"),
+])
+def test_local_names_the_file_of_an_empty_or_latin1_table(tmp_path, content, words):
+    folder = _folder(tmp_path, [])
+    (folder / "labels.csv").write_bytes(content)
+    with pytest.raises(ValueError, match=f"{folder / 'labels.csv'}: {words}"):
+        ingest("local", tmp_path / "data", _local(folder))
+    assert not (tmp_path / "data").exists()

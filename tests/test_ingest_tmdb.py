@@ -3,21 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import json
 import logging
 import os
+import random
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from postergenre.configs import TmdbSourceConfig
 from postergenre.labels import read_labels
 from postergenre.sources import movielens
-from postergenre.sources.crawler import TokenBucket, retry_after_seconds
+from postergenre.sources.crawler import (
+    ARRIVAL_MARGIN,
+    SlidingWindowLimiter,
+    retry_after_seconds,
+)
 from postergenre.sources.tmdb import ingest_tmdb, poster_problem
 from postergenre.sources.tmdb_api import TmdbAuth, TmdbError
 from tests.servers.fake_services import (
@@ -217,26 +224,116 @@ def test_poster_problem_names_each_kind_of_bad_body():
     assert poster_problem(b"", "image/jpeg") == "empty_body"
 
 
-@pytest.mark.parametrize(("limit", "n"), [(20, 30), (60, 90)])
-def test_token_bucket_never_exceeds_its_limit_in_any_one_second_window(limit, n):
-    async def take(concurrent: bool):
-        bucket, times = TokenBucket.for_limit(limit), []
+class FakeClockLoop(asyncio.SelectorEventLoop):
+    """An event loop on a fake clock: when every task waits, time jumps to the next timer
+    instead of passing. asyncio.sleep, timeouts and the limiter all run on it, and a test
+    of many seconds takes milliseconds of wall-clock time."""
 
-        async def one():
-            await bucket.acquire()
-            times.append(time.monotonic())
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = 0.0
+        select = self._selector.select
 
-        if concurrent:  # n takers at once share the bucket
-            await asyncio.gather(*(one() for _ in range(n)))
-        else:
-            for _ in range(n):
-                await one()
-        return sorted(times)
+        def select_without_waiting(timeout=None):
+            if timeout is None:  # nothing scheduled and nothing ready: it would hang
+                raise RuntimeError("deadlock: every task waits and no timer is set")
+            if timeout > 0:  # a timer is due later: go there (at least 1 us: a real clock
+                self.now += max(timeout, 1e-6)  # always moves, a float sum may not)
+            return select(0)
 
-    for times in (asyncio.run(take(False)), asyncio.run(take(True))):
-        worst = max(sum(1 for u in times if t <= u < t + 1.0) for t in times)
-        assert worst <= limit
-        assert worst >= 0.9 * limit  # and it does not throttle far below the limit
+        self._selector.select = select_without_waiting
+
+    def time(self) -> float:
+        return self.now
+
+
+def _on_fake_clock(main):
+    loop = FakeClockLoop()
+    try:
+        return loop.run_until_complete(main(loop))
+    finally:
+        loop.close()
+
+
+def _most_in_one_second(times: list[float]) -> int:
+    """The most `times` in any closed one-second window [t, t + 1], as a server counts."""
+    times = sorted(times)
+    return max(bisect.bisect_right(times, t + 1.0) - i for i, t in enumerate(times))
+
+
+def _crawl_on_fake_clock(limit: int, n: int, takers: int, delay) -> tuple[list, list, float]:
+    """`takers` workers make `n` requests through one limiter; request i reaches the server
+    `delay(i)[0]` s after its start and its answer comes `delay(i)[1]` s after that.
+    Returns (starts, arrivals, end time)."""
+    async def main(loop):
+        limiter = SlidingWindowLimiter.for_limit(limit, clock=loop.time)
+        starts, arrivals = [], []
+        todo = iter(range(n))
+
+        async def worker():
+            for i in todo:
+                await limiter.acquire()
+                starts.append(loop.time())
+                to_server, to_answer = delay(i)
+                await asyncio.sleep(to_server)
+                arrivals.append(loop.time())
+                await asyncio.sleep(to_answer)
+                limiter.release()
+
+        await asyncio.gather(*(worker() for _ in range(takers)))
+        return starts, arrivals, loop.time()
+
+    return _on_fake_clock(main)
+
+
+@pytest.mark.parametrize("limit", [10, 40, 400])
+@pytest.mark.parametrize("traffic", ["prompt", "jittery", "slow_first_burst"])
+def test_sliding_window_holds_the_limit_as_the_server_counts_it(limit, traffic):
+    rng = random.Random(limit)
+    delays = {
+        "prompt": lambda i: (0.0, 0.0),
+        # Starts reach the server 0-300 ms late, in any order (connections, a busy loop).
+        "jittery": lambda i: (rng.uniform(0, 0.3), rng.uniform(0, 0.05)),
+        # What broke the token bucket: the first burst waits for new connections.
+        "slow_first_burst": lambda i: (0.3 if i < limit else 0.001, 0.01),
+    }[traffic]
+    n = 5 * limit
+    starts, arrivals, end = _crawl_on_fake_clock(limit, n, takers=2 * limit, delay=delays)
+    assert len(arrivals) == n
+    assert _most_in_one_second(arrivals) <= limit  # as the server counts
+    assert _most_in_one_second(starts) <= limit
+    # ... and it does not throttle far below the limit: N per (window + answer time).
+    assert end <= 5 * (1 + ARRIVAL_MARGIN + 0.35) + 0.5
+    assert _most_in_one_second(arrivals) >= 0.7 * limit
+
+
+def test_sliding_window_waits_for_answers_and_pauses_for_retry_after():
+    async def main(loop):
+        limiter = SlidingWindowLimiter.for_limit(2, clock=loop.time)
+        await limiter.acquire()
+        await limiter.acquire()  # two in flight: the third waits for an answer
+        third = asyncio.ensure_future(limiter.acquire())
+        await asyncio.sleep(5.0)
+        assert not third.done()
+        limiter.release()  # answered at 5.0: it counts until 5.0 + 1.05
+        await third
+        waited = loop.time()
+        limiter.pause(3.0)
+        limiter.release()
+        limiter.release()
+        await limiter.acquire()
+        return waited, loop.time()
+
+    waited, after_pause = _on_fake_clock(main)
+    assert waited == pytest.approx(5.0 + 1.0 + ARRIVAL_MARGIN)
+    assert after_pause == pytest.approx(waited + 3.0)
+
+
+def test_sliding_window_takes_fractional_limits():
+    starts, _, _ = _crawl_on_fake_clock(0.5, 3, takers=3, delay=lambda i: (0.0, 0.0))
+    assert list(np.diff(starts)) == pytest.approx([2.0 + ARRIVAL_MARGIN] * 2)  # one per 2 s
+    with pytest.raises(ValueError, match="rate limit must be positive"):
+        SlidingWindowLimiter.for_limit(0)
 
 
 def test_retry_after_parses_seconds_and_dates():
@@ -288,3 +385,57 @@ def test_sigkill_mid_crawl_then_rerun_equals_an_uninterrupted_run(tmp_path):
     assert _posters_state(tmp_path / "killed") == _posters_state(tmp_path / "whole")
     leftovers = [p for p in (tmp_path / "killed").rglob("*") if p.name.endswith(".tmp")]
     assert leftovers == []
+
+
+# -- issue 13: one bad answer fails its movie, never the crawl; ids checked as file names --
+
+
+def _bad_answers_catalogue():
+    """Six well-behaved movies, and three whose TMDb answer is bad in its own way."""
+    movies = make_catalogue(9, seed=5, behaviours={2: "not_json", 4: "genres_strings"})
+    for m in movies:
+        m.tmdb_genres = [(18, "Drama")]
+    movies[6].imdb = None  # links.csv has no imdbId: TMDb's is used, and it is hostile
+    movies[6].tmdb_imdb_id = "../../escaped"
+    return movies
+
+
+def test_bad_answers_fail_their_movie_and_the_crawl_goes_on(tmp_path):
+    services = FakeServices(_bad_answers_catalogue(), api_key=KEY)
+    with ServerThread(services) as server:
+        summary = _run(server, tmp_path)
+        report = json.loads((tmp_path / "report.json").read_text())
+        failed = {e["movielens_id"]: e for e in report["excluded"] if e["outcome"] == "failed"}
+        assert {k: v["reason"] for k, v in failed.items()} == {
+            "3": "details_not_json", "5": "details_bad_shape", "7": "bad_imdb_id"}
+        assert "not JSON (text/html" in failed["3"]["detail"]
+        assert "genres is ['Drama'], not a list of {id, name}" in failed["5"]["detail"]
+        assert "imdb_id '../../escaped' is not tt + 7 or 8 digits" in failed["7"]["detail"]
+        assert summary["failed_by_reason"] == {"bad_imdb_id": 1, "details_bad_shape": 1,
+                                               "details_not_json": 1}
+        assert summary["n_posters"] == 6
+        # Nothing was written outside the output folder, whatever the answer said.
+        assert not list(tmp_path.rglob("escaped*"))
+        assert sorted(p.name for p in (tmp_path / "data" / "posters").iterdir()) == sorted(
+            f"{m.imdb_id}.jpg" for i, m in enumerate(services.movies) if i not in (2, 4, 6))
+
+        # A rerun asks TMDb again for the three failures only, and nothing else.
+        before = len(services.log)
+        again = _run(server, tmp_path)
+        assert sorted(path for _, path in services.log[before:]) == [
+            "/3/movie/5002", "/3/movie/5004", "/3/movie/5006"]
+        assert again["failed"] == 3 and again["skipped"] == 6
+    assert KEY not in (tmp_path / "report.json").read_text()
+
+
+def test_a_bad_imdb_id_in_links_csv_fails_its_movie_only(tmp_path):
+    movies = make_catalogue(3, seed=6)
+    for m in movies:
+        m.tmdb_genres = [(18, "Drama")]
+    movies[1].imdb = 123_456_789  # tt123456789: 9 digits
+    with ServerThread(FakeServices(movies, api_key=KEY)) as server:
+        summary = _run(server, tmp_path)
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert [(e["movielens_id"], e["reason"], e["detail"]) for e in report["excluded"]] == [
+        ("2", "bad_imdb_id", "links.csv: imdb_id 'tt123456789' is not tt + 7 or 8 digits")]
+    assert summary["n_posters"] == 2

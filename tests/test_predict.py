@@ -91,3 +91,76 @@ def test_gradcam_on_a_nested_vgg16_model_whose_base_reuses_the_input_name():
     images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3))
     heat = gradcam(model, images, np.array([0, 5]))
     assert heat.shape == (2, 32, 32) and heat.min() >= 0 and heat.max() <= 1
+
+
+# -- issue 13: pixel bombs refused before decoding; RGBA posters accepted ----------------
+
+
+def _png(width: int, height: int, colour_type: int, rows: bytes) -> bytes:
+    """A PNG whose header claims width x height; `rows` is the (raw) image data."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(rows, 9)) + chunk(b"IEND", b""))
+
+
+def _pixel_bomb() -> bytes:
+    """A small PNG declaring 20000 x 20000 grey pixels (1.2 GB once decoded to colour);
+    its data holds the first 2000 rows only, but a decoder allocates for all of them."""
+    return _png(20000, 20000, 0, bytes(20001 * 2000))
+
+
+def _rgba_poster() -> bytes:
+    import cv2
+    import numpy as np
+
+    rgba = np.random.default_rng(0).integers(0, 256, (72, 48, 4), dtype=np.uint8)
+    ok, data = cv2.imencode(".png", rgba)
+    assert ok
+    return data.tobytes()
+
+
+class _FakeModel:
+    """Stands in for a Keras model: 32-pixel input, 0.6 for every genre."""
+
+    input_shape = (None, 32, 32, 3)
+
+    def predict_on_batch(self, pixels):
+        import numpy as np
+
+        assert pixels.shape[1:] == (32, 32, 3)
+        return np.full((len(pixels), len(GENRES)), 0.6)
+
+
+def test_a_pixel_bomb_is_refused_before_decoding_and_the_others_are_scored(
+        tiny_data, tmp_path, monkeypatch):
+    import numpy as np
+
+    from postergenre import predict
+    from postergenre.predict import Predictor
+
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(_pixel_bomb())
+    assert bomb.stat().st_size < 1_000_000
+    rgba = tmp_path / "rgba.png"
+    rgba.write_bytes(_rgba_poster())
+    good = sorted((tiny_data / "posters").iterdir())[0]
+    decoded = []
+    decode = predict.decode_rgb
+    monkeypatch.setattr(predict, "decode_rgb",
+                        lambda data, source: decoded.append(source) or decode(data, source))
+    results = predict_posters(Predictor(_FakeModel(), np.full(19, 0.5), "fake"),
+                              [str(good), str(bomb), str(rgba)], progress=False)
+    by_name = {r.poster: r for r in results}
+    assert by_name[str(bomb)].error == (
+        f"{bomb}: 20000x20000 pixels exceeds 40000000; refused before decoding")
+    assert str(bomb) not in decoded  # OpenCV never saw it
+    for ok in (good, rgba):  # the RGBA poster is a poster: its alpha is dropped
+        assert by_name[str(ok)].error is None
+        assert by_name[str(ok)].genres == list(GENRES)

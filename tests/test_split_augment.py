@@ -151,15 +151,27 @@ def test_flipped_copy_mirrors_its_original(tiny_data, tiny_split, tmp_path):
 
 
 def test_manifest_counts_and_class_weights(tiny_prepared):
+    from postergenre.augment import positive_class_weights
+
     manifest = json.loads((tiny_prepared / "manifest.json").read_text())
     labels, ids = labels_of(tiny_prepared, "train")
     assert len(ids) == manifest["counts"]["train"]["records"]
     assert labels.sum(axis=0).tolist() == list(manifest["genre_counts"]["train"].values())
     weights = np.array(manifest["class_weights"])
     assert weights.shape == (19,) and weights.min() >= 1.0 and weights.max() <= 10.0
-    drama, western = 6, 18
-    if labels[:, western].sum():
-        assert weights[western] > weights[drama]
+    # The manifest's weights are those of the shards' training labels, whatever genres the
+    # random demo data happened to draw...
+    assert manifest["class_weights"] == positive_class_weights(
+        labels, AugmentConfig().max_class_weight)
+    # ...and a rare genre outweighs a common one, on crafted labels (always checked).
+    drama, western = GENRES.index("Drama"), GENRES.index("Western")
+    crafted = np.zeros((100, 19), dtype=np.uint8)
+    crafted[:60, drama] = 1  # 60 Dramas
+    crafted[60:65, western] = 1  # 5 Westerns
+    crafted_weights = positive_class_weights(crafted, 10.0)
+    assert crafted_weights[western] == 10.0  # 95 / 5 = 19, capped at 10
+    assert crafted_weights[drama] == 1.0  # 40 / 60, floored at 1
+    assert crafted_weights[western] > crafted_weights[drama]
 
 
 def test_augment_rejects_unknown_transform(tiny_data, tiny_split, tmp_path):

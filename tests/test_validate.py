@@ -261,12 +261,12 @@ def test_out_dir_must_differ_from_data_dir(tmp_path: Path) -> None:
 
 
 def test_header_only_table(tmp_path: Path) -> None:
-    # No rule asks for a minimum row count yet, so an empty table is valid (and must not crash).
+    # Issue 13: an empty data set is a broken export, not a valid one; the file is named.
     data = _make_dataset(tmp_path, [])
-    summary = validate_dataset(data, tmp_path / "out", _config())
-    assert (summary["success"], summary["rows_in"], summary["rows_kept"]) == (True, 0, 0)
-    columns = list(read_labels(tmp_path / "out").columns)
-    assert columns == [*LABEL_COLUMNS, "phash", "duplicate_group"]
+    with pytest.raises(DataValidationError,
+                       match=rf"{data / 'labels.csv'}: no data rows \(only a header\)"):
+        validate_dataset(data, tmp_path / "out", _config())
+    assert not (tmp_path / "out" / "labels.csv").exists()
 
 
 def _jpeg(image: np.ndarray) -> bytes:
@@ -451,3 +451,64 @@ def test_landscape_artwork_is_kept_with_a_warning_by_default(tmp_path: Path) -> 
     assert summary["rows_kept"] == 20 and summary["rejects"] == {}
     (aspect,) = [e for e in summary["expectations"] if e["name"] == "poster_aspect"]
     assert aspect["severity"] == "warn" and not aspect["success"]
+
+
+# -- issue 13: unreadable tables, paths out of the data folder, RGBA posters -------------
+
+
+@pytest.mark.parametrize(("content", "words"), [
+    (b"", r"empty file \(0 bytes\)"),
+    ("imdb_id,poster,genres\ntt0000001,posters/tt0000001.jpg,Drama\n"
+     "tt0000002,posters/caf\xe9.jpg,Drama\n".encode("latin-1"),
+     r"line 3, byte 0xE9 is not UTF-8"),
+])
+def test_an_empty_or_latin1_table_is_named(tmp_path: Path, content: bytes, words: str) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "labels.csv").write_bytes(content)
+    with pytest.raises(DataValidationError, match=rf"{data / 'labels.csv'}: {words}"):
+        validate_dataset(data, tmp_path / "out", _config())
+
+
+def test_a_poster_path_out_of_the_data_folder_is_never_read(tmp_path: Path) -> None:
+    rows = [_row(n) for n in range(1, 21)]
+    outside = tmp_path / "elsewhere" / "tt0000099.jpg"  # a perfectly good poster...
+    _write_poster(outside)
+    rows[2]["poster"] = "../elsewhere/tt0000099.jpg"  # ...but not in the data set
+    rows[3]["poster"] = str(outside)
+    data = _make_dataset(tmp_path, rows)
+
+    # Soft (the default): both rows are rejected as posters not in the data set.
+    summary = validate_dataset(data, tmp_path / "soft", _config(max_reject_fraction=0.2))
+    assert summary["rejects"] == {"poster_exists": 2}
+    rejects = pd.read_csv(tmp_path / "soft" / "rejects.csv", dtype=str)
+    assert list(rejects["imdb_id"]) == ["tt0000003", "tt0000004"]
+    # Hard: the stage stops, naming the lines and the paths.
+    with pytest.raises(DataValidationError) as caught:
+        validate_dataset(data, tmp_path / "hard", _config(hard=("poster_exists",)))
+    message = str(caught.value)
+    assert "line 4 (tt0000003): poster file not found: ../elsewhere/tt0000099.jpg" in message
+    assert f"line 5 (tt0000004): poster file not found: {outside}" in message
+
+
+def test_the_data_folder_may_symlink_its_posters_folder(tmp_path: Path) -> None:
+    # What DVC's symlink cache and the CLI tests do: the paths as written stay inside.
+    store = _make_dataset(tmp_path / "store", [_row(n) for n in range(1, 4)])
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "posters").symlink_to(store / "posters")
+    (data / "labels.csv").write_bytes((store / "labels.csv").read_bytes())
+    assert validate_dataset(data, tmp_path / "out", _config())["rows_kept"] == 3
+
+
+def test_an_rgba_png_poster_is_accepted(tmp_path: Path) -> None:
+    rows = [_row(n) for n in range(1, 6)]
+    rows[2]["poster"] = "posters/tt0000003.png"
+    data = _make_dataset(tmp_path, rows, skip_posters=("posters/tt0000003.png",))
+    rgba = cv2.cvtColor(_poster(3), cv2.COLOR_BGR2BGRA)
+    rgba[:10, :, 3] = 0  # partly transparent
+    assert cv2.imwrite(str(data / "posters" / "tt0000003.png"), rgba)
+    summary = validate_dataset(data, tmp_path / "out", _config(hard=("poster_channels",)))
+    assert summary["rows_kept"] == 5
+    kept = read_labels(tmp_path / "out").set_index("imdb_id")
+    assert len(kept.loc["tt0000003", "phash"]) == 16

@@ -9,10 +9,11 @@ DirectRunner here and on Dataflow, Flink or Spark by standard Beam pipeline opti
 (`--runner`, `--project`, `--flink_master`, ...), passed through untouched.
 
 Thresholds: the per-genre thresholds evaluate chose on validation, stored with the model
-in its registry entry (`thresholds.json`), or given explicitly; else 0.5 for every genre
-(logged, and recorded in the summary). A record that cannot be parsed or whose poster
-cannot be decoded is written to `errors.csv` (file, movie id, reason) and the others
-are scored, as `predict` does with a bad file.
+in its registry entry (`thresholds.json`, required there), or given explicitly; else, for
+a bare trained model, 0.5 for every genre (logged, and recorded in the summary). A registry
+entry is verified against the hashes it was registered with before it is used. A record
+that cannot be parsed or whose poster cannot be decoded is written to `errors.csv` (file,
+movie id, reason) and the others are scored, as `predict` does with a bad file.
 """
 
 from __future__ import annotations
@@ -42,21 +43,34 @@ DEFAULT_THRESHOLD = 0.5
 def resolve_model(model: str | os.PathLike[str],
                   cache_dir: str | os.PathLike[str] | None = None) -> tuple[Path, Path | None]:
     """(trained model folder, registry entry holding it or None) for a registry (folder with
-    `latest.json`, or s3://), a registry entry, or a trained model folder."""
-    from postergenre.registry import LATEST_FILE, MODEL_FOLDER, fetch_latest, is_remote
+    `latest.json`, or s3://), a registry entry, or a trained model folder.
+
+    A registry entry (the latest, or one given) is verified against the sha256 hashes it
+    was registered with (registry.verify_entry): a swapped model file is refused.
+    """
+    from postergenre.registry import (
+        LATEST_FILE,
+        MODEL_FOLDER,
+        entry_of,
+        fetch_latest,
+        is_remote,
+        verify_entry,
+    )
 
     if is_remote(model) or (Path(model) / LATEST_FILE).is_file():
-        entry = fetch_latest(str(model), cache_dir)
+        entry = fetch_latest(str(model), cache_dir)  # verified
         if entry is None:
             raise FileNotFoundError(f"registry {model} holds no blessed model yet")
         return entry / MODEL_FOLDER, entry
     folder = Path(model)
+    entry = entry_of(folder)
+    if entry is not None:  # an entry, or an entry's model/ folder
+        verify_entry(entry)
+        return entry / MODEL_FOLDER, entry
     if (folder / MODEL_FOLDER).is_dir():
-        return folder / MODEL_FOLDER, folder
+        return folder / MODEL_FOLDER, None
     if (folder / "saved_model").is_dir() or (folder / "model.keras").is_file():
-        # A registry entry's model/ folder: its thresholds sit one level up.
-        parent = folder.parent
-        return folder, parent if (parent / "entry.json").is_file() else None
+        return folder, None
     raise FileNotFoundError(f"{model}: neither a registry (latest.json), a registry entry "
                             "(model/) nor a trained model folder (saved_model/)")
 
@@ -66,9 +80,11 @@ def load_thresholds(entry: Path | None, thresholds_path: str | os.PathLike[str] 
     """Per-genre thresholds (GENRES order) and where they came from.
 
     `thresholds_path` (a thresholds.json, or a gate blessing.json holding `thresholds`)
-    wins; else the entry's thresholds.json; else 0.5 for every genre.
+    wins; else the registry entry's thresholds.json, which an entry must hold (an entry
+    served with 0.5 would not be the model that was blessed); else, for a bare trained
+    model, 0.5 for every genre.
     """
-    from postergenre.registry import read_thresholds
+    from postergenre.registry import THRESHOLDS_FILE, require_thresholds
 
     saved, source = None, f"default {DEFAULT_THRESHOLD}"
     if thresholds_path:
@@ -76,8 +92,8 @@ def load_thresholds(entry: Path | None, thresholds_path: str | os.PathLike[str] 
         saved = content.get("thresholds", content) if "per_genre" not in content else content
         source = str(thresholds_path)
     elif entry is not None:
-        saved = read_thresholds(entry)
-        source = str(entry / "thresholds.json")
+        saved = require_thresholds(entry)
+        source = str(entry / THRESHOLDS_FILE)
     if not saved or not saved.get("per_genre"):
         if thresholds_path:
             raise ValueError(f"{thresholds_path}: no per_genre thresholds")

@@ -3,6 +3,12 @@
 OpenCV decodes to BGR, uint8, HWC. Everything past this module sees RGB uint8 HWC
 (what TensorFlow's `decode_jpeg` returns too), so the channel order can never be
 mixed up between a stage that writes shards and a model that reads them.
+
+An alpha channel (an RGBA PNG export of a poster) is dropped, never composited: posters
+are opaque artwork, and dropping it is what every decoder here already does (OpenCV's
+IMREAD_COLOR in `decode_rgb`, TensorFlow's `decode_image(channels=3)` in shards.py).
+`drop_alpha` is that rule for a decode that keeps every channel (validate's probe), so
+validate accepts exactly the files predict and augment read.
 """
 
 from __future__ import annotations
@@ -15,6 +21,13 @@ import numpy as np
 
 class PosterDecodeError(ValueError):
     """A file that OpenCV cannot decode as a colour image."""
+
+
+def drop_alpha(image: np.ndarray) -> np.ndarray:
+    """A decoded (h, w, 4) image without its alpha channel; any other image unchanged."""
+    if image.ndim == 3 and image.shape[2] == 4:
+        return np.ascontiguousarray(image[:, :, :3])
+    return image
 
 
 def read_rgb(path: str | os.PathLike[str]) -> np.ndarray:

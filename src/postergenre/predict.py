@@ -4,6 +4,16 @@ The model is the registry's latest blessed entry (with the per-genre decision th
 evaluate chose on validation) or a given model folder. A poster that cannot be read or
 decoded is reported on its own row and the batch goes on. `explain_dir` gets a Grad-CAM
 overlay per poster (where the model looked for its top genre).
+
+Every poster's header is checked before it is decoded (probe.check_pixels, validate's
+check and bound): a small file declaring 20000x20000 pixels would make OpenCV allocate
+over a gigabyte. It is refused on its own row; the other posters are scored.
+
+A registry entry (given as a folder, or the registry's latest) is verified against the
+sha256 hashes it was registered with, and must hold its thresholds.json: serving an entry
+with 0.5 for every genre instead of the thresholds it was blessed with would be a silent
+change of the model's behaviour. Only a bare trained model folder, which never had
+thresholds, falls back to 0.5 (with a warning).
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ from tqdm import tqdm
 from postergenre.atomic import atomic_open
 from postergenre.genres import GENRES
 from postergenre.images import decode_rgb, resize
+from postergenre.probe import DEFAULT_MAX_PIXELS, check_pixels
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
@@ -53,28 +64,51 @@ class PosterResult:
 
 def load_predictor(model_dir: str | os.PathLike[str] | None = None,
                    registry: str | os.PathLike[str] | None = None) -> Predictor:
-    """The given model folder (a trained model or a registry entry), else the registry's
-    latest blessed model; thresholds from the entry, else 0.5 for every genre."""
-    from postergenre.registry import fetch_latest, read_thresholds
-    from postergenre.train import load_model
+    """The given model folder (a trained model, a registry entry or an entry's model/),
+    else the registry's latest blessed model.
+
+    A registry entry is verified (registry.verify_entry) and its thresholds.json is
+    required; a bare trained model gets thresholds.json beside it if any, else 0.5.
+    """
+    from postergenre.registry import (
+        MODEL_FOLDER,
+        entry_of,
+        fetch_latest,
+        read_thresholds,
+        require_thresholds,
+        verify_entry,
+    )
 
     if model_dir is None:
         if registry is None:
             raise ValueError("predict needs a model folder or a registry")
-        entry = fetch_latest(registry)
+        entry = fetch_latest(registry)  # verified
         if entry is None:
             raise FileNotFoundError(f"registry {registry} holds no blessed model yet")
         model_dir = entry
-    folder = Path(model_dir)
-    entry_dir = folder if (folder / "model").is_dir() else folder.parent
-    model = load_model(folder / "model" if (folder / "model").is_dir() else folder)
-    saved = read_thresholds(entry_dir)
-    if saved and saved.get("per_genre"):
-        thresholds = np.array([float(saved["per_genre"][g]) for g in GENRES])
     else:
-        log.warning("%s has no thresholds.json: using %.1f for every genre", folder,
-                    DEFAULT_THRESHOLD)
-        thresholds = np.full(len(GENRES), DEFAULT_THRESHOLD)
+        entry = entry_of(model_dir)
+        if entry is not None:
+            verify_entry(entry)
+    folder = Path(model_dir)
+    if entry is not None:
+        saved = require_thresholds(entry)
+        model_path = entry / MODEL_FOLDER
+    else:
+        model_path = folder
+        saved = read_thresholds(folder.parent)
+        if not (saved and saved.get("per_genre")):
+            log.warning("%s has no thresholds.json: using %.1f for every genre", folder,
+                        DEFAULT_THRESHOLD)
+            saved = {"per_genre": dict.fromkeys(GENRES, DEFAULT_THRESHOLD)}
+    missing = [g for g in GENRES if g not in saved["per_genre"]]
+    if missing:
+        raise ValueError(f"{entry or folder.parent}/thresholds.json: per_genre thresholds "
+                         f"lack {', '.join(missing)}")
+    thresholds = np.array([float(saved["per_genre"][g]) for g in GENRES])
+    from postergenre.train import load_model  # TensorFlow: only once the entry checked out
+
+    model = load_model(model_path)
     return Predictor(model, thresholds, str(folder))
 
 
@@ -91,8 +125,13 @@ def expand_posters(inputs: Iterable[str]) -> list[str]:
     return posters
 
 
-def read_poster(source: str, timeout: float = 20.0) -> np.ndarray:
-    """Decode a poster file or http(s) URL to RGB uint8; errors name the poster."""
+def read_poster(source: str, timeout: float = 20.0,
+                max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode a poster file or http(s) URL to RGB uint8; errors name the poster.
+
+    The header's pixel count is checked first: a file claiming more than `max_pixels`
+    is refused (ValueError) before anything is allocated for its pixels.
+    """
     if re.match(r"^https?://", source):
         try:
             with urllib.request.urlopen(source, timeout=timeout) as response:  # noqa: S310
@@ -106,6 +145,7 @@ def read_poster(source: str, timeout: float = 20.0) -> np.ndarray:
             data = Path(source).read_bytes()
         except OSError as err:
             raise ValueError(f"{source}: cannot read ({err.strerror or err})") from None
+    check_pixels(data, source, max_pixels)
     return decode_rgb(data, source=source)
 
 

@@ -6,10 +6,24 @@ decompression bomb (a small file claiming 20000x20000 pixels) is caught before O
 asked to allocate it. Values that could not be measured are None, so only the rule that
 explains the problem fires for a row (great-expectations skips nulls in column rules).
 `probe_posters` measures a whole labels table's posters on a thread pool.
+
+The header check is shared: `predict` refuses a pixel bomb with `check_pixels` before
+OpenCV sees it, with the same bound as validate's default (`DEFAULT_MAX_PIXELS`).
+
+A poster path that leads out of the data folder (`../`, or an absolute path elsewhere) is
+never opened: it is measured as a missing poster (`exists=False`, problem "poster path
+leaves the data folder"), so the `poster_exists` rule reports it like any poster that is not
+in the data set (soft by default: the row goes to rejects.csv). The check is on the path
+as written, not on symlinks: a data folder whose `posters/` is a symlink (DVC's symlink
+cache type, a shared poster store) is the folder owner's choice and keeps working.
+
+An alpha channel is not a problem: an RGBA PNG is a colour poster whose alpha every reader
+drops (images.drop_alpha), so it passes `poster_channels`.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from collections.abc import Sequence
@@ -23,11 +37,17 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from postergenre.configs import ValidateConfig
+from postergenre.images import drop_alpha
 from postergenre.phash import phash
 
 # We enforce our own pixel bound from the header; Pillow's (a warning at 89 Mpx) would only
 # add noise, and its hard limit would turn a clean rule failure into an exception.
 Image.MAX_IMAGE_PIXELS = None
+
+# validate's default bound, for callers without a ValidateConfig (predict).
+DEFAULT_MAX_PIXELS: int = ValidateConfig().max_pixels
+OUTSIDE_DATA_FOLDER = "poster path leaves the data folder"
 
 _JPEG_START = b"\xff\xd8"
 _JPEG_END = b"\xff\xd9"
@@ -54,13 +74,40 @@ class PosterProbe:
         return {**asdict(self), "pixels": self.pixels}
 
 
-def _header_size(path: Path) -> tuple[int, int] | None:
+def header_size(source: str | os.PathLike[str] | bytes) -> tuple[int, int] | None:
+    """(width, height) from an image file's header (a path or the file's bytes), without
+    decoding its pixels; None when Pillow cannot read the header."""
     try:
-        with Image.open(path) as image, warnings.catch_warnings():
+        opened = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+        with opened as image, warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return image.size
     except Exception:  # noqa: BLE001 - any header Pillow cannot read: the decode rule reports it
         return None
+
+
+def pixel_problem(size: tuple[int, int] | None, max_pixels: int) -> str | None:
+    """'WxH pixels exceeds N' when a header claims more than `max_pixels`, else None."""
+    if size is None:
+        return None
+    width, height = size
+    return f"{width}x{height} pixels exceeds {max_pixels}" if width * height > max_pixels \
+        else None
+
+
+def check_pixels(data: bytes, source: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    """Raise ValueError naming `source` when the header claims more than `max_pixels`
+    (a decompression bomb: OpenCV would allocate width x height x 3 bytes to decode it)."""
+    problem = pixel_problem(header_size(data), max_pixels)
+    if problem:
+        raise ValueError(f"{source}: {problem}; refused before decoding")
+
+
+def inside(data_dir: str | os.PathLike[str], cell: str) -> Path | None:
+    """`data_dir / cell`, or None when the path as written leads out of `data_dir`."""
+    root = os.path.normpath(os.path.abspath(data_dir))
+    path = os.path.normpath(os.path.join(root, cell))
+    return Path(path) if os.path.commonpath([root, path]) == root else None
 
 
 def _truncated_jpeg(data: bytes) -> bool:
@@ -76,19 +123,20 @@ def probe_poster(path: str | os.PathLike[str], max_pixels: int) -> PosterProbe:
     size = path.stat().st_size
     if size == 0:
         return PosterProbe(exists=True, file_size=0, problem="zero-byte file")
-    header = _header_size(path)
+    header = header_size(path)
     width, height = header if header else (None, None)
-    if header and width * height > max_pixels:
-        return PosterProbe(True, size, width, height,
-                           problem=f"{width}x{height} pixels exceeds {max_pixels}")
+    too_many = pixel_problem(header, max_pixels)
+    if too_many:
+        return PosterProbe(True, size, width, height, problem=too_many)
     data = path.read_bytes()
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    if image is None:
+    decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if decoded is None:
         return PosterProbe(True, size, width, height, decodes=False,
                            problem="OpenCV cannot decode it")
     if _truncated_jpeg(data):
         return PosterProbe(True, size, width, height, decodes=False,
                            problem="truncated JPEG (no end-of-image marker)")
+    image = drop_alpha(decoded)
     height, width = image.shape[:2]
     channels = 1 if image.ndim == 2 else int(image.shape[2])
     if channels != 3 or image.dtype != np.uint8:
@@ -102,12 +150,13 @@ def probe_posters(
     cells: Sequence[str], data_dir: str | os.PathLike[str], max_pixels: int
 ) -> list[PosterProbe]:
     """Measure the poster of every `poster` cell (a path relative to `data_dir`), in order."""
-    data_dir = Path(data_dir)
-
     def one(cell: str) -> PosterProbe:
         if not cell.strip():
             return PosterProbe(exists=False, problem="empty poster path")
-        return probe_poster(data_dir / cell, max_pixels)
+        path = inside(data_dir, cell)
+        if path is None:  # never opened: see the module doc
+            return PosterProbe(exists=False, problem=OUTSIDE_DATA_FOLDER)
+        return probe_poster(path, max_pixels)
 
     # OpenCV and file reads release the GIL: threads use every core without pickling images.
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) + 1)) as pool:

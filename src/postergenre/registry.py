@@ -1,14 +1,32 @@
-"""The model registry: write-once, content-addressed entries and a `latest` pointer.
+"""The model registry: write-once, content-addressed, verified entries and a `latest` pointer.
 
-Only a blessed model is registered. An entry is `<model>-<hash of its files>/` holding
-`model/` (the trained model folder), `thresholds.json` (the decision thresholds chosen
-on validation) and `entry.json` (the blessing, data version, metrics). An earlier entry
-is never overwritten, and `latest.json` is replaced only after its entry is complete,
-so it always points at a whole model.
+Only a blessed model is registered. An entry is `<model>-<hash>/` holding `model/` (the
+trained model folder), `thresholds.json` (the decision thresholds chosen on validation)
+and `entry.json` (the blessing, data version, metrics, and the sha256 of every other file
+of the entry). An earlier entry is never overwritten, and `latest.json` is replaced only
+after its entry is complete, so it always points at a whole model.
+
+Naming: `<hash>` covers the model's files, the thresholds and the data version. The same
+model registered again with another data version (or other thresholds) is a new entry,
+not the old one with a `latest.json` that disagrees with its `entry.json`; the same
+model, thresholds and data version again reuse the entry (idempotent). `latest.json` is
+always written from the entry's own `entry.json`, so the two agree by construction.
+
+Verification on read: `fetch_latest`, `verify_entry` (predict, batch_predict) hash every
+file of an entry and compare with `entry.json`; a changed, missing or added file (a
+swapped model.keras, a lost thresholds.json) is refused with `RegistryIntegrityError`
+naming the entry and the file. An entry registered before hashes were recorded is refused
+too (register it again). Serving (`require_thresholds`) also needs the entry's
+thresholds: an entry without them is an error, never a silent 0.5.
 
 The registry is a local folder or an `s3://bucket/prefix` URI (through fsspec / s3fs;
 endpoint and credentials from the environment, as boto reads them):
-- local: the entry is written under a temporary name and renamed into place (atomic);
+- local: the entry is staged in a hidden sibling folder `.<entry>.staging.<pid>.<host>.*`
+  and renamed into place (atomic). Two concurrent registers of the same entry both
+  succeed (the second finds the entry complete and verified, and uses it); of different
+  entries, both succeed and `latest.json` names the one that finished last. A killed
+  register leaves its staging folder behind: the next register removes it (its process
+  is gone, or it is older than `STALE_STAGING_SECONDS` when it came from another host).
 - S3 has no rename: the entry's files are uploaded first and `entry.json` last, so an
   entry without `entry.json` is incomplete and never read; `latest.json` is one PUT,
   which S3 applies atomically.
@@ -20,13 +38,17 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
+import socket
 import tempfile
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from postergenre.atomic import write_json
+from postergenre.atomic import folder_mode, write_json
 from postergenre.gate import BLESSED
 from postergenre.storage import is_remote, remote_fs
 
@@ -35,6 +57,30 @@ LATEST_FILE = "latest.json"
 ENTRY_FILE = "entry.json"
 THRESHOLDS_FILE = "thresholds.json"
 MODEL_FOLDER = "model"
+FILES_KEY = "files"  # entry.json: {relative path: sha256} of every other file of the entry
+HASH_ALGORITHM = "sha256"
+# A staging folder of another host cannot be checked for a live process: after this long
+# it is taken for the leftover of a killed register (a register copies a model in minutes).
+STALE_STAGING_SECONDS = 6 * 3600
+_STAGING = re.compile(r"^\.(?P<entry>.+)\.staging\.(?P<pid>\d+)\.(?P<host>[^.]*)\.[^.]+$")
+# Staging folders of registers from before the pid/host naming: `.<entry>.<random>`.
+_OLD_STAGING = re.compile(r"^\.(?P<entry>.+-[0-9a-f]{16})\.[a-z0-9_]{8}$")
+
+
+class RegistryError(ValueError):
+    """A register that cannot complete; the message names the registry and the entry."""
+
+
+class RegistryIntegrityError(RegistryError):
+    """An entry whose files are not those it was registered with (or lack their hashes)."""
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def content_hash(folder: str | os.PathLike[str]) -> str:
@@ -49,6 +95,14 @@ def content_hash(folder: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
+def file_hashes(entry: str | os.PathLike[str]) -> dict[str, str]:
+    """{relative posix path: sha256} of every file of an entry folder but entry.json."""
+    root = Path(entry)
+    files = (p for p in sorted(root.rglob("*")) if p.is_file())
+    return {rel: file_sha256(p) for p in files
+            if (rel := p.relative_to(root).as_posix()) != ENTRY_FILE}
+
+
 def data_version_of(dvc_file: str | os.PathLike[str]) -> str | None:
     """The data version DVC records for a tracked folder: the md5 in its `.dvc` file."""
     import yaml
@@ -60,12 +114,80 @@ def data_version_of(dvc_file: str | os.PathLike[str]) -> str | None:
     return outs[0].get("md5")
 
 
+def entry_name_for(name: str, source: Path, thresholds: dict | None,
+                   data_version: str | None) -> str:
+    """`<model>-<16 hex>`: a hash of the model's files, the thresholds and the data version
+    (everything an entry is; the blessing's time and wording are not)."""
+    digest = hashlib.sha256()
+    digest.update(content_hash(source).encode() + b"\0")
+    digest.update(json.dumps(thresholds, sort_keys=True).encode() + b"\0")
+    digest.update(json.dumps(data_version).encode())
+    return f"{name}-{digest.hexdigest()[:16]}"
+
+
 def _stage_entry(staging: Path, source: Path, entry_info: dict, thresholds: dict | None) -> None:
     shutil.copytree(source, staging / MODEL_FOLDER)
     if thresholds:
         write_json(staging / THRESHOLDS_FILE, thresholds)
+    entry_info[FILES_KEY] = file_hashes(staging)
+    entry_info["hash_algorithm"] = HASH_ALGORITHM
     # Written last: its presence marks a complete entry (what S3 readers check).
     write_json(staging / ENTRY_FILE, entry_info)
+
+
+def _latest_of(entry_info: dict, registry_dir: str | os.PathLike[str]) -> dict:
+    """The `latest.json` pointer, from the entry's own entry.json (so they agree)."""
+    entry_name = entry_info["entry"]
+    return {"model": entry_info["model"], "entry": entry_name,
+            "path": f"{entry_name}/{MODEL_FOLDER}",
+            "uri": f"{str(registry_dir).rstrip('/')}/{entry_name}",
+            "data_version": entry_info.get("data_version"),
+            "metrics": (entry_info.get("blessing") or {}).get("metrics"),
+            "registered_at": entry_info.get("registered_at")}
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:40] or "host"
+
+
+def _process_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
+def remove_stale_staging(registry: Path, now: float | None = None) -> list[str]:
+    """Delete the staging folders killed registers left in a local registry; their names.
+
+    A folder of this host whose process is gone goes at once; one of another host (or of
+    the older naming) once it is older than STALE_STAGING_SECONDS. A live register's
+    staging folder is never touched.
+    """
+    now = time.time() if now is None else now
+    removed = []
+    for path in registry.iterdir() if registry.is_dir() else ():
+        if not path.is_dir() or not path.name.startswith("."):
+            continue
+        match = _STAGING.match(path.name)
+        if match is None and not _OLD_STAGING.match(path.name):
+            continue
+        try:
+            age = now - path.stat().st_mtime
+        except FileNotFoundError:  # finished (renamed) meanwhile
+            continue
+        dead = (match is not None and match["host"] == _host()
+                and _process_gone(int(match["pid"])))
+        if dead or age > STALE_STAGING_SECONDS:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path.name)
+    if removed:
+        log.warning("register: removed %d staging folder(s) killed registers left in %s: %s",
+                    len(removed), registry, ", ".join(removed))
+    return removed
 
 
 def register(
@@ -93,39 +215,78 @@ def register(
     source = Path(model_dirs[name])
     if not source.is_dir():
         raise FileNotFoundError(f"blessed model folder not found: {source}")
-    entry_name = f"{name}-{content_hash(source)[:16]}"
+    thresholds = blessing.get("thresholds")
+    if not thresholds:
+        log.warning("register: the blessing %s holds no thresholds (gate ran without "
+                    "--thresholds): predict and batch-predict will refuse this entry",
+                    blessing_path)
+    entry_name = entry_name_for(name, source, thresholds, data_version)
     entry_info = {"model": name, "entry": entry_name, "data_version": data_version,
                   "registered_at": datetime.now(UTC).isoformat(timespec="seconds"),
                   "blessing": blessing}
-    latest = {"model": name, "entry": entry_name, "path": f"{entry_name}/{MODEL_FOLDER}",
-              "uri": f"{str(registry_dir).rstrip('/')}/{entry_name}",
-              "data_version": data_version, "metrics": blessing.get("metrics")}
-    thresholds = blessing.get("thresholds")
     if remote:
-        fs, root = remote_fs(str(registry_dir))
-        if not fs.exists(f"{root}/{entry_name}/{ENTRY_FILE}"):
-            with tempfile.TemporaryDirectory(prefix="postergenre-reg-") as tmp:
-                _stage_entry(Path(tmp) / "e", source, entry_info, thresholds)
-                for path in sorted(Path(tmp, "e").rglob("*"), key=lambda p: p.name == ENTRY_FILE):
-                    if path.is_file():
-                        rel = path.relative_to(Path(tmp, "e")).as_posix()
-                        fs.put_file(str(path), f"{root}/{entry_name}/{rel}")
-        fs.pipe_file(f"{root}/{LATEST_FILE}", json.dumps(latest, indent=2).encode())
-        log.info("register: %s -> %s", name, latest["uri"])
-        return latest["uri"]
+        return _register_remote(registry_dir, source, entry_name, entry_info, thresholds)
     registry = Path(registry_dir)
+    remove_stale_staging(registry)
     entry = registry / entry_name
-    if not entry.exists():
-        staging = Path(tempfile.mkdtemp(dir=registry, prefix=f".{entry_name}."))
-        try:
-            _stage_entry(staging, source, entry_info, thresholds)
-            os.rename(staging, entry)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-    write_json(registry / LATEST_FILE, latest)
+    if not (entry / ENTRY_FILE).is_file():
+        _publish_local(registry, entry, source, entry_info, thresholds)
+    # An entry already there (an earlier or concurrent register) is used as it is, once
+    # verified: latest.json is written from its entry.json.
+    info = verify_entry(entry)
+    write_json(registry / LATEST_FILE, _latest_of(info, registry_dir))
     log.info("register: %s -> %s", name, entry)
     return entry
+
+
+def _publish_local(registry: Path, entry: Path, source: Path, entry_info: dict,
+                   thresholds: dict | None) -> None:
+    """Stage the entry in a hidden folder and rename it into place (see the module doc)."""
+    try:
+        staging = Path(tempfile.mkdtemp(
+            dir=registry, prefix=f".{entry.name}.staging.{os.getpid()}.{_host()}."))
+    except OSError as err:
+        raise RegistryError(f"{registry}: cannot write a new entry ({err.strerror or err})") \
+            from None
+    try:
+        staging.chmod(folder_mode())  # mkdtemp makes it 0700: other readers need the entry
+        _stage_entry(staging, source, entry_info, thresholds)
+        try:
+            os.rename(staging, entry)
+        except OSError as err:
+            # A concurrent register of the same entry renamed first (the target exists and
+            # is not empty): its entry holds the same bytes, verified by the caller.
+            if not (entry / ENTRY_FILE).is_file():
+                raise RegistryError(f"{entry}: cannot move the new entry into place "
+                                    f"({err.strerror or err}); a folder of that name "
+                                    "exists without entry.json: remove it and register "
+                                    "again") from None
+            log.info("register: %s was registered concurrently; using it", entry.name)
+    except OSError as err:
+        raise RegistryError(f"{entry}: cannot write the entry "
+                            f"({err.strerror or err}: {getattr(err, 'filename', '')})") \
+            from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _register_remote(registry_dir: str | os.PathLike[str], source: Path, entry_name: str,
+                     entry_info: dict, thresholds: dict | None) -> str:
+    fs, root = remote_fs(str(registry_dir))
+    entry_json = f"{root}/{entry_name}/{ENTRY_FILE}"
+    if not fs.exists(entry_json):
+        with tempfile.TemporaryDirectory(prefix="postergenre-reg-") as tmp:
+            _stage_entry(Path(tmp) / "e", source, entry_info, thresholds)
+            for path in sorted(Path(tmp, "e").rglob("*"), key=lambda p: p.name == ENTRY_FILE):
+                if path.is_file():
+                    rel = path.relative_to(Path(tmp, "e")).as_posix()
+                    fs.put_file(str(path), f"{root}/{entry_name}/{rel}")
+    info = json.loads(fs.cat_file(entry_json))
+    _check_info(info, f"{registry_dir}/{entry_name}")
+    latest = _latest_of(info, registry_dir)
+    fs.pipe_file(f"{root}/{LATEST_FILE}", json.dumps(latest, indent=2).encode())
+    log.info("register: %s -> %s", entry_info["model"], latest["uri"])
+    return latest["uri"]
 
 
 def read_latest(registry_dir: str | os.PathLike[str]) -> dict | None:
@@ -139,9 +300,57 @@ def read_latest(registry_dir: str | os.PathLike[str]) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def _check_info(info: Any, where: str) -> dict:
+    if not isinstance(info, dict) or not isinstance(info.get(FILES_KEY), dict) \
+            or not info[FILES_KEY]:
+        raise RegistryIntegrityError(
+            f"{where}: {ENTRY_FILE} records no file hashes (an entry registered before "
+            "entries were verified, or an edited one): register the model again")
+    return info
+
+
+def entry_of(path: str | os.PathLike[str]) -> Path | None:
+    """The registry entry a folder is (it holds entry.json) or is the model/ folder of."""
+    folder = Path(path)
+    if (folder / ENTRY_FILE).is_file():
+        return folder
+    if folder.name == MODEL_FOLDER and (folder.parent / ENTRY_FILE).is_file():
+        return folder.parent
+    return None
+
+
+def verify_entry(entry: str | os.PathLike[str]) -> dict:
+    """entry.json of a local entry, after checking every file against its sha256.
+
+    Raises RegistryIntegrityError naming the entry and the files that changed, are
+    missing or were added since it was registered.
+    """
+    entry = Path(entry)
+    path = entry / ENTRY_FILE
+    try:
+        info = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{entry}: not a complete registry entry (no {ENTRY_FILE})") \
+            from None
+    except ValueError as err:
+        raise RegistryIntegrityError(f"{path}: not JSON ({err})") from None
+    expected = _check_info(info, str(entry))[FILES_KEY]
+    found = file_hashes(entry)
+    problems = [f"{rel} changed" for rel in sorted(expected)
+                if rel in found and found[rel] != expected[rel]]
+    problems += [f"{rel} missing" for rel in sorted(set(expected) - set(found))]
+    problems += [f"{rel} added" for rel in sorted(set(found) - set(expected))]
+    if problems:
+        raise RegistryIntegrityError(
+            f"{entry}: the entry's files are not those registered ({'; '.join(problems)}): "
+            "refusing to use it; register the model again")
+    return info
+
+
 def fetch_latest(registry_dir: str | os.PathLike[str],
                  cache_dir: str | os.PathLike[str] | None = None) -> Path | None:
-    """A local folder holding the latest entry (`model/`, `thresholds.json`, `entry.json`).
+    """A local folder holding the latest entry (`model/`, `thresholds.json`, `entry.json`),
+    verified against the hashes in its entry.json (RegistryIntegrityError otherwise).
 
     A local registry's entry is used in place; a remote one is downloaded once into
     `cache_dir` (default: a temporary folder). None when nothing was registered yet.
@@ -154,6 +363,7 @@ def fetch_latest(registry_dir: str | os.PathLike[str],
         entry = Path(registry_dir) / entry_name
         if not (entry / ENTRY_FILE).is_file():
             raise FileNotFoundError(f"{entry}: latest.json points at an incomplete entry")
+        verify_entry(entry)
         return entry
     fs, root = remote_fs(str(registry_dir))
     if not fs.exists(f"{root}/{entry_name}/{ENTRY_FILE}"):
@@ -164,9 +374,17 @@ def fetch_latest(registry_dir: str | os.PathLike[str],
     local = cache / entry_name
     if not (local / ENTRY_FILE).is_file():  # entries are write-once: a cached copy is current
         staging = Path(tempfile.mkdtemp(dir=cache, prefix=f".{entry_name}."))
-        fs.get(f"{root}/{entry_name}/", str(staging) + "/", recursive=True)
-        shutil.rmtree(local, ignore_errors=True)
-        os.rename(staging, local)
+        try:
+            fs.get(f"{root}/{entry_name}/", str(staging) + "/", recursive=True)
+            shutil.rmtree(local, ignore_errors=True)
+            try:
+                os.rename(staging, local)
+            except OSError:
+                if not (local / ENTRY_FILE).is_file():  # not a concurrent fetch's copy
+                    raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    verify_entry(local)  # the download, or a cached copy someone may have changed
     return local
 
 
@@ -174,3 +392,14 @@ def read_thresholds(entry_dir: str | os.PathLike[str]) -> dict | None:
     """The entry's decision thresholds ({"global": t, "per_genre": {genre: t}}), if any."""
     path = Path(entry_dir) / THRESHOLDS_FILE
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def require_thresholds(entry_dir: str | os.PathLike[str]) -> dict:
+    """A registry entry's thresholds, for serving; an entry without them is an error."""
+    saved = read_thresholds(entry_dir)
+    if not saved or not saved.get("per_genre"):
+        raise RegistryError(
+            f"{entry_dir}: registry entry has no per-genre thresholds ({THRESHOLDS_FILE}); "
+            "it was registered from a blessing without thresholds (gate --thresholds): "
+            "serving it with 0.5 for every genre would not be the model that was blessed")
+    return saved

@@ -10,6 +10,14 @@ Readers go through tfx-bsl's TFXIO (`tfxio_of`), so the same shards feed `tf.dat
 training (`dataset`: parallel JPEG decode, prefetch), Arrow / pandas for analysis
 (`labels_of`, `record_batches`) and Apache Beam for batch jobs (`tfxio_of(...).BeamSource()`).
 Every reader streams: memory stays bounded whatever the data size.
+
+A shard that cannot be read (a flipped bit fails TFRecord's CRC, a cut file ends mid-record)
+makes TensorFlow say "corrupted record at 1600" without naming the file. The Python-side
+readers (`record_batches`, `labels_of`, `iter_records`) then read each shard of the split
+on its own to find the damaged one, and raise `ShardReadError` naming it. `dataset` (a
+tf.data pipeline that Keras iterates) cannot be wrapped that way; training and evaluate
+read every split's labels through `labels_of` first, so a damaged shard is named before
+any model sees it.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from importlib import resources
@@ -30,6 +39,46 @@ from postergenre.genres import NUM_GENRES
 
 MANIFEST_FILE = "manifest.json"
 SCHEMA_FILE = "poster_schema.pbtxt"
+
+
+class ShardReadError(ValueError):
+    """A shard file that cannot be read; the message names it and what is wrong."""
+
+
+def _tf_message(err: BaseException) -> str:
+    """TensorFlow's error text without its graph-node and op decorations."""
+    text = getattr(err, "message", None) or str(err)
+    text = re.sub(r"\{\{[^}]*\}\}\s*", "", text)
+    return re.sub(r"\s*\[Op:[^\]]*\].*$", "", text.strip(), flags=re.S).strip()
+
+
+def find_bad_shards(paths: Iterable[str]) -> list[tuple[str, str]]:
+    """(shard, problem) for each file that cannot be read through, record by record
+    (TFRecord framing and CRCs, then each record as a tf.train.Example)."""
+    bad = []
+    for path in paths:
+        try:
+            for i, record in enumerate(tf.data.TFRecordDataset(path)):
+                try:
+                    tf.train.Example.FromString(record.numpy())
+                except Exception:  # noqa: BLE001 - protobuf's DecodeError and kin
+                    raise ValueError(f"record {i} is not a tf.train.Example") from None
+        except (tf.errors.OpError, ValueError) as err:
+            bad.append((path, _tf_message(err)))
+    return bad
+
+
+def shard_error(prepared_dir: str | os.PathLike[str], split: str,
+                err: BaseException) -> ShardReadError:
+    """The error to raise for a failed read of a split: it names the damaged shard(s)."""
+    paths = shard_paths(prepared_dir, split)
+    bad = find_bad_shards(paths)
+    if bad:
+        listed = "; ".join(f"{path}: {problem}" for path, problem in bad)
+        return ShardReadError(f"split {split!r}: cannot read shard(s): {listed} (rerun "
+                              "augment, or restore the prepared folder with `dvc checkout`)")
+    return ShardReadError(f"{prepared_dir}: cannot read split {split!r} "
+                          f"({_tf_message(err)}); its shards: {', '.join(paths)}")
 
 
 @dataclass(frozen=True)
@@ -195,8 +244,15 @@ def dataset(
 def iter_records(prepared_dir: str | os.PathLike[str], split: str) -> Iterator[dict]:
     """Every record of a split as plain Python values (for tests and analysis)."""
     image_size = int(read_manifest(prepared_dir)["image_size"])
-    for batch in _tf_batches(prepared_dir, split, 256, shuffle=False, seed=0):
-        images = _decode_images(batch["image"], image_size).numpy()
+    batches = iter(_tf_batches(prepared_dir, split, 256, shuffle=False, seed=0))
+    while True:
+        try:
+            batch = next(batches)
+            images = _decode_images(batch["image"], image_size).numpy()
+        except StopIteration:
+            return
+        except tf.errors.OpError as err:
+            raise shard_error(prepared_dir, split, err) from err
         columns = {k: batch[k].numpy() for k in ("labels", "imdb_id", "split", "origin",
                                                  "augmentation")}
         for i in range(images.shape[0]):
@@ -218,8 +274,17 @@ def record_batches(prepared_dir: str | os.PathLike[str], split: str,
     source = tfxio_of(prepared_dir, split)
     if columns is not None:
         source = source.Project(list(columns))
-    yield from source.RecordBatches(
-        tfxio.RecordBatchesOptions(batch_size=batch_size, shuffle=False, num_epochs=1))
+    batches = iter(source.RecordBatches(
+        tfxio.RecordBatchesOptions(batch_size=batch_size, shuffle=False, num_epochs=1)))
+    while True:
+        # Only the read is guarded: an error in the caller's loop body is the caller's.
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except tf.errors.OpError as err:
+            raise shard_error(prepared_dir, split, err) from err
+        yield batch
 
 
 def labels_of(prepared_dir: str | os.PathLike[str], split: str) -> tuple[np.ndarray, list[str]]:

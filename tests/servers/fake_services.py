@@ -10,8 +10,11 @@ One aiohttp app serves:
 Each movie has a `behaviour` that scripts what goes wrong for it: `details_404`,
 `no_poster_path`, `poster_404`, `truncated` (half a JPEG), `html` (an HTML page with
 status 200), `429_once` (one 429 with Retry-After), `500_once`, `500_always`,
-`slow_once`, `slow_always` (longer than the client's timeout). Every request's arrival
-time and path (never its query) is logged, for rate checks (`GET /_stats`).
+`slow_once`, `slow_always` (longer than the client's timeout), `not_json` (details
+answered 200 with an HTML page), `genres_strings` (details whose `genres` is a list of
+names, not of {id, name}). A movie's `tmdb_imdb_id` replaces the imdb_id its details
+answer (`../../x`, say), and `imdb=None` leaves links.csv's imdbId empty. Every request's
+arrival time and path (never its query) is logged, for rate checks (`GET /_stats`).
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ import numpy as np
 from aiohttp import web
 
 BEHAVIOURS = ("ok", "details_404", "no_poster_path", "poster_404", "truncated", "html",
-              "429_once", "500_once", "500_always", "slow_once", "slow_always")
+              "429_once", "500_once", "500_always", "slow_once", "slow_always", "not_json",
+              "genres_strings")
 _ML_GENRES = ["Action", "Adventure", "Animation", "Children", "Comedy", "Crime", "Drama",
               "Fantasy", "Film-Noir", "Horror", "IMAX", "Musical", "Mystery", "Romance",
               "Sci-Fi", "Thriller", "War", "Western", "Documentary"]
@@ -44,16 +48,17 @@ _TMDB_GENRES = [(28, "Action"), (12, "Adventure"), (16, "Animation"), (35, "Come
 @dataclass
 class FakeMovie:
     movielens_id: int
-    imdb: int  # links.csv's imdbId (no "tt")
+    imdb: int | None  # links.csv's imdbId (no "tt"); None: empty in links.csv
     tmdb_id: int | None
     title: str
     ml_genres: list[str]
     tmdb_genres: list[tuple[int, str]]
     behaviour: str = "ok"
+    tmdb_imdb_id: str | None = None  # what the details answer says, when not imdb_id
 
     @property
     def imdb_id(self) -> str:
-        return f"tt{self.imdb:07d}"
+        return "" if self.imdb is None else f"tt{self.imdb:07d}"
 
     @property
     def poster_path(self) -> str | None:
@@ -90,7 +95,8 @@ def poster_jpeg(tmdb_id: int, width: int = 40, height: int = 60) -> bytes:
 def movielens_zip(movies: list[FakeMovie], release: str = "ml-latest-small") -> bytes:
     """A release zip with links.csv and movies.csv (fixed timestamps: same bytes always)."""
     links = ["movieId,imdbId,tmdbId"] + [
-        f"{m.movielens_id},{m.imdb:07d},{'' if m.tmdb_id is None else m.tmdb_id}"
+        f"{m.movielens_id},{'' if m.imdb is None else f'{m.imdb:07d}'},"
+        f"{'' if m.tmdb_id is None else m.tmdb_id}"
         for m in movies]
     rows = ["movieId,title,genres"]
     for m in movies:
@@ -157,10 +163,16 @@ class FakeServices:
         scripted = await self._scripted(movie, f"details:{movie.tmdb_id}")
         if scripted is not None:
             return scripted
+        if movie.behaviour == "not_json":  # a proxy's error page, with status 200
+            return web.Response(text="<html><body>Bad gateway</body></html>",
+                                content_type="text/html")
+        genres = ([n for _, n in movie.tmdb_genres] if movie.behaviour == "genres_strings"
+                  else [{"id": i, "name": n} for i, n in movie.tmdb_genres])
+        imdb_id = movie.imdb_id if movie.tmdb_imdb_id is None else movie.tmdb_imdb_id
         return web.json_response({
-            "id": movie.tmdb_id, "imdb_id": movie.imdb_id, "title": movie.title[:-7],
+            "id": movie.tmdb_id, "imdb_id": imdb_id, "title": movie.title[:-7],
             "release_date": f"{movie.title[-5:-1]}-01-01", "poster_path": movie.poster_path,
-            "genres": [{"id": i, "name": n} for i, n in movie.tmdb_genres],
+            "genres": genres,
         })
 
     async def _poster(self, request: web.Request) -> web.Response:

@@ -7,6 +7,12 @@ kept when present. Every row is checked before anything is written, and every ba
 is named (CSV line, imdb_id, what is wrong). The posters are copied into the output
 folder as `posters/<imdb_id><ext>`, in a sibling folder that replaces the output only
 when complete (outdir.building).
+
+A poster path must stay inside the local folder (`dir`) once resolved: `../`, an
+absolute path elsewhere or a symlink leading out are refused, naming the CSV line and
+the path. Otherwise a labels table from an untrusted dump could copy any file the user
+can read (~/.ssh/id_rsa, /etc/passwd) into the data set, and from there into a DVC
+remote. A table with no data row is refused too: an empty data set is a broken export.
 """
 
 from __future__ import annotations
@@ -21,20 +27,36 @@ from tqdm import tqdm
 
 from postergenre.configs import LocalSourceConfig
 from postergenre.genres import join_genres, parse_genres, unknown_genres
-from postergenre.labels import LABEL_COLUMNS, LABELS_FILE, POSTERS_DIR, write_table
+from postergenre.labels import (
+    LABEL_COLUMNS,
+    LABELS_FILE,
+    POSTERS_DIR,
+    REQUIRED_COLUMNS,
+    read_csv_text,
+    write_table,
+)
 from postergenre.sources.outdir import building
+from postergenre.validation_frame import record_lines
 
-REQUIRED_COLUMNS: tuple[str, ...] = ("imdb_id", "poster", "genres")
 _IMDB_ID = re.compile(r"^tt\d{7,}$")
 MAX_LISTED = 10  # bad rows named per problem in the error
 
 
-def _check_rows(frame: pd.DataFrame, base: Path, csv: Path) -> list[str]:
+def poster_source(base: Path, root: Path, cell: str) -> Path | None:
+    """The file a `poster` cell names (relative to `base`), resolved; None when it leads
+    out of `root` (already resolved), by `..`, an absolute path or a symlink."""
+    resolved = (base / cell).resolve()
+    return resolved if resolved.is_relative_to(root) else None
+
+
+def _check_rows(frame: pd.DataFrame, base: Path, csv: Path, root: Path) -> list[str]:
     """Every problem with the table, one line each (CSV line numbers, 1 = header)."""
     problems: dict[str, list[str]] = {}
     seen: dict[str, int] = {}
+    # The line each record starts on as an editor shows it (a quoted title may span lines).
+    lines_of = record_lines(csv, len(frame))
     for i, row in enumerate(frame.itertuples(index=False)):
-        line = i + 2
+        line = lines_of[i]
         imdb_id = row.imdb_id.strip()
         who = f"line {line} ({imdb_id or 'no imdb_id'})"
         if not _IMDB_ID.match(imdb_id):
@@ -53,6 +75,9 @@ def _check_rows(frame: pd.DataFrame, base: Path, csv: Path) -> list[str]:
         poster = row.poster.strip()
         if not poster:
             problems.setdefault("empty poster path", []).append(who)
+        elif poster_source(base, root, poster) is None:
+            problems.setdefault(f"poster path outside the local folder {root}", []).append(
+                f"{who}: {poster}")
         elif not (base / poster).is_file():
             problems.setdefault("poster not found", []).append(f"{who}: {base / poster}")
     lines = []
@@ -73,13 +98,16 @@ def ingest_local(out_dir: str | os.PathLike[str], config: LocalSourceConfig) -> 
     csv = Path(config.labels_csv) if config.labels_csv else folder / LABELS_FILE
     if not csv.is_file():
         raise FileNotFoundError(f"labels CSV not found: {csv}")
-    frame = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    frame = read_csv_text(csv)
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"{csv}: missing column(s) {', '.join(missing)} (need "
                          f"{', '.join(REQUIRED_COLUMNS)}; see the README of --source local)")
+    if frame.empty:
+        raise ValueError(f"{csv}: no data rows (only a header): nothing to ingest")
     # Every row is checked before anything is written: a bad table leaves `out_dir` alone.
-    problems = _check_rows(frame, csv.parent, csv)
+    root = folder.resolve()
+    problems = _check_rows(frame, csv.parent, csv, root)
     if problems:
         raise ValueError("\n".join(problems))
 
@@ -92,8 +120,11 @@ def ingest_local(out_dir: str | os.PathLike[str], config: LocalSourceConfig) -> 
         for row in tqdm(frame.to_dict("records"), desc="local posters", unit="poster",
                         disable=None):
             imdb_id = row["imdb_id"].strip()
-            source = csv.parent / row["poster"].strip()
-            rel = f"{POSTERS_DIR}/{imdb_id}{source.suffix.lower() or '.jpg'}"
+            cell = row["poster"].strip()
+            # The path checked above, resolved: the file copied is the file checked.
+            source = poster_source(csv.parent, root, cell)
+            assert source is not None  # _check_rows refused the table otherwise
+            rel = f"{POSTERS_DIR}/{imdb_id}{Path(cell).suffix.lower() or '.jpg'}"
             shutil.copyfile(source, tmp / rel)
             genres = join_genres(parse_genres(row["genres"]))
             rows.append({

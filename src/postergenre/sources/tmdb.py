@@ -15,8 +15,13 @@ interrupted:
 - TMDb details (or their 404) are cached per TMDb id, and each movie's poster outcome
   (fetched / not found) per poster size, in the cache folder, each right after it is
   known: a rerun makes no request for a movie already settled;
-- failures (retries exhausted, an undecodable image) are not cached: a rerun tries them
-  again;
+- failures (retries exhausted, an undecodable image, an answer that is not JSON or not
+  TMDb's shape, an imdb_id that is not `tt` + 7 or 8 digits) are not cached: a rerun
+  tries them again, and only them. One movie's failure never stops the crawl: it is
+  recorded with its reason (and detail) in the report's `excluded` list; only a refused
+  credential, which every request would meet, stops it;
+- an imdb_id becomes a file name (`posters/<imdb_id>.jpg`) only once it is checked:
+  an answer's `../../x` must never write outside the output folder;
 - `labels.csv` is written last, from the cache alone, in MovieLens order, so an
   interrupted-then-resumed crawl writes the same bytes as an uninterrupted one.
 So, unlike the other sources, it fills its output folder in place rather than building a
@@ -35,10 +40,12 @@ import hashlib
 import json
 import logging
 import os
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pandas as pd
@@ -54,7 +61,9 @@ from postergenre.sources.outdir import check_dataset_dir, remove_partial_files
 from postergenre.sources.tmdb_api import (
     DEFAULT_API_URL,
     DEFAULT_IMAGE_URL,
+    TmdbAnswerError,
     TmdbAuth,
+    TmdbAuthError,
     TmdbClient,
 )
 
@@ -62,6 +71,10 @@ log = logging.getLogger(__name__)
 
 _DETAIL_KEYS = ("id", "imdb_id", "title", "release_date", "genres", "poster_path")
 _POSTER_EXTS = (".jpg", ".jpeg", ".png", ".webp")
+# What an IMDb title id looks like (7 digits until 2017, 8 since): it becomes a file name.
+IMDB_ID = re.compile(r"^tt\d{7,8}$")
+# TMDb's poster paths: "/kqjL17yufvn9OVLyXYpvtyrFfak.jpg" (it becomes part of a CDN URL).
+_POSTER_PATH = re.compile(r"^/[A-Za-z0-9_-][A-Za-z0-9_.-]*$")
 
 
 def default_cache_dir() -> Path:
@@ -77,6 +90,28 @@ class Outcome:
     reason: str = ""
     row: dict | None = None
     from_cache: bool = False  # settled by an earlier run: no request this run
+    detail: str = ""  # for a failure: what exactly was wrong (the report shows it)
+
+
+def details_problem(found: Any) -> str | None:
+    """Why a TMDb details answer does not have the shape ingest relies on, or None.
+
+    Checked before it is cached or used, so a malformed answer fails its movie (and is
+    asked again on the next run) instead of raising deep inside the genre mapping.
+    """
+    if not isinstance(found, dict):
+        return f"the answer is a JSON {type(found).__name__}, not an object"
+    for key in ("imdb_id", "title", "release_date", "poster_path"):
+        if found.get(key) is not None and not isinstance(found[key], str):
+            return f"{key} is {found[key]!r}, not a string"
+    genres = found.get("genres")
+    if genres is not None and not (isinstance(genres, list) and all(
+            isinstance(g, dict) and isinstance(g.get("name"), str) for g in genres)):
+        return f"genres is {str(genres)[:80]}, not a list of {{id, name}} objects"
+    poster_path = found.get("poster_path")
+    if poster_path and not _POSTER_PATH.match(poster_path):
+        return f"poster_path {poster_path[:80]!r} is not a TMDb image path"
+    return None
 
 
 def poster_problem(body: bytes, content_type: str) -> str | None:
@@ -113,13 +148,21 @@ class _Crawl:
         except (FileNotFoundError, ValueError):
             return None  # absent, or (cannot happen with atomic writes) unreadable
 
+    def _details_path(self, tmdb_id: str) -> Path:
+        return self.details_dir / f"{tmdb_id}.json"
+
     async def details(self, tmdb_id: str) -> tuple[dict | None, bool]:
-        """(details or None for a 404, came from the cache)."""
-        path = self.details_dir / f"{tmdb_id}.json"
+        """(details or None for a 404, came from the cache); TmdbAnswerError for an answer
+        of the wrong shape, which is not cached."""
+        path = self._details_path(tmdb_id)
         cached = self._read(path)
-        if cached is not None:
+        if cached is not None and details_problem(cached.get("details") or {}) is None:
             return cached.get("details"), True
         found = await self.client.details(tmdb_id)
+        if found is not None:
+            problem = details_problem(found)
+            if problem:
+                raise TmdbAnswerError("details_bad_shape", f"TMDb movie {tmdb_id}: {problem}")
         kept = None if found is None else {k: found.get(k) for k in _DETAIL_KEYS}
         write_json(path, {"tmdb_id": tmdb_id, "details": kept})
         return kept, False
@@ -145,6 +188,14 @@ class _Crawl:
         imdb_id = movie.imdb_id or (details.get("imdb_id") or "")
         if not imdb_id:
             return Outcome(movie, "missing", "no_imdb_id", from_cache=cached)
+        if not IMDB_ID.match(imdb_id):
+            # It would become a file name: `../../x` must not write outside the folder.
+            where = "links.csv" if movie.imdb_id else f"TMDb movie {movie.tmdb_id}"
+            if not movie.imdb_id:  # TMDb may fix its answer: ask again on the next run
+                self._details_path(movie.tmdb_id).unlink(missing_ok=True)
+            return Outcome(movie, "failed", "bad_imdb_id",
+                           detail=f"{where}: imdb_id {imdb_id[:40]!r} is not tt + 7 or 8 "
+                           "digits")
         genres, source_genres = self._label(movie, details)
         if not genres:
             return Outcome(movie, "missing", "no_genre", from_cache=cached)
@@ -207,6 +258,17 @@ async def _crawl(crawl: _Crawl, movies: list[movielens.MovieLensMovie], concurre
                 outcome = await crawl.one(movie)
             except FetchFailedError as err:
                 outcome = Outcome(movie, "failed", _redact(err.reason, secrets))
+            except TmdbAuthError:
+                raise  # every request would meet it: stop the crawl
+            except TmdbAnswerError as err:
+                outcome = Outcome(movie, "failed", err.reason,
+                                  detail=_redact(err.detail, secrets))
+            except Exception as err:  # noqa: BLE001 - one movie must not end a long crawl
+                # A case this module does not know yet: recorded (and retried on the next
+                # run) like any failure, with the traceback in the debug log.
+                log.debug("movie %s failed", movie.movielens_id, exc_info=True)
+                outcome = Outcome(movie, "failed", f"error_{type(err).__name__}",
+                                  detail=_redact(str(err)[:200], secrets))
             results[i] = outcome
             counts[outcome.status] += 1
             bar.update(1)
@@ -237,7 +299,7 @@ def _assemble(outcomes: list[Outcome]) -> tuple[list[dict], list[dict]]:
             excluded.append({"movielens_id": m.movielens_id, "tmdb_id": m.tmdb_id,
                              "imdb_id": m.imdb_id, "title": m.title,
                              "outcome": "failed" if o.status == "failed" else "missing",
-                             "reason": o.reason})
+                             "reason": o.reason, **({"detail": o.detail} if o.detail else {})})
             continue
         seen.add(o.row["imdb_id"])
         rows.append(o.row)

@@ -22,7 +22,21 @@ ENV_READ_TOKEN = "TMDB_READ_ACCESS_TOKEN"
 
 
 class TmdbError(ValueError):
-    """A TMDb answer ingest cannot use (bad auth, not JSON)."""
+    """A TMDb answer ingest cannot use."""
+
+
+class TmdbAuthError(TmdbError):
+    """TMDb refused the credential: every request would fail, so the crawl stops."""
+
+
+class TmdbAnswerError(TmdbError):
+    """One movie's answer is unusable (not JSON, not the expected shape, an unexpected
+    status): that movie fails, the crawl goes on. `reason` is the short report key."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
 
 
 @dataclass(frozen=True)
@@ -74,14 +88,18 @@ class TmdbClient:
         if resp.status == 404:
             return None
         if resp.status in (401, 403):
-            raise TmdbError(f"{url}: HTTP {resp.status}: TMDb refused the credential "
-                            f"in {ENV_API_KEY} / {ENV_READ_TOKEN}")
+            raise TmdbAuthError(f"{url}: HTTP {resp.status}: TMDb refused the credential "
+                                f"in {ENV_API_KEY} / {ENV_READ_TOKEN}")
         if resp.status != 200:
-            raise TmdbError(f"{url}: unexpected HTTP {resp.status}")
+            raise TmdbAnswerError(f"details_http_{resp.status}",
+                                  f"{url}: unexpected HTTP {resp.status}")
         try:
             return json.loads(resp.body)
-        except ValueError:
-            raise TmdbError(f"{url}: the answer is not JSON") from None
+        except ValueError:  # UnicodeDecodeError included
+            start = resp.body[:60].decode("utf-8", "replace")
+            raise TmdbAnswerError("details_not_json", f"{url}: the answer is not JSON "
+                                  f"({resp.content_type or 'no content type'}: "
+                                  f"{start!r})") from None
 
     def poster_url(self, poster_path: str) -> str:
         return f"{self.image_url}/{self.poster_size}/{poster_path.lstrip('/')}"
