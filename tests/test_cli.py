@@ -27,7 +27,7 @@ def _help(*args: str) -> str:
 
 def test_help_lists_every_stage_as_a_command():
     # The command list: one indented name at the start of a line, not a word anywhere.
-    listed = re.findall(r"^ {4}([a-z][a-z0-9-]*)(?: |$)", _help(), flags=re.MULTILINE)
+    listed = re.findall(r"^ {4}([a-z][a-z0-9_-]*)(?: |$)", _help(), flags=re.MULTILINE)
     assert listed == list(STAGES)
 
 
