@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import REPO_ROOT, SHARED_DATA
+from tests.conftest import REPO_ROOT
 
 BIN = Path(sys.executable).parent
 TINY = {
@@ -68,33 +67,3 @@ def test_make_real_without_data_says_what_to_give(tmp_path):
     done = subprocess.run(["make", "-s", "-C", str(REPO_ROOT), "real"], env=env,
                           capture_output=True, text=True)
     assert done.returncode != 0 and "set DATA=DIR" in done.stderr
-
-
-@pytest.mark.slow
-@pytest.mark.shared_data
-def test_real_posters_bless_a_model_and_reject_shuffled_labels(tmp_path):
-    """On posters-movielens the real-poster settings bless the best model; the same models
-    on the same posters with the genre lists shuffled between movies are rejected."""
-    real = SHARED_DATA / "posters-movielens"
-    if not (real / "labels.csv").is_file():
-        pytest.skip("../shared/data/posters-movielens is not on this machine")
-    params = REPO_ROOT / "params-real.yaml"
-    done = _make_real(tmp_path / "real", real, params)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    blessing = json.loads((tmp_path / "real" / "out" / "reports" / "blessing.json")
-                          .read_text())
-    assert blessing["decision"] == "blessed", blessing["failed_rules"]
-
-    shuffled = tmp_path / "shuffled"
-    shuffled.mkdir()
-    labels = pd.read_csv(real / "labels.csv", dtype=str, keep_default_na=False)
-    labels["genres"] = labels["genres"].sample(frac=1.0, random_state=1).to_numpy()
-    # The same poster files (paths in labels.csv are relative to its folder).
-    (shuffled / "posters").symlink_to(real / "posters")
-    labels.to_csv(shuffled / "labels.csv", index=False)
-    done = _make_real(tmp_path / "shuffled-run", shuffled, params)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    blessing = json.loads((tmp_path / "shuffled-run" / "out" / "reports" / "blessing.json")
-                          .read_text())
-    assert blessing["decision"] == "rejected"
-    shutil.rmtree(tmp_path, ignore_errors=True)
