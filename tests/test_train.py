@@ -27,7 +27,6 @@ from postergenre.train import (
     training_device,
 )
 from tests.conftest import TINY_IMAGE
-from tests.test_eval_registry_s3 import s3  # noqa: F401 - moto S3 on loopback
 
 TINY_SCRATCH = {"conv1_filters": 4, "conv2_filters": 8, "dense_units": 16, "batch_size": 16}
 STUDY_SCRATCH = ScratchConfig(conv1_filters=64, conv2_filters=128, dense_units=256,
@@ -145,7 +144,7 @@ def test_efficientnet_lite0_imagenet_weights_see_a_cat():
 
 
 @pytest.mark.slow
-def test_pretrained_weights_from_s3(tmp_path, s3):  # noqa: F811 - the moto fixture
+def test_pretrained_weights_from_s3(tmp_path, s3):  # s3: moto on loopback (conftest)
     """Air-gapped clusters: a weights file on S3 (moto on loopback) loads into the base."""
     from postergenre.models import fetch_s3
 
