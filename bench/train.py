@@ -96,7 +96,9 @@ def main() -> None:
         study_scratch = timed_fit(build_scratch_cnn(args.size, scratch), train, validation,
                                   args.batch, args.epochs)
 
-        transfer = TransferConfig(weights="none", dense_units=HEAD_UNITS, **common)
+        # The study's head and optimiser on both sides (the default is the gap head, Adam).
+        transfer = TransferConfig(weights="none", head="flatten", optimizer="sgd",
+                                  dense_units=HEAD_UNITS, **common)
         ours_vgg = train_transfer(work / "prepared", work / "vgg16",
                                   transfer)["train_images_per_second"]
         base = build_transfer_base("vgg16", args.size, "none")

@@ -1,4 +1,5 @@
-"""Training: the study's architectures, the weighted loss, the feature cache, serving."""
+"""Training: the architectures, the weighted loss, the feature caches, the linear probe,
+the new settings, serving."""
 
 import json
 from pathlib import Path
@@ -8,24 +9,33 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from postergenre.configs import ScratchConfig, model_spec
+from postergenre.configs import LinearProbeConfig, ScratchConfig, TransferConfig, model_spec
 from postergenre.images import encode_jpeg
 from postergenre.models import (
     WeightedBinaryCrossentropy,
     build_dense_head,
+    build_head,
+    build_linear_probe,
     build_scratch_cnn,
     build_transfer_base,
+    head_parts,
     join_base_and_head,
+    split_at_last_block,
 )
 from postergenre.train import (
     METADATA_FILE,
     NoGpuError,
+    _fit,
+    augment_batch,
     base_features,
+    fit_logistic_per_genre,
     load_model,
+    standardise,
     train_model,
     train_scratch,
     training_device,
 )
+from postergenre.typed_config import ConfigError
 from tests.conftest import TINY_IMAGE
 
 TINY_SCRATCH = {"conv1_filters": 4, "conv2_filters": 8, "dense_units": 16, "batch_size": 16}
@@ -44,6 +54,68 @@ def test_study_architectures_have_the_study_parameter_counts():
     head = build_dense_head(base.output_shape[1:], 4096)
     assert sum(int(np.prod(w.shape)) for w in head.trainable_weights) == 50_417_683
     assert not base.trainable_weights
+    # `head: flatten` with `dense_units` is that head.
+    flatten = build_head(base.output_shape[1:], "flatten", dense_units=4096)
+    assert sum(int(np.prod(w.shape)) for w in flatten.trainable_weights) == 50_417_683
+
+
+def test_gap_head_pools_normalises_drops_out_and_classifies():
+    head = build_head((7, 7, 1280), "gap", dropout=0.3, l2=0.01)
+    pool, classifier = head_parts(head)
+    assert isinstance(pool, keras.layers.GlobalAveragePooling2D)
+    kinds = [type(layer).__name__ for layer in classifier.layers]
+    assert kinds == ["InputLayer", "BatchNormalization", "Dropout", "Dense"]
+    dense = classifier.layers[-1]
+    assert dense.units == 19 and dense.activation is keras.activations.sigmoid
+    assert dense.kernel_regularizer is not None and classifier.layers[2].rate == 0.3
+    # BatchNorm's scale and offset, then 1280 x 19 weights and 19 biases.
+    assert sum(int(np.prod(w.shape)) for w in head.trainable_weights) == 26_899
+    assert head.output_shape == (None, 19)
+    with pytest.raises(ValueError, match="unknown head 'mlp'"):
+        build_head((7, 7, 1280), "mlp")
+
+
+@pytest.mark.parametrize(("backbone", "weights"), [("vgg16", "none"),
+                                                   ("efficientnet_lite0", "imagenet")])
+def test_trunk_and_last_block_make_the_base(backbone, weights):
+    """The fine-tuning cache: the trunk's output through the last block is the base's."""
+    base = build_transfer_base(backbone, 64, weights)
+    trunk, tail = split_at_last_block(base)
+    images = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    np.testing.assert_allclose(tail.predict(trunk.predict(images, verbose=0), verbose=0),
+                               base.predict(images, verbose=0), rtol=1e-5, atol=1e-5)
+    names = [layer.name for layer in tail.layers[1:]]
+    assert names[0] == ("block5_conv1" if backbone == "vgg16" else "block15_expand_conv")
+
+
+@pytest.mark.parametrize(("kind", "values", "message"), [
+    ("transfer", {"head": "mlp"}, "models.m.head: 'mlp' is not one of gap, flatten"),
+    ("transfer", {"optimizer": "rmsprop"}, "models.m.optimizer: 'rmsprop' is not one of"),
+    ("transfer", {"schedule": "step"}, "models.m.schedule: 'step' is not one of"),
+    ("transfer", {"weight_decay": 0.01}, "weight_decay 0.01 needs optimizer adamw"),
+    ("transfer", {"dropout": 1.5}, "models.m.dropout: 1.5 must be <= 0.95"),
+    ("transfer", {"l2": -1}, "models.m.l2: -1.0 must be >= 0"),
+    ("transfer", {"image_size": 16}, "image_size 16 must be 0"),
+    ("scratch", {"batch_norm": "sometimes"}, "models.m.batch_norm: 'sometimes' is not true"),
+    ("scratch", {"augment": ["flip", "spin"]}, "'spin' is not one of flip, crop"),
+    ("scratch", {"image_size": -1}, "models.m.image_size: -1 must be >= 0"),
+    ("linear_probe", {"C": 0}, "models.m.C: 0.0 must be > 0"),
+    ("linear_probe", {"class_weight": "inverse"}, "models.m.class_weight: 'inverse' is not"),
+    ("linear_probe", {"backbone": "resnet"}, "models.m.backbone: 'resnet' is not one of"),
+    ("linear_probe", {"dense_units": 8}, "models.m.dense_units: unknown setting"),
+])
+def test_new_settings_are_validated(kind, values, message):
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        model_spec("m", {"kind": kind, **values})
+
+
+def test_new_defaults():
+    transfer = TransferConfig()
+    assert (transfer.head, transfer.optimizer, transfer.use_class_weights) == \
+        ("gap", "adam", False)
+    assert not ScratchConfig().batch_norm and ScratchConfig().optimizer == "sgd"
+    probe = LinearProbeConfig()
+    assert (probe.backbone, probe.class_weight) == ("efficientnet_lite0", "none")
 
 
 def test_positive_weights_scale_only_the_positive_term():
@@ -160,3 +232,147 @@ def test_pretrained_weights_from_s3(tmp_path, s3):  # s3: moto on loopback (conf
     inner = next(layer for layer in base.layers if isinstance(layer, keras.Model))
     for loaded, saved in zip(inner.get_weights(), vgg.get_weights(), strict=True):
         np.testing.assert_array_equal(loaded, saved)
+
+
+def _tiny_base() -> keras.Model:
+    inputs = keras.Input((8, 8, 3))
+    return keras.Model(inputs, keras.layers.Conv2D(6, 3, activation="relu")(inputs))
+
+
+def test_linear_probe_handles_genres_without_positives_or_negatives():
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(60, 6))
+    labels = (rng.uniform(size=(60, 19)) < 0.3).astype(np.uint8)
+    labels[:, 0] = 0  # no positive in train
+    labels[:, 1] = 1  # no negative
+    labels[:3, 2] = 1  # three positives: fitted
+    labels[3:, 2] = 0
+    coef, intercept, constant = fit_logistic_per_genre(features, labels, LinearProbeConfig(C=1))
+    assert constant == ["Action", "Adventure"]
+    assert not coef[:2].any() and coef[2].any()
+    prior = 1 / (1 + np.exp(-intercept[:2]))
+    np.testing.assert_allclose(prior, [0.5 / 61, 60.5 / 61])
+    model = build_linear_probe(_tiny_base(), np.zeros(6), np.ones(6), coef, intercept)
+    images = rng.uniform(0, 255, (4, 8, 8, 3)).astype("float32")
+    scores = model.predict(images, verbose=0)
+    assert np.isfinite(scores).all()
+    np.testing.assert_allclose(scores[:, :2], np.tile(prior, (4, 1)), rtol=1e-5)
+
+
+def test_a_constant_feature_is_not_blown_up():
+    """Keras' Normalization would divide a zero-variance feature by epsilon."""
+    coef = np.zeros((19, 6))
+    coef[:, 0] = 1.0
+    model = build_linear_probe(_tiny_base(), np.zeros(6), np.zeros(6), coef, np.zeros(19))
+    standardised = keras.Model(model.inputs, model.get_layer("standardise").output)
+    out = standardised.predict(np.full((1, 8, 8, 3), 200.0, "float32"), verbose=0)
+    assert np.abs(out).max() < 1e4
+
+
+@pytest.mark.slow
+def test_linear_probe_is_sklearn_in_keras_and_serves(tiny_data, tiny_prepared, tmp_path):
+    from sklearn.linear_model import LogisticRegression
+
+    from postergenre.shards import dataset, labels_of
+
+    spec = model_spec("probe", {"kind": "linear_probe", "backbone": "vgg16",
+                                "weights": "none", "C": 0.5, "batch_size": 16})
+    info = train_model(tiny_prepared, tmp_path / "probe", spec)
+    assert info["kind"] == "linear_probe" and info["epochs_run"] == 1
+    history = json.loads((tmp_path / "probe" / "history.json").read_text())
+    assert set(history[0]) >= {"epoch", "loss", "val_loss", "val_auc"}
+    assert info["best_val_loss"] == history[0]["val_loss"]
+
+    model = load_model(tmp_path / "probe")
+    assert model.name == "probe" and model.input_shape == (None, TINY_IMAGE, TINY_IMAGE, 3)
+    images = np.concatenate([x for x, _ in dataset(tiny_prepared, "test", 64).as_numpy_iterator()])
+    pooled = keras.Model(model.inputs, model.get_layer("pool").output)
+    norm = model.get_layer("standardise")
+    train_images = np.concatenate(
+        [x for x, _ in dataset(tiny_prepared, "train", 64).as_numpy_iterator()])
+    train_features = pooled.predict(train_images, verbose=0).astype(np.float64)
+    mean, variance = train_features.mean(axis=0), train_features.var(axis=0)
+    np.testing.assert_allclose(np.asarray(norm.mean).ravel(), mean, rtol=1e-5, atol=1e-5)
+    train_y, _ = labels_of(tiny_prepared, "train")
+    test_features = standardise(pooled.predict(images, verbose=0).astype(np.float64), mean,
+                                variance)
+    keras_scores = model.predict(images, verbose=0)
+    for j in range(19):
+        y = train_y[:, j]
+        if y.min() == y.max():
+            continue
+        fitted = LogisticRegression(C=0.5, max_iter=2000).fit(
+            standardise(train_features, mean, variance), y)
+        np.testing.assert_allclose(keras_scores[:, j], fitted.predict_proba(test_features)[:, 1],
+                                   atol=1e-5)
+
+    served = tf.saved_model.load(str(tmp_path / "probe" / "saved_model"))
+    from postergenre.images import read_rgb, resize
+
+    poster = next((tiny_data / "posters").iterdir())
+    out = served.signatures["serving_default"](image_bytes=tf.constant([poster.read_bytes()]))
+    direct = model.predict(resize(read_rgb(poster), TINY_IMAGE)[None].astype("float32"),
+                           verbose=0)
+    np.testing.assert_allclose(out["probabilities"].numpy()[0], direct[0], atol=0.05)
+
+
+def test_batch_augmentation_is_seeded_and_stays_in_range():
+    images = tf.constant(np.random.default_rng(0).uniform(0, 255, (4, 16, 16, 3)), tf.float32)
+    seed = tf.constant([7, 0], tf.int64)
+    everything = ("flip", "crop", "brightness", "contrast")
+    first, again = (augment_batch(images, seed, everything).numpy() for _ in range(2))
+    np.testing.assert_array_equal(first, again)
+    assert first.shape == images.shape and first.min() >= 0 and first.max() <= 255
+    assert not np.allclose(first, augment_batch(images, seed + 1, everything).numpy())
+    flipped = augment_batch(images, seed, ("flip",)).numpy()
+    for out, original in zip(flipped, images.numpy(), strict=True):
+        assert np.array_equal(out, original) or np.array_equal(out, original[:, ::-1])
+    assert augment_batch(images, seed, ()) is images
+
+
+def test_fine_tuning_keeps_the_incoming_weights_when_no_epoch_beats_them():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(19, activation="sigmoid")])
+    model.compile(keras.optimizers.Adam(0.1), "binary_crossentropy")
+    before = [w.copy() for w in model.get_weights()]
+    x = np.random.default_rng(0).normal(size=(32, 4)).astype("float32")
+    y = (x[:, :1] > 0).repeat(19, axis=1).astype("float32")
+    history = _fit(model, tf.data.Dataset.from_tensors((x, y)),
+                   tf.data.Dataset.from_tensors((x, y)), TransferConfig(stop_patience=2),
+                   epochs=3, phase="fine_tune", first_epoch=5, to_beat=-1.0)
+    for kept, original in zip(model.get_weights(), before, strict=True):
+        np.testing.assert_array_equal(kept, original)
+    assert [e["epoch"] for e in history] == list(range(5, 5 + len(history)))
+    assert history[0]["phase"] == "fine_tune"
+
+
+@pytest.mark.slow
+def test_scratch_batch_norm_recipe_trains_at_its_own_size(tiny_prepared, tmp_path):
+    config = ScratchConfig(batch_norm=True, optimizer="adam", learning_rate=3e-3,
+                           input_dropout=0.0, augment=("flip", "crop", "brightness"),
+                           image_size=40, schedule="cosine", epochs=4, **TINY_SCRATCH)
+    info = train_scratch(tiny_prepared, tmp_path / "bn", config, name="bn_cnn")
+    history = json.loads((tmp_path / "bn" / "history.json").read_text())
+    assert history[-1]["loss"] < history[0]["loss"]
+    assert info["image_size"] == 40
+    model = load_model(tmp_path / "bn")
+    assert model.input_shape == (None, 40, 40, 3)
+    assert sum(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers) == 9
+    meta = json.loads((tmp_path / "bn" / METADATA_FILE).read_text())
+    assert meta["image_size"] == 40
+
+
+@pytest.mark.slow
+def test_transfer_gap_head_with_fine_tuning(tiny_prepared, tmp_path):
+    spec = model_spec("tuned", {"kind": "transfer", "weights": "none", "epochs": 3,
+                                "fine_tune_epochs": 2, "batch_size": 16, "stop_patience": 2})
+    info = train_model(tiny_prepared, tmp_path / "tuned", spec)
+    history = json.loads((tmp_path / "tuned" / "history.json").read_text())
+    phases = [e["phase"] for e in history]
+    assert phases[0] == "head" and "fine_tune" in phases
+    assert [e["epoch"] for e in history] == list(range(1, len(history) + 1))
+    assert info["head"] == "gap" and isinstance(info["fine_tune_kept"], bool)
+    # block5's three convolutions (weights and biases) join the head's weights.
+    assert info["trainable_parameters"] > 3 * 512 * 512 * 9
+    model = load_model(tmp_path / "tuned")
+    assert model.output_shape == (None, 19)

@@ -183,29 +183,67 @@ class AugmentConfig:
 
 # ---- models ---------------------------------------------------------------------------------
 
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("plateau", "cosine")
+# On-the-fly transforms of the CNN's training batches (augment's copies are on disk).
+BATCH_TRANSFORMS = ("flip", "crop", "brightness", "contrast")
+HEADS = ("gap", "flatten")
+BACKBONE_CHOICES = ("vgg16", "efficientnet_lite0")
+_BACKBONE_HELP = ("frozen pretrained base (efficientnet_lite0's ImageNet weights come with "
+                  "the package, offline)")
+_WEIGHTS_HELP = ("'imagenet' (VGG16: Keras downloads it; Lite0: from the package), 'none' "
+                 "(random), a weights file, or an s3:// URI")
+_IMAGE_SIZE_HELP = ("square side the model takes; the shards are resized to it in the input "
+                    "pipeline (0: the shards' augment.image_size)")
+
+
+def _check_image_size(size: int) -> None:
+    if 0 < size < 32:
+        raise ValueError(f"image_size {size} must be 0 (the shards' size) or at least 32")
+
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    """What every trainer shares: the optimiser's fixed parts, the schedule's floor, the
-    loss weighting, the seed and the GPU check (each kind adds its own settings)."""
+    """What every trainer shares: the optimiser, the schedule, the loss weighting, the
+    input size, the seed and the GPU check (each kind adds its own settings)."""
 
     batch_size: int = setting(32, "images per batch and replica", low=1)
+    optimizer: str = setting("sgd", "sgd (Nesterov momentum), adam or adamw (decoupled "
+                             "weight decay)", choices=OPTIMIZERS)
     momentum: float = setting(0.9, "SGD Nesterov momentum", low=0, high=1)
+    weight_decay: float = setting(0.0, "AdamW's decoupled weight decay (adamw only)", low=0)
+    schedule: str = setting("plateau", "plateau: multiply the rate by lr_factor after "
+                            "lr_patience epochs without progress; cosine: cosine decay to "
+                            "min_lr over the epochs", choices=SCHEDULES)
     lr_factor: float = setting(0.1, "ReduceLROnPlateau factor", low=0, high=1, low_open=True)
     min_lr: float = setting(1e-6, "lowest learning rate", low=0)
-    use_class_weights: bool = setting(True, "weight rare genres' positives in the loss")
+    use_class_weights: bool = setting(False, "weight rare genres' positives in the loss, "
+                                      "capped at augment.max_class_weight (study: true)")
+    image_size: int = setting(0, _IMAGE_SIZE_HELP, low=0)
     seed: int = setting(0, "training seed")
     require_gpu: bool = setting(False, "fail at once when TensorFlow sees no GPU (for GPU "
                                 "node pools)")
 
+    def __post_init__(self) -> None:
+        _check_image_size(self.image_size)
+        if self.weight_decay > 0 and self.optimizer != "adamw":
+            raise ValueError(f"weight_decay {self.weight_decay} needs optimizer adamw, got "
+                             f"{self.optimizer!r}")
+
 
 @dataclass(frozen=True)
 class ScratchConfig(TrainingConfig):
-    """The study's VGG-like CNN trained from scratch (two conv blocks, two dense layers)."""
+    """The study's VGG-like CNN trained from scratch (two conv blocks, two dense layers);
+    with `batch_norm`, Adam and `augment`, the recipe that learns on real posters."""
 
     conv1_filters: int = setting(16, "filters of the first conv block (study: 64)", low=1)
     conv2_filters: int = setting(32, "filters of the second conv block (study: 128)", low=1)
     dense_units: int = setting(128, "units of each dense layer (study: 256)", low=1)
+    batch_norm: bool = setting(False, "batch normalisation before every ReLU (study: none)")
+    augment: tuple[str, ...] = setting((), "on-the-fly random transforms of every training "
+                                       "poster, each epoch anew: flip, crop (a 90% crop "
+                                       "resized back), brightness, contrast",
+                                       choices=BATCH_TRANSFORMS)
     input_dropout: float = setting(0.2, "dropout on the input", low=0, high=0.95)
     conv_dropout: float = setting(0.25, "dropout after each max-pool", low=0, high=0.95)
     dense_dropout: float = setting(0.25, "dropout after each dense layer (study: 0.5)",
@@ -213,7 +251,7 @@ class ScratchConfig(TrainingConfig):
     clipnorm: float = setting(1.0, "clip each gradient's norm to this (0: off, as in the "
                               "study)", low=0)
     epochs: int = setting(60, "epochs, at most (study: 100)", low=1)
-    learning_rate: float = setting(0.02, "SGD learning rate (study: 0.1)", low=0,
+    learning_rate: float = setting(0.02, "initial learning rate (study: 0.1 with SGD)", low=0,
                                    low_open=True)
     lr_patience: int = setting(8, "epochs without progress before lowering the rate "
                                "(study: 15)", low=1)
@@ -221,38 +259,75 @@ class ScratchConfig(TrainingConfig):
                                  low=1)
 
     def describe(self) -> str:
+        bn = ", batch norm" if self.batch_norm else ""
         return (f"CNN from scratch ({self.conv1_filters}-{self.conv2_filters} filters, "
-                f"{self.dense_units} dense)")
+                f"{self.dense_units} dense{bn})")
 
 
 @dataclass(frozen=True)
 class TransferConfig(TrainingConfig):
-    """A dense head on a frozen pretrained base (the study: VGG16 + 2 x 4096 dense)."""
+    """A head on a frozen pretrained base, trained on the base's cached features, then
+    optionally the base's last block fine-tuned with it (the study: VGG16 + 2 x 4096
+    dense, SGD, class-weighted loss: `head: flatten`)."""
 
-    backbone: str = setting("vgg16", "frozen pretrained base (efficientnet_lite0's ImageNet "
-                            "weights come with the package, offline)",
-                            choices=("vgg16", "efficientnet_lite0"))
-    weights: str = setting("imagenet", "'imagenet' (VGG16: Keras downloads it; Lite0: from "
-                           "the package), 'none' (random), a weights file, or an s3:// URI")
-    dense_units: int = setting(256, "units of each dense layer of the head (study: 4096)",
-                               low=1)
-    fine_tune_epochs: int = setting(0, "> 0: then unfreeze the base's last block for this "
-                                    "many epochs", low=0)
-    fine_tune_learning_rate: float = setting(1e-4, "learning rate of the fine-tuning "
+    backbone: str = setting("vgg16", _BACKBONE_HELP, choices=BACKBONE_CHOICES)
+    weights: str = setting("imagenet", _WEIGHTS_HELP)
+    head: str = setting("gap", "gap: global average pooling, batch norm, dropout, 19 "
+                        "sigmoid; flatten: the study's Flatten + 2 dense layers",
+                        choices=HEADS)
+    dense_units: int = setting(256, "units of each dense layer of the flatten head "
+                               "(study: 4096)", low=1)
+    dropout: float = setting(0.5, "dropout of the head (study: 0.5)", low=0, high=0.95)
+    l2: float = setting(0.01, "L2 penalty on the head's output kernel (0: off, as in the "
+                        "study)", low=0)
+    optimizer: str = setting("adam", "sgd (Nesterov momentum; study), adam or adamw "
+                             "(decoupled weight decay)", choices=OPTIMIZERS)
+    fine_tune_epochs: int = setting(0, "> 0: then fine-tune the base's last block with the "
+                                    "head for this many epochs, at most", low=0)
+    fine_tune_learning_rate: float = setting(3e-5, "learning rate of the fine-tuning "
                                              "phase", low=0, low_open=True)
-    epochs: int = setting(20, "epochs of the head, at most (study: 50)", low=1)
-    learning_rate: float = setting(0.01, "SGD learning rate of the head", low=0,
-                                   low_open=True)
+    epochs: int = setting(60, "epochs of the head, at most (study: 50)", low=1)
+    learning_rate: float = setting(1e-3, "learning rate of the head (study: 0.01 with SGD)",
+                                   low=0, low_open=True)
     lr_patience: int = setting(4, "epochs without progress before lowering the rate "
                                "(study: 15)", low=1)
-    stop_patience: int = setting(8, "epochs without progress before stopping (study: 20)",
+    stop_patience: int = setting(10, "epochs without progress before stopping (study: 20)",
                                  low=1)
 
     def describe(self) -> str:
-        return f"frozen {self.backbone} ({self.weights} weights) + dense head"
+        tuned = ", last block fine-tuned" if self.fine_tune_epochs else ""
+        return f"frozen {self.backbone} ({self.weights} weights) + {self.head} head{tuned}"
 
 
-MODEL_KINDS: dict[str, type] = {"scratch": ScratchConfig, "transfer": TransferConfig}
+@dataclass(frozen=True)
+class LinearProbeConfig:
+    """A frozen pretrained base, global average pooling, standardised features and one
+    scikit-learn logistic regression per genre, served as one Keras model."""
+
+    backbone: str = setting("efficientnet_lite0", _BACKBONE_HELP, choices=BACKBONE_CHOICES)
+    weights: str = setting("imagenet", _WEIGHTS_HELP)
+    C: float = setting(0.001, "inverse L2 strength of each genre's logistic regression "
+                       "(scikit-learn's C; smaller: stronger)", low=0, low_open=True)
+    class_weight: str = setting("none", "none, or balanced (scikit-learn's class_weight: "
+                                "positives weighted by n / 2 n_pos)",
+                                choices=("none", "balanced"))
+    max_iter: int = setting(2000, "L-BFGS iterations per genre, at most", low=1)
+    batch_size: int = setting(32, "images per batch of the feature extraction", low=1)
+    image_size: int = setting(0, _IMAGE_SIZE_HELP, low=0)
+    seed: int = setting(0, "seed of the fits (TensorFlow and scikit-learn)")
+    require_gpu: bool = setting(False, "fail at once when TensorFlow sees no GPU (for GPU "
+                                "node pools)")
+
+    def __post_init__(self) -> None:
+        _check_image_size(self.image_size)
+
+    def describe(self) -> str:
+        return (f"linear probe: frozen {self.backbone} ({self.weights} weights), logistic "
+                f"regression per genre (C {self.C:g})")
+
+
+MODEL_KINDS: dict[str, type] = {"scratch": ScratchConfig, "transfer": TransferConfig,
+                                "linear_probe": LinearProbeConfig}
 # A model's name becomes a file name, a DVC stage name and a Kubeflow task name.
 _MODEL_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 # Names evaluate gives its baselines and the registry's model: no trained model may take them.

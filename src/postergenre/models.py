@@ -1,7 +1,11 @@
-"""The study's two architectures, every size a parameter, and the weighted loss.
+"""The architectures, every size a parameter, and the weighted loss.
 
-Both models take raw RGB pixels in [0, 255] (float) and scale them themselves, so the
-saved model needs no preprocessing code beside it.
+The study's CNN from scratch (optionally with batch normalisation), the transfer model's
+frozen bases and heads (`gap`: pooled features, batch norm, dropout, one sigmoid layer;
+`flatten`: the study's two dense layers), and the linear probe (pooled features,
+standardised, one logistic regression per genre). Every model takes raw RGB pixels in
+[0, 255] (float) and scales them itself, so the saved model needs no preprocessing code
+beside it.
 """
 
 from __future__ import annotations
@@ -11,9 +15,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import keras
+import numpy as np
 from keras import layers, ops
 
-from postergenre.configs import ScratchConfig
+from postergenre.configs import HEADS, ScratchConfig
 from postergenre.genres import NUM_GENRES
 
 # ImageNet channel means in BGR order, as VGG16's original ("caffe") preprocessing uses.
@@ -56,24 +61,38 @@ class WeightedBinaryCrossentropy(keras.losses.Loss):
 def build_scratch_cnn(image_size: int, config: ScratchConfig, name: str = "scratch_cnn"
                       ) -> keras.Model:
     """The study's VGG-like CNN: 22,866,707 parameters at the study's sizes (128 px,
-    64-128 filters, 256 dense units)."""
+    64-128 filters, 256 dense units). With `batch_norm`, every conv and dense layer drops
+    its bias and is followed by batch normalisation before its ReLU."""
     conv1_filters, conv2_filters = config.conv1_filters, config.conv2_filters
     dense_units, input_dropout = config.dense_units, config.input_dropout
     conv_dropout, dense_dropout = config.conv_dropout, config.dense_dropout
+    bn = config.batch_norm
+
+    def activated(x, layer: layers.Layer):
+        if not bn:
+            return layer(x)
+        x = layer(x)
+        x = layers.BatchNormalization(name=f"{layer.name}_bn")(x)
+        return layers.ReLU(name=f"{layer.name}_relu")(x)
+
+    relu = None if bn else "relu"
     inputs = keras.Input((image_size, image_size, 3), name="image")
     x = layers.Rescaling(1.0 / 255, name="scale")(inputs)
     x = layers.Dropout(input_dropout, name="input_dropout")(x)
     for i in range(3):
-        x = layers.Conv2D(conv1_filters, 5, activation="relu", name=f"conv1_{i + 1}")(x)
+        x = activated(x, layers.Conv2D(conv1_filters, 5, activation=relu, use_bias=not bn,
+                                       name=f"conv1_{i + 1}"))
     x = layers.MaxPooling2D(2, name="pool1")(x)
     x = layers.Dropout(conv_dropout, name="dropout1")(x)
     for i in range(3):
-        x = layers.Conv2D(conv2_filters, 3, activation="relu", name=f"conv2_{i + 1}")(x)
+        x = activated(x, layers.Conv2D(conv2_filters, 3, activation=relu, use_bias=not bn,
+                                       name=f"conv2_{i + 1}"))
     x = layers.MaxPooling2D(2, name="pool2")(x)
     x = layers.Dropout(conv_dropout, name="dropout2")(x)
     x = layers.Flatten(name="flatten")(x)
     for i in range(3):
-        x = layers.Dense(dense_units, activation="relu", name=f"dense{i + 1}")(x)
+        x = activated(x, layers.Dense(dense_units, activation=relu, use_bias=not bn,
+                                      name=f"dense{i + 1}"))
         x = layers.Dropout(dense_dropout, name=f"dense_dropout{i + 1}")(x)
     # float32 output even under mixed precision: sigmoid and the loss stay stable.
     outputs = layers.Dense(NUM_GENRES, activation="sigmoid", dtype="float32", name="genres")(x)
@@ -148,9 +167,14 @@ def build_transfer_base(backbone: str, image_size: int, weights: str | None) -> 
     raise ValueError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
 
 
+def _inner_model(base: keras.Model) -> keras.Model:
+    return next(layer for layer in base.layers if isinstance(layer, keras.Model))
+
+
 def last_block_layers(base: keras.Model) -> list[keras.layers.Layer]:
-    """The layers of the base's last convolutional block (what fine-tuning unfreezes)."""
-    inner = next(layer for layer in base.layers if isinstance(layer, keras.Model))
+    """The layers of the base's last convolutional block (what fine-tuning unfreezes), in
+    order: VGG16's block5; Lite0's last MBConv block and its head conv."""
+    inner = _inner_model(base)
     if inner.name == "vgg16":
         return [layer for layer in inner.layers if layer.name.startswith("block5_")]
     last = max(int(layer.name.split("_")[0][5:]) for layer in inner.layers
@@ -159,18 +183,79 @@ def last_block_layers(base: keras.Model) -> list[keras.layers.Layer]:
             if layer.name.startswith((f"block{last}_", "head_"))]
 
 
+def split_at_last_block(base: keras.Model) -> tuple[keras.Model, keras.Model]:
+    """(trunk, tail): the frozen base cut before its last block, sharing its layers.
+
+    `tail(trunk(x)) == base(x)`. The trunk stays frozen while fine-tuning, so its output
+    for a poster never changes: it is computed once, and fine-tuning trains only the tail
+    (and the head) on it. Both bases' last blocks are a chain of layers (no residual), so
+    the tail is those layers replayed on a new input.
+    """
+    inner = _inner_model(base)
+    block = last_block_layers(base)
+    # The trunk first: once the tail replays the layers, they have a second inbound node.
+    trunk_inner = keras.Model(inner.inputs, block[0].input, name=f"{inner.name}_trunk")
+    inputs = keras.Input(base.input_shape[1:], name="image")
+    x = inputs
+    for layer in base.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        x = trunk_inner(x) if layer is inner else layer(x)
+    trunk = keras.Model(inputs, x, name=f"{base.name}_trunk")
+    tail_inputs = keras.Input(tuple(trunk_inner.output.shape[1:]), name="trunk_features")
+    x = tail_inputs
+    for layer in block:
+        x = layer(x)
+    return trunk, keras.Model(tail_inputs, x, name=f"{inner.name}_last_block")
+
+
+def _genre_layer(l2: float = 0.0, name: str = "genres") -> layers.Dense:
+    # float32 output even under mixed precision: sigmoid and the loss stay stable.
+    regularizer = keras.regularizers.L2(l2) if l2 > 0 else None
+    return layers.Dense(NUM_GENRES, activation="sigmoid", dtype="float32",
+                        kernel_regularizer=regularizer, name=name)
+
+
+def build_head(feature_shape: Sequence[int], head: str = "gap", dense_units: int = 256,
+               dropout: float = 0.5, l2: float = 0.0) -> keras.Model:
+    """A transfer head on the base's feature map: a parameter-free `pool` layer, then a
+    `classifier` model on the pooled vector (what the feature cache trains).
+
+    gap: GlobalAveragePooling, BatchNormalization, Dropout, 19 sigmoid (on Lite0's 1280
+    channels: 26,899 trainable weights). flatten: the study's Flatten, dense, Dropout, dense,
+    Dropout, 19 sigmoid (the study: 4096 units, dropout 0.5).
+    """
+    inputs = keras.Input(tuple(feature_shape), name="base_features")
+    if head == "gap":
+        pool: layers.Layer = layers.GlobalAveragePooling2D(name="pool")
+    elif head == "flatten":
+        pool = layers.Flatten(name="pool")
+    else:
+        raise ValueError(f"unknown head {head!r}; choose one of {', '.join(HEADS)}")
+    pooled = pool(inputs)
+    vector = keras.Input(tuple(pooled.shape[1:]), name="pooled_features")
+    if head == "gap":
+        x = layers.BatchNormalization(name="head_bn")(vector)
+        x = layers.Dropout(dropout, name="head_dropout")(x)
+    else:
+        x = layers.Dense(dense_units, activation="relu", name="fc1")(vector)
+        x = layers.Dropout(dropout, name="fc1_dropout")(x)
+        x = layers.Dense(dense_units, activation="relu", name="fc2")(x)
+        x = layers.Dropout(dropout, name="fc2_dropout")(x)
+    classifier = keras.Model(vector, _genre_layer(l2)(x), name="classifier")
+    return keras.Model(inputs, classifier(pooled), name=f"{head}_head")
+
+
+def head_parts(head: keras.Model) -> tuple[layers.Layer, keras.Model]:
+    """(pool, classifier) of a `build_head` head."""
+    return head.get_layer("pool"), head.get_layer("classifier")
+
+
 def build_dense_head(feature_shape: Sequence[int], dense_units: int, dropout: float = 0.5
                      ) -> keras.Model:
     """The study's dense head: Flatten, dense, Dropout, dense, Dropout, 19 sigmoid (the
     study: 4096 units, dropout 0.5)."""
-    inputs = keras.Input(tuple(feature_shape), name="base_features")
-    x = layers.Flatten(name="flatten")(inputs)
-    x = layers.Dense(dense_units, activation="relu", name="fc1")(x)
-    x = layers.Dropout(dropout, name="fc1_dropout")(x)
-    x = layers.Dense(dense_units, activation="relu", name="fc2")(x)
-    x = layers.Dropout(dropout, name="fc2_dropout")(x)
-    outputs = layers.Dense(NUM_GENRES, activation="sigmoid", dtype="float32", name="genres")(x)
-    return keras.Model(inputs, outputs, name="dense_head")
+    return build_head(feature_shape, "flatten", dense_units, dropout)
 
 
 def join_base_and_head(base: keras.Model, head: keras.Model, name: str = "transfer"
@@ -178,3 +263,25 @@ def join_base_and_head(base: keras.Model, head: keras.Model, name: str = "transf
     """One model from raw pixels to 19 probabilities, for saving and serving."""
     inputs = keras.Input(base.input_shape[1:], name="image")
     return keras.Model(inputs, head(base(inputs)), name=name)
+
+
+def build_linear_probe(base: keras.Model, mean: np.ndarray, variance: np.ndarray,
+                       coef: np.ndarray, intercept: np.ndarray, name: str = "linear_probe"
+                       ) -> keras.Model:
+    """base -> GlobalAveragePooling -> Normalization(mean, variance) -> Dense(19, sigmoid)
+    with a fitted logistic regression's weights: `coef` (19, features) and `intercept`
+    (19,), as scikit-learn's `coef_` / `intercept_` stacked over the genres.
+
+    A feature with no variance gets variance 1 (as scikit-learn's StandardScaler does):
+    Keras would divide by its epsilon, and a test poster off the constant would explode.
+    """
+    coef = np.asarray(coef, dtype=np.float32)
+    variance = np.where(np.asarray(variance) > 1e-12, variance, 1.0).astype(np.float32)
+    inputs = keras.Input(base.input_shape[1:], name="image")
+    x = layers.GlobalAveragePooling2D(name="pool")(base(inputs))
+    x = layers.Normalization(mean=np.asarray(mean, dtype=np.float32), variance=variance,
+                             dtype="float32", name="standardise")(x)
+    genres = _genre_layer(name="genres")
+    outputs = genres(x)
+    genres.set_weights([coef.T, np.asarray(intercept, dtype=np.float32)])
+    return keras.Model(inputs, outputs, name=name)

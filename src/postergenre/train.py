@@ -1,26 +1,39 @@
-"""The training stage: one trainer per model kind (`models` in params.yaml): the study's
-CNN from scratch, and a transfer model (a frozen pretrained base, VGG16 or
-EfficientNet-Lite0, with the study's dense head). `train_model` trains one entry.
+"""The training stage: one trainer per model kind (`models` in params.yaml). `train_model`
+trains one entry.
 
-Both read the shards `augment` wrote, train with SGD + Nesterov momentum on a per-label
-weighted binary cross-entropy, lower the learning rate on plateaus, stop early, and keep
-the best epoch by validation loss. The same code runs on the CPU and on GPUs: when
-TensorFlow sees a GPU, training uses mixed precision (float32 outputs) and a
-MirroredStrategy over every visible GPU, with the batch scaled per replica.
+- `scratch`: the study's CNN from scratch, streamed from the shards; with `batch_norm`,
+  Adam and on-the-fly `augment` transforms (random flip / crop / brightness / contrast of
+  every training poster, each epoch anew), the recipe that learns on real posters.
+- `transfer`: a head on a frozen pretrained base (VGG16 or EfficientNet-Lite0). The head
+  (`gap` by default; the study's `flatten`) trains on the base's features, computed once;
+  `fine_tune_epochs` then trains the base's last block with it, on the frozen trunk's
+  features, also computed once.
+- `linear_probe`: the base's pooled, standardised features and one scikit-learn logistic
+  regression per genre, turned into the same Keras model contract.
+
+Keras trainers use SGD (Nesterov), Adam or AdamW on a binary cross-entropy (per-label
+positive weights with `use_class_weights`), a plateau or cosine schedule, stop early and
+keep the best epoch by validation loss. `image_size` lets a model train at its own size:
+the shards are resized in the input pipeline (evaluate does the same). The same code runs
+on the CPU and on GPUs: when TensorFlow sees a GPU, training uses mixed precision (float32
+outputs) and a MirroredStrategy over every visible GPU, with the batch scaled per replica.
 
 A model folder holds `model.keras` (raw RGB pixels in [0, 255] -> 19 probabilities),
 `saved_model/` (a SavedModel whose `serving_default` takes JPEG bytes), `metadata.json`
-(genres in order, image size, preprocessing, data version), `history.json`,
-`training.json` and `dvclive/` (per-epoch metrics and plots for DVC).
+(genres in order, image size, preprocessing, data version), `history.json` (one entry per
+epoch: loss, val_loss, val_auc; the linear probe has one), `training.json` and `dvclive/`
+(per-epoch metrics and plots for DVC).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,15 +44,23 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from postergenre.atomic import write_json
-from postergenre.configs import ModelSpec, ScratchConfig, TransferConfig
+from postergenre.configs import (
+    LinearProbeConfig,
+    ModelSpec,
+    ScratchConfig,
+    TrainingConfig,
+    TransferConfig,
+)
 from postergenre.genres import GENRES
 from postergenre.models import (
     WeightedBinaryCrossentropy,
-    build_dense_head,
+    build_head,
+    build_linear_probe,
     build_scratch_cnn,
     build_transfer_base,
+    head_parts,
     join_base_and_head,
-    last_block_layers,
+    split_at_last_block,
 )
 from postergenre.shards import dataset, decode_poster, labels_of, read_manifest
 from postergenre.typed_config import to_mapping
@@ -107,15 +128,32 @@ def _seed_everything(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def _compile(model: keras.Model, manifest: dict, learning_rate: float, momentum: float,
-             use_class_weights: bool, clipnorm: float = 0.0) -> None:
-    weights = manifest["class_weights"] if use_class_weights else [1.0] * len(GENRES)
+def _optimizer(config: TrainingConfig, learning_rate: float, steps: int, epochs: int,
+               clipnorm: float = 0.0) -> keras.optimizers.Optimizer:
+    """The config's optimiser at `learning_rate`; with `schedule: cosine`, decaying to
+    `min_lr` over `epochs` epochs of `steps` batches."""
+    rate: float | keras.optimizers.schedules.LearningRateSchedule = learning_rate
+    if config.schedule == "cosine":
+        rate = keras.optimizers.schedules.CosineDecay(
+            learning_rate, decay_steps=max(steps * epochs, 1),
+            alpha=min(config.min_lr / learning_rate, 1.0))
     # Clipping each gradient's norm keeps one large step from killing the ReLUs of a
     # network without batch normalisation (the study's CNN at a high learning rate).
     clip = {"clipnorm": clipnorm} if clipnorm > 0 else {}
+    if config.optimizer == "adam":
+        return keras.optimizers.Adam(learning_rate=rate, **clip)
+    if config.optimizer == "adamw":
+        return keras.optimizers.AdamW(learning_rate=rate, weight_decay=config.weight_decay,
+                                      **clip)
+    return keras.optimizers.SGD(learning_rate=rate, momentum=config.momentum, nesterov=True,
+                                **clip)
+
+
+def _compile(model: keras.Model, manifest: dict, config: TrainingConfig,
+             learning_rate: float, steps: int, epochs: int, clipnorm: float = 0.0) -> None:
+    weights = manifest["class_weights"] if config.use_class_weights else [1.0] * len(GENRES)
     model.compile(
-        optimizer=keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum,
-                                       nesterov=True, **clip),
+        optimizer=_optimizer(config, learning_rate, steps, epochs, clipnorm),
         loss=WeightedBinaryCrossentropy(weights),
         metrics=[keras.metrics.AUC(multi_label=True, num_labels=len(GENRES), name="auc")],
     )
@@ -129,6 +167,7 @@ class EpochProgress(keras.callbacks.Callback):
         super().__init__()
         self.bar = tqdm(total=epochs, desc=f"train {name}", unit="epoch", disable=None,
                         leave=False)
+        self.name = name
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs or {}
@@ -136,7 +175,7 @@ class EpochProgress(keras.callbacks.Callback):
                  if k in ("loss", "val_loss", "val_auc")}
         self.bar.set_postfix(shown, refresh=False)
         self.bar.update()
-        log.info("%s epoch %d: %s", self.model.name, epoch + 1,
+        log.info("%s epoch %d: %s", self.name, epoch + 1,
                  " ".join(f"{k} {v}" for k, v in shown.items()))
 
     def on_train_end(self, logs: dict | None = None) -> None:
@@ -144,10 +183,16 @@ class EpochProgress(keras.callbacks.Callback):
 
 
 def _fit(model: keras.Model, train, validation, config: ScratchConfig | TransferConfig,
-         live_dir: Path | None = None, epochs: int | None = None) -> list[dict]:
-    """Fit with the study's callbacks; leave the best epoch's weights in `model`.
+         live_dir: Path | None = None, epochs: int | None = None, name: str = "",
+         phase: str = "", first_epoch: int = 1, to_beat: float | None = None) -> list[dict]:
+    """Fit with early stopping on the validation loss; leave the best epoch's weights in
+    `model`, and return one dict per epoch (numbered from `first_epoch`).
 
-    `epochs` overrides `config.epochs` (the fine-tuning phase)."""
+    `epochs` overrides `config.epochs` (the fine-tuning phase). With `to_beat` (the best
+    validation loss so far), an epoch is kept only if it beats it: when none does, the
+    model keeps the weights it came in with.
+    """
+    epochs = epochs or config.epochs
     callbacks: list[keras.callbacks.Callback] = []
     if live_dir is not None:
         from dvclive import Live
@@ -161,22 +206,27 @@ def _fit(model: keras.Model, train, validation, config: ScratchConfig | Transfer
             log.warning("dvclive disabled (%s); per-epoch numbers stay in history.json", err)
         else:
             callbacks.append(DVCLiveCallback(live=live))
+    if config.schedule == "plateau":
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(
+            monitor="val_loss", factor=config.lr_factor, patience=config.lr_patience,
+            min_lr=config.min_lr))
     with tempfile.TemporaryDirectory(prefix="postergenre-ckpt-") as tmp:
         best = os.path.join(tmp, "best.weights.h5")
+        if to_beat is not None:
+            model.save_weights(best)
         history = model.fit(
             train,
             validation_data=validation,
-            epochs=epochs or config.epochs,
+            epochs=epochs,
             verbose=0,
             callbacks=[
-                EpochProgress(epochs or config.epochs, model.name),
-                keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=config.lr_factor,
-                                                  patience=config.lr_patience,
-                                                  min_lr=config.min_lr),
+                EpochProgress(epochs, name or model.name),
                 keras.callbacks.EarlyStopping(monitor="val_loss",
-                                              patience=config.stop_patience),
+                                              patience=config.stop_patience,
+                                              baseline=to_beat),
                 keras.callbacks.ModelCheckpoint(best, monitor="val_loss", save_best_only=True,
-                                                save_weights_only=True),
+                                                save_weights_only=True,
+                                                initial_value_threshold=to_beat),
                 *callbacks,
             ],
         )
@@ -184,7 +234,9 @@ def _fit(model: keras.Model, train, validation, config: ScratchConfig | Transfer
             model.load_weights(best)
     epochs_log = []
     for i in range(len(history.history["loss"])):
-        epochs_log.append({"epoch": i + 1, **{k: float(v[i]) for k, v in history.history.items()}})
+        entry = {"epoch": first_epoch + i,
+                 **{k: float(v[i]) for k, v in history.history.items()}}
+        epochs_log.append({**entry, "phase": phase} if phase else entry)
     return epochs_log
 
 
@@ -249,107 +301,307 @@ def _throughput(history: list[dict], seconds: float, examples: int) -> float:
     return round(examples * max(len(history), 1) / max(seconds, 1e-9), 1)
 
 
+def _input_size(config: TrainingConfig | LinearProbeConfig, manifest: dict) -> int:
+    """The square side the model takes: its own `image_size`, or the shards'."""
+    return int(config.image_size or manifest["image_size"])
+
+
+def _images(prepared_dir: str | os.PathLike[str], split: str, batch_size: int, size: int,
+            shuffle: bool = False, seed: int = 0) -> tf.data.Dataset:
+    """A split's (image, labels) batches at `size` pixels (shards of another size are
+    resized with area interpolation, as evaluate does)."""
+    data = dataset(prepared_dir, split, batch_size, shuffle=shuffle, seed=seed)
+    if size != int(read_manifest(prepared_dir)["image_size"]):
+        data = data.map(lambda x, y: (tf.image.resize(x, (size, size), method="area"), y),
+                        num_parallel_calls=tf.data.AUTOTUNE)
+    return data
+
+
+CROP_SCALE = 0.9  # the `crop` transform keeps this share of each side
+BRIGHTNESS = 0.1  # `brightness` adds up to this share of the [0, 255] range
+CONTRAST = 0.2  # `contrast` scales each poster's deviation from its mean by 1 +- this
+
+
+def augment_batch(images: tf.Tensor, seed: tf.Tensor, transforms: tuple[str, ...]
+                  ) -> tf.Tensor:
+    """Random transforms of a batch of float32 RGB posters in [0, 255], one draw per
+    poster, from a (2,) int seed (stateless: the same seed, the same batch)."""
+    if not transforms:
+        return images
+    n = tf.shape(images)[0]
+    size = tf.shape(images)[1:3]
+
+    def uniform(shape, op: int, low: float, high: float) -> tf.Tensor:
+        return tf.random.stateless_uniform(shape, seed + tf.constant([0, op], tf.int64),
+                                           low, high)
+
+    if "crop" in transforms:
+        corner = uniform([n, 2], 1, 0.0, 1.0 - CROP_SCALE)
+        boxes = tf.concat([corner, corner + CROP_SCALE], axis=1)
+        images = tf.image.crop_and_resize(images, boxes, tf.range(n), size)
+    if "flip" in transforms:
+        flip = uniform([n, 1, 1, 1], 2, 0.0, 1.0) < 0.5
+        images = tf.where(flip, tf.reverse(images, axis=[2]), images)
+    if "contrast" in transforms:
+        mean = tf.reduce_mean(images, axis=[1, 2, 3], keepdims=True)
+        images = (images - mean) * uniform([n, 1, 1, 1], 3, 1 - CONTRAST, 1 + CONTRAST) + mean
+    if "brightness" in transforms:
+        images = images + uniform([n, 1, 1, 1], 4, -BRIGHTNESS, BRIGHTNESS) * 255.0
+    return tf.clip_by_value(images, 0.0, 255.0)
+
+
+def _augmented(data: tf.data.Dataset, transforms: tuple[str, ...], seed: int) -> tf.data.Dataset:
+    """`data`'s batches with random transforms, drawn anew every epoch (reproducibly)."""
+    if not transforms:
+        return data
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    return (tf.data.Dataset.zip(data, seeds)
+            .map(lambda batch, s: (augment_batch(batch[0], s, transforms), batch[1]),
+                 num_parallel_calls=tf.data.AUTOTUNE)
+            .prefetch(tf.data.AUTOTUNE))
+
+
 def train_scratch(prepared_dir: str | os.PathLike[str], model_dir: str | os.PathLike[str],
                   config: ScratchConfig, name: str = "scratch_cnn",
                   data_version: str = "") -> dict:
-    """Train the study's from-scratch CNN on the shards in `prepared_dir`."""
+    """Train the CNN from scratch on the shards in `prepared_dir` (streamed, resized to
+    the model's `image_size`, randomly transformed with `augment`)."""
     _seed_everything(config.seed)
     manifest = read_manifest(prepared_dir)
-    size = int(manifest["image_size"])
+    size = _input_size(config, manifest)
+    records = int(manifest["counts"]["train"]["records"])
     model_dir = Path(model_dir)
     with training_device(config.require_gpu) as device:
         log.info("%s: %s on %s (%d replicas, %s), %d px, %d epochs", name, config.describe(),
                  device.kind, device.replicas, device.precision, size, config.epochs)
         global_batch = config.batch_size * device.replicas
         model = build_scratch_cnn(size, config, name)
-        _compile(model, manifest, config.learning_rate, config.momentum,
-                 config.use_class_weights, config.clipnorm)
+        _compile(model, manifest, config, config.learning_rate,
+                 math.ceil(records / global_batch), config.epochs, config.clipnorm)
+        train = _augmented(_images(prepared_dir, "train", global_batch, size, shuffle=True,
+                                   seed=config.seed), config.augment, config.seed)
         started = time.perf_counter()
-        history = _fit(
-            model,
-            dataset(prepared_dir, "train", global_batch, shuffle=True, seed=config.seed),
-            dataset(prepared_dir, "validation", global_batch),
-            config, model_dir / "dvclive",
-        )
+        history = _fit(model, train, _images(prepared_dir, "validation", global_batch, size),
+                       config, model_dir / "dvclive", name=name)
         seconds = time.perf_counter() - started
     info = {
         "model": name, "kind": "scratch", "description": config.describe(),
         "image_size": size, "parameters": int(model.count_params()),
         "seconds": round(seconds, 1), **device.describe(),
-        "train_images_per_second": _throughput(
-            history, seconds, int(manifest["counts"]["train"]["records"])),
+        "train_images_per_second": _throughput(history, seconds, records),
         "params": to_mapping(config),
     }
     return _write_outputs(model, model_dir, history, info, data_version)
 
 
 def base_features(base: keras.Model, prepared_dir: str | os.PathLike[str], split: str,
-                  batch_size: int) -> np.ndarray:
-    """The frozen base's output for every record of a split, in shard order."""
-    images_only = dataset(prepared_dir, split, batch_size).map(lambda x, y: x)
+                  batch_size: int, size: int | None = None) -> np.ndarray:
+    """The frozen base's output for every record of a split, in shard order (resized to
+    `size`, the base's input, when the shards are another size)."""
+    size = size or int(base.input_shape[1])
+    images_only = _images(prepared_dir, split, batch_size, size).map(lambda x, y: x)
     return base.predict(images_only, verbose=0)
+
+
+def _feature_batches(features: np.ndarray, labels: np.ndarray, batch_size: int,
+                     shuffle_seed: int | None = None) -> tf.data.Dataset:
+    data = tf.data.Dataset.from_tensor_slices((features, labels.astype("float32")))
+    if shuffle_seed is not None:
+        data = data.shuffle(len(labels), seed=shuffle_seed)
+    return data.batch(batch_size)
+
+
+def _unfreeze(layers_: list[keras.layers.Layer]) -> None:
+    """Make layers trainable, batch normalisation excepted (it keeps its ImageNet
+    statistics and runs in inference mode: a few thousand posters would only blur them)."""
+    for layer in layers_:
+        layer.trainable = not isinstance(layer, keras.layers.BatchNormalization)
 
 
 def train_transfer(prepared_dir: str | os.PathLike[str], model_dir: str | os.PathLike[str],
                    config: TransferConfig, name: str = "transfer",
                    data_version: str = "") -> dict:
-    """Train the study's dense head on a frozen pretrained base (VGG16 or Lite0).
+    """Train a head on a frozen pretrained base (VGG16 or Lite0), then optionally
+    fine-tune the base's last block with it.
 
     The base is frozen and the training posters are already augmented on disk, so its
-    output for a poster never changes: compute the features once and train the head on
-    them (exactly what training through the frozen base would do, at the head's cost).
-    With `fine_tune_epochs`, a second phase then unfreezes the base's last block and
-    trains through it at `fine_tune_learning_rate`.
+    output for a poster never changes: compute it once and train the head on it (exactly
+    what training through the frozen base would do, at the head's cost). Only the pooled
+    vector is kept for the `gap` head (its pooling has no weights). With
+    `fine_tune_epochs`, the cache is the frozen trunk's output instead (the base cut
+    before its last block): the head's features are the last block's output on it, and
+    fine-tuning trains that block and the head on the same cache, keeping a fine-tuned
+    epoch only if its validation loss beats the head's best.
     """
     _seed_everything(config.seed)
     manifest = read_manifest(prepared_dir)
-    size = int(manifest["image_size"])
+    size = _input_size(config, manifest)
     model_dir = Path(model_dir)
+    train_y, _ = labels_of(prepared_dir, "train")
+    val_y, _ = labels_of(prepared_dir, "validation")
     with training_device(config.require_gpu) as device:
         log.info("%s: %s on %s, %d px", name, config.describe(), device.kind, size)
         global_batch = config.batch_size * device.replicas
+        steps = math.ceil(len(train_y) / global_batch)
         base = build_transfer_base(config.backbone, size, config.weights)
-        head = build_dense_head(base.output_shape[1:], config.dense_units)
-        _compile(head, manifest, config.learning_rate, config.momentum,
-                 config.use_class_weights)
+        head = build_head(base.output_shape[1:], config.head, config.dense_units,
+                          config.dropout, config.l2)
+        pool, classifier = head_parts(head)
         started = time.perf_counter()
-        train_y, _ = labels_of(prepared_dir, "train")
-        val_y, _ = labels_of(prepared_dir, "validation")
-        train = tf.data.Dataset.from_tensor_slices(
-            (base_features(base, prepared_dir, "train", global_batch),
-             train_y.astype("float32"))
-        ).shuffle(len(train_y), seed=config.seed).batch(global_batch)
-        validation = tf.data.Dataset.from_tensor_slices(
-            (base_features(base, prepared_dir, "validation", global_batch),
-             val_y.astype("float32"))
-        ).batch(global_batch)
-        history = _fit(head, train, validation, config, model_dir / "dvclive")
-        model = join_base_and_head(base, head, name)
-        if config.fine_tune_epochs > 0:
-            # Setting `trainable` on a model sets it on every layer inside: unfreeze all,
-            # then freeze back everything but the last block (BatchNorm stays frozen).
-            unfrozen = {id(layer) for layer in last_block_layers(base)
-                        if not isinstance(layer, keras.layers.BatchNormalization)}
-            base.trainable = True
-            for layer in base._flatten_layers(include_self=False):
-                if not isinstance(layer, keras.Model):
-                    layer.trainable = id(layer) in unfrozen
-            _compile(model, manifest, config.fine_tune_learning_rate, config.momentum,
-                     config.use_class_weights)
+        tuning = config.fine_tune_epochs > 0
+        if tuning:
+            trunk, tail = split_at_last_block(base)
+            cached = {split: base_features(trunk, prepared_dir, split, global_batch, size)
+                      for split in ("train", "validation")}
+            pooled = keras.Model(tail.inputs, pool(tail.outputs[0]))
+            vectors = {split: pooled.predict(features, batch_size=global_batch, verbose=0)
+                       for split, features in cached.items()}
+        else:
+            pooled = keras.Model(base.inputs, pool(base.outputs[0]))
+            vectors = {split: base_features(pooled, prepared_dir, split, global_batch, size)
+                       for split in ("train", "validation")}
+        features_seconds = time.perf_counter() - started
+        _compile(classifier, manifest, config, config.learning_rate, steps, config.epochs)
+        history = _fit(
+            classifier, _feature_batches(vectors["train"], train_y, global_batch, config.seed),
+            _feature_batches(vectors["validation"], val_y, global_batch), config,
+            model_dir / "dvclive", name=name, phase="head" if tuning else "")
+        trainable = int(sum(np.prod(w.shape) for w in classifier.trainable_weights))
+        if tuning:
+            del vectors
+            _unfreeze(tail.layers)
+            inputs = keras.Input(tail.input_shape[1:], name="trunk_features")
+            tuned = keras.Model(inputs, head(tail(inputs)), name=f"{name}_fine_tune")
+            trainable = int(sum(np.prod(w.shape) for w in tuned.trainable_weights))
+            _compile(tuned, manifest, config, config.fine_tune_learning_rate, steps,
+                     config.fine_tune_epochs)
             history += _fit(
-                model,
-                dataset(prepared_dir, "train", global_batch, shuffle=True, seed=config.seed),
-                dataset(prepared_dir, "validation", global_batch), config,
-                epochs=config.fine_tune_epochs)
+                tuned, _feature_batches(cached["train"], train_y, global_batch, config.seed),
+                _feature_batches(cached["validation"], val_y, global_batch), config,
+                epochs=config.fine_tune_epochs, name=f"{name} fine-tune", phase="fine_tune",
+                first_epoch=len(history) + 1,
+                to_beat=min(e["val_loss"] for e in history))
+            del cached
+        model = join_base_and_head(base, head, name)
         seconds = time.perf_counter() - started
     info = {
         "model": name, "kind": "transfer", "description": config.describe(),
+        "backbone": config.backbone, "head": config.head, "image_size": size,
+        "parameters": int(model.count_params()), "trainable_parameters": trainable,
+        "seconds": round(seconds, 1), "feature_seconds": round(features_seconds, 1),
+        **device.describe(),
+        "train_images_per_second": _throughput(history, seconds, len(train_y)),
+        "params": to_mapping(config),
+    }
+    if tuning:
+        kept = min(history, key=lambda e: e["val_loss"])
+        info["fine_tune_kept"] = kept.get("phase") == "fine_tune"
+    return _write_outputs(model, model_dir, history, info, data_version)
+
+
+def _binary_cross_entropy(y: np.ndarray, p: np.ndarray) -> float:
+    """The Keras loss's value (unweighted): mean over labels and examples, clipped."""
+    eps = keras.config.epsilon()
+    p = np.clip(p, eps, 1 - eps)
+    return float(np.mean(-(y * np.log(p) + (1 - y) * np.log(1 - p))))
+
+
+def _keras_auc(y: np.ndarray, p: np.ndarray) -> float:
+    """The `auc` the Keras trainers log (multi-label ROC AUC, averaged over the 19
+    genres), so every history.json compares."""
+    metric = keras.metrics.AUC(multi_label=True, num_labels=len(GENRES))
+    metric.update_state(y.astype("float32"), p.astype("float32"))
+    return float(metric.result())
+
+
+def fit_logistic_per_genre(features: np.ndarray, labels: np.ndarray,
+                           config: LinearProbeConfig) -> tuple[np.ndarray, np.ndarray, list]:
+    """One scikit-learn logistic regression per genre (one-vs-rest) on standardised
+    features: (coef (19, d), intercept (19,), the genres fitted as constants).
+
+    A genre with no positive (or no negative) example in train has nothing to separate:
+    its weights are zero and its intercept the logit of its smoothed prior,
+    (positives + 0.5) / (n + 1), so its score is that prior for every poster.
+    """
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+
+    n, dim = features.shape
+    coef = np.zeros((labels.shape[1], dim))
+    intercept = np.zeros(labels.shape[1])
+    constant = []
+    for j, genre in enumerate(GENRES):
+        y = labels[:, j].astype(np.int64)
+        if y.min() == y.max():
+            prior = (y.sum() + 0.5) / (n + 1.0)
+            intercept[j] = math.log(prior / (1.0 - prior))
+            constant.append(genre)
+            continue
+        fitted = LogisticRegression(
+            C=config.C, class_weight=None if config.class_weight == "none" else "balanced",
+            max_iter=config.max_iter, random_state=config.seed)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConvergenceWarning)
+            fitted.fit(features, y)
+        if any(issubclass(w.category, ConvergenceWarning) for w in caught):
+            log.warning("linear probe: %s did not converge in %d iterations", genre,
+                        config.max_iter)
+        coef[j], intercept[j] = fitted.coef_[0], fitted.intercept_[0]
+    return coef, intercept, constant
+
+
+def standardise(features: np.ndarray, mean: np.ndarray, variance: np.ndarray) -> np.ndarray:
+    """(features - mean) / std, a constant feature's std taken as 1 (as StandardScaler)."""
+    scale = np.sqrt(np.where(variance > 1e-12, variance, 1.0))
+    return (features - mean) / scale
+
+
+def train_linear_probe(prepared_dir: str | os.PathLike[str],
+                       model_dir: str | os.PathLike[str], config: LinearProbeConfig,
+                       name: str = "linear_probe", data_version: str = "") -> dict:
+    """A logistic regression per genre on a frozen base's pooled, standardised features.
+
+    The features of train and validation are computed once; the probe is fitted on train
+    and scored on validation (history.json's one entry: loss, val_loss, val_auc). The
+    result is the Keras model base -> GlobalAveragePooling -> Normalization -> Dense(19,
+    sigmoid) holding the fitted weights, saved and served like every other model.
+    """
+    _seed_everything(config.seed)
+    manifest = read_manifest(prepared_dir)
+    size = _input_size(config, manifest)
+    model_dir = Path(model_dir)
+    train_y, _ = labels_of(prepared_dir, "train")
+    val_y, _ = labels_of(prepared_dir, "validation")
+    with training_device(config.require_gpu) as device:
+        log.info("%s: %s on %s, %d px", name, config.describe(), device.kind, size)
+        base = build_transfer_base(config.backbone, size, config.weights)
+        pooled = keras.Model(base.inputs,
+                             keras.layers.GlobalAveragePooling2D()(base.outputs[0]))
+        started = time.perf_counter()
+        batch = config.batch_size * device.replicas
+        features = {split: base_features(pooled, prepared_dir, split, batch, size)
+                    .astype(np.float64) for split in ("train", "validation")}
+        features_seconds = time.perf_counter() - started
+        mean, variance = features["train"].mean(axis=0), features["train"].var(axis=0)
+        coef, intercept, constant = fit_logistic_per_genre(
+            standardise(features["train"], mean, variance), train_y, config)
+        model = build_linear_probe(base, mean, variance, coef, intercept, name)
+        seconds = time.perf_counter() - started
+    history = [{"epoch": 1}]
+    for split, y, prefix in (("train", train_y, ""), ("validation", val_y, "val_")):
+        logits = standardise(features[split], mean, variance) @ coef.T + intercept
+        p = 1.0 / (1.0 + np.exp(-logits))
+        history[0][f"{prefix}loss"] = _binary_cross_entropy(y, p)
+        history[0][f"{prefix}auc"] = _keras_auc(y, p)
+    info = {
+        "model": name, "kind": "linear_probe", "description": config.describe(),
         "backbone": config.backbone, "image_size": size,
         "parameters": int(model.count_params()),
-        "trainable_parameters": int(sum(np.prod(w.shape) for w in head.trainable_weights)),
-        "seconds": round(seconds, 1), **device.describe(),
-        "train_images_per_second": _throughput(
-            history, seconds, int(manifest["counts"]["train"]["records"])),
+        "trainable_parameters": int(coef.size + intercept.size),
+        "constant_genres": constant,
+        "seconds": round(seconds, 1), "feature_seconds": round(features_seconds, 1),
+        **device.describe(),
+        "train_images_per_second": _throughput([], features_seconds, len(train_y)),
         "params": to_mapping(config),
     }
     return _write_outputs(model, model_dir, history, info, data_version)
@@ -357,7 +609,8 @@ def train_transfer(prepared_dir: str | os.PathLike[str], model_dir: str | os.Pat
 
 # A model kind's trainer: (prepared_dir, model_dir, config, name, data_version) -> info.
 TRAINERS: dict[str, Callable[..., dict]] = {"scratch": train_scratch,
-                                            "transfer": train_transfer}
+                                            "transfer": train_transfer,
+                                            "linear_probe": train_linear_probe}
 
 
 def train_model(prepared_dir: str | os.PathLike[str], model_dir: str | os.PathLike[str],
