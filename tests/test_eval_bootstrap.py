@@ -75,3 +75,31 @@ def test_bad_arguments_are_named(data):
         paired_bootstrap(y, {"a": (good, 0.5)}, reference="missing")
     with pytest.raises(ValueError, match="resamples"):
         paired_bootstrap(y, {"a": (good, 0.5)}, resamples=-1)
+    with pytest.raises(KeyError, match="versus 'probe'"):
+        paired_bootstrap(y, {"a": (good, 0.5)}, versus="probe")
+
+
+def test_versus_a_reference_model_in_the_same_rounds_as_the_last_blessed(data):
+    y, good, noise = data
+    models = {"good": (good, 0.5), "probe": (noise, 0.5), "last_blessed": (noise.copy(), 0.5)}
+    result = paired_bootstrap(y, models, resamples=50, seed=0, reference="last_blessed",
+                              versus="probe")
+    assert result["versus"]["model"] == "probe"
+    against_probe = result["versus"]["differences"]
+    assert set(against_probe) == {"good", "last_blessed"}
+    # Same rounds: the probe and last_blessed hold the same scores, so both comparisons of
+    # `good` agree to the bit, and last_blessed - probe is exactly zero.
+    assert against_probe["good"] == result["differences"]["good"]
+    assert against_probe["last_blessed"]["map_macro"]["high"] == 0
+    assert against_probe["good"]["map_macro"]["low"] > 0.1
+
+
+def test_evaluate_names_a_reference_model_that_is_not_trained_before_scoring(tmp_path):
+    from postergenre.configs import EvaluateConfig
+    from postergenre.evaluate import evaluate_models
+
+    # No prepared data at all: the setting is checked before anything is read or scored.
+    with pytest.raises(ValueError, match=r"evaluate.reference_model: 'probe' .*\['cnn'\]"):
+        evaluate_models(tmp_path / "prepared", {"cnn": tmp_path / "cnn"}, tmp_path / "m.json",
+                 tmp_path / "g.json", tmp_path / "plots", EvaluateConfig(reference_model="probe"))
+    assert not (tmp_path / "m.json").exists()

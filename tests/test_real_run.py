@@ -4,12 +4,14 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
+from postergenre.configs import MODEL_KINDS
 from tests.conftest import REPO_ROOT
 
 BIN = Path(sys.executable).parent
@@ -35,7 +37,10 @@ def test_make_real_runs_every_stage_into_its_own_folder(tmp_path, tiny_data):
     for section, values in TINY.items():
         params[section].update(values)
     for entry in params["models"].values():
-        entry.update({"epochs": 1, "batch_size": 16})
+        # A linear probe has no epochs: only the settings its kind has are shortened.
+        kind_settings = {f.name for f in fields(MODEL_KINDS[entry["kind"]])}
+        entry.update({k: v for k, v in {"epochs": 1, "fine_tune_epochs": 0,
+                                        "batch_size": 16}.items() if k in kind_settings})
         if entry["kind"] == "scratch":
             entry.update({"conv1_filters": 4, "conv2_filters": 4, "dense_units": 8})
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(params))

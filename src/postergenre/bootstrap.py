@@ -81,18 +81,22 @@ def paired_bootstrap(
     confidence: float = 0.95,
     seed: int = 0,
     reference: str | None = None,
+    versus: str | None = None,
 ) -> dict:
     """Percentile intervals per model, and of (model - `reference`) for every other model.
 
     `models` maps a name to (test scores, decision threshold). With `resamples` 0 the
-    intervals collapse to the point estimates (low = high = estimate).
+    intervals collapse to the point estimates (low = high = estimate). `versus` names a
+    second model every other one is compared with in the same rounds (`versus` in the
+    result; reported, not gated on): the linear probe, say.
     """
     if resamples < 0:
         raise ValueError(f"resamples must be >= 0, got {resamples}")
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    if reference is not None and reference not in models:
-        raise KeyError(f"reference {reference!r} is not among the models {sorted(models)}")
+    for role, name in (("reference", reference), ("versus", versus)):
+        if name is not None and name not in models:
+            raise KeyError(f"{role} {name!r} is not among the models {sorted(models)}")
     y_true = np.asarray(y_true)
     n = len(y_true)
     names = list(models)
@@ -119,17 +123,24 @@ def paired_bootstrap(
         "intervals": {m: {k: interval(m, k) for k in BOOTSTRAP_METRICS} for m in names},
         "differences": {},
     }
-    if reference is not None:
+    def differences(against: str) -> dict:
+        out = {}
         for m in names:
-            if m == reference:
+            if m == against:
                 continue
             diff = {}
             for key in BOOTSTRAP_METRICS:
-                estimate = estimates[m][key] - estimates[reference][key]
+                estimate = estimates[m][key] - estimates[against][key]
                 if resamples:
-                    diff[key] = _interval(rounds[m][key] - rounds[reference][key], estimate,
+                    diff[key] = _interval(rounds[m][key] - rounds[against][key], estimate,
                                           confidence)
                 else:
                     diff[key] = {"estimate": estimate, "low": estimate, "high": estimate}
-            result["differences"][m] = diff
+            out[m] = diff
+        return out
+
+    if reference is not None:
+        result["differences"] = differences(reference)
+    if versus is not None:
+        result["versus"] = {"model": versus, "differences": differences(versus)}
     return result

@@ -304,6 +304,13 @@ def _summary(args: argparse.Namespace) -> int:
             cells = [f"{m} [{v['low']:.3f}, {v['high']:.3f}]" if v["low"] is not None
                      else f"{m} n/a" for m, v in intervals.items()]
             print(f"  {name:<14} " + "  ".join(cells))
+        versus = boot.get("versus")
+        if versus:
+            print(f"\nAgainst {versus['model']} (model - {versus['model']}, same resamples):")
+            for name, diffs in versus["differences"].items():
+                cells = [f"{m} {v['estimate']:+.3f} [{v['low']:+.3f}, {v['high']:+.3f}]"
+                         if v["low"] is not None else f"{m} n/a" for m, v in diffs.items()]
+                print(f"  {name:<14} " + "  ".join(cells))
     if blessing["decision"] == "blessed":
         print(f"\nGate: BLESSED {blessing['model']}")
     else:

@@ -393,6 +393,10 @@ class EvaluateConfig:
     max_positive_ratio: float = setting(3.0, "a genre may be predicted on at most this many "
                                         "times its training frequency (on validation)",
                                         low=1)
+    reference_model: str = setting("", "a trained model every other one is compared with "
+                                   "in the paired bootstrap (differences with intervals, "
+                                   "reported by gate and summary, not gated on), e.g. the "
+                                   "linear probe; empty: none")
 
 
 @dataclass(frozen=True)

@@ -241,6 +241,7 @@ def evaluate_models(
     """Write headline metrics (DVC metrics), per-genre tables, curves, bootstrap intervals,
     thresholds and (optionally) the HTML report; return the headline metrics."""
     config = config or EvaluateConfig()
+    versus = _reference_model(config.reference_model, model_dirs)  # before hours of scoring
     scored, labels, reference_entry = score_all(prepared_dir, model_dirs, registry, config)
     y_test, test_ids = labels.y_test, labels.test_ids
     headline: dict[str, dict] = {}
@@ -253,7 +254,8 @@ def evaluate_models(
     boot = paired_bootstrap(
         y_test, {name: (s.test_scores, s.genre_thresholds) for name, s in scored.items()},
         resamples=config.bootstrap_resamples, confidence=config.confidence, seed=config.seed,
-        reference=LAST_BLESSED if LAST_BLESSED in scored else None)
+        reference=LAST_BLESSED if LAST_BLESSED in scored else None,
+        versus=versus)
     boot["reference_entry"] = reference_entry
 
     plots = Path(plots_dir)
@@ -293,6 +295,17 @@ def evaluate_models(
 
         write_report(evaluation, report_path, prepared_dir, n_posters=config.report_posters)
     return headline
+
+
+def _reference_model(name: str, models: Mapping[str, object]) -> str | None:
+    """The configured reference model; a name that is not among the models is a
+    configuration error, named."""
+    if not name:
+        return None
+    if name not in models:
+        raise ValueError(f"evaluate.reference_model: {name!r} is not among the models "
+                         f"{sorted(models)}")
+    return name
 
 
 def write_movie_scores(scored: Mapping[str, Scored], labels: Labels,

@@ -193,6 +193,9 @@ def gate(
         "metrics": metrics.get(chosen) if chosen else None,
         "thresholds": (thresholds or {}).get(chosen) if chosen else None,
         "compared_with": (bootstrap or {}).get("reference_entry"),
+        # Every model against evaluate's reference model (e.g. the linear probe): reported,
+        # not gated on.
+        "versus": (bootstrap or {}).get("versus"),
         "failed_rules": failed,
         "rules": rules,
         "settings": settings,
