@@ -26,10 +26,14 @@ def test_metrics_diff_and_plots_show_after_two_runs(tmp_path):
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _run(["dvc", "repro"], project)
     changed = json.loads(_run(["dvc", "metrics", "diff", "--json"], project))
-    assert any(k.startswith("scratch_cnn.") for k in changed["reports/metrics.json"])
+    assert changed["reports/metrics/scratch_cnn.json"]
     every = json.loads(_run(["dvc", "metrics", "diff", "--all", "--json"], project))
-    assert {"scratch_cnn.f1_micro", "null.map_macro", "top3.map_macro"} <= set(
-        every["reports/metrics.json"])
+    for name in ("scratch_cnn", "null", "top3"):
+        assert {"f1_micro", "map_macro", "top_class"} <= set(
+            every[f"reports/metrics/{name}.json"])
+    # A row per model, a column per metric: the table fits 120 columns.
+    shown = _run(["dvc", "metrics", "show"], project)
+    assert max(len(line) for line in shown.splitlines()) <= 120, shown
     # The second run compared its candidates with the first run's blessed model, if any.
     shown = _run(["dvc", "plots", "show", "--out", "plots-html"], project)
     page = (project / "plots-html" / "index.html").read_text()

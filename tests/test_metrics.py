@@ -131,3 +131,27 @@ def test_most_frequent_baselines_ignore_absent_genres():
     top2 = top_k_scores(3, labels, 2)
     assert np.flatnonzero(top1[0]).tolist() == [6]
     assert np.flatnonzero(top2[0]).tolist() == [3, 6]
+
+
+def test_metrics_json_holds_the_compared_few_and_the_rest_sits_beside_it(tmp_path):
+    import json
+
+    from postergenre.evaluate import write_metrics
+    from postergenre.metrics import COMPARED_METRICS, DVC_METRICS, HEADLINE_METRICS
+
+    rng = np.random.default_rng(0)
+    y = (rng.random((40, 19)) < 0.2).astype(int)
+    full = compute_metrics(y, rng.random((40, 19)), 0.5)["headline"]
+    reports = tmp_path / "reports"
+    (reports / "metrics").mkdir(parents=True)
+    (reports / "metrics" / "dropped_model.json").write_text("{}")
+    write_metrics({"cnn": full, "null": full}, reports / "metrics.json")
+
+    few = json.loads((reports / "metrics.json").read_text())
+    assert set(few["cnn"]) == {*COMPARED_METRICS, "true_genres_per_movie"}
+    assert few["cnn"]["map_macro"] == pytest.approx(full["map_macro"])
+    every = json.loads((reports / "metrics_all.json").read_text())
+    assert set(HEADLINE_METRICS) <= set(every["cnn"])
+    # One small file per model for DVC; a model no longer trained leaves no stale row.
+    assert sorted(p.name for p in (reports / "metrics").iterdir()) == ["cnn.json", "null.json"]
+    assert set(json.loads((reports / "metrics" / "cnn.json").read_text())) == set(DVC_METRICS)

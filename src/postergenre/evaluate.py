@@ -27,7 +27,9 @@ from postergenre.configs import EvaluateConfig
 from postergenre.genres import GENRES
 from postergenre.metrics import (
     BASELINES,
+    DVC_METRICS,
     LAST_BLESSED,
+    METRICS_FILE_KEYS,
     MOST_FREQUENT,
     NULL_MODEL,
     TOP3,
@@ -39,6 +41,9 @@ from postergenre.shards import MANIFEST_FILE, dataset, labels_of, read_manifest
 from postergenre.thresholds import OperatingPoint, choose_operating_point
 
 log = logging.getLogger(__name__)
+# Written beside metrics.json: every metric, and one small file per model for DVC.
+ALL_METRICS_FILE = "metrics_all.json"
+DVC_METRICS_DIR = "metrics"
 # The DVC plots evaluate writes into its plots folder (every scorer in each file).
 ROC_FILE, PR_FILE, HISTORY_FILE = "roc.json", "pr.json", "history.json"
 # Extra headline keys: the same F1s with the per-genre thresholds (what `predict` uses).
@@ -280,7 +285,7 @@ def evaluate_models(
 
     write_genre_curve_figures(evaluation, plots, models=list(model_dirs))
 
-    write_json(metrics_path, _clean(headline))
+    write_metrics(headline, metrics_path)
     write_json(per_genre_path, _clean(per_genre))
     if bootstrap_path:
         write_json(bootstrap_path, _clean(boot))
@@ -295,6 +300,24 @@ def evaluate_models(
 
         write_report(evaluation, report_path, prepared_dir, n_posters=config.report_posters)
     return headline
+
+
+def write_metrics(headline: Mapping[str, Mapping], metrics_path: str | os.PathLike[str]
+                  ) -> None:
+    """`metrics_path` holds the few metrics a person compares per model (and the gate
+    reads); beside it, `metrics_all.json` holds every metric, and `metrics/NAME.json` one
+    model's DVC metrics each (a directory DVC shows as a row per model)."""
+    metrics_path = Path(metrics_path)
+    write_json(metrics_path, _clean({name: {k: values.get(k) for k in METRICS_FILE_KEYS}
+                                     for name, values in headline.items()}))
+    write_json(metrics_path.with_name(ALL_METRICS_FILE), _clean(headline))
+    per_model = metrics_path.with_name(DVC_METRICS_DIR)
+    per_model.mkdir(parents=True, exist_ok=True)
+    for stale in per_model.glob("*.json"):  # a model dropped from params.yaml
+        if stale.stem not in headline:
+            stale.unlink()
+    for name, values in headline.items():
+        write_json(per_model / f"{name}.json", _clean({k: values.get(k) for k in DVC_METRICS}))
 
 
 def _reference_model(name: str, models: Mapping[str, object]) -> str | None:

@@ -50,6 +50,17 @@ HEADLINE_METRICS: tuple[str, ...] = (
     "roc_auc_macro",
     "top_class",
 )
+# What a person compares, per model: metrics.json, the summary table and the report. The
+# full set (HEADLINE_METRICS, counts) is in metrics_all.json beside it.
+COMPARED_METRICS: tuple[str, ...] = ("map_macro", "f1_macro", "f1_micro", "top_class",
+                                     "hamming_loss", "genres_per_movie")
+# metrics.json also carries the test split's true genres per movie: the gate's band and a
+# reader need it next to genres_per_movie.
+METRICS_FILE_KEYS: tuple[str, ...] = (*COMPARED_METRICS, "true_genres_per_movie")
+# DVC's metrics (`dvc metrics show`, `dvc exp show`): one file per model, so the table has
+# a row per model and a column per metric, and fits 120 columns.
+DVC_METRICS: tuple[str, ...] = ("map_macro", "f1_macro", "f1_micro", "top_class",
+                                "hamming_loss")
 THRESHOLD_GRID = np.round(np.arange(0.01, 1.0, 0.01), 2)
 
 
@@ -199,13 +210,13 @@ def micro_pr(y_true: np.ndarray, scores: np.ndarray, max_points: int = 200) -> l
 
 
 def metrics_table(metrics: Mapping[str, Mapping[str, float | None]]) -> str:
-    """A plain-text table: one row per model, one column per headline metric."""
+    """A plain-text table: one row per model, one column per compared metric."""
     names = list(metrics)
     width = max(12, *(len(n) for n in names))
-    lines = [f"{'model':<{width}} " + " ".join(HEADLINE_METRICS)]
+    lines = [f"{'model':<{width}} " + " ".join(COMPARED_METRICS)]
     for name in names:
         cells = []
-        for metric in HEADLINE_METRICS:
+        for metric in COMPARED_METRICS:
             value = metrics[name].get(metric)
             text = "n/a" if value is None else f"{value:.4f}"
             cells.append(f"{text:>{len(metric)}}")

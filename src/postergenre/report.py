@@ -26,7 +26,7 @@ from postergenre.figures import (
     training_curves_png,
 )
 from postergenre.genres import GENRES
-from postergenre.metrics import BASELINES, HEADLINE_METRICS, LAST_BLESSED
+from postergenre.metrics import BASELINES, COMPARED_METRICS, LAST_BLESSED
 
 SECTIONS = ("headline", "predicted-positives", "per-genre", "curves", "training",
             "filters", "posters")
@@ -66,7 +66,7 @@ def _fmt(value) -> str:
 
 def _headline_table(evaluation) -> str:
     intervals = evaluation.bootstrap.get("intervals", {})
-    cols = list(HEADLINE_METRICS)
+    cols = list(COMPARED_METRICS)  # the full set: metrics_all.json
     head = "".join(f"<th>{c}</th>" for c in ["model", *cols])
     head += "".join(f"<th>{m} CI</th>" for m in ("f1_micro", "f1_macro", "map_macro"))
     rows = []
