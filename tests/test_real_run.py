@@ -2,11 +2,13 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import fields
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -72,3 +74,46 @@ def test_make_real_without_data_says_what_to_give(tmp_path):
     done = subprocess.run(["make", "-s", "-C", str(REPO_ROOT), "real"], env=env,
                           capture_output=True, text=True)
     assert done.returncode != 0 and "set DATA=DIR" in done.stderr
+
+
+POSTERS_MOVIELENS = REPO_ROOT.parent / "shared" / "data" / "posters-movielens"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (POSTERS_MOVIELENS / "labels.csv").is_file(),
+                    reason="../shared/data/posters-movielens is not on this machine")
+def test_real_posters_bless_a_model_and_reject_it_trained_on_shuffled_labels(tmp_path):
+    """params-real.yaml's gate on 4,000 real posters: the linear probe (the cheapest model
+    of the real settings: about 4 minutes of features on 2 cores; bench/quality.py runs
+    them all) is blessed; the same model trained on the same posters with each movie's
+    genres taken from another movie learns only the genre priors and is rejected."""
+    params = yaml.safe_load((REPO_ROOT / "params-real.yaml").read_text())
+    params["models"] = {"lite0_probe": params["models"]["lite0_probe"]}
+    (tmp_path / "probe.yaml").write_text(yaml.safe_dump(params))
+
+    done = _make_real(tmp_path / "real", POSTERS_MOVIELENS, tmp_path / "probe.yaml")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    blessing = json.loads((tmp_path / "real/out/reports/blessing.json").read_text())
+    assert blessing["decision"] == "blessed", blessing["failed_rules"]
+    assert blessing["model"] == "lite0_probe"
+
+    # The same posters and the same split; the genre columns permuted across movies.
+    shuffled = tmp_path / "shuffled"
+    shutil.copytree(POSTERS_MOVIELENS / "posters", shuffled / "posters")
+    labels = pd.read_csv(POSTERS_MOVIELENS / "labels.csv", dtype=str, keep_default_na=False)
+    order = np.random.default_rng(0).permutation(len(labels))
+    for column in ("genres", "source_genres"):
+        labels[column] = labels[column].to_numpy()[order]
+    labels.to_csv(shuffled / "labels.csv", index=False)
+    split = pd.concat([pd.read_csv(tmp_path / f"real/out/split/{part}.csv", dtype=str)
+                       [["imdb_id"]].assign(split=part)
+                       for part in ("train", "validation", "test")])
+    split.to_csv(tmp_path / "split.csv", index=False)
+
+    done = _make_real(tmp_path / "noise", shuffled, tmp_path / "probe.yaml",
+                      tmp_path / "split.csv")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    blessing = json.loads((tmp_path / "noise/out/reports/blessing.json").read_text())
+    assert blessing["decision"] == "rejected"
+    failed = {r["rule"] for r in blessing["rules"] if not r["passed"]}
+    assert any(rule.startswith("map") for rule in failed), failed
