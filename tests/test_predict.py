@@ -65,14 +65,19 @@ def test_folder_url_and_bad_input(model_dir, posters, http_root, tmp_path):
 @pytest.mark.slow
 def test_cli_writes_csv_and_exits_nonzero_on_a_bad_poster(model_dir, posters, tmp_path, capsys):
     out = tmp_path / "predictions.csv"
-    code = main(["predict", str(posters), "--model", str(model_dir), "--csv", str(out)])
+    code = main(["predict", str(posters), "--model", str(model_dir), "--csv", str(out),
+                 "--format", "table"])
     assert code == 1  # one poster failed; the others are still scored and written
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 4
     assert [r["error"] != "" for r in rows].count(True) == 1
     good = [r for r in rows if not r["error"]]
     assert all(len([r[g] for g in GENRES if r[g] != ""]) == 19 for r in good)
-    assert "broken.jpg: ERROR" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    (line,) = [x for x in printed.out.splitlines() if "broken.jpg" in x]
+    assert "ERROR" in line and "not a decodable image" in line
+    # A bare model folder has no thresholds: said in the table and in the log.
+    assert "thresholds  none: 0.5 for every genre" in printed.out
 
 
 def test_no_model_is_a_clear_error(tmp_path):
@@ -164,3 +169,233 @@ def test_a_pixel_bomb_is_refused_before_decoding_and_the_others_are_scored(
     for ok in (good, rgba):  # the RGBA poster is a poster: its alpha is dropped
         assert by_name[str(ok)].error is None
         assert by_name[str(ok)].genres == list(GENRES)
+
+
+# -- issue 15: predict speaks JSON, names its model, warns of demo data, explains ---------
+
+
+DATA_VERSION = "0123456789abcdef0123456789abcdef.dir"
+
+
+def _dvc_project(tiny_data, root):
+    """A project folder whose data.dvc tracks a copy of `tiny_data` (the demo's posters)."""
+    import shutil
+
+    import yaml
+
+    shutil.copytree(tiny_data, root / "data")
+    (root / "data.dvc").write_text(yaml.safe_dump(
+        {"outs": [{"md5": DATA_VERSION, "path": "data", "hash": "md5"}]}))
+    return root / "data.dvc"
+
+
+def test_data_source_tells_the_demo_from_real_posters(tiny_data, tmp_path):
+    from postergenre.labels import read_labels, write_table
+    from postergenre.registry import data_source_of
+
+    dvc = _dvc_project(tiny_data, tmp_path)
+    assert data_source_of(dvc, DATA_VERSION) == "demo"
+    # Another data version than the one data.dvc records: nothing can be said of it.
+    assert data_source_of(dvc, "ffff.dir") is None
+    assert data_source_of(tmp_path / "none.dvc", DATA_VERSION) is None
+    # One real movie among the demo's posters: not the demo any more. A real movie that
+    # bears a demo-like title keeps its own id, so it is not taken for a demo poster.
+    table = read_labels(tmp_path / "data")
+    table.loc[0, "imdb_id"] = "tt0111161"
+    write_table(table, tmp_path / "data" / "labels.csv")
+    assert data_source_of(dvc, DATA_VERSION) == "real"
+
+
+@pytest.fixture(scope="module")
+def demo_registry(model_dir, tiny_data, tmp_path_factory):
+    """A registry whose latest entry is `model_dir`, blessed with per-genre thresholds,
+    trained on the demo's data (as `postergenre register` records it from data.dvc)."""
+    import json
+
+    from postergenre.gate import BLESSED
+    from postergenre.registry import data_source_of, register
+
+    root = tmp_path_factory.mktemp("demo-registry")
+    thresholds = {"global": 0.5, "per_genre": {g: round(0.1 + 0.04 * i, 2)
+                                               for i, g in enumerate(GENRES)}}
+    (root / "blessing.json").write_text(json.dumps(
+        {"decision": BLESSED, "model": "scratch", "thresholds": thresholds, "metrics": {}}))
+    source = data_source_of(_dvc_project(tiny_data, root), DATA_VERSION)
+    entry = register(root / "blessing.json", {"scratch": model_dir}, root / "registry",
+                     DATA_VERSION, source)
+    return root / "registry", entry
+
+
+def _probabilities(csv_text):
+    """{poster: (row, 19 probabilities)} from predict's CSV."""
+    import numpy as np
+
+    rows = list(csv.DictReader(csv_text.splitlines()))
+    return {r["poster"]: (r, np.array([float(r[g]) for g in GENRES]) if not r["error"]
+                          else None) for r in rows}
+
+
+@pytest.mark.slow
+def test_json_names_the_model_ranks_genres_and_warns_of_demo_data(
+        demo_registry, posters, tmp_path, capsys):
+    import json
+
+    from postergenre.registry import file_sha256, read_thresholds
+
+    registry, entry = demo_registry
+    table = tmp_path / "all.csv"
+    # Piped (capsys is no terminal): JSON without asking for it.
+    code = main(["predict", str(posters), "--registry", str(registry), "--top-k", "4",
+                 "--csv", str(table)])
+    printed = capsys.readouterr()
+    assert code == 1  # broken.jpg
+    document = json.loads(printed.out)
+    model = document["model"]
+    assert model["name"] == "scratch" and model["entry"] == entry.name
+    assert model["path"] == str(entry)
+    assert model["data_version"] == DATA_VERSION and model["data_source"] == "demo"
+    assert model["thresholds"] == {"path": str(entry / "thresholds.json"),
+                                   "sha256": file_sha256(entry / "thresholds.json")}
+    assert model["registered_at"]
+    (warning,) = document["warnings"]
+    assert "demo data" in warning and entry.name in warning
+    assert warning in printed.err  # the person at the terminal sees it too
+    assert document["top_k"] == 4 and (document["scored"], document["failed"]) == (3, 1)
+
+    cut = read_thresholds(entry)["per_genre"]
+    everything = _probabilities(table.read_text())
+    assert [p["poster"] for p in document["posters"]] == list(everything)
+    for record in document["posters"]:
+        row, probabilities = everything[record["poster"]]
+        if record["poster"].endswith("broken.jpg"):
+            assert "broken.jpg" in record["error"] and "genres" not in record
+            continue
+        assert record["error"] is None and record["explanation"] is None
+        # Genres: exactly those at or above their served threshold, most probable first.
+        expected = {g for g, p in zip(GENRES, probabilities, strict=True) if p >= cut[g]}
+        assert {g["genre"] for g in record["genres"]} == expected
+        assert all(g["threshold"] == pytest.approx(cut[g["genre"]]) for g in record["genres"])
+        listed = [g["probability"] for g in record["genres"]]
+        assert listed == sorted(listed, reverse=True)
+        # Top-k: the k highest of the 19 probabilities, in order.
+        ranked = sorted(zip(probabilities, GENRES, strict=True), key=lambda t: -t[0])[:4]
+        assert [t["genre"] for t in record["top_k"]] == [g for _, g in ranked]
+        assert [t["probability"] for t in record["top_k"]] == pytest.approx(
+            [p for p, _ in ranked], abs=1e-4)
+        assert row["top_k"].split("|")[0].split(":")[0] == ranked[0][1]
+
+
+@pytest.mark.slow
+def test_table_and_csv_formats(demo_registry, posters, capsys):
+    registry, entry = demo_registry
+    assert main(["predict", str(posters), "--registry", str(registry),
+                 "--format", "table", "--top-k", "2"]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:2] == ["model", "scratch"] and entry.name in lines[0]
+    assert lines[1] == f"trained on  {DATA_VERSION} (demo data)"
+    assert lines[2] == f"thresholds  {entry / 'thresholds.json'}"
+    header = lines[4]
+    assert header.split()[:3] == ["poster", "top", "2"]
+    assert header.rstrip().endswith("genres (at or above threshold)")
+    rows = {line.split()[0]: line for line in lines[5:]}
+    assert len(rows) == 4
+    for poster, line in rows.items():
+        if poster.endswith("broken.jpg"):
+            assert "ERROR" in line and "not a decodable image" in line
+            continue
+        # The columns start where the header says: two ranked genres, then the genres.
+        top = line[header.index("top 2"):header.index("genres (")].strip()
+        assert len(top.split(", ")) == 2
+        ranked = [float(pair.rsplit(" ", 1)[1]) for pair in top.split(", ")]
+        assert ranked == sorted(ranked, reverse=True)
+        assert line[header.index("genres ("):].strip()
+
+    assert main(["predict", str(posters), "--registry", str(registry),
+                 "--format", "csv", "--top-k", "3"]) == 1
+    parsed = _probabilities(capsys.readouterr().out)
+    assert len(parsed) == 4
+    for row, probabilities in parsed.values():
+        assert list(row)[:4] == ["poster", "error", "genres", "top_k"]
+        if probabilities is None:
+            assert row["error"] and row["genres"] == row["top_k"] == ""
+            continue
+        top = [(t.split(":")[0], float(t.split(":")[1])) for t in row["top_k"].split("|")]
+        assert len(top) == 3
+        assert [p for _, p in top] == sorted((p for _, p in top), reverse=True)
+        assert top[0][1] == pytest.approx(probabilities.max(), abs=1e-4)
+
+
+@pytest.mark.slow
+def test_bad_files_get_one_line_each_and_the_others_are_scored(
+        demo_registry, posters, tmp_path, capsys):
+    import json
+
+    registry, _ = demo_registry
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(_pixel_bomb())
+    missing = tmp_path / "missing.jpg"
+    good = sorted(posters.glob("tt*.jpg"))
+    code = main(["predict", str(good[0]), str(missing), str(posters / "broken.jpg"),
+                 str(bomb), str(good[1]), "--registry", str(registry), "--format", "json"])
+    printed = capsys.readouterr()
+    assert code == 1
+    records = {r["poster"]: r for r in json.loads(printed.out)["posters"]}
+    assert [records[str(g)]["error"] for g in good[:2]] == [None, None]
+    assert len(records[str(good[0])]["top_k"]) == 3
+    for bad, words in ((missing, "cannot read"), (posters / "broken.jpg", "not a decodable"),
+                       (bomb, "20000x20000 pixels exceeds")):
+        assert records[str(bad)]["error"].startswith(f"{bad}: {words}")
+        # One line on stderr names the file and says what is wrong with it.
+        assert len([x for x in printed.err.splitlines() if f"{bad}: {words}" in x]) == 1
+    assert "3 of 5 posters could not be scored" in printed.err
+
+
+@pytest.mark.slow
+def test_explain_overlays_keep_the_posters_shape_and_carry_a_caption(
+        demo_registry, posters, tmp_path):
+    import cv2
+    import numpy as np
+
+    from postergenre.gradcam import OVERLAY_HEIGHT, caption_band
+
+    registry, _ = demo_registry
+    tall = sorted(posters.glob("tt*.jpg"))[0]  # the demo's 48x72 posters
+    wide = tmp_path / "wide.png"  # a landscape artwork, 150x60
+    cv2.imwrite(str(wide), cv2.resize(cv2.imread(str(tall)), (150, 60)))
+    predictor = load_predictor(registry=registry)
+    results = predict_posters(predictor, [str(tall), str(wide)],
+                              explain_dir=tmp_path / "cam", progress=False)
+    for result, (width, height) in zip(results, ((48, 72), (150, 60)), strict=True):
+        image = cv2.cvtColor(cv2.imread(result.explanation), cv2.COLOR_BGR2RGB)
+        # The poster part is OVERLAY_HEIGHT tall and as wide as the poster's shape says:
+        # not squashed into the model's square.
+        assert image.shape[1] == round(width * OVERLAY_HEIGHT / height)
+        assert image.shape[0] > OVERLAY_HEIGHT
+        band = image[OVERLAY_HEIGHT:]
+        # The caption: the top genre and its probability, in dark letters on white.
+        top = int(np.argmax(result.probabilities))
+        caption = f"{GENRES[top]} {result.probabilities[top]:.2f}"
+        assert (band.min(axis=2) < 100).sum() > 30
+        assert np.array_equal(band, caption_band(caption, image.shape[1], band.shape[0]))
+        assert not np.array_equal(band, caption_band("Western 0.01", image.shape[1],
+                                                     band.shape[0]))
+        # The poster part is the poster (under the heat map), not the caption's white.
+        assert image[:OVERLAY_HEIGHT].mean() < 250
+
+
+def test_top_k_and_records_without_a_model():
+    import numpy as np
+
+    from postergenre.predict import PosterResult
+    from postergenre.predict_output import poster_record, top_k
+
+    p = np.linspace(0.01, 0.19, 19)[::-1].copy()
+    p[5] = p[0]  # a tie with the first genre: vocabulary order decides
+    assert [g for g, _ in top_k(p, 3)] == [GENRES[0], GENRES[5], GENRES[1]]
+    thresholds = np.full(19, 0.18)
+    result = PosterResult("a.jpg", p, [g for g, q in zip(GENRES, p, strict=True) if q >= 0.18])
+    record = poster_record(result, thresholds, 2)
+    assert [g["genre"] for g in record["genres"]] == [GENRES[0], GENRES[5], GENRES[1]]
+    assert [g["genre"] for g in record["top_k"]] == [GENRES[0], GENRES[5]]
+    assert poster_record(PosterResult("b.jpg", error="b.jpg: cannot read"), thresholds, 2) \
+        == {"poster": "b.jpg", "error": "b.jpg: cannot read"}

@@ -4,6 +4,11 @@ The heat map is the ReLU of the last convolutional feature map weighted by the m
 gradient of the genre's score over it, upsampled to the poster. It works for both
 architectures: the from-scratch CNN's last Conv2D, and the VGG16 model's frozen base
 (a nested model whose output is the last feature map the head sees).
+
+`captioned_overlay` draws the heat map over the poster at the poster's own aspect ratio
+(the model sees a square, squashed copy; its heat map is stretched back to the poster's
+shape, so each heat cell lands on the part of the poster it came from) with a caption
+band below it naming the genre and its probability.
 """
 
 from __future__ import annotations
@@ -81,3 +86,45 @@ def overlay(rgb: np.ndarray, heat: np.ndarray, alpha: float = 0.45) -> np.ndarra
     heat = cv2.resize(heat.astype(np.float32), (rgb.shape[1], rgb.shape[0]))
     coloured = colormaps["jet"](np.clip(heat, 0, 1))[..., :3] * 255
     return np.clip((1 - alpha) * rgb + alpha * coloured, 0, 255).astype(np.uint8)
+
+
+# Display size of a captioned overlay: posters are scaled to this height (their width
+# follows their aspect ratio), so a 48x72 demo poster and a 2000x3000 scan read alike.
+OVERLAY_HEIGHT = 384
+CAPTION_BACKGROUND = (255, 255, 255)
+CAPTION_TEXT = (20, 20, 20)
+
+
+def captioned_overlay(poster: np.ndarray, heat: np.ndarray, caption: str,
+                      height: int = OVERLAY_HEIGHT) -> np.ndarray:
+    """The poster (RGB uint8, any shape) scaled to `height` at its own aspect ratio, the
+    heat map (any shape, stretched to the poster's) over it, and `caption` in a band below.
+
+    Returns RGB uint8 of shape (height + band, round(width * height / poster height), 3).
+    """
+    import cv2
+
+    rows, cols = poster.shape[:2]
+    width = max(1, round(cols * height / rows))
+    scaled = cv2.resize(poster, (width, height),
+                        interpolation=cv2.INTER_AREA if rows > height else cv2.INTER_CUBIC)
+    blended = overlay(scaled, heat)
+    band = caption_band(caption, width, max(24, round(height * 0.08)))
+    return np.concatenate([blended, band], axis=0)
+
+
+def caption_band(text: str, width: int, height: int) -> np.ndarray:
+    """A white band of `width` x `height` with `text` in dark letters, shrunk to fit."""
+    import cv2
+
+    font, thickness = cv2.FONT_HERSHEY_SIMPLEX, 1
+    band = height
+    scale = band / 40
+    (text_width, text_height), _ = cv2.getTextSize(text, font, scale, thickness)
+    if text_width > width - 8:  # a long genre name on a narrow poster: smaller letters
+        scale *= (width - 8) / text_width
+        (text_width, text_height), _ = cv2.getTextSize(text, font, scale, thickness)
+    image = np.full((band, width, 3), CAPTION_BACKGROUND, dtype=np.uint8)
+    origin = (max(4, (width - text_width) // 2), (band + text_height) // 2)
+    cv2.putText(image, text, origin, font, scale, CAPTION_TEXT, thickness, cv2.LINE_AA)
+    return image

@@ -14,11 +14,16 @@ sha256 hashes it was registered with, and must hold its thresholds.json: serving
 with 0.5 for every genre instead of the thresholds it was blessed with would be a silent
 change of the model's behaviour. Only a bare trained model folder, which never had
 thresholds, falls back to 0.5 (with a warning).
+
+`Predictor.info` says what is served: the model's name, the registry entry, the data
+version it was trained on and whether that was the demo's synthetic posters (a model
+trained on them gives every real poster about the same genres: a warning, in the log and
+in `predict_output`'s JSON), and the thresholds file with its sha256.
 """
 
 from __future__ import annotations
 
-import csv
+import json
 import logging
 import os
 import re
@@ -41,6 +46,33 @@ MAX_DOWNLOAD = 20 * 1024 * 1024  # a poster is well under this; refuse anything 
 DEFAULT_THRESHOLD = 0.5
 
 
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a Predictor serves: enough to find the model again and to judge its answers."""
+
+    name: str
+    path: str  # the folder served: a registry entry, or a bare trained model folder
+    entry: str | None = None  # the registry entry's name: `<model>-<content hash>`
+    registered_at: str | None = None
+    data_version: str | None = None  # the md5 DVC recorded for the training data
+    data_source: str | None = None  # "demo", "real", or None when nothing recorded it
+    thresholds: str | None = None  # thresholds.json served; None: 0.5 for every genre
+    thresholds_sha256: str | None = None
+
+    @property
+    def warnings(self) -> list[str]:
+        """What a reader of the predictions must know about the model."""
+        found = []
+        if self.data_source == "demo":
+            found.append(f"model {self.entry or self.path} was trained on the demo data "
+                         f"(synthetic posters, data version {self.data_version}): its "
+                         "genres for real posters mean nothing")
+        if self.thresholds is None:
+            found.append(f"{self.path}: no thresholds.json; every genre uses "
+                         f"{DEFAULT_THRESHOLD}")
+        return found
+
+
 @dataclass
 class Predictor:
     """A loaded model and its decision thresholds."""
@@ -48,10 +80,13 @@ class Predictor:
     model: object
     thresholds: np.ndarray
     source: str
+    info: ModelInfo | None = None
     image_size: int = field(init=False)
 
     def __post_init__(self) -> None:
         self.image_size = int(self.model.input_shape[1])
+        if self.info is None:
+            self.info = ModelInfo(name=Path(self.source).name, path=self.source)
 
 
 @dataclass
@@ -60,6 +95,7 @@ class PosterResult:
     probabilities: np.ndarray | None = None
     genres: list[str] = field(default_factory=list)
     error: str | None = None
+    explanation: str | None = None  # the Grad-CAM overlay written for it, if any
 
 
 def load_predictor(model_dir: str | os.PathLike[str] | None = None,
@@ -71,9 +107,12 @@ def load_predictor(model_dir: str | os.PathLike[str] | None = None,
     required; a bare trained model gets thresholds.json beside it if any, else 0.5.
     """
     from postergenre.registry import (
+        ENTRY_FILE,
         MODEL_FOLDER,
+        THRESHOLDS_FILE,
         entry_of,
         fetch_latest,
+        file_sha256,
         read_thresholds,
         require_thresholds,
         verify_entry,
@@ -86,21 +125,24 @@ def load_predictor(model_dir: str | os.PathLike[str] | None = None,
         if entry is None:
             raise FileNotFoundError(f"registry {registry} holds no blessed model yet")
         model_dir = entry
+        entry_info = json.loads((entry / ENTRY_FILE).read_text())
     else:
         entry = entry_of(model_dir)
-        if entry is not None:
-            verify_entry(entry)
+        entry_info = verify_entry(entry) if entry is not None else None
     folder = Path(model_dir)
     if entry is not None:
         saved = require_thresholds(entry)
         model_path = entry / MODEL_FOLDER
+        thresholds_path: Path | None = entry / THRESHOLDS_FILE
     else:
         model_path = folder
         saved = read_thresholds(folder.parent)
+        thresholds_path = folder.parent / THRESHOLDS_FILE
         if not (saved and saved.get("per_genre")):
             log.warning("%s has no thresholds.json: using %.1f for every genre", folder,
                         DEFAULT_THRESHOLD)
             saved = {"per_genre": dict.fromkeys(GENRES, DEFAULT_THRESHOLD)}
+            thresholds_path = None
     missing = [g for g in GENRES if g not in saved["per_genre"]]
     if missing:
         raise ValueError(f"{entry or folder.parent}/thresholds.json: per_genre thresholds "
@@ -108,8 +150,34 @@ def load_predictor(model_dir: str | os.PathLike[str] | None = None,
     thresholds = np.array([float(saved["per_genre"][g]) for g in GENRES])
     from postergenre.train import load_model  # TensorFlow: only once the entry checked out
 
+    info = _model_info(entry, entry_info, model_path, thresholds_path,
+                       file_sha256(thresholds_path) if thresholds_path else None)
+    if info.data_source == "demo":  # (no thresholds: logged above)
+        log.warning("predict: %s", info.warnings[0])
     model = load_model(model_path)
-    return Predictor(model, thresholds, str(folder))
+    return Predictor(model, thresholds, str(folder), info)
+
+
+def _model_info(entry: Path | None, entry_info: dict | None, model_path: Path,
+                thresholds_path: Path | None, thresholds_sha256: str | None) -> ModelInfo:
+    """The entry's record (entry.json), or what a bare model folder says of itself."""
+    from postergenre.train import METADATA_FILE
+
+    metadata_path = model_path / METADATA_FILE
+    metadata = json.loads(metadata_path.read_text()) if metadata_path.is_file() else {}
+    record = entry_info or {}
+    return ModelInfo(
+        name=str(record.get("model") or metadata.get("model") or model_path.name),
+        path=str(entry or model_path),
+        entry=record.get("entry"),
+        registered_at=record.get("registered_at"),
+        # The entry's data version is what register read from data.dvc; a bare model
+        # has the one training was given (empty when run outside a pipeline).
+        data_version=record.get("data_version") or metadata.get("data_version") or None,
+        data_source=record.get("data_source"),
+        thresholds=str(thresholds_path) if thresholds_path else None,
+        thresholds_sha256=thresholds_sha256,
+    )
 
 
 def expand_posters(inputs: Iterable[str]) -> list[str]:
@@ -162,24 +230,30 @@ def _explain_name(index: int, poster: str) -> str:
 def predict_posters(predictor: Predictor, posters: Sequence[str], batch_size: int = 32,
                     explain_dir: str | os.PathLike[str] | None = None,
                     progress: bool = True) -> list[PosterResult]:
-    """Score every poster; a bad one gets an error and the others go on."""
-    import cv2
+    """Score every poster; a bad one gets an error and the others go on.
 
+    With `explain_dir`, each scored poster gets a Grad-CAM overlay for its top genre, at
+    the poster's own aspect ratio and captioned with that genre and its probability.
+    """
     results: list[PosterResult] = []
     if explain_dir:
         Path(explain_dir).mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=len(posters), desc="predict", unit="poster", disable=not progress)
     for batch in _batches(list(posters), batch_size):
-        good, images = [], []
+        good, images, originals = [], [], []
         for poster in batch:
             result = PosterResult(poster)
             results.append(result)
             try:
-                images.append(resize(read_poster(poster), predictor.image_size))
-                good.append(result)
+                rgb = read_poster(poster)
             except ValueError as err:
                 result.error = str(err)
                 log.warning("predict: %s", err)
+                continue
+            images.append(resize(rgb, predictor.image_size))
+            # The full poster is kept only for its overlay (a batch of them at most).
+            originals.append(rgb if explain_dir else None)
+            good.append(result)
         if good:
             pixels = np.stack(images).astype(np.float32)
             probabilities = np.asarray(predictor.model.predict_on_batch(pixels), np.float64)
@@ -188,34 +262,30 @@ def predict_posters(predictor: Predictor, posters: Sequence[str], batch_size: in
                 result.genres = [g for g, on in zip(GENRES, p >= predictor.thresholds,
                                                     strict=True) if on]
             if explain_dir:
-                from postergenre.gradcam import gradcam, overlay
-
-                heat = gradcam(predictor.model, pixels, probabilities.argmax(axis=1))
-                for result, image, h in zip(good, images, heat, strict=True):
-                    name = _explain_name(results.index(result), result.poster)
-                    cv2.imwrite(str(Path(explain_dir) / name),
-                                cv2.cvtColor(overlay(image, h), cv2.COLOR_RGB2BGR))
+                _explain(predictor, pixels, probabilities, good, originals, results,
+                         Path(explain_dir))
         bar.update(len(batch))
     bar.close()
     return results
 
 
-def write_predictions_csv(results: Sequence[PosterResult], path: str | os.PathLike[str]) -> Path:
-    """One row per poster: poster, error, predicted genres, then 19 probabilities."""
-    with atomic_open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["poster", "error", "genres", *GENRES])
-        for r in results:
-            probabilities = ([f"{p:.6f}" for p in r.probabilities]
-                             if r.probabilities is not None else [""] * len(GENRES))
-            writer.writerow([r.poster, r.error or "", "|".join(r.genres), *probabilities])
-    return Path(path)
+def _explain(predictor: Predictor, pixels: np.ndarray, probabilities: np.ndarray,
+             good: Sequence[PosterResult], originals: Sequence[np.ndarray],
+             results: list[PosterResult], folder: Path) -> None:
+    """Write each poster's captioned Grad-CAM overlay for its top genre."""
+    import cv2
 
+    from postergenre.gradcam import captioned_overlay, gradcam
 
-def format_result(result: PosterResult, top: int = 5) -> str:
-    """One line: the predicted genres, then the top probabilities."""
-    if result.error:
-        return f"{result.poster}: ERROR {result.error}"
-    order = np.argsort(-result.probabilities)[:top]
-    ranked = ", ".join(f"{GENRES[g]} {result.probabilities[g]:.2f}" for g in order)
-    return f"{result.poster}: {', '.join(result.genres) or '(no genre)'}  [{ranked}]"
+    top = probabilities.argmax(axis=1)
+    heat = gradcam(predictor.model, pixels, top)
+    for result, rgb, h, g in zip(good, originals, heat, top, strict=True):
+        caption = f"{GENRES[g]} {result.probabilities[g]:.2f}"
+        path = folder / _explain_name(results.index(result), result.poster)
+        image = captioned_overlay(rgb, h, caption)
+        with atomic_open(path, "wb") as handle:
+            ok, data = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+            if not ok:
+                raise ValueError(f"{path}: cannot encode the Grad-CAM overlay")
+            handle.write(data.tobytes())
+        result.explanation = str(path)

@@ -3,14 +3,15 @@
 - `summary.json`: every rule with its policy, verdict and first offenders;
 - the metrics JSON (DVC metrics / Kubeflow metrics): rows in / kept / rejected by reason,
   rows flagged per rule;
-- the Data Docs HTML: great-expectations' own rendering of the validation result;
+- the Data Docs HTML: great-expectations' rendering of the validation result, styled
+  offline, each flagged rule shown by its policy (data_docs.py);
 - the error message of a failed run, naming the file and the first offenders of each rule.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from postergenre.atomic import atomic_open
 from postergenre.configs import ValidateConfig
 from postergenre.labels import GROUP_COLUMN
 from postergenre.validation_frame import LINE_COLUMN
-from postergenre.validation_rules import RULES_BY_NAME
+from postergenre.validation_rules import RULES_BY_NAME, Severity
 from postergenre.validation_suite import SUITE_NAME, RuleOutcome
 
 # ValidateConfig's policy settings; every other field bounds the data (the summary's limits).
@@ -155,11 +156,12 @@ def metrics_of(summary: dict[str, Any], reject_counts: dict[str, int],
     }
 
 
-def write_data_docs(result: Any, path: Path) -> None:
-    """gx's own Data Docs rendering of the validation result, as one HTML page."""
-    from great_expectations.render.renderer import ValidationResultsPageRenderer
-    from great_expectations.render.view import DefaultJinjaPageView
+def write_data_docs(result: Any, path: Path, severity: Mapping[str, Severity],
+                    success: bool) -> None:
+    """gx's Data Docs rendering of the validation result, as one HTML page that renders
+    offline and shows each flagged rule by its policy (data_docs.py)."""
+    from postergenre.data_docs import render_data_docs
 
-    html = DefaultJinjaPageView().render(ValidationResultsPageRenderer().render(result))
+    html = render_data_docs(result, severity, success)
     with atomic_open(path, "w", encoding="utf-8") as handle:
         handle.write(html)
