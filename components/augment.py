@@ -4,13 +4,14 @@ from kfp.dsl import Artifact, Dataset, Input, Output
 
 
 def augment(dataset: Input[Dataset], splits: Input[Dataset], prepared: Output[Dataset],
-            class_weights: Output[Artifact], config: dict):
+            class_weights: Output[Artifact], config: dict, data_version: str = ""):
     """Shard every split; upsample rare genres in training only; write the class weights.
     `config` is params.yaml's `augment` section."""
     import shutil
 
     from postergenre.augment import CLASS_WEIGHTS_FILE, augment_and_shard
     from postergenre.configs import AugmentConfig
+    from postergenre.lineage import stamp, task_lineage
     from postergenre.typed_config import from_mapping
 
     settings = from_mapping(AugmentConfig, config, "augment")
@@ -19,3 +20,4 @@ def augment(dataset: Input[Dataset], splits: Input[Dataset], prepared: Output[Da
     class_weights.metadata.update({"genres": manifest["genres"],
                                    "class_weights": manifest["class_weights"]})
     prepared.metadata.update({"image_size": settings.image_size, "counts": manifest["counts"]})
+    stamp(task_lineage(data_version, {"augment": settings}), prepared, class_weights)

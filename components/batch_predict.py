@@ -6,7 +6,8 @@ from kfp.dsl import Artifact, Dataset, Input, Model, Output
 
 def batch_predict(model: Input[Model], prepared: Input[Dataset], blessing: Input[Artifact],
                   predictions: Output[Dataset], split: str = "test",
-                  runner: str = "DirectRunner", beam_options: str = ""):
+                  runner: str = "DirectRunner", beam_options: str = "",
+                  data_version: str = ""):
     """Write `predictions-*.parquet` (imdb_id, 19 probabilities, genres), errors.csv and
     summary.json; genres use the blessing's per-genre thresholds (else 0.5).
     `beam_options`: extra Beam pipeline options, space-separated (e.g. Dataflow's
@@ -15,6 +16,7 @@ def batch_predict(model: Input[Model], prepared: Input[Dataset], blessing: Input
     import shlex
 
     from postergenre.batch_predict import batch_predict as run
+    from postergenre.lineage import stamp, task_lineage
 
     with open(blessing.path) as handle:
         thresholds = blessing.path if json.load(handle).get("thresholds") else None
@@ -23,6 +25,9 @@ def batch_predict(model: Input[Model], prepared: Input[Dataset], blessing: Input
                   beam_args=shlex.split(beam_options))
     predictions.metadata.update({k: summary[k] for k in ("rows", "errors", "thresholds",
                                                          "runner")})
+    # Its settings are its own parameters (no params.yaml section).
+    stamp(task_lineage(data_version, {"batch_predict": {
+        "split": split, "runner": runner, "beam_options": beam_options}}), predictions)
     if summary["errors"]:
         print(f"batch_predict: {summary['errors']} records could not be scored "
               "(errors.csv in the predictions artifact)")

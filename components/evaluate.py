@@ -15,7 +15,8 @@ from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metri
 
 def evaluate(prepared: Input[Dataset], models: Input[list[Model]], metrics: Output[Metrics],
              roc: Output[ClassificationMetrics], report: Output[HTML],
-             evaluation: Output[Artifact], config: dict, registry: str = ""):
+             evaluation: Output[Artifact], config: dict, registry: str = "",
+             data_version: str = ""):
     """Score every model, three baselines and the registry's last blessed model on test
     (thresholds chosen on validation), with paired bootstrap intervals. `config` is
     params.yaml's `evaluate` section."""
@@ -24,6 +25,7 @@ def evaluate(prepared: Input[Dataset], models: Input[list[Model]], metrics: Outp
 
     from postergenre.configs import EvaluateConfig
     from postergenre.evaluate import evaluate_models
+    from postergenre.lineage import stamp, task_lineage
     from postergenre.metrics import NOT_CANDIDATES
     from postergenre.typed_config import from_mapping
 
@@ -55,3 +57,4 @@ def evaluate(prepared: Input[Dataset], models: Input[list[Model]], metrics: Outp
     roc.log_roc_curve([p["fpr"] for p in points], [p["tpr"] for p in points],
                       [p["threshold"] for p in points])
     roc.metadata["model"] = best
+    stamp(task_lineage(data_version, {"evaluate": settings}), metrics, roc, report, evaluation)

@@ -10,22 +10,25 @@ from kfp.dsl import Artifact, Input, Model, Output
 
 
 def gate(evaluation: Input[Artifact], models: Input[list[Model]], blessing: Output[Artifact],
-         blessed_model: Output[Model], config: dict) -> str:
+         blessed_model: Output[Model], config: dict, data_version: str = "") -> str:
     """Return `blessed` or `rejected`; the blessing artifact records every rule, its value,
     threshold and baseline. `config` is params.yaml's `gate` section. When a model is
-    blessed, `blessed_model` is a copy of it (else an empty folder)."""
+    blessed, `blessed_model` is a copy of it (else an empty folder) with its metadata, so
+    its lineage is the training task's."""
     import json
     import os
     import shutil
 
     from postergenre.configs import GateConfig
     from postergenre.gate import gate as run
+    from postergenre.lineage import stamp, task_lineage
     from postergenre.typed_config import from_mapping
 
     def path(name: str) -> str:
         return os.path.join(evaluation.path, name)
 
     settings = from_mapping(GateConfig, config, "gate")
+    lineage = task_lineage(data_version, {"gate": settings})
     decision = run(path("metrics.json"), blessing.path, settings,
                    per_genre_path=path("per_genre.json"), bootstrap_path=path("bootstrap.json"),
                    thresholds_path=path("thresholds.json"))
@@ -34,6 +37,7 @@ def gate(evaluation: Input[Artifact], models: Input[list[Model]], blessing: Outp
     blessing.metadata.update({"decision": decision, "model": content["model"] or "",
                               "failed_rules": content["failed_rules"],
                               "compared_with": content["compared_with"] or ""})
+    stamp(lineage, blessing)
     chosen = {m.metadata["name"]: m for m in models}.get(content["model"] or "")
     if chosen is not None:
         shutil.copytree(chosen.path, blessed_model.path)
@@ -41,6 +45,7 @@ def gate(evaluation: Input[Artifact], models: Input[list[Model]], blessing: Outp
     else:
         os.makedirs(blessed_model.path, exist_ok=True)
         blessed_model.metadata["decision"] = decision
+        stamp(lineage, blessed_model)  # no model: the gate's own lineage
     # The run's answer in its log: the decision and every rule that failed.
     print(f"gate: {decision}" + (f" {content['model']}" if content["model"] else ""))
     for line in content["failed_rules"]:

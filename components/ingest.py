@@ -26,6 +26,7 @@ def ingest(dataset: Output[Dataset], report: Output[Artifact], config: dict,
 
     from postergenre.configs import IngestConfig
     from postergenre.ingest import ingest as run
+    from postergenre.lineage import stamp, task_lineage
     from postergenre.storage import use_project_credentials
     from postergenre.typed_config import from_mapping
 
@@ -34,6 +35,8 @@ def ingest(dataset: Output[Dataset], report: Output[Artifact], config: dict,
     use_project_credentials()
 
     settings = from_mapping(IngestConfig, config, "ingest")
+    # Hashed as given: the temporary cache folder below is no setting of the experiment.
+    lineage = task_lineage(data_version, {"ingest": settings, "source": source})
     if not settings.tmdb.cache_dir:
         # A pod starts empty: the crawl state lives only as long as the task.
         settings = dataclasses.replace(settings, tmdb=dataclasses.replace(
@@ -46,6 +49,9 @@ def ingest(dataset: Output[Dataset], report: Output[Artifact], config: dict,
             json.dump(summary, handle, indent=2)
     dataset.metadata.update({"source": source, "posters": summary.get("n_posters", 0),
                              "data_version": data_version})
+    if summary.get("md5"):  # the dvc source: the version it resolved (a git rev's md5)
+        dataset.metadata["md5"] = summary["md5"]
     for key in ("fetched", "skipped", "missing", "failed"):
         if key in summary:
             report.metadata[key] = summary[key]
+    stamp(lineage, dataset, report)

@@ -3,12 +3,14 @@
 from kfp.dsl import Dataset, Input, Output
 
 
-def split(validated: Input[Dataset], splits: Output[Dataset], config: dict):
+def split(validated: Input[Dataset], splits: Output[Dataset], config: dict,
+          data_version: str = ""):
     """Split the validated labels by movie (stratified, near-duplicates kept together);
     `config` is params.yaml's `split` section."""
     import os
 
     from postergenre.configs import SplitConfig
+    from postergenre.lineage import stamp, task_lineage
     from postergenre.split import split_dataset
     from postergenre.typed_config import from_mapping
 
@@ -16,3 +18,4 @@ def split(validated: Input[Dataset], splits: Output[Dataset], config: dict):
     manifest = split_dataset(os.path.join(validated.path, "labels.csv"), splits.path, settings)
     splits.metadata.update({"counts": manifest["counts"], "sha256": manifest["sha256"],
                             "content_hash": manifest["content_hash"], "seed": settings.seed})
+    stamp(task_lineage(data_version, {"split": settings}), splits)

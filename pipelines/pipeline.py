@@ -11,7 +11,10 @@ runs. Each component validates its dict into the stage's typed config before doi
 anything. One training task runs per entry of `models` (a ParallelFor over the model
 names known at compile time); evaluate and register take every trained model at once
 (`dsl.Collected`). Stages pass typed artifacts (Dataset, Model, Metrics,
-ClassificationMetrics, HTML), so the Kubeflow UI shows each run's lineage.
+ClassificationMetrics, HTML), so the Kubeflow UI shows each run's lineage, and every
+output artifact's metadata carries `postergenre.lineage`'s fields (data version, git
+commit, params hash, image). Posters reach the cluster one way: `source=dvc` with the
+md5 in data.dvc as `data_version`, pulled from the DVC remote on S3 inside ingest.
 """
 
 # No `from __future__ import annotations` here: kfp reads the pipeline function's
@@ -76,13 +79,17 @@ def create_pipeline(settings: ClusterSettings | None = None,
         evaluate: dict = sections["evaluate"],
         gate: dict = sections["gate"],
     ) -> str:
-        # The md5 in data.dvc as data_version: the cache key then follows the data.
+        # data_version (the md5 in data.dvc) is an input of every task: it selects the
+        # data (ingest), goes into each output artifact's lineage, and so into each
+        # task's cache key, which then follows the data.
         ingest_task = ops.ingest(config=ingest, source=source, data_version=data_version)
         dataset = ingest_task.outputs["dataset"]
-        validate_task = ops.validate(dataset=dataset, config=validate)
-        split_task = ops.split(validated=validate_task.outputs["validated"], config=split)
+        validate_task = ops.validate(dataset=dataset, config=validate,
+                                     data_version=data_version)
+        split_task = ops.split(validated=validate_task.outputs["validated"], config=split,
+                               data_version=data_version)
         augment_task = ops.augment(dataset=dataset, splits=split_task.outputs["splits"],
-                                   config=augment)
+                                   config=augment, data_version=data_version)
         prepared = augment_task.outputs["prepared"]
         with dsl.ParallelFor(items=model_names, name="models") as model_name:
             train_task = ops.train(prepared=prepared, name=model_name, models=models,
@@ -90,11 +97,13 @@ def create_pipeline(settings: ClusterSettings | None = None,
             train_task.set_display_name("train a model (GPU)")
         evaluate_task = ops.evaluate(prepared=prepared,
                                      models=dsl.Collected(train_task.outputs["model"]),
-                                     config=evaluate, registry=registry)
+                                     config=evaluate, registry=registry,
+                                     data_version=data_version)
         # A Collected channel is consumed once (kfp 2.17 fails to compile a shared one):
         # a fresh one per consumer.
         gate_task = ops.gate(evaluation=evaluate_task.outputs["evaluation"],
-                             models=dsl.Collected(train_task.outputs["model"]), config=gate)
+                             models=dsl.Collected(train_task.outputs["model"]), config=gate,
+                             data_version=data_version)
         with dsl.If(gate_task.outputs["Output"] == "blessed", name="blessed"):
             register_task = ops.register(blessing=gate_task.outputs["blessing"],
                                          model=gate_task.outputs["blessed_model"],
@@ -102,7 +111,7 @@ def create_pipeline(settings: ClusterSettings | None = None,
             # The registered model scores the test shards on Beam (a catalogue's dry run).
             ops.batch_predict(model=register_task.outputs["registered"], prepared=prepared,
                               blessing=gate_task.outputs["blessing"], split="test",
-                              runner=batch_predict_runner)
+                              runner=batch_predict_runner, data_version=data_version)
         # Last, so that it configures every task above (GPU pool, resources, secrets, cache).
         apply_cluster_settings(settings)
         return gate_task.outputs["Output"]

@@ -24,6 +24,7 @@ from kfp.dsl import pipeline_context
 from kfp.dsl.structures import convert_duration_to_seconds
 
 from postergenre.components import DEFAULT_GPU_IMAGE, DEFAULT_IMAGE, GPU_STAGES
+from postergenre.lineage import GIT_COMMIT_ENV, IMAGE_ENV
 from postergenre.pipelines.compat import (
     OLDEST_SUPPORTED_BACKEND,
     kubeflow_releases_for,
@@ -70,6 +71,19 @@ UNCACHED_BY_DEFAULT = ("ingest",)
 # Evaluate reads the registry's last blessed model and register writes the registry: state
 # that no parameter or input artifact describes, so a cached result would be stale.
 NEVER_CACHED = ("evaluate", "register")
+# Lineage (postergenre.lineage): the image and git commit reach every task as pod
+# annotations, read back as environment variables through the Downward API. Annotations
+# are not part of KFP's cache key (a pipeline spec env variable is, on KFP 2.15+), so a
+# new commit alone does not rerun cached steps.
+LINEAGE_ANNOTATIONS = {IMAGE_ENV: "postergenre.io/image",
+                       GIT_COMMIT_ENV: "postergenre.io/git-commit"}
+# Ingest writes the whole data set (a full TMDb crawl is ~10 GB; a DVC pull holds DVC's
+# cache and its checkout at once) to the container's disk. KFP v2 cannot ask for
+# ephemeral-storage (its ResourceSpec has CPU, memory and accelerators only:
+# kubeflow/pipelines#11137), so ingest's temporary files go to an emptyDir at /tmp whose
+# sizeLimit bounds them: past it the kubelet evicts ingest alone, never its neighbours.
+SCRATCH_STAGES = ("ingest",)
+SCRATCH_MOUNT = "/tmp"
 
 
 @dataclass(frozen=True)
@@ -133,6 +147,11 @@ class ClusterSettings:
     Opt-in, for newer KFP backends only (BACKEND_FEATURES): `security_context`,
     `optional_secrets` (the three Secrets/ConfigMaps may be missing; without it they
     must exist, even if empty).
+
+    Lineage: every task records its image and `git_commit` (None: the commit of the
+    checkout that compiles, `git rev-parse HEAD`, `-dirty` if edited; "" for none) in
+    its artifacts' metadata. `ingest_scratch` bounds ingest's /tmp ("" leaves /tmp on
+    the container's disk, unbounded).
     """
 
     image: str = DEFAULT_IMAGE
@@ -159,6 +178,8 @@ class ClusterSettings:
     retry_backoff_max: str = "12h"
     security_context: bool = False
     optional_secrets: bool = False
+    git_commit: str | None = None
+    ingest_scratch: str = "40Gi"
 
     def __post_init__(self) -> None:
         if self.gpu_count < 1:
@@ -168,6 +189,9 @@ class ClusterSettings:
             raise ValueError(f"node_selector: {self.node_selector!r}, expected (key, value)")
         if not _QUANTITY.match(self.shm_size):
             raise ValueError(f"shm_size: {self.shm_size!r} is not a Kubernetes quantity")
+        if self.ingest_scratch and not _QUANTITY.match(self.ingest_scratch):
+            raise ValueError(f"ingest_scratch: {self.ingest_scratch!r} is not a Kubernetes "
+                             "quantity (e.g. '40Gi'; '' for none)")
         if self.pipeline_root is not None and "://" not in self.pipeline_root:
             raise ValueError(f"pipeline_root: {self.pipeline_root!r}, expected a URI such as "
                              "s3://bucket/pipeline-root")
@@ -273,18 +297,37 @@ def _drop_unset_optional(task: dsl.PipelineTask) -> None:
                 del item["optional"]
 
 
+def apply_lineage(task: dsl.PipelineTask, image: str, commit: str) -> None:
+    """Hand a task the image it runs in and the compiling commit (postergenre.lineage):
+    pod annotations, which the Downward API turns into environment variables."""
+    for env, value in ((IMAGE_ENV, image), (GIT_COMMIT_ENV, commit)):
+        annotation = LINEAGE_ANNOTATIONS[env]
+        kubernetes.add_pod_annotation(task, annotation, value)
+        kubernetes.use_field_path_as_env(task, env, f"metadata.annotations['{annotation}']")
+
+
 def apply_cluster_settings(settings: ClusterSettings) -> None:
     """Configure every task of the pipeline being defined (call it last in its body)."""
     pipeline = pipeline_context.Pipeline.get_default_pipeline()
     if pipeline is None:
         raise RuntimeError("apply_cluster_settings must be called inside a pipeline body")
     optional = settings.optional_secrets
+    commit = settings.git_commit
+    if commit is None:
+        from postergenre.lineage import git_commit
+
+        commit = git_commit()
     for task in pipeline.tasks.values():
         stage = _component_name(task)
         if stage in GPU_STAGES:
             apply_gpu_node_pool(task, settings)
         else:
             settings.cpu_resources.apply(task)
+        apply_lineage(task, task.container_spec.image, commit)
+        if stage in SCRATCH_STAGES and settings.ingest_scratch:
+            # emptyDirs are world-writable, so the image's non-root user can write there.
+            kubernetes.empty_dir_mount(task, volume_name="scratch", mount_path=SCRATCH_MOUNT,
+                                       size_limit=settings.ingest_scratch)
         if settings.security_context:
             # Without it the task runs as the image's USER (10001, docker/Dockerfile.*).
             kubernetes.set_security_context(task, run_as_user=RUN_AS_USER,

@@ -51,10 +51,12 @@ SENTINELS = {
 IMAGES = {"image": "registry.example/postergenre@sha256:" + "c" * 64,
           "gpu_image": "registry.example/postergenre-gpu@sha256:" + "d" * 64}
 # Every opt-in setting on: what the golden file holds.
+# A fixed commit: the golden file must not change with every commit of the checkout.
+GIT_COMMIT = "0123456789abcdef0123456789abcdef01234567"
 FULL = ClusterSettings(**IMAGES, pipeline_root="s3://postergenre-artifacts/pipeline-root",
                        model_registry="s3://postergenre-artifacts/registry",
                        image_pull_secrets=("regcred",), security_context=True,
-                       optional_secrets=True)
+                       optional_secrets=True, git_commit=GIT_COMMIT)
 # The kfp_kubernetes fields KFP 2.14.0 knows (kubernetes_platform/proto/
 # kubernetes_executor_config.proto at tag 2.14.0; its go.mod replaces the module with that
 # folder): the oldest backend the pipeline supports (dsl.Collected needs 2.14.0). 2.15.0
@@ -197,7 +199,9 @@ def test_gpu_pool_settings_on_exactly_the_training_tasks(compiled):
                                               "medium": "Memory", "sizeLimit": "8Gi"}]
         else:
             assert not gpu, name
-            assert not {"nodeSelector", "tolerations", "emptyDirMounts"} & set(k8s), name
+            assert not {"nodeSelector", "tolerations"} & set(k8s), name
+            # No /dev/shm (ingest's scratch space: test_ingest_gets_bounded_scratch_space).
+            assert "/dev/shm" not in [m["mountPath"] for m in k8s.get("emptyDirMounts", [])]
         # Requests and limits on every task, and a non-root user.
         for key in ("resourceCpuRequest", "resourceCpuLimit", "resourceMemoryRequest",
                     "resourceMemoryLimit"):
@@ -391,3 +395,100 @@ def test_data_version_feeds_ingest(compiled):
         "parameterType"] == "STRING"
     ingest = _tasks(spec)["ingest"]["task"]["inputs"]["parameters"]
     assert ingest["data_version"] == {"componentInputParameter": "data_version"}
+
+
+def _resolve(spec: dict, run_params: dict) -> dict[str, dict]:
+    """task name -> the parameter values KFP resolves for it in a run with `run_params`
+    (the rest at their compiled defaults): what the backend's cache key holds as
+    InputParameterValues. Another task's output stands as `<output of TASK>`, the loop
+    item as `<loop item>`."""
+    declared = spec["root"]["inputDefinitions"]["parameters"]
+    scope = {name: run_params.get(name, d.get("defaultValue")) for name, d in declared.items()}
+    resolved: dict[str, dict] = {}
+
+    def value(source: dict, scope: dict):
+        if "componentInputParameter" in source:
+            name = source["componentInputParameter"]
+            return scope.get(name, "<loop item>")
+        if "taskOutputParameter" in source:
+            return f"<output of {source['taskOutputParameter']['producerTask']}>"
+        return source["runtimeValue"]["constant"]
+
+    def walk(dag: dict, scope: dict) -> None:
+        for name, task in dag["tasks"].items():
+            values = {key: value(source, scope)
+                      for key, source in task.get("inputs", {}).get("parameters", {}).items()}
+            component = spec["components"][task["componentRef"]["name"]]
+            if "dag" in component:
+                walk(component["dag"], values)
+            else:
+                resolved[name] = values
+
+    walk(spec["root"]["dag"], scope)
+    return resolved
+
+
+def test_the_data_version_is_in_every_tasks_cache_key(compiled):
+    """KFP's cache key holds a task's resolved input parameters: data_version is one of
+    every task's, so a new data version reruns every step (an old one reuses them with
+    --cache-ingest), while a change of one section reruns only the tasks that read it."""
+    _, spec, _ = compiled
+    first = _resolve(spec, {"data_version": "a" * 32})
+    second = _resolve(spec, {"data_version": "b" * 32})
+    assert set(first) == set(_tasks(spec)) and len(first) == 9
+    for name in first:
+        assert first[name]["data_version"] == "a" * 32, name
+        assert {k for k in first[name] if first[name][k] != second[name][k]} == \
+            {"data_version"}, name
+    other_gate = _resolve(spec, {"data_version": "a" * 32, "gate": {"epsilon": 0.5}})
+    assert {name for name in first if first[name] != other_gate[name]} == {"gate"}
+
+
+def test_every_task_gets_its_image_and_the_commit_for_lineage(compiled, default_compiled):
+    """postergenre.lineage reads POSTERGENRE_IMAGE / POSTERGENRE_GIT_COMMIT: pod
+    annotations through the Downward API, not pipeline-spec env variables (those are in
+    KFP's cache key, so a new commit would rerun every cached step)."""
+    from postergenre.lineage import GIT_COMMIT_ENV, IMAGE_ENV
+    from postergenre.pipelines.platform import LINEAGE_ANNOTATIONS
+
+    _, spec, executors = compiled
+    for name, info in _tasks(spec).items():
+        label = info["component"]["executorLabel"]
+        container = spec["deploymentSpec"]["executors"][label]["container"]
+        assert "env" not in container, name
+        k8s = executors[label]
+        annotations = k8s["podMetadata"]["annotations"]
+        assert annotations == {LINEAGE_ANNOTATIONS[IMAGE_ENV]: container["image"],
+                               LINEAGE_ANNOTATIONS[GIT_COMMIT_ENV]: GIT_COMMIT}, name
+        assert k8s["fieldPathAsEnv"] == [
+            {"name": env, "fieldPath": f"metadata.annotations['{LINEAGE_ANNOTATIONS[env]}']"}
+            for env in (IMAGE_ENV, GIT_COMMIT_ENV)], name
+    # Without a commit given, the compiling checkout's.
+    from postergenre.lineage import git_commit
+
+    _, spec, platform = default_compiled
+    ingest = _executors(platform)[_tasks(spec)["ingest"]["component"]["executorLabel"]]
+    assert ingest["podMetadata"]["annotations"][LINEAGE_ANNOTATIONS[GIT_COMMIT_ENV]] == \
+        git_commit()
+
+
+def test_ingest_gets_bounded_scratch_space(compiled, tmp_path):
+    """KFP v2 has no ephemeral-storage request (kubeflow/pipelines#11137): ingest's /tmp
+    (DVC's cache and checkout, the TMDb crawl's cache) is an emptyDir with a size limit,
+    so a crawl that outgrows it evicts ingest, not its neighbours on the node."""
+    _, spec, executors = compiled
+    tasks = _tasks(spec)
+    for name, info in tasks.items():
+        mounts = executors[info["component"]["executorLabel"]].get("emptyDirMounts", [])
+        scratch = [m for m in mounts if m["volumeName"] == "scratch"]
+        if name == "ingest":
+            assert scratch == [{"volumeName": "scratch", "mountPath": "/tmp",
+                                "sizeLimit": "40Gi"}]
+        else:
+            assert not scratch, name
+    _, spec, platform = _compile(tmp_path / "p.yaml", ClusterSettings(**IMAGES,
+                                                                      ingest_scratch=""))
+    ingest = _executors(platform)[_tasks(spec)["ingest"]["component"]["executorLabel"]]
+    assert "emptyDirMounts" not in ingest
+    with pytest.raises(ValueError, match="ingest_scratch"):
+        ClusterSettings(**IMAGES, ingest_scratch="lots")

@@ -97,3 +97,39 @@ def test_push_pull_round_trip_and_dvc_source(s3, tmp_path):
         ingest("dvc", tmp_path / "absent", data_version=md5)
     with pytest.raises(ValueError, match="needs a data version"):
         ingest("dvc", tmp_path / "absent", config)
+
+
+@pytest.mark.slow
+def test_ingest_task_pulls_a_data_version_from_s3_with_the_pods_credentials(s3, tmp_path,
+                                                                              monkeypatch):
+    """The cluster's way in for posters: the ingest component (as the pod runs it) pulls
+    the data version from the DVC remote on S3, with the S3 Secret under the project's
+    names (POSTERGENRE_AWS_*, as platform.py injects them) and no AWS_* of its own."""
+    from kfp import dsl
+
+    from postergenre.components import ingest as component
+    from postergenre.sources.dvc import resolve_version
+
+    project = tmp_path / "project"
+    project.mkdir()
+    generate_demo(project / "data", DemoSourceConfig(n_posters=12, width=48, height=72))
+    remote = f"s3://{BUCKET}/cluster"
+    for args in (["init", "--no-scm", "-q"], ["remote", "add", "-d", "s3", remote],
+                 ["remote", "modify", "s3", "endpointurl", s3], ["add", "-q", "data"],
+                 ["push", "-q"]):
+        _run([sys.executable, "-m", "dvc", *args], project)
+    md5 = next(line.split()[-1] for line in (project / "data.dvc").read_text().splitlines()
+               if "md5:" in line)
+    for name in ("ACCESS_KEY_ID", "SECRET_ACCESS_KEY", "ENDPOINT_URL"):
+        monkeypatch.setenv(f"POSTERGENRE_AWS_{name}", os.environ[f"AWS_{name}"])
+        monkeypatch.delenv(f"AWS_{name}")
+    dataset = dsl.Dataset(uri=str(tmp_path / "dataset"), metadata={})
+    report = dsl.Artifact(uri=str(tmp_path / "report.json"), metadata={})
+    component.ingest(dataset, report, config={"dvc": {"remote_url": remote}}, source="dvc",
+                     data_version=md5)
+    _same_tree(project / "data", tmp_path / "dataset")
+    assert dataset.metadata["md5"] == md5 and dataset.metadata["data_version"] == md5
+    assert dataset.metadata["posters"] == 12
+    # A git revision needs git and a checkout, which a pod has not: one clear line.
+    with pytest.raises(ValueError, match="pass the md5 in data.dvc instead"):
+        resolve_version("HEAD", tmp_path / "no-checkout-here")

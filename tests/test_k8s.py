@@ -82,16 +82,33 @@ def test_namespaces_and_runner_identity():
     assert {o["metadata"].get("namespace") for o in standalone} == {"kubeflow"}
     kinds = {(o["kind"], o["metadata"]["name"]) for o in standalone}
     assert {("ServiceAccount", "postergenre-runner"), ("Role", "postergenre-runner"),
-            ("RoleBinding", "postergenre-runner"), ("PersistentVolumeClaim",
-            "postergenre-posters")} <= kinds
+            ("RoleBinding", "postergenre-runner")} <= kinds
     role = next(o for o in standalone if o["kind"] == "Role")
     for rule in role["rules"]:
         assert "*" not in rule["verbs"] and "*" not in rule["resources"], rule
+        assert "persistentvolumeclaims" not in rule["resources"], rule
         if "secrets" in rule["resources"]:
             assert rule["resourceNames"] == ["mlpipeline-minio-artifact"]
     overlay = yaml.safe_load((K8S / "overlays/multi-user/kustomization.yaml").read_text())
     multi = render(K8S / "overlays/multi-user")
     assert {o["metadata"].get("namespace") for o in multi} == {overlay["namespace"]}
+
+
+def test_no_volume_that_no_task_mounts(tmp_path):
+    """Posters reach the cluster one way, a DVC data version that ingest pulls from S3:
+    no manifest creates a PersistentVolumeClaim, and the compiled pipeline mounts none
+    (a volume's content has no version for the cache key to follow)."""
+    from postergenre.pipelines.platform import ClusterSettings
+    from postergenre.pipelines.runner import compile_pipeline
+
+    for name in LOCAL:
+        assert not [o for o in render(K8S / name) if o["kind"] == "PersistentVolumeClaim"]
+    package = compile_pipeline(tmp_path / "p.yaml", ClusterSettings(
+        image="r.example/p:1", gpu_image="r.example/g:1"))
+    platform = list(yaml.safe_load_all(package.read_text()))[1]
+    for label, executor in platform["platforms"]["kubernetes"]["deploymentSpec"][
+            "executors"].items():
+        assert not {"pvcMount", "genericEphemeralVolume"} & set(executor), label
 
 
 def test_the_runner_account_mounts_its_token():

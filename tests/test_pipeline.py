@@ -234,6 +234,14 @@ def test_local_run_of_the_whole_pipeline(tmp_path):
     latest = json.loads((registry / "latest.json").read_text())
     assert latest["model"] in names
     assert (registry / latest["path"] / "model.keras").is_file()
+    # Lineage on every output artifact of every task (kfp.local: image `local`).
+    from postergenre.lineage import LINEAGE_KEYS, LOCAL_IMAGE
+
+    for task, out in outputs.items():
+        for name, artifacts in out["artifacts"].items():
+            metadata = artifacts["artifacts"][0]["metadata"]
+            assert set(LINEAGE_KEYS) <= set(metadata), (task, name)
+            assert metadata["image"] == LOCAL_IMAGE, (task, name)
 
 
 def test_compile_cli_node_selector_shortcuts_pull_secrets_and_backend_features(tmp_path, capsys):

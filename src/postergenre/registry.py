@@ -2,9 +2,12 @@
 
 Only a blessed model is registered. An entry is `<model>-<hash>/` holding `model/` (the
 trained model folder), `thresholds.json` (the decision thresholds chosen on validation)
-and `entry.json` (the blessing, data version, metrics, and the sha256 of every other file
-of the entry). An earlier entry is never overwritten, and `latest.json` is replaced only
-after its entry is complete, so it always points at a whole model.
+and `entry.json` (the blessing, the data version and whether that data was the demo's,
+metrics, the model's lineage (`postergenre.lineage`: data version, git commit, params
+hash, image; the first registration's, as the entry's name does not cover it), and the
+sha256 of every other file of the entry). An earlier entry is never
+overwritten, and `latest.json` is replaced only after its entry is complete, so it always
+points at a whole model.
 
 Naming: `<hash>` covers the model's files, the thresholds and the data version. The same
 model registered again with another data version (or other thresholds) is a new entry,
@@ -114,6 +117,39 @@ def data_version_of(dvc_file: str | os.PathLike[str]) -> str | None:
     return outs[0].get("md5")
 
 
+def data_source_of(dvc_file: str | os.PathLike[str], data_version: str | None) -> str | None:
+    """What the data a `.dvc` file tracks is: "demo" (every row of its labels.csv is a
+    synthetic poster of `sources.demo`) or "real"; None when unknown (no .dvc file, its
+    data not checked out, or `data_version` is not the version the .dvc file records).
+
+    Recorded in the entry so that predict can warn that a model trained on demo data says
+    nothing about real posters (nothing else in an entry tells the two apart).
+    """
+    import yaml
+
+    from postergenre.labels import LABELS_FILE, read_labels
+    from postergenre.sources.demo import DEMO_ID_BASE
+
+    path = Path(dvc_file)
+    if data_version is None or data_version_of(path) != data_version:
+        return None
+    outs = (yaml.safe_load(path.read_text()) or {}).get("outs") or [{}]
+    labels = path.parent / str(outs[0].get("path", "")) / LABELS_FILE
+    if not outs[0].get("path") or not labels.is_file():
+        return None
+    table = read_labels(labels)
+    demo = [_is_demo_row(imdb_id, title, DEMO_ID_BASE)
+            for imdb_id, title in zip(table["imdb_id"], table["title"], strict=True)]
+    return "demo" if demo and all(demo) else "real"
+
+
+def _is_demo_row(imdb_id: object, title: object, id_base: int) -> bool:
+    """A row `sources.demo` wrote: "Demo poster N" with the id that N gives (a real movie
+    that happened to bear such a title would not also have that id)."""
+    match = re.fullmatch(r"Demo poster (\d+)", title) if isinstance(title, str) else None
+    return match is not None and imdb_id == f"tt{id_base + int(match[1]) - 1:07d}"
+
+
 def entry_name_for(name: str, source: Path, thresholds: dict | None,
                    data_version: str | None) -> str:
     """`<model>-<16 hex>`: a hash of the model's files, the thresholds and the data version
@@ -142,6 +178,8 @@ def _latest_of(entry_info: dict, registry_dir: str | os.PathLike[str]) -> dict:
             "path": f"{entry_name}/{MODEL_FOLDER}",
             "uri": f"{str(registry_dir).rstrip('/')}/{entry_name}",
             "data_version": entry_info.get("data_version"),
+            "data_source": entry_info.get("data_source"),
+            "lineage": entry_info.get("lineage"),
             "metrics": (entry_info.get("blessing") or {}).get("metrics"),
             "registered_at": entry_info.get("registered_at")}
 
@@ -195,11 +233,18 @@ def register(
     model_dirs: Mapping[str, str | os.PathLike[str]],
     registry_dir: str | os.PathLike[str],
     data_version: str | None = None,
+    data_source: str | None = None,
+    *,
+    lineage: Mapping[str, Mapping[str, str]] | None = None,
 ) -> Path | str | None:
     """Copy the blessed model into the registry and point `latest` at it.
 
-    Returns the entry (a local Path, or the `s3://` URI of a remote one), or None when
-    the gate rejected every model.
+    `data_source` ("demo", "real" or None for unknown; see `data_source_of`) is recorded
+    beside the data version. `lineage` maps model names to where each came from
+    (`postergenre.lineage`: data_version, git_commit, params_hash, image); the blessed
+    model's is recorded as the entry's `lineage` (None: unknown). Returns the entry (a
+    local Path, or the `s3://` URI of a remote one), or None when the gate rejected every
+    model.
     """
     blessing = json.loads(Path(blessing_path).read_text())
     remote = is_remote(registry_dir)
@@ -222,6 +267,8 @@ def register(
                     blessing_path)
     entry_name = entry_name_for(name, source, thresholds, data_version)
     entry_info = {"model": name, "entry": entry_name, "data_version": data_version,
+                  "data_source": data_source,
+                  "lineage": dict((lineage or {}).get(name) or {}) or None,
                   "registered_at": datetime.now(UTC).isoformat(timespec="seconds"),
                   "blessing": blessing}
     if remote:

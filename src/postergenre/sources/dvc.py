@@ -59,8 +59,13 @@ def resolve_version(version: str, repo: str | os.PathLike[str]) -> dict:
     if _MD5.match(version):
         md5 = version if version.endswith(".dir") else f"{version}.dir"
         return {"md5": md5, "hash": "md5", "path": "data"}
-    text = _run(["git", "show", f"{version}:{DATA_DVC}"], Path(repo),
-                f"reading {DATA_DVC} at git revision {version!r} in {repo}")
+    try:
+        text = _run(["git", "show", f"{version}:{DATA_DVC}"], Path(repo),
+                    f"reading {DATA_DVC} at git revision {version!r} in {repo}")
+    except OSError:  # no git, or no such folder: a Kubeflow task has neither
+        raise ValueError(f"data version {version!r} is no md5, and a git revision needs git "
+                         f"and a checkout at ingest.dvc.repo ({repo!r}); pass the md5 in "
+                         f"data.dvc instead (`git show {version}:{DATA_DVC}`)") from None
     outs = (yaml.safe_load(text) or {}).get("outs") or []
     if len(outs) != 1 or "md5" not in outs[0]:
         raise ValueError(f"{DATA_DVC} at {version!r} does not hold one output with an md5")
