@@ -12,11 +12,16 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 install: $(STAMP)
 
+# Every dependency (the dev tools too) at its locked version, each downloaded file checked
+# against the lock's sha256: pip refuses a file that differs and any requirement that is
+# unpinned or unhashed. pip itself stays the venv's own: an unhashed upgrade would defeat
+# the check. Then the project, which has no hash to check, without dependencies and built
+# by the locked setuptools rather than one fetched for an isolated build.
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] in ((3, 11), (3, 12)), "Python 3.11 or 3.12 needed, got " + sys.version'
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 # Regenerate the demo data (params.yaml's ingest.demo) and record it in DVC's cache; with
@@ -82,14 +87,22 @@ images:
 	  else buildah bud -f docker/Dockerfile.$$kind -t $$name . && buildah push $$name; fi; \
 	done
 
-# Re-pin every dependency from a clean install of pyproject.toml's ranges.
+# Re-pin every dependency of pyproject.toml's ranges (extras: dev), for CPython 3.11 on
+# Linux, with the sha256 of every file PyPI lists for each pinned version (every platform's
+# wheels and the sdist), as `pip install --require-hashes` needs. The resolver is uv at a
+# pinned version, in a throwaway venv. Pins already in requirements.lock are kept, so a
+# rerun only adds what pyproject.toml newly needs; `make lock UPGRADE=1` moves every pin
+# to the newest release its range allows. docker/requirements-image.lock is the images'
+# subset (no dev extra), its pins and hashes taken from requirements.lock.
+UV_VERSION := 0.13.9
+UV_COMPILE = /tmp/postergenre-lock/bin/uv pip compile pyproject.toml --generate-hashes \
+	--python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+	--index-url https://pypi.org/simple --no-config --quiet --custom-compile-command 'make lock'
 lock:
 	rm -rf /tmp/postergenre-lock && $(PYTHON) -m venv /tmp/postergenre-lock
-	/tmp/postergenre-lock/bin/python -m pip install --quiet --upgrade pip
-	/tmp/postergenre-lock/bin/python -m pip install --quiet '.[dev]'
-	{ echo "# Exact versions of every dependency, from a clean install of '.[dev]' (pip freeze)."; \
-	  echo "# Install with: pip install -c requirements.lock -e '.[dev]'. Regenerate: make lock"; \
-	  /tmp/postergenre-lock/bin/pip freeze | grep -v '^postergenre'; } > requirements.lock
+	/tmp/postergenre-lock/bin/python -m pip install --quiet uv==$(UV_VERSION)
+	$(UV_COMPILE) --extra dev $(if $(UPGRADE),--upgrade) --output-file requirements.lock
+	$(UV_COMPILE) --constraint requirements.lock --output-file docker/requirements-image.lock
 
 clean:
 	rm -rf outputs reports/per_genre.json outputs/kfp-local pipeline.yaml
