@@ -8,17 +8,36 @@ def train(prepared: Input[Dataset], model: Output[Model], metrics: Output[Metric
           models: dict, data_version: str = ""):
     """Train the model `name` of the `models` section (params.yaml's, compiled in as the
     pipeline parameter of that name); the model folder is the Model artifact."""
+    from postergenre.checkpoint import checkpoint_for_output
     from postergenre.configs import model_spec
+    from postergenre.lineage import stamp, task_lineage
     from postergenre.train import train_model
 
     if name not in models:
         raise ValueError(f"models: no model {name!r} (known: {', '.join(models)}); the "
                          "pipeline was compiled with it, so keep it in the models parameter")
-    info = train_model(prepared.path, model.path, model_spec(name, models[name]), data_version)
+    # Where the last finished epoch is kept, for a retry of this task to resume from.
+    # What KFP gives (backend v2 driver and launcher): a task's retries (its
+    # retryPolicy, an Argo retryStrategy on the executor pod) reuse the executor input
+    # the driver computed once, so a retried task has the same output URI,
+    # model.uri. But model.path is a folder inside the pod (/s3/..., /minio/..., /gcs/...)
+    # that the launcher uploads only after the task succeeds: a retry runs in a new
+    # pod, where that folder starts empty. So the checkpoint goes next to the output
+    # URI itself, `<model.uri>.checkpoint`, when that is an s3:// URL (a pipeline root on
+    # S3: the task's S3 credentials must be able to write there); a minio:// or gs://
+    # root, or the local runner, keeps it beside model.path, where a retry does not
+    # find it. (A manual retry of the whole run may get new output URIs, depending on
+    # the backend version: such a run starts over.)
+    checkpoint = checkpoint_for_output(model.uri)
+    spec = model_spec(name, models[name])
+    info = train_model(prepared.path, model.path, spec, data_version, checkpoint)
     # evaluate and register find each model by this name (they take the whole collection).
     model.metadata.update({"name": name, **{k: info[k] for k in (
         "kind", "description", "image_size", "parameters", "best_epoch", "best_val_loss",
-        "device", "data_version") if info.get(k) is not None}})
+        "device", "data_version", "resumed_from_epoch") if info.get(k) is not None}})
     for key in ("best_val_loss", "best_val_auc", "epochs_run", "train_images_per_second"):
         if info.get(key) is not None:
             metrics.log_metric(key, float(info[key]))
+    # Where the model came from (gate and register hand it on to the registry entry); the
+    # hashed sections are the same as under DVC (`{"models": {name: spec}}`).
+    stamp(task_lineage(data_version, {"models": {name: spec}}), model, metrics)

@@ -99,6 +99,10 @@ def _add_training_parser(sub, kind: str, config: type) -> None:
     p.add_argument("--out", required=True, help="model folder to write")
     p.add_argument("--data-version", default="",
                    help="the data version trained on (e.g. data.dvc's md5), for metadata")
+    p.add_argument("--checkpoint-dir", default=None, metavar="DIR",
+                   help="where each finished epoch is checkpointed, a folder or an s3:// "
+                   "URL (default: OUT.checkpoint); a rerun with the same settings and "
+                   "data resumes from it, and it is deleted once OUT is written")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -200,8 +204,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="a model folder or registry entry (default: the "
                    "registry's latest blessed model)")
     p.add_argument("--registry", default="registry", help="registry folder or s3:// URI")
-    p.add_argument("--csv", help="write every poster's 19 probabilities to this CSV")
-    p.add_argument("--explain", metavar="DIR", help="write Grad-CAM overlays into DIR")
+    p.add_argument("--format", choices=("json", "table", "csv"), default=None,
+                   help="output on stdout (default: table on a terminal, json when piped)")
+    p.add_argument("--top-k", type=int, default=3, choices=range(1, 20), metavar="K",
+                   help="genres ranked per poster, most probable first (1-19)")
+    p.add_argument("--csv", help="also write every poster's genres, top-k and 19 "
+                   "probabilities to this CSV file")
+    p.add_argument("--explain", metavar="DIR", help="write a Grad-CAM overlay per poster "
+                   "into DIR (its own aspect ratio, captioned with its top genre)")
     p.add_argument("--batch-size", type=int, default=32, help="posters per batch")
 
     p = _stage_parser(sub, "batch-predict", "score poster shards on Apache Beam (tfx-bsl "
@@ -336,12 +346,14 @@ def _summary(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from postergenre.predict import (
-        expand_posters,
-        format_result,
-        load_predictor,
-        predict_posters,
-        write_predictions_csv,
+    from postergenre.predict import expand_posters, load_predictor, predict_posters
+    from postergenre.predict_output import (
+        choose_format,
+        format_json,
+        format_table,
+        prediction_document,
+        write_csv,
+        write_csv_file,
     )
 
     predictor = load_predictor(args.model, None if args.model else args.registry)
@@ -349,13 +361,17 @@ def _predict(args: argparse.Namespace) -> int:
     if not posters:
         raise ValueError(f"no poster found in {args.posters}")
     results = predict_posters(predictor, posters, args.batch_size, args.explain)
-    for result in results:
-        print(format_result(result))
+    output = choose_format(args.format, sys.stdout)
+    if output == "csv":
+        write_csv(results, sys.stdout, args.top_k)
+    else:
+        document = prediction_document(predictor, results, args.top_k)
+        print(format_json(document) if output == "json" else format_table(document))
     if args.csv:
-        print(f"wrote {write_predictions_csv(results, args.csv)}")
+        print(f"wrote {write_csv_file(results, args.csv, args.top_k)}", file=sys.stderr)
     failed = sum(r.error is not None for r in results)
     if failed:
-        print(f"{failed} of {len(results)} posters could not be read", file=sys.stderr)
+        print(f"{failed} of {len(results)} posters could not be scored", file=sys.stderr)
     return 1 if failed else 0
 
 
@@ -392,8 +408,11 @@ def _train(kind: str, args: argparse.Namespace) -> int:
     _log_settings(f"{MODELS_SECTION}.{spec.name}", spec.config)
     from postergenre.train import train_model
 
-    info = train_model(args.prepared, args.out, spec, args.data_version)
-    print(f"{spec.name} ({spec.describe()}): {info['epochs_run']} epochs on {info['device']}, "
+    info = train_model(args.prepared, args.out, spec, args.data_version, args.checkpoint_dir)
+    resumed = (f", resumed after epoch {info['resumed_from_epoch']}"
+               if info.get("resumed_from_epoch") else "")
+    print(f"{spec.name} ({spec.describe()}): {info['epochs_run']} epochs on {info['device']}"
+          f"{resumed}, "
           f"best val_loss {info['best_val_loss']:.4f} at epoch {info['best_epoch']} "
           f"-> {args.out}")
     return 0
@@ -459,10 +478,14 @@ def run(args: argparse.Namespace) -> int:  # noqa: C901 - a flat dispatch table
                         bootstrap_path=args.bootstrap, thresholds_path=args.thresholds)
         print(f"gate: {decision}")
     elif cmd == "register":
-        from postergenre.registry import data_version_of, register
+        from postergenre.lineage import local_model_lineages
+        from postergenre.registry import data_source_of, data_version_of, register
 
         version = args.data_version or data_version_of(args.data_dvc)
-        entry = register(args.blessing, _model_dirs(args), args.registry, version)
+        model_dirs = _model_dirs(args)
+        lineage = local_model_lineages(model_dirs, _params_file(args), version, args.data_dvc)
+        entry = register(args.blessing, model_dirs, args.registry, version,
+                         data_source_of(args.data_dvc, version), lineage=lineage)
         print(f"registered {entry}" if entry else "not blessed: nothing registered")
     elif cmd == "models":
         from postergenre.configs import model_specs

@@ -18,11 +18,20 @@ the shards are resized in the input pipeline (evaluate does the same). The same 
 on the CPU and on GPUs: when TensorFlow sees a GPU, training uses mixed precision (float32
 outputs) and a MirroredStrategy over every visible GPU, with the batch scaled per replica.
 
+Faults: a trainer builds its model folder in `<model folder>.partial` and swaps it into
+place whole (postergenre.atomic.atomic_folder), so a kill at any moment leaves the
+previous model folder as it was. Keras trainers checkpoint every finished epoch (weights,
+optimizer state, best epoch, early-stopping and schedule counters, history) to
+`<model folder>.checkpoint` or the `checkpoint_dir` given (postergenre.checkpoint); a
+rerun with the same settings and data resumes after that epoch, and the checkpoint is
+deleted once the new model is in place.
+
 A model folder holds `model.keras` (raw RGB pixels in [0, 255] -> 19 probabilities),
 `saved_model/` (a SavedModel whose `serving_default` takes JPEG bytes), `metadata.json`
 (genres in order, image size, preprocessing, data version), `history.json` (one entry per
-epoch: loss, val_loss, val_auc; the linear probe has one), `training.json` and `dvclive/`
-(per-epoch metrics and plots for DVC).
+epoch: loss, val_loss, val_auc; the linear probe has one), `training.json` (with
+`resumed_from_epoch`: the checkpoint's last finished epoch when the run resumed, else
+null) and `dvclive/` (per-epoch metrics and plots for DVC).
 """
 
 from __future__ import annotations
@@ -31,7 +40,6 @@ import contextlib
 import logging
 import math
 import os
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -43,7 +51,8 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from postergenre.atomic import write_json
+from postergenre.atomic import atomic_folder, write_json
+from postergenre.checkpoint import Checkpoint, data_fingerprint, default_checkpoint_dir
 from postergenre.configs import (
     LinearProbeConfig,
     ModelSpec,
@@ -163,11 +172,12 @@ class EpochProgress(keras.callbacks.Callback):
     """One progress bar over epochs on a terminal (none when piped), and one INFO line per
     epoch for `-v`: Keras' own per-epoch lines would flood `make run`'s output."""
 
-    def __init__(self, epochs: int, name: str) -> None:
+    def __init__(self, epochs: int, name: str, done: int = 0, first_epoch: int = 1) -> None:
         super().__init__()
-        self.bar = tqdm(total=epochs, desc=f"train {name}", unit="epoch", disable=None,
-                        leave=False)
+        self.bar = tqdm(total=epochs, initial=done, desc=f"train {name}", unit="epoch",
+                        disable=None, leave=False)
         self.name = name
+        self.offset = first_epoch - 1  # epochs of earlier phases, for the log line
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs or {}
@@ -175,69 +185,181 @@ class EpochProgress(keras.callbacks.Callback):
                  if k in ("loss", "val_loss", "val_auc")}
         self.bar.set_postfix(shown, refresh=False)
         self.bar.update()
-        log.info("%s epoch %d: %s", self.name, epoch + 1,
+        log.info("%s epoch %d: %s", self.name, self.offset + epoch + 1,
                  " ".join(f"{k} {v}" for k, v in shown.items()))
 
     def on_train_end(self, logs: dict | None = None) -> None:
         self.bar.close()
 
 
+class KeepBestAndCheckpoint(keras.callbacks.Callback):
+    """Keep the best epoch's weights (lowest val_loss, strictly below `to_beat` when
+    given) in memory and, with a `Checkpoint`, save every finished epoch: the last
+    weights with the optimizer's state, the best weights, the history so far and the
+    counters of early stopping and the plateau schedule, so a rerun resumes exactly there
+    (see postergenre.checkpoint). Placed after those callbacks, it sees their state after
+    the epoch."""
+
+    def __init__(self, stage: str, phase: str, first_epoch: int, to_beat: float | None,
+                 checkpoint: Checkpoint | None, earlier: list[dict],
+                 early_stopping: keras.callbacks.EarlyStopping,
+                 plateau: keras.callbacks.ReduceLROnPlateau | None) -> None:
+        super().__init__()
+        self.stage, self.phase, self.first_epoch = stage, phase, first_epoch
+        self.checkpoint, self.earlier = checkpoint, list(earlier)
+        self.early_stopping, self.plateau = early_stopping, plateau
+        self.best_loss = math.inf if to_beat is None else float(to_beat)
+        self.best_weights: list[np.ndarray] | None = None
+        self.best_file: str | None = None
+        self.entries: list[dict] = []
+        self.done = 0
+        self.finished = False
+        self._restored: dict | None = None
+
+    # --- resume -------------------------------------------------------------------
+
+    def restore(self, state: dict) -> None:
+        """Load a checkpoint state of this stage into the model and this callback."""
+        folder = self.checkpoint.folder
+        self.entries = [e for e in state["history"] if e.get("stage") == self.stage]
+        self.done, self.finished = int(state["epochs_done"]), bool(state["finished"])
+        self.best_loss = float(state["best_val_loss"])
+        self.best_file = state.get("best_file")
+        # The optimizer's variables exist only once built; load_weights skips them else.
+        self.model.optimizer.build(self.model.trainable_variables)
+        if self.best_file:
+            with np.load(folder / self.best_file, allow_pickle=False) as saved:
+                self.best_weights = [saved[f"w{i}"] for i in range(len(saved.files))]
+        self.model.load_weights(folder / state["last_file"])
+        self._restored = state.get("callbacks", {})
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        # The other callbacks reset their counters in their own on_train_begin, called
+        # before this one: put back the checkpoint's.
+        if self._restored is not None:
+            for attr, value in self._restored.get("early_stopping", {}).items():
+                setattr(self.early_stopping, attr, value)
+            if self.plateau is not None:
+                for attr, value in self._restored.get("plateau", {}).items():
+                    setattr(self.plateau, attr, value)
+        elif self._restored is None and math.isfinite(self.best_loss):
+            # An epoch must beat `to_beat`: until one does, the incoming weights stay.
+            self.best_weights = self.model.get_weights()
+            self._save(best=True, epoch=0)
+
+    # --- each epoch ---------------------------------------------------------------
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs or {}
+        entry = {"epoch": self.first_epoch + epoch,
+                 **{k: float(v) for k, v in logs.items()}}
+        if self.phase:
+            entry["phase"] = self.phase
+        self.entries.append(entry)
+        self.done = epoch + 1
+        self.finished = bool(self.model.stop_training) or self.done >= self.params["epochs"]
+        current = logs.get("val_loss")
+        improved = current is not None and float(current) < self.best_loss
+        if improved:
+            self.best_loss = float(current)
+            self.best_weights = self.model.get_weights()
+        self._save(best=improved, epoch=self.done)
+
+    def _save(self, best: bool, epoch: int) -> None:
+        if self.checkpoint is None:
+            return
+        if best:
+            self.best_file = f"{self.stage}-best-e{epoch:04d}.npz"
+            with open(self.checkpoint.new_file(self.best_file), "wb") as handle:
+                np.savez(handle, **{f"w{i}": w for i, w in enumerate(self.best_weights)})
+        last = f"{self.stage}-last-e{epoch:04d}.weights.h5"
+        self.model.save_weights(self.checkpoint.new_file(last))
+        callbacks = {"early_stopping": _counters(self.early_stopping, "wait", "best")}
+        if self.plateau is not None:
+            callbacks["plateau"] = _counters(self.plateau, "wait", "best", "cooldown_counter")
+        self.checkpoint.commit({
+            "stage": self.stage, "epochs_done": epoch, "finished": self.finished,
+            "history": self.earlier + [{**e, "stage": self.stage} for e in self.entries],
+            "best_val_loss": self.best_loss, "best_file": self.best_file,
+            "last_file": last, "callbacks": callbacks,
+            "files": [name for name in (last, self.best_file) if name],
+        })
+
+
+def _counters(callback: keras.callbacks.Callback, *attrs: str) -> dict:
+    """A callback's counters as JSON numbers (None stays None)."""
+    values = {}
+    for attr in attrs:
+        value = getattr(callback, attr, None)
+        values[attr] = None if value is None else float(value)
+    if "wait" in values and values["wait"] is not None:
+        values["wait"] = int(values["wait"])
+    if "cooldown_counter" in values and values["cooldown_counter"] is not None:
+        values["cooldown_counter"] = int(values["cooldown_counter"])
+    return values
+
+
 def _fit(model: keras.Model, train, validation, config: ScratchConfig | TransferConfig,
-         live_dir: Path | None = None, epochs: int | None = None, name: str = "",
-         phase: str = "", first_epoch: int = 1, to_beat: float | None = None) -> list[dict]:
+         epochs: int | None = None, name: str = "", phase: str = "", first_epoch: int = 1,
+         to_beat: float | None = None, checkpoint: Checkpoint | None = None,
+         stage: str = "fit", earlier: list[dict] | None = None) -> list[dict]:
     """Fit with early stopping on the validation loss; leave the best epoch's weights in
     `model`, and return one dict per epoch (numbered from `first_epoch`).
 
     `epochs` overrides `config.epochs` (the fine-tuning phase). With `to_beat` (the best
     validation loss so far), an epoch is kept only if it beats it: when none does, the
-    model keeps the weights it came in with.
+    model keeps the weights it came in with. With `checkpoint`, every finished epoch is
+    saved under `stage` (with `earlier`, the history of the phases before) and a loaded
+    checkpoint of this stage is resumed: its finished epochs are not trained again.
     """
     epochs = epochs or config.epochs
-    callbacks: list[keras.callbacks.Callback] = []
-    if live_dir is not None:
-        from dvclive import Live
-        from dvclive.keras import DVCLiveCallback
-
-        try:
-            # dvcyaml=None: the project's dvc.yaml declares the plots; no experiment commits.
-            live = Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=None)
-        except Exception as err:  # noqa: BLE001 - logging must never stop training
-            # dvclive reads the git state (it fails in a repository with no commit yet).
-            log.warning("dvclive disabled (%s); per-epoch numbers stay in history.json", err)
-        else:
-            callbacks.append(DVCLiveCallback(live=live))
+    early_stopping = keras.callbacks.EarlyStopping(
+        monitor="val_loss", patience=config.stop_patience, baseline=to_beat)
+    plateau = None
     if config.schedule == "plateau":
-        callbacks.append(keras.callbacks.ReduceLROnPlateau(
+        plateau = keras.callbacks.ReduceLROnPlateau(
             monitor="val_loss", factor=config.lr_factor, patience=config.lr_patience,
-            min_lr=config.min_lr))
-    with tempfile.TemporaryDirectory(prefix="postergenre-ckpt-") as tmp:
-        best = os.path.join(tmp, "best.weights.h5")
-        if to_beat is not None:
-            model.save_weights(best)
-        history = model.fit(
+            min_lr=config.min_lr)
+    keeper = KeepBestAndCheckpoint(stage, phase, first_epoch, to_beat, checkpoint,
+                                   earlier or [], early_stopping, plateau)
+    keeper.set_model(model)
+    state = checkpoint.state if checkpoint is not None else None
+    if state is not None and state.get("stage") == stage:
+        keeper.restore(state)
+    if not keeper.finished:
+        model.fit(
             train,
             validation_data=validation,
             epochs=epochs,
+            initial_epoch=keeper.done,
             verbose=0,
-            callbacks=[
-                EpochProgress(epochs, name or model.name),
-                keras.callbacks.EarlyStopping(monitor="val_loss",
-                                              patience=config.stop_patience,
-                                              baseline=to_beat),
-                keras.callbacks.ModelCheckpoint(best, monitor="val_loss", save_best_only=True,
-                                                save_weights_only=True,
-                                                initial_value_threshold=to_beat),
-                *callbacks,
-            ],
+            callbacks=[EpochProgress(epochs, name or model.name, keeper.done, first_epoch),
+                       early_stopping, *([plateau] if plateau else []), keeper],
         )
-        if os.path.exists(best):
-            model.load_weights(best)
-    epochs_log = []
-    for i in range(len(history.history["loss"])):
-        entry = {"epoch": first_epoch + i,
-                 **{k: float(v[i]) for k, v in history.history.items()}}
-        epochs_log.append({**entry, "phase": phase} if phase else entry)
-    return epochs_log
+    if keeper.best_weights is not None:
+        model.set_weights(keeper.best_weights)
+    return [{k: v for k, v in e.items() if k != "stage"} for e in keeper.entries]
+
+
+def _write_dvclive(live_dir: Path, history: list[dict]) -> None:
+    """DVC's per-epoch metrics and plots (what dvclive's Keras callback writes), from the
+    whole history: a resumed run's folder has every epoch too."""
+    try:
+        from dvclive import Live
+        from dvclive.utils import standardize_metric_name
+
+        # dvcyaml=None: the project's dvc.yaml declares the plots; no experiment commits.
+        live = Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=None)
+    except Exception as err:  # noqa: BLE001 - logging must never stop training
+        # dvclive reads the git state (it fails in a repository with no commit yet).
+        log.warning("dvclive disabled (%s); per-epoch numbers stay in history.json", err)
+        return
+    for entry in history:
+        for key, value in entry.items():
+            if key not in ("epoch", "phase"):
+                live.log_metric(standardize_metric_name(key, "dvclive.keras"), value)
+        live.next_step()
+    live.end()
 
 
 def export_serving(model: keras.Model, path: str | os.PathLike[str], image_size: int) -> Path:
@@ -277,8 +399,12 @@ def export_serving(model: keras.Model, path: str | os.PathLike[str], image_size:
 
 
 def _write_outputs(model: keras.Model, model_dir: Path, history: list[dict], info: dict,
-                   data_version: str) -> dict:
+                   data_version: str, live: bool = False) -> dict:
+    """Write the model folder's files into `model_dir` (the partial folder); with
+    `live`, dvclive's per-epoch files from `history` too."""
     model_dir.mkdir(parents=True, exist_ok=True)
+    if live:
+        _write_dvclive(model_dir / "dvclive", history)
     model.save(model_dir / MODEL_FILE)
     export_serving(model, model_dir / SAVED_MODEL_DIR, int(info["image_size"]))
     write_json(model_dir / METADATA_FILE, {
@@ -361,37 +487,91 @@ def _augmented(data: tf.data.Dataset, transforms: tuple[str, ...], seed: int) ->
             .prefetch(tf.data.AUTOTUNE))
 
 
+def _open_checkpoint(kind: str, name: str, config: TrainingConfig,
+                     prepared_dir: str | os.PathLike[str], model_dir: Path,
+                     checkpoint_dir: str | os.PathLike[str] | None,
+                     device: Device) -> Checkpoint:
+    """The run's checkpoint (`checkpoint_dir`, else `<model_dir>.checkpoint`), loaded
+    when it was made by a run with the same settings, data and device layout."""
+    parts = {"kind": kind, "model": name, "params": to_mapping(config),
+             "data": data_fingerprint(prepared_dir), "replicas": device.replicas,
+             "precision": device.precision, "keras": keras.__version__}
+    local = default_checkpoint_dir(model_dir)
+    checkpoint = Checkpoint(local if checkpoint_dir is None else checkpoint_dir, parts,
+                            local_dir=local)
+    state = checkpoint.load()
+    if state is not None:
+        log.info("%s: resuming from the checkpoint %s after epoch %d (%s, %d epochs "
+                 "done)", name, checkpoint.where, len(state["history"]), state["stage"],
+                 state["epochs_done"])
+    return checkpoint
+
+
+def _finished_epochs(checkpoint: Checkpoint, stage: str | None = None) -> int:
+    """Epochs the loaded checkpoint holds: all of them, or those of `stage`."""
+    state = checkpoint.state
+    if state is None:
+        return 0
+    if stage is None:
+        return len(state["history"])
+    return int(state["epochs_done"]) if state["stage"] == stage else 0
+
+
+def _tagged(history: list[dict], stage: str) -> list[dict]:
+    return [{**entry, "stage": stage} for entry in history]
+
+
 def train_scratch(prepared_dir: str | os.PathLike[str], model_dir: str | os.PathLike[str],
                   config: ScratchConfig, name: str = "scratch_cnn",
-                  data_version: str = "") -> dict:
+                  data_version: str = "",
+                  checkpoint_dir: str | os.PathLike[str] | None = None) -> dict:
     """Train the CNN from scratch on the shards in `prepared_dir` (streamed, resized to
-    the model's `image_size`, randomly transformed with `augment`)."""
+    the model's `image_size`, randomly transformed with `augment`).
+
+    The model folder is built in `<model_dir>.partial` and swapped into place when whole;
+    every finished epoch is checkpointed to `checkpoint_dir` (default
+    `<model_dir>.checkpoint`, or an s3:// URL) and a rerun with the same settings and
+    data resumes after it (`resumed_from_epoch` in training.json); the checkpoint is
+    deleted once the model is in place.
+    """
     _seed_everything(config.seed)
     manifest = read_manifest(prepared_dir)
     size = _input_size(config, manifest)
     records = int(manifest["counts"]["train"]["records"])
     model_dir = Path(model_dir)
-    with training_device(config.require_gpu) as device:
-        log.info("%s: %s on %s (%d replicas, %s), %d px, %d epochs", name, config.describe(),
-                 device.kind, device.replicas, device.precision, size, config.epochs)
-        global_batch = config.batch_size * device.replicas
-        model = build_scratch_cnn(size, config, name)
-        _compile(model, manifest, config, config.learning_rate,
-                 math.ceil(records / global_batch), config.epochs, config.clipnorm)
-        train = _augmented(_images(prepared_dir, "train", global_batch, size, shuffle=True,
-                                   seed=config.seed), config.augment, config.seed)
-        started = time.perf_counter()
-        history = _fit(model, train, _images(prepared_dir, "validation", global_batch, size),
-                       config, model_dir / "dvclive", name=name)
-        seconds = time.perf_counter() - started
-    info = {
-        "model": name, "kind": "scratch", "description": config.describe(),
-        "image_size": size, "parameters": int(model.count_params()),
-        "seconds": round(seconds, 1), **device.describe(),
-        "train_images_per_second": _throughput(history, seconds, records),
-        "params": to_mapping(config),
-    }
-    return _write_outputs(model, model_dir, history, info, data_version)
+    with atomic_folder(model_dir) as work:
+        with training_device(config.require_gpu) as device:
+            log.info("%s: %s on %s (%d replicas, %s), %d px, %d epochs", name,
+                     config.describe(), device.kind, device.replicas, device.precision, size,
+                     config.epochs)
+            checkpoint = _open_checkpoint("scratch", name, config, prepared_dir, model_dir,
+                                          checkpoint_dir, device)
+            resumed = _finished_epochs(checkpoint)
+            global_batch = config.batch_size * device.replicas
+            model = build_scratch_cnn(size, config, name)
+            _compile(model, manifest, config, config.learning_rate,
+                     math.ceil(records / global_batch), config.epochs, config.clipnorm)
+            # A resumed run draws its data order and transforms from another seed: the
+            # same seed would repeat epoch 1's instead of going on.
+            seed = config.seed + resumed
+            train = _augmented(_images(prepared_dir, "train", global_batch, size,
+                                       shuffle=True, seed=seed), config.augment, seed)
+            started = time.perf_counter()
+            history = _fit(model, train,
+                           _images(prepared_dir, "validation", global_batch, size), config,
+                           name=name, checkpoint=checkpoint)
+            seconds = time.perf_counter() - started
+        info = {
+            "model": name, "kind": "scratch", "description": config.describe(),
+            "image_size": size, "parameters": int(model.count_params()),
+            "seconds": round(seconds, 1), **device.describe(),
+            "train_images_per_second": _throughput(history[resumed:], seconds, records),
+            "resumed_from_epoch": resumed or None,
+            "params": to_mapping(config),
+        }
+        info = _write_outputs(model, work, history, info, data_version, live=True)
+    checkpoint.remove()  # the model is in place: nothing left to resume
+    return info
 
 
 def base_features(base: keras.Model, prepared_dir: str | os.PathLike[str], split: str,
@@ -420,7 +600,8 @@ def _unfreeze(layers_: list[keras.layers.Layer]) -> None:
 
 def train_transfer(prepared_dir: str | os.PathLike[str], model_dir: str | os.PathLike[str],
                    config: TransferConfig, name: str = "transfer",
-                   data_version: str = "") -> dict:
+                   data_version: str = "",
+                   checkpoint_dir: str | os.PathLike[str] | None = None) -> dict:
     """Train a head on a frozen pretrained base (VGG16 or Lite0), then optionally
     fine-tune the base's last block with it.
 
@@ -432,6 +613,10 @@ def train_transfer(prepared_dir: str | os.PathLike[str], model_dir: str | os.Pat
     before its last block): the head's features are the last block's output on it, and
     fine-tuning trains that block and the head on the same cache, keeping a fine-tuned
     epoch only if its validation loss beats the head's best.
+
+    Output folder and checkpoint as `train_scratch`: both phases are checkpointed, and a
+    rerun resumes in the phase and after the epoch the checkpoint holds (the features
+    are computed again, the finished epochs are not).
     """
     _seed_everything(config.seed)
     manifest = read_manifest(prepared_dir)
@@ -439,64 +624,84 @@ def train_transfer(prepared_dir: str | os.PathLike[str], model_dir: str | os.Pat
     model_dir = Path(model_dir)
     train_y, _ = labels_of(prepared_dir, "train")
     val_y, _ = labels_of(prepared_dir, "validation")
-    with training_device(config.require_gpu) as device:
-        log.info("%s: %s on %s, %d px", name, config.describe(), device.kind, size)
-        global_batch = config.batch_size * device.replicas
-        steps = math.ceil(len(train_y) / global_batch)
-        base = build_transfer_base(config.backbone, size, config.weights)
-        head = build_head(base.output_shape[1:], config.head, config.dense_units,
-                          config.dropout, config.l2)
-        pool, classifier = head_parts(head)
-        started = time.perf_counter()
-        tuning = config.fine_tune_epochs > 0
+    with atomic_folder(model_dir) as work:
+        with training_device(config.require_gpu) as device:
+            log.info("%s: %s on %s, %d px", name, config.describe(), device.kind, size)
+            checkpoint = _open_checkpoint("transfer", name, config, prepared_dir, model_dir,
+                                          checkpoint_dir, device)
+            resumed = _finished_epochs(checkpoint)
+            global_batch = config.batch_size * device.replicas
+            steps = math.ceil(len(train_y) / global_batch)
+            base = build_transfer_base(config.backbone, size, config.weights)
+            head = build_head(base.output_shape[1:], config.head, config.dense_units,
+                              config.dropout, config.l2)
+            pool, classifier = head_parts(head)
+            started = time.perf_counter()
+            tuning = config.fine_tune_epochs > 0
+            if tuning:
+                trunk, tail = split_at_last_block(base)
+                cached = {split: base_features(trunk, prepared_dir, split, global_batch, size)
+                          for split in ("train", "validation")}
+                pooled = keras.Model(tail.inputs, pool(tail.outputs[0]))
+                vectors = {split: pooled.predict(features, batch_size=global_batch, verbose=0)
+                           for split, features in cached.items()}
+            else:
+                pooled = keras.Model(base.inputs, pool(base.outputs[0]))
+                vectors = {split: base_features(pooled, prepared_dir, split, global_batch,
+                                                size)
+                           for split in ("train", "validation")}
+            features_seconds = time.perf_counter() - started
+            state = checkpoint.state
+            if state is not None and state["stage"] == "fine_tune":
+                # The head's phase had ended: its epochs are history, its weights are in
+                # the fine-tuning checkpoint.
+                history = [{k: v for k, v in e.items() if k != "stage"}
+                           for e in state["history"] if e["stage"] == "head"]
+            else:
+                _compile(classifier, manifest, config, config.learning_rate, steps,
+                         config.epochs)
+                seed = config.seed + _finished_epochs(checkpoint, "head")
+                history = _fit(
+                    classifier, _feature_batches(vectors["train"], train_y, global_batch, seed),
+                    _feature_batches(vectors["validation"], val_y, global_batch), config,
+                    name=name, phase="head" if tuning else "", checkpoint=checkpoint,
+                    stage="head")
+            trainable = int(sum(np.prod(w.shape) for w in classifier.trainable_weights))
+            if tuning:
+                del vectors
+                _unfreeze(tail.layers)
+                inputs = keras.Input(tail.input_shape[1:], name="trunk_features")
+                tuned = keras.Model(inputs, head(tail(inputs)), name=f"{name}_fine_tune")
+                trainable = int(sum(np.prod(w.shape) for w in tuned.trainable_weights))
+                _compile(tuned, manifest, config, config.fine_tune_learning_rate, steps,
+                         config.fine_tune_epochs)
+                seed = config.seed + _finished_epochs(checkpoint, "fine_tune")
+                history += _fit(
+                    tuned, _feature_batches(cached["train"], train_y, global_batch, seed),
+                    _feature_batches(cached["validation"], val_y, global_batch), config,
+                    epochs=config.fine_tune_epochs, name=f"{name} fine-tune",
+                    phase="fine_tune", first_epoch=len(history) + 1,
+                    to_beat=min(e["val_loss"] for e in history), checkpoint=checkpoint,
+                    stage="fine_tune", earlier=_tagged(history, "head"))
+                del cached
+            model = join_base_and_head(base, head, name)
+            seconds = time.perf_counter() - started
+        info = {
+            "model": name, "kind": "transfer", "description": config.describe(),
+            "backbone": config.backbone, "head": config.head, "image_size": size,
+            "parameters": int(model.count_params()), "trainable_parameters": trainable,
+            "seconds": round(seconds, 1), "feature_seconds": round(features_seconds, 1),
+            **device.describe(),
+            "train_images_per_second": _throughput(history[resumed:], seconds, len(train_y)),
+            "resumed_from_epoch": resumed or None,
+            "params": to_mapping(config),
+        }
         if tuning:
-            trunk, tail = split_at_last_block(base)
-            cached = {split: base_features(trunk, prepared_dir, split, global_batch, size)
-                      for split in ("train", "validation")}
-            pooled = keras.Model(tail.inputs, pool(tail.outputs[0]))
-            vectors = {split: pooled.predict(features, batch_size=global_batch, verbose=0)
-                       for split, features in cached.items()}
-        else:
-            pooled = keras.Model(base.inputs, pool(base.outputs[0]))
-            vectors = {split: base_features(pooled, prepared_dir, split, global_batch, size)
-                       for split in ("train", "validation")}
-        features_seconds = time.perf_counter() - started
-        _compile(classifier, manifest, config, config.learning_rate, steps, config.epochs)
-        history = _fit(
-            classifier, _feature_batches(vectors["train"], train_y, global_batch, config.seed),
-            _feature_batches(vectors["validation"], val_y, global_batch), config,
-            model_dir / "dvclive", name=name, phase="head" if tuning else "")
-        trainable = int(sum(np.prod(w.shape) for w in classifier.trainable_weights))
-        if tuning:
-            del vectors
-            _unfreeze(tail.layers)
-            inputs = keras.Input(tail.input_shape[1:], name="trunk_features")
-            tuned = keras.Model(inputs, head(tail(inputs)), name=f"{name}_fine_tune")
-            trainable = int(sum(np.prod(w.shape) for w in tuned.trainable_weights))
-            _compile(tuned, manifest, config, config.fine_tune_learning_rate, steps,
-                     config.fine_tune_epochs)
-            history += _fit(
-                tuned, _feature_batches(cached["train"], train_y, global_batch, config.seed),
-                _feature_batches(cached["validation"], val_y, global_batch), config,
-                epochs=config.fine_tune_epochs, name=f"{name} fine-tune", phase="fine_tune",
-                first_epoch=len(history) + 1,
-                to_beat=min(e["val_loss"] for e in history))
-            del cached
-        model = join_base_and_head(base, head, name)
-        seconds = time.perf_counter() - started
-    info = {
-        "model": name, "kind": "transfer", "description": config.describe(),
-        "backbone": config.backbone, "head": config.head, "image_size": size,
-        "parameters": int(model.count_params()), "trainable_parameters": trainable,
-        "seconds": round(seconds, 1), "feature_seconds": round(features_seconds, 1),
-        **device.describe(),
-        "train_images_per_second": _throughput(history, seconds, len(train_y)),
-        "params": to_mapping(config),
-    }
-    if tuning:
-        kept = min(history, key=lambda e: e["val_loss"])
-        info["fine_tune_kept"] = kept.get("phase") == "fine_tune"
-    return _write_outputs(model, model_dir, history, info, data_version)
+            kept = min(history, key=lambda e: e["val_loss"])
+            info["fine_tune_kept"] = kept.get("phase") == "fine_tune"
+        info = _write_outputs(model, work, history, info, data_version, live=True)
+    checkpoint.remove()  # the model is in place: nothing left to resume
+    return info
 
 
 def _binary_cross_entropy(y: np.ndarray, p: np.ndarray) -> float:
@@ -558,14 +763,20 @@ def standardise(features: np.ndarray, mean: np.ndarray, variance: np.ndarray) ->
 
 def train_linear_probe(prepared_dir: str | os.PathLike[str],
                        model_dir: str | os.PathLike[str], config: LinearProbeConfig,
-                       name: str = "linear_probe", data_version: str = "") -> dict:
+                       name: str = "linear_probe", data_version: str = "",
+                       checkpoint_dir: str | os.PathLike[str] | None = None) -> dict:
     """A logistic regression per genre on a frozen base's pooled, standardised features.
 
     The features of train and validation are computed once; the probe is fitted on train
     and scored on validation (history.json's one entry: loss, val_loss, val_auc). The
     result is the Keras model base -> GlobalAveragePooling -> Normalization -> Dense(19,
     sigmoid) holding the fitted weights, saved and served like every other model.
+
+    The model folder is built in `<model_dir>.partial` and swapped into place when whole.
+    One fit has no epochs to resume: `checkpoint_dir` is accepted for the trainers'
+    common signature, and a killed probe starts over.
     """
+    del checkpoint_dir  # nothing to checkpoint (see above)
     _seed_everything(config.seed)
     manifest = read_manifest(prepared_dir)
     size = _input_size(config, manifest)
@@ -604,21 +815,30 @@ def train_linear_probe(prepared_dir: str | os.PathLike[str],
         "train_images_per_second": _throughput([], features_seconds, len(train_y)),
         "params": to_mapping(config),
     }
-    return _write_outputs(model, model_dir, history, info, data_version)
+    with atomic_folder(model_dir) as work:
+        return _write_outputs(model, work, history, info, data_version)
 
 
-# A model kind's trainer: (prepared_dir, model_dir, config, name, data_version) -> info.
+# A model kind's trainer: (prepared_dir, model_dir, config, name, data_version,
+# checkpoint_dir) -> info.
 TRAINERS: dict[str, Callable[..., dict]] = {"scratch": train_scratch,
                                             "transfer": train_transfer,
                                             "linear_probe": train_linear_probe}
 
 
 def train_model(prepared_dir: str | os.PathLike[str], model_dir: str | os.PathLike[str],
-                spec: ModelSpec, data_version: str = "") -> dict:
-    """Train one `models` entry of params.yaml with its kind's trainer."""
+                spec: ModelSpec, data_version: str = "",
+                checkpoint_dir: str | os.PathLike[str] | None = None) -> dict:
+    """Train one `models` entry of params.yaml with its kind's trainer.
+
+    `checkpoint_dir`: where the last finished epoch is kept for a rerun to resume from
+    (a folder or an s3:// URL; default `<model_dir>.checkpoint`). It is a location, not
+    a setting: it changes where the state is kept, never what is trained.
+    """
     if spec.kind not in TRAINERS:
         raise ValueError(f"models.{spec.name}.kind: no trainer for {spec.kind!r}")
-    return TRAINERS[spec.kind](prepared_dir, model_dir, spec.config, spec.name, data_version)
+    return TRAINERS[spec.kind](prepared_dir, model_dir, spec.config, spec.name, data_version,
+                               checkpoint_dir)
 
 
 def load_model(model_dir: str | os.PathLike[str]) -> keras.Model:
