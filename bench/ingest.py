@@ -1,16 +1,31 @@
 """Benchmark: the TMDb crawler against a sequential baseline, on loopback servers.
 
-Starts the MovieLens-like and TMDb-like servers (tests/servers) in their own process,
-with `--latency` seconds added to every request, then:
-1. the real client (`ingest_tmdb`: async, bounded concurrency, token bucket) crawls
-   `--posters` movies (details + poster each);
-2. a sequential baseline (one urllib request at a time, the same requests, the same
-   decode check and atomic write) crawls the first `--baseline-posters` of them (its
-   rate is steady, so a subset measures it without minutes of waiting).
-The last line prints posters per second for both, their ratio (target >= 10x), and the
-most requests the server saw in any one-second window (must not exceed --rate-limit).
+    .venv/bin/python bench/ingest.py [--posters 200] [--baseline-posters 40]
+        [--latency 0.15] [--rate-limit R] [--concurrency C] [--repeats 3]
 
-    .venv/bin/python bench/ingest.py
+Starts the MovieLens-like and TMDb-like servers (tests/servers) in their own process, with
+`--latency` seconds (default 150 ms, a realistic round trip to TMDb) added to every
+request. The client's limits default to the project's own TMDb settings
+(`TmdbSourceConfig`: requests per second and requests in flight), not to numbers chosen for
+the benchmark. Each side runs `--repeats` times (at least 3) into fresh folders (no cache);
+its figure is the median run:
+1. the real client (`ingest_tmdb`: async, bounded concurrency, rate limit) crawls
+   `--posters` movies;
+2. a sequential baseline (one urllib request at a time) crawls the first
+   `--baseline-posters` of them: its rate is steady, so a subset measures it.
+Both fetch each movie's details and poster, check that the poster decodes and write it
+atomically. What differs is printed: the real client also fetches the MovieLens release
+(2 requests), checks every answer, writes labels.csv and its response cache.
+
+Printed besides posters/s: the client's CPU time per poster (this process; the server runs
+in its own), the ceiling the limits allow (2 requests per poster, so at most
+min(rate limit, in flight / latency) / 2 posters/s), and the most TMDb requests the server
+received in any sliding 1-second window of any run (its own arrival times), against the
+limit. The load average is
+printed at start and end.
+
+Last line: ingest: real client N posters/s vs sequential M posters/s, ratio R (ceiling C);
+max W requests in any 1 s window (limit L)
 """
 
 from __future__ import annotations
@@ -20,12 +35,13 @@ import json
 import multiprocessing
 import sys
 import tempfile
-import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.servers
+
+from measure import MIN_REPEATS, load_line, repeat  # noqa: E402
 
 from postergenre.atomic import atomic_open  # noqa: E402
 from postergenre.configs import TmdbSourceConfig  # noqa: E402
@@ -34,9 +50,13 @@ from postergenre.sources.tmdb_api import TmdbAuth  # noqa: E402
 from tests.servers.fake_services import serve_forever  # noqa: E402
 
 KEY = "bench-key"
+REQUESTS_PER_POSTER = 2  # details, then the poster
+TMDB_PATHS = ("/3/", "/t/p/")  # the fake server's TMDb API and image CDN
 
 
-def _max_in_window(times: list[float], window: float = 1.0) -> int:
+def max_in_window(times: list[float], window: float = 1.0) -> int:
+    """The most timestamps in any half-open window (t - window, t]: every sliding window
+    is covered, since the count only changes at a timestamp."""
     times, best, lo = sorted(times), 0, 0
     for hi, t in enumerate(times):
         while times[lo] <= t - window:
@@ -45,15 +65,17 @@ def _max_in_window(times: list[float], window: float = 1.0) -> int:
     return best
 
 
-def _stats(url: str) -> list[float]:
+def server_log(url: str) -> list[tuple[float, str]]:
+    """(arrival time on the server's clock, path) of every request it has received."""
     with urllib.request.urlopen(f"{url}/_stats") as resp:
-        return json.loads(resp.read())["times"]
+        stats = json.loads(resp.read())
+    return list(zip(stats["times"], stats["paths"], strict=True))
 
 
-def _sequential(url: str, n: int, out: Path) -> float:
-    """The naive crawler: one request at a time. Returns posters per second."""
+def sequential(url: str, n: int, out: Path) -> int:
+    """The naive crawler: one request at a time. Returns the posters written."""
     query = urllib.parse.urlencode({"api_key": KEY})
-    start, done = time.perf_counter(), 0
+    done = 0
     for i in range(n):
         tmdb_id = 5000 + i
         with urllib.request.urlopen(f"{url}/3/movie/{tmdb_id}?{query}") as resp:
@@ -64,51 +86,104 @@ def _sequential(url: str, n: int, out: Path) -> float:
             with atomic_open(out / f"{details['imdb_id']}.jpg", "wb") as handle:
                 handle.write(body)
             done += 1
-    return done / (time.perf_counter() - start)
+    return done
+
+
+class Windows:
+    """The most TMDb requests (API and images; the MovieLens release is another host in
+    reality) per sliding second, over each run's own slice of the server log: runs are
+    sequential, so one run's requests never share a window with another's."""
+
+    def __init__(self, url: str) -> None:
+        self.url, self.seen, self.worst = url, len(server_log(url)), 0
+
+    def close_run(self) -> int:
+        """The run's TMDb requests; updates `worst`."""
+        log = server_log(self.url)
+        times = [t for t, path in log[self.seen:] if path.startswith(TMDB_PATHS)]
+        self.worst, self.seen = max(self.worst, max_in_window(times)), len(log)
+        return len(times)
 
 
 def main() -> None:
+    defaults = TmdbSourceConfig()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--posters", type=int, default=2000)
-    parser.add_argument("--baseline-posters", type=int, default=200)
-    parser.add_argument("--latency", type=float, default=0.05, help="seconds per request")
-    parser.add_argument("--rate-limit", type=float, default=400.0, help="requests/second")
-    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--posters", type=int, default=200)
+    parser.add_argument("--baseline-posters", type=int, default=40)
+    parser.add_argument("--latency", type=float, default=0.15, help="seconds per request")
+    parser.add_argument("--rate-limit", type=float, default=defaults.rate_limit,
+                        help="requests/second (default: TmdbSourceConfig's)")
+    parser.add_argument("--concurrency", type=int, default=defaults.concurrency,
+                        help="requests in flight (default: TmdbSourceConfig's)")
+    parser.add_argument("--repeats", type=int, default=MIN_REPEATS)
     args = parser.parse_args()
+    if args.repeats < MIN_REPEATS:
+        parser.error(f"--repeats must be at least {MIN_REPEATS}")
 
+    print(load_line("start"), flush=True)
     ctx = multiprocessing.get_context("spawn")
     urls = ctx.Queue()
     server = ctx.Process(target=serve_forever, args=(args.posters, KEY, args.latency, urls),
                          daemon=True)
     server.start()
+    requests: dict[str, list[int]] = {"real": [], "sequential": []}
     try:
         url = urls.get(timeout=60)
+        windows = Windows(url)
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
-            start = time.perf_counter()
-            config = TmdbSourceConfig(movielens_url=f"{url}/movielens", api_url=f"{url}/3",
-                                      image_url=f"{url}/t/p", cache_dir=str(work / "cache"),
-                                      rate_limit=args.rate_limit,
-                                      concurrency=args.concurrency)
-            summary = ingest_tmdb(work / "data", config, auth=TmdbAuth(api_key=KEY))
-            real_s = time.perf_counter() - start
-            if summary["n_posters"] != args.posters:
-                raise SystemExit(f"real client got {summary['n_posters']} posters, "
-                                 f"expected {args.posters}: {summary}")
-            window = _max_in_window(_stats(url))
-            real = summary["n_posters"] / real_s
-            (work / "seq").mkdir()
-            seq = _sequential(url, args.baseline_posters, work / "seq")
+            runs = iter(range(2 * args.repeats))
+
+            def real_run() -> dict:
+                run = work / f"real{next(runs)}"
+                config = TmdbSourceConfig(movielens_url=f"{url}/movielens", api_url=f"{url}/3",
+                                          image_url=f"{url}/t/p", cache_dir=str(run / "cache"),
+                                          rate_limit=args.rate_limit,
+                                          concurrency=args.concurrency)
+                summary = ingest_tmdb(run / "data", config, auth=TmdbAuth(api_key=KEY))
+                requests["real"].append(windows.close_run())
+                if summary["n_posters"] != args.posters:
+                    raise SystemExit(f"real client got {summary['n_posters']} posters, "
+                                     f"expected {args.posters}: {summary}")
+                return summary
+
+            def sequential_run() -> int:
+                run = work / f"seq{next(runs)}"
+                run.mkdir()
+                done = sequential(url, args.baseline_posters, run)
+                requests["sequential"].append(windows.close_run())
+                if done != args.baseline_posters:
+                    raise SystemExit(f"sequential baseline wrote {done} posters, expected "
+                                     f"{args.baseline_posters}")
+                return done
+
+            real = repeat(real_run, args.posters, args.repeats)
+            seq = repeat(sequential_run, args.baseline_posters, args.repeats)
     finally:
         server.terminate()
         server.join(10)
-    print(f"real client: {summary['n_posters']} posters in {real_s:.1f} s "
-          f"({summary['http']['requests']} requests, {args.concurrency} in flight, "
-          f"limit {args.rate_limit:g} req/s); sequential: {args.baseline_posters} posters")
-    print(f"ingest bench: real client {real:.1f} posters/s, sequential baseline {seq:.1f} "
-          f"posters/s, ratio {real / seq:.1f}x (target >= 10x); max requests in any 1 s "
-          f"window {window} (limit {args.rate_limit:g}) at {args.latency * 1000:g} ms "
-          f"latency per request")
+
+    ceiling = min(args.rate_limit, args.concurrency / args.latency) / REQUESTS_PER_POSTER
+    print(f"limits: {args.rate_limit:g} requests/s, {args.concurrency} in flight "
+          f"(TmdbSourceConfig defaults: {defaults.rate_limit:g}/s, {defaults.concurrency}); "
+          f"{args.latency * 1000:g} ms latency per request; ceiling {ceiling:.1f} posters/s "
+          f"for the client, {1 / (REQUESTS_PER_POSTER * args.latency):.2f} for a sequential "
+          "crawler")
+    print(f"real client ({args.posters} posters, TMDb requests per run "
+          f"{'/'.join(map(str, requests['real']))}, plus 2 for the MovieLens release): "
+          f"{real.describe('poster')}; {real.rate / ceiling:.0%} of the ceiling")
+    print(f"sequential baseline ({args.baseline_posters} posters, TMDb requests per run "
+          f"{'/'.join(map(str, requests['sequential']))}, details and poster only): "
+          f"{seq.describe('poster')}")
+    print(f"server: most TMDb requests in any sliding 1 s window, over all runs: {windows.worst} "
+          f"(limit {args.rate_limit:g})")
+    print(load_line("end"))
+    print(f"ingest: real client {real.rate:.2f} posters/s vs sequential {seq.rate:.2f} "
+          f"posters/s, ratio {real.rate / seq.rate:.1f}x (ceiling at these limits "
+          f"{ceiling * REQUESTS_PER_POSTER * args.latency:.1f}x); CPU per poster "
+          f"{real.cpu_us_per_item / 1000:.2f} ms vs {seq.cpu_us_per_item / 1000:.2f} ms; "
+          f"max {windows.worst} requests in any 1 s window (limit {args.rate_limit:g}), "
+          f"{args.latency * 1000:g} ms latency")
 
 
 if __name__ == "__main__":

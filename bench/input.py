@@ -1,17 +1,33 @@
-"""Input pipeline benchmark: our preprocessing + shard writing vs the study's loop, and the
-reader's peak memory over 1,000 and 8,000 posters.
+"""Input preparation benchmark: our `augment` stage against the study's loading loop, the
+pixels each writes against a common reference, and the shard reader's memory.
 
-Run: .venv/bin/python bench/input.py [--posters DIR] [--size 64]
+    .venv/bin/python bench/input.py [--posters DIR] [--size 64] [--n 2000] [--repeats 3]
 
-- study: a serial OpenCV loop (imread, resize, append) into one in-memory float32 array,
-  as the 2017 notebook did;
-- ours: `augment_and_shard` on the same posters (parallel decode/resize/encode, sharded
-  TFRecords, nothing held in memory), with augmentation off so both do the same work.
-- reader: a fresh process streams `shards.dataset` over 1,000 and over 8,000 records and
-  reports its peak RSS (target: flat, within 10 %).
+Both sides take the same posters (the first `--n` of ../shared/data/posters-movielens when
+present, else generated demo posters at that set's 128x188 size) to `--size` pixels:
+- study: the 2017 notebook's serial loop, `cv2.imread` at full size, `cv2.resize` (bilinear),
+  appended and stacked into one float32 array held in memory;
+- ours: `augment_and_shard` with upsampling off: a thread pool sized to the CPUs, JPEG
+  decoded at 1/2, 1/4 or 1/8 scale where the poster is that many times the size, one colour
+  conversion, an INTER_AREA (antialiased) resize, then what the study does not do: a
+  quality-95 JPEG encode, a tf.train.Example per poster and the TFRecord shards, and the
+  validation and test splits' one poster each (the stage needs all three splits).
+Each side runs `--repeats` times (at least 3); its figure is the median run's images per
+second, printed with the CPU time per image (all threads of this process), which a loaded
+machine disturbs much less than wall time. The load average is printed at start and end.
 
-Uses ../shared/data/posters-movielens when present, generated demo posters otherwise. The
-last line holds every figure.
+Quality: each side's images against a reference (full decode + INTER_AREA resize, the
+antialiased shrink): mean absolute difference per channel value, 0-255. Ours is read back
+from the shards, so it includes the JPEG encode.
+
+Probe: validate's poster probe (`probe.probe_posters`) against its version before issue 14
+(kept below, verbatim): the same measurements (asserted), timed the same way.
+
+Memory: a fresh process streams `shards.dataset` over 1,000 and over 8,000 records; its
+figure is the peak RSS minus the RSS after importing TensorFlow, tfx-bsl and the reader
+(the import alone is most of the process). Target: flat (within 10 % or a few MiB).
+
+Last line: input: ours N img/s vs study M img/s, ratio R (target >= 1.5x); CPU per image ...
 """
 
 from __future__ import annotations
@@ -21,7 +37,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -29,22 +44,69 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from measure import MIN_REPEATS, load_line, repeat  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data" / "posters-movielens"
+MEMORY_SIZES = (1000, 8000)
 
 
-def study_loop(paths: list[Path], size: int) -> float:
-    """Images per second of the study's serial loop into one float32 array."""
-    start = time.perf_counter()
+def study_loop(paths: list[Path], size: int) -> np.ndarray:
+    """The study's loader: serial imread at full size, bilinear resize, one float32 array."""
     images = []
     for path in paths:
         image = cv2.imread(str(path))
         images.append(cv2.resize(image, (size, size)))
-    array = np.array(images, dtype=np.float32)
-    elapsed = time.perf_counter() - start
-    assert array.shape == (len(paths), size, size, 3)
-    return len(paths) / elapsed
+    return np.array(images, dtype=np.float32)
+
+
+def reference(paths: list[Path], size: int) -> np.ndarray:
+    """Full decode + INTER_AREA resize, RGB: what both sides are compared against."""
+    from postergenre.images import read_rgb, resize
+
+    return np.stack([resize(read_rgb(path), size) for path in paths])
+
+
+def old_probe_posters(paths: list[Path], max_pixels: int) -> list:
+    """validate's probe before issue 14 (verbatim but for names): Pillow reads the header
+    from the file, then the file is read again, decoded in full, converted to RGB and
+    hashed; a pool of at most 8 threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from postergenre.images import drop_alpha
+    from postergenre.phash import phash
+    from postergenre.probe import PosterProbe, _truncated_jpeg, header_size, pixel_problem
+
+    def probe_poster(path: Path) -> PosterProbe:
+        if not path.is_file():
+            return PosterProbe(exists=False, problem="file not found")
+        size = path.stat().st_size
+        if size == 0:
+            return PosterProbe(exists=True, file_size=0, problem="zero-byte file")
+        header = header_size(path)
+        width, height = header if header else (None, None)
+        too_many = pixel_problem(header, max_pixels)
+        if too_many:
+            return PosterProbe(True, size, width, height, problem=too_many)
+        data = path.read_bytes()
+        decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        if decoded is None:
+            return PosterProbe(True, size, width, height, decodes=False,
+                               problem="OpenCV cannot decode it")
+        if _truncated_jpeg(data):
+            return PosterProbe(True, size, width, height, decodes=False,
+                               problem="truncated JPEG (no end-of-image marker)")
+        image = drop_alpha(decoded)
+        height, width = image.shape[:2]
+        channels = 1 if image.ndim == 2 else int(image.shape[2])
+        if channels != 3 or image.dtype != np.uint8:
+            return PosterProbe(True, size, width, height, True, channels,
+                               problem=f"{channels} channel(s), {image.dtype}")
+        rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        return PosterProbe(True, size, width, height, True, 3, f"{phash(rgb):016x}")
+
+    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) + 1)) as pool:
+        return list(pool.map(probe_poster, paths, chunksize=32))
 
 
 def make_split(table: pd.DataFrame, split_dir: Path, n: int) -> None:
@@ -61,18 +123,37 @@ def make_split(table: pd.DataFrame, split_dir: Path, n: int) -> None:
 READER = """
 import os, resource, sys
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+import tensorflow
+from tfx_bsl.public import tfxio
 from postergenre.shards import dataset
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+base = rss()
 n = 0
 for images, labels in dataset(sys.argv[1], "train", 32, shuffle=True, seed=0):
     n += int(images.shape[0])
-print(n, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+print(n, base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 """
 
 
-def reader_peak_mib(prepared: Path) -> tuple[int, int]:
+def reader_memory(prepared: Path) -> tuple[int, float, float]:
+    """(records read, RSS after imports, peak RSS) of a fresh reader process, MiB."""
     out = subprocess.run([sys.executable, "-c", READER, str(prepared)], check=True,
                          capture_output=True, text=True).stdout.split()
-    return int(out[-2]), int(out[-1])
+    return int(out[-3]), float(out[-2]), float(out[-1])
+
+
+def stored_images(prepared: Path, ids: list[str]) -> np.ndarray:
+    """Our train split's images, decoded from the shards, in `ids` order."""
+    from postergenre.shards import iter_records
+
+    by_id = {r["imdb_id"]: r["image"] for r in iter_records(prepared, "train")}
+    return np.stack([by_id[i] for i in ids])
+
+
+def mean_abs(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a.astype(np.float32) - b.astype(np.float32)).mean())
 
 
 def main() -> None:
@@ -80,46 +161,97 @@ def main() -> None:
     parser.add_argument("--posters", type=Path, default=SHARED if SHARED.is_dir() else None)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--n", type=int, default=2000, help="posters for the speed figures")
+    parser.add_argument("--repeats", type=int, default=MIN_REPEATS)
     args = parser.parse_args()
+    if args.repeats < MIN_REPEATS:
+        parser.error(f"--repeats must be at least {MIN_REPEATS}")
 
     from postergenre.augment import augment_and_shard
     from postergenre.configs import AugmentConfig
+    from postergenre.images import decode_threads, jpeg_size, scale_factor
 
+    print(load_line("start"), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        data = args.posters
-        source = "posters-movielens"
+        data, source = args.posters, "posters-movielens"
         if data is None:
             from postergenre.configs import DemoSourceConfig
             from postergenre.sources.demo import generate_demo
 
-            data, source = work / "data", "generated"
-            generate_demo(data, DemoSourceConfig(n_posters=2000, seed=0))
+            data, source = work / "data", "generated demo posters, 128x188"
+            generate_demo(data, DemoSourceConfig(n_posters=args.n, seed=0, width=128,
+                                                 height=188))
         table = pd.read_csv(data / "labels.csv", dtype=str, keep_default_na=False)
         sample = table.iloc[: args.n]
         paths = [data / p for p in sample["poster"]]
-        for path in paths:  # warm the page cache for both contenders alike
-            path.read_bytes()
+        factors = [scale_factor(jpeg_size(p.read_bytes()), args.size) for p in paths]
+        n = len(paths)
 
-        baseline = study_loop(paths, args.size)
+        study = repeat(lambda: study_loop(paths, args.size), n, args.repeats)
+        study_array = study.runs[-1].value
+        assert study_array.shape == (n, args.size, args.size, 3), study_array.shape
+
         config = AugmentConfig(max_upsample=1.0, image_size=args.size)
-        make_split(sample, work / "split", len(sample))
-        start = time.perf_counter()
-        augment_and_shard(data, work / "split", work / "ours", config)
-        ours = (len(sample) + 2) / (time.perf_counter() - start)
+        make_split(sample, work / "split", n)
+        ids = pd.read_csv(work / "split" / "train.csv", dtype=str)["imdb_id"].tolist()
+        counter = iter(range(args.repeats))
+        ours = repeat(lambda: augment_and_shard(data, work / "split",
+                                                work / f"ours{next(counter)}", config),
+                      n + 2, args.repeats)
 
-        peaks = {}
-        for n in (1000, 8000):
-            make_split(table, work / f"split{n}", n)
-            augment_and_shard(data, work / f"split{n}", work / f"prep{n}", config)
-            count, peaks[n] = reader_peak_mib(work / f"prep{n}")
-            assert count == n, (count, n)
+        from postergenre.configs import ValidateConfig
+        from postergenre.probe import probe_posters
 
-    growth = peaks[8000] / peaks[1000] - 1
-    print(f"input ({source}, {len(sample)} posters, {args.size} px, {os.cpu_count()} CPUs): "
-          f"preprocess+shards {ours:.0f} img/s vs study serial float32 loop {baseline:.0f} "
-          f"img/s, ratio {ours / baseline:.2f}x; reader peak RSS {peaks[1000]} MiB over 1,000 "
-          f"vs {peaks[8000]} MiB over 8,000 posters ({growth:+.1%})")
+        max_pixels = ValidateConfig().max_pixels
+        cells = [str(p.relative_to(data)) for p in paths]
+        probe_old = repeat(lambda: old_probe_posters(paths, max_pixels), n, args.repeats)
+        probe_new = repeat(lambda: probe_posters(cells, data, max_pixels), n, args.repeats)
+        assert probe_new.runs[0].value == probe_old.runs[0].value  # the same measurements
+
+        truth = reference(paths, args.size)
+        study_error = mean_abs(study_array[..., ::-1], truth)  # the study's array is BGR
+        our_error = mean_abs(stored_images(work / "ours0", ids), truth)
+
+        memory = {}
+        for size in MEMORY_SIZES:
+            make_split(table, work / f"split{size}", size)
+            augment_and_shard(data, work / f"split{size}", work / f"prep{size}", config)
+            count, base, peak = reader_memory(work / f"prep{size}")
+            assert count == size, (count, size)
+            memory[size] = (base, peak)
+
+    reduced = {f: factors.count(f) for f in sorted(set(factors))}
+    print(f"posters: {n} from {source}, to {args.size} px; decode scale 1/k for k: "
+          f"{reduced}; our pool {decode_threads()} threads")
+    print(f"study (imread full size, bilinear resize, float32 array): "
+          f"{study.describe('image')}")
+    print(f"ours (augment_and_shard: reduced decode, INTER_AREA, JPEG q{config.jpeg_quality} "
+          f"+ Example + TFRecord, {n} + 2 posters): {ours.describe('image')}")
+    print(f"quality vs full decode + INTER_AREA: ours {our_error:.2f} (after JPEG), "
+          f"study {study_error:.2f} (mean abs difference, 0-255)")
+    print(f"validate probe before (2 reads, Pillow header, <= 8 threads): "
+          f"{probe_old.describe('poster')}")
+    print(f"validate probe now (1 read, JPEG header from the bytes, {decode_threads()} "
+          f"threads; the same results): {probe_new.describe('poster')}")
+    ceiling = len(os.sched_getaffinity(0)) * study.cpu_us_per_item / ours.cpu_us_per_item
+    print(f"CPU-bound ceiling of the ratio with every CPU free for ours and one for the "
+          f"study: {ceiling:.2f}x ({len(os.sched_getaffinity(0))} x study's / our CPU per "
+          "image)")
+    lines = []
+    for size, (base, peak) in memory.items():
+        lines.append(f"{peak - base:.0f} MiB over {size:,} ({peak:.0f} peak - {base:.0f} "
+                     f"after imports)")
+    growth = (memory[8000][1] - memory[8000][0]) - (memory[1000][1] - memory[1000][0])
+    print(f"reader memory above the import baseline: {'; '.join(lines)}; "
+          f"growth {growth:+.0f} MiB")
+    print(load_line("end"))
+    print(f"input: ours {ours.rate:.0f} img/s vs study {study.rate:.0f} img/s, ratio "
+          f"{ours.rate / study.rate:.2f}x (target >= 1.5x); CPU per image ours "
+          f"{ours.cpu_us_per_item:.0f} us vs study {study.cpu_us_per_item:.0f} us; probe "
+          f"{probe_new.rate / probe_old.rate:.2f}x ({probe_new.cpu_us_per_item:.0f} vs "
+          f"{probe_old.cpu_us_per_item:.0f} us CPU per poster); reader "
+          f"memory above imports {memory[1000][1] - memory[1000][0]:.0f} MiB at 1k vs "
+          f"{memory[8000][1] - memory[8000][0]:.0f} MiB at 8k posters")
 
 
 if __name__ == "__main__":

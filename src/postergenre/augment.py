@@ -12,10 +12,12 @@ into the manifest.
 
 from __future__ import annotations
 
+import math
 import os
 import zlib
+from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +28,22 @@ from tqdm import tqdm
 from postergenre.atomic import write_json
 from postergenre.configs import TRANSFORMS, AugmentConfig
 from postergenre.genres import GENRES, encode_many
-from postergenre.images import colour_jitter, encode_jpeg, hflip, random_crop, read_rgb, resize
+from postergenre.images import (
+    colour_jitter,
+    decode_threads,
+    encode_jpeg,
+    hflip,
+    random_crop,
+    read_rgb,
+    resize,
+)
 from postergenre.labels import read_labels
 from postergenre.shards import MANIFEST_FILE, PosterRecord, write_shards
 from postergenre.split import SPLITS
 
 CLASS_WEIGHTS_FILE = "class_weights.json"
 _CHUNK = 256  # posters decoded at once: bounds memory whatever the split size
+_TASK = 8  # posters per pool task: a future per poster costs as much as a small decode
 
 
 def positive_class_weights(labels: np.ndarray, max_weight: float) -> list[float]:
@@ -123,10 +134,14 @@ def augment_and_shard(
         "genre_counts": {},
     }
 
-    def render(row: Any, copies: int, split: str) -> list[PosterRecord]:
+    # The smallest crop of an augmented copy must still be `image_size` on each side, so a
+    # poster with copies may decode at reduced scale only down to image_size / crop scale.
+    crop_side = (math.ceil(image_size / crop_min_scale) if "crop" in transforms
+                 else image_size)
+
+    def render(row: Any, labels: np.ndarray, copies: int, split: str) -> list[PosterRecord]:
         """The original and its copies of one poster (runs in a worker thread)."""
-        labels = encode_many([row.genres])[0]
-        source = read_rgb(data_dir / row.poster)
+        source = read_rgb(data_dir / row.poster, min_side=crop_side if copies else image_size)
         records = [PosterRecord(encode_jpeg(resize(source, image_size), jpeg_quality), labels,
                                 row.imdb_id, split, origin=row.imdb_id)]
         for k in range(copies):
@@ -145,17 +160,28 @@ def augment_and_shard(
         matrix = encode_many(table["genres"])
         counts = {"movies": len(table), "augmented": int(extra.sum())}
 
-        def records(table=table, extra=extra, split=split) -> Iterator[PosterRecord]:
+        def records(table=table, extra=extra, split=split, matrix=matrix
+                    ) -> Iterator[PosterRecord]:
             rows = list(table.itertuples(index=False))
             bar = tqdm(total=len(rows), desc=f"augment {split}", unit="poster", disable=None)
-            # OpenCV releases the GIL: threads decode and encode in parallel, in order.
-            with ThreadPoolExecutor(max_workers=(os.cpu_count() or 1) + 1) as pool, bar:
-                for start in range(0, len(rows), _CHUNK):
-                    chunk = range(start, min(start + _CHUNK, len(rows)))
-                    for batch in pool.map(lambda i: render(rows[i], int(extra[i]), split),
-                                          chunk):
-                        yield from batch
-                        bar.update()
+
+            def task(first: int) -> list[list[PosterRecord]]:
+                last = min(first + _TASK, len(rows))
+                return [render(rows[i], matrix[i], int(extra[i]), split)
+                        for i in range(first, last)]
+
+            # OpenCV releases the GIL: threads decode and encode in parallel. Results are
+            # taken in order; at most _CHUNK posters wait in memory, and the pool gets the
+            # next task as each finished one is taken (no idle gap between chunks).
+            with ThreadPoolExecutor(max_workers=decode_threads()) as pool, bar:
+                pending: deque[Future[list[list[PosterRecord]]]] = deque()
+                for first in range(0, len(rows), _TASK):
+                    pending.append(pool.submit(task, first))
+                    while len(pending) > _CHUNK // _TASK or (
+                            pending and first + _TASK >= len(rows)):
+                        for batch in pending.popleft().result():
+                            yield from batch
+                            bar.update()
 
         manifest["shards"][split] = write_shards(records(), out, split, shard_size)
         counts["records"] = counts["movies"] + counts["augmented"]

@@ -9,6 +9,15 @@ are opaque artwork, and dropping it is what every decoder here already does (Ope
 IMREAD_COLOR in `decode_rgb`, TensorFlow's `decode_image(channels=3)` in shards.py).
 `drop_alpha` is that rule for a decode that keeps every channel (validate's probe), so
 validate accepts exactly the files predict and augment read.
+
+Speed (issue 14): the decoder writes RGB itself (`IMREAD_COLOR_RGB`, pixel for pixel the
+BGR decode swapped), so decoding costs no separate colour conversion. A stage that only
+needs a small image passes `min_side`: a JPEG whose header (`jpeg_size`, read from the
+bytes before decoding) shows both sides at least 2, 4 or 8 times `min_side` is decoded at
+1/2, 1/4 or 1/8 scale inside libjpeg (the IDCT computes the smaller image directly), so
+full-size pixels are never made and a resize then has less to shrink. The result is close
+to, not equal to, a full decode shrunk to the same size (tests/test_decode.py states the
+tolerance); every other format, and a JPEG too small to reduce, decodes at full size.
 """
 
 from __future__ import annotations
@@ -30,19 +39,93 @@ def drop_alpha(image: np.ndarray) -> np.ndarray:
     return image
 
 
-def read_rgb(path: str | os.PathLike[str]) -> np.ndarray:
-    """Decode an image file to RGB uint8 (H, W, 3); raise PosterDecodeError naming it."""
-    data = np.fromfile(os.fspath(path), dtype=np.uint8)
-    return decode_rgb(data.tobytes(), source=os.fspath(path))
+# JPEG frame headers (SOF0-SOF15 except DHT C4, JPG C8, DAC CC) hold the image size.
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+# Markers without a length field: TEM and the restart markers RST0-RST7.
+_STANDALONE_MARKERS = frozenset({0x01, *range(0xD0, 0xD8)})
+_SCALE_FACTORS = (8, 4, 2)
+# The reduced flags carry IMREAD_COLOR (BGR); OpenCV refuses BGR and RGB together.
+_RGB_FLAGS = {
+    1: cv2.IMREAD_COLOR_RGB,
+    2: (cv2.IMREAD_REDUCED_COLOR_2 & ~cv2.IMREAD_COLOR) | cv2.IMREAD_COLOR_RGB,
+    4: (cv2.IMREAD_REDUCED_COLOR_4 & ~cv2.IMREAD_COLOR) | cv2.IMREAD_COLOR_RGB,
+    8: (cv2.IMREAD_REDUCED_COLOR_8 & ~cv2.IMREAD_COLOR) | cv2.IMREAD_COLOR_RGB,
+}
 
 
-def decode_rgb(data: bytes, source: str = "<bytes>") -> np.ndarray:
-    """Decode encoded image bytes to RGB uint8 (H, W, 3)."""
+def decode_threads() -> int:
+    """Threads for a pool of decodes: one per CPU this process may run on (its affinity
+    mask, which a container's cpuset narrows, else the machine's count), plus one so a
+    file read never leaves a core idle. OpenCV releases the GIL while it decodes."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    return max(1, cpus) + 1
+
+
+def jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a JPEG's frame header, without decoding (a few markers read);
+    None when `data` is not a JPEG, or no frame header comes before the scan (Pillow's
+    more lenient reader is the fallback, see probe.header_size)."""
+    if not data.startswith(b"\xff\xd8"):
+        return None
+    i, end = 2, len(data)
+    while i + 4 <= end:
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # a fill byte before the marker
+            i += 1
+            continue
+        if marker in _STANDALONE_MARKERS:
+            i += 2
+            continue
+        if marker in (0xD9, 0xDA):  # end of image, or a scan, before any frame header
+            return None
+        length = int.from_bytes(data[i + 2 : i + 4], "big")
+        if length < 2:
+            return None
+        if marker in _SOF_MARKERS:
+            if i + 9 > end:
+                return None
+            height = int.from_bytes(data[i + 5 : i + 7], "big")
+            width = int.from_bytes(data[i + 7 : i + 9], "big")
+            # Height 0 means a DNL marker after the first scan sets it: not in the header.
+            return (width, height) if width and height else None
+        i += 2 + length
+    return None
+
+
+def scale_factor(size: tuple[int, int] | None, min_side: int) -> int:
+    """The largest of 8, 4, 2 that keeps both sides of `size` (width, height) at least
+    `min_side` after dividing by it; 1 when none does, or `size` is unknown."""
+    if size is None or min_side <= 0:
+        return 1
+    return next((f for f in _SCALE_FACTORS if min(size) >= min_side * f), 1)
+
+
+def read_rgb(path: str | os.PathLike[str], min_side: int = 0) -> np.ndarray:
+    """Decode an image file to RGB uint8 (H, W, 3); raise PosterDecodeError naming it.
+    `min_side` > 0 lets a large JPEG decode at reduced scale (see `decode_rgb`)."""
+    with open(os.fspath(path), "rb") as handle:
+        data = handle.read()
+    return decode_rgb(data, source=os.fspath(path), min_side=min_side)
+
+
+def decode_rgb(data: bytes, source: str = "<bytes>", min_side: int = 0) -> np.ndarray:
+    """Decode encoded image bytes to RGB uint8 (H, W, 3).
+
+    `min_side` > 0: the caller only needs both sides at least this long (it resizes to a
+    `min_side` square next), so a JPEG may decode at 1/2, 1/4 or 1/8 scale, never below
+    `min_side` on either side (EXIF rotation swaps the sides, not the shorter one's length).
+    """
     buffer = np.frombuffer(data, dtype=np.uint8)
-    bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR) if buffer.size else None
-    if bgr is None:
+    factor = scale_factor(jpeg_size(data), min_side) if min_side > 0 else 1
+    rgb = cv2.imdecode(buffer, _RGB_FLAGS[factor]) if buffer.size else None
+    if rgb is None:
         raise PosterDecodeError(f"{source}: not a decodable image")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return rgb
 
 
 def encode_jpeg(rgb: np.ndarray, quality: int = 95) -> bytes:

@@ -151,7 +151,7 @@ def validate_dataset(
     summary = summary_of(labels_path=labels_path, config=config, success=success,
                          rows_in=rows_in, rows_kept=len(kept), reject_counts=reject_counts,
                          frame=frame, outcomes=outcomes, skipped=skipped)
-    write_data_docs(result, docs_path)
+    write_data_docs(result, docs_path, severity, success)
     write_json(metrics_path, metrics_of(summary, reject_counts, outcomes))
     for outcome in outcomes:
         if outcome.severity == "warn" and not outcome.success:

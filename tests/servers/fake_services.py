@@ -190,7 +190,8 @@ class FakeServices:
         return web.Response(body=body, content_type="image/jpeg")
 
     async def _stats(self, request: web.Request) -> web.Response:
-        return web.json_response({"times": [t for t, _ in self.log]})
+        return web.json_response({"times": [t for t, _ in self.log],
+                                  "paths": [p for _, p in self.log]})
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler):

@@ -1,0 +1,111 @@
+"""What every benchmark measures the same way: repetitions, CPU time, load and memory.
+
+- `repeat(fn, times)`: runs `fn` `times` times (at least 3 for a figure), each timed by wall
+  clock and by this process's CPU time (every thread of it), and summarises the runs by
+  their medians (`Summary`): a machine shared with other work swings wall time, while CPU
+  time per item moves much less, so both are printed.
+- `load_average()`: the 1-minute load average, printed at a benchmark's start and end so a
+  reader can tell a loaded run from a quiet one.
+- `rss_mib()` / `peak_rss_mib()`: current and peak resident memory of this process; a
+  memory figure is the peak minus the baseline measured after the imports, in the same
+  process (TensorFlow and tfx-bsl alone are most of a reader's memory).
+
+Used by bench/ingest.py, bench/input.py and bench/gpu.py; import it as `from measure import
+...` (bench/ is on sys.path when a script there runs).
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+MIN_REPEATS = 3
+
+
+@dataclass(frozen=True)
+class Run:
+    """One timed call: wall and CPU seconds, and what the call returned."""
+
+    wall_s: float
+    cpu_s: float
+    value: Any = None
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The median of several runs of the same work over `items` items."""
+
+    runs: tuple[Run, ...]
+    items: int
+
+    @property
+    def wall_s(self) -> float:
+        return statistics.median(r.wall_s for r in self.runs)
+
+    @property
+    def cpu_s(self) -> float:
+        return statistics.median(r.cpu_s for r in self.runs)
+
+    @property
+    def rate(self) -> float:
+        """Items per second of wall time (median run)."""
+        return self.items / self.wall_s
+
+    @property
+    def cpu_us_per_item(self) -> float:
+        return 1e6 * self.cpu_s / self.items
+
+    @property
+    def cores_used(self) -> float:
+        """CPU seconds per wall second: how many cores the work kept busy."""
+        return self.cpu_s / self.wall_s
+
+    def spread(self) -> str:
+        """The runs' wall times, for a reader to judge the noise."""
+        return "/".join(f"{r.wall_s:.2f}" for r in self.runs) + " s"
+
+    def describe(self, unit: str = "item") -> str:
+        return (f"{self.rate:.1f} {unit}s/s (median of {len(self.runs)}: {self.spread()}), "
+                f"{self.cpu_us_per_item:.0f} us CPU per {unit}, "
+                f"{self.cores_used:.2f} cores busy")
+
+
+def measure(fn: Callable[[], Any]) -> Run:
+    """Time one call of `fn` by wall clock and by this process's CPU time."""
+    cpu, wall = time.process_time(), time.perf_counter()
+    value = fn()
+    return Run(time.perf_counter() - wall, time.process_time() - cpu, value)
+
+
+def repeat(fn: Callable[[], Any], items: int, times: int = MIN_REPEATS) -> Summary:
+    """`fn` run `times` times (each doing the same work over `items` items)."""
+    if times < 1:
+        raise ValueError(f"times must be at least 1, got {times}")
+    return Summary(tuple(measure(fn) for _ in range(times)), items)
+
+
+def load_average() -> float:
+    """The 1-minute load average (runnable processes, all users)."""
+    return os.getloadavg()[0]
+
+
+def load_line(when: str) -> str:
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"load average (1 min) at {when}: {load_average():.2f} on {cpus} CPUs"
+
+
+def rss_mib() -> float:
+    """This process's resident memory now."""
+    with open("/proc/self/statm") as handle:
+        pages = int(handle.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -1,0 +1,112 @@
+"""The benchmarks' own machinery (bench/measure.py, the sliding-window count) and the
+scripts that run quickly enough here: bench/gpu.py without a GPU and on the CPU, and
+bench/ingest.py at small limits. Speed targets are never asserted here (the bench scripts
+print them); these tests check that the scripts run and report what they say they do."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+sys.path.insert(0, str(BENCH))
+
+import measure  # noqa: E402
+
+
+def _run(script: str, *args: str, env: dict[str, str] | None = None,
+         timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def test_repeat_reports_medians_and_cpu_per_item():
+    calls = iter([0.0, 0.05, 0.01])
+
+    def work() -> int:
+        pause = next(calls)
+        time.sleep(pause)  # wall time, no CPU
+        end = time.process_time() + 0.02
+        while time.process_time() < end:  # CPU time
+            pass
+        return 7
+
+    summary = measure.repeat(work, items=4, times=3)
+    assert len(summary.runs) == 3 and {r.value for r in summary.runs} == {7}
+    walls = sorted(r.wall_s for r in summary.runs)
+    assert summary.wall_s == walls[1] >= 0.03  # the median run: 10 ms asleep + 20 ms busy
+    assert summary.cpu_s >= 0.02 and summary.cpu_us_per_item == 1e6 * summary.cpu_s / 4
+    assert summary.rate == 4 / summary.wall_s
+    assert re.fullmatch(r"[\d.]+ items/s \(median of 3: [\d./]+ s\), \d+ us CPU per item, "
+                        r"[\d.]+ cores busy", summary.describe())
+    with pytest.raises(ValueError, match="at least 1"):
+        measure.repeat(work, items=1, times=0)
+
+
+def test_load_and_memory_readings():
+    assert measure.load_average() >= 0
+    assert re.fullmatch(r"load average \(1 min\) at start: [\d.]+ on \d+ CPUs",
+                        measure.load_line("start"))
+    before = measure.rss_mib()
+    block = bytearray(64 * 2**20)  # touched: resident
+    for i in range(0, len(block), 4096):
+        block[i] = 1
+    assert measure.rss_mib() - before > 50
+    assert measure.peak_rss_mib() >= measure.rss_mib() - 1
+    del block
+
+
+def test_max_in_window_counts_every_sliding_second():
+    from ingest import max_in_window
+
+    assert max_in_window([]) == 0
+    # (t - 1, t]: at t = 1.0 the request at 0.0 has left the window.
+    assert max_in_window([0.0, 0.5, 0.99, 1.0, 1.5]) == 3
+    assert max_in_window([0.0, 0.5, 0.99, 0.999]) == 4
+    # A burst straddling whole seconds is still found (fixed windows would split it).
+    assert max_in_window([0.6, 0.7, 0.8, 0.9, 1.1, 1.2, 1.3, 1.4, 2.5]) == 8
+    assert max_in_window([3.0, 1.0, 2.0, 1.5]) == 2  # unsorted input
+
+
+def test_gpu_bench_without_a_gpu_says_so_and_exits_0():
+    # CUDA_VISIBLE_DEVICES="" hides any GPU, so this holds on a GPU machine too.
+    result = _run("gpu.py", env={"CUDA_VISIBLE_DEVICES": ""})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == (
+        "gpu: no GPU is visible to TensorFlow; nothing to measure")
+
+
+@pytest.mark.slow
+def test_gpu_bench_trains_both_models_on_the_cpu():
+    result = _run("gpu.py", "--device", "cpu", "--posters", "48", "--sizes", "32",
+                  "--batch", "16", "--repeats", "1", env={"CUDA_VISIBLE_DEVICES": ""})
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.strip().splitlines()
+    for kind in ("scratch", "transfer"):
+        assert any(re.match(rf"{kind} 32 px: [\d.]+ images/s .*GPU utilisation n/a", line)
+                   for line in lines), result.stdout
+    assert re.fullmatch(r"gpu: scratch \d+ img/s, transfer \d+ img/s \(CPU, 32 px; .*\)",
+                        lines[-1]), lines[-1]
+
+
+@pytest.mark.slow
+def test_ingest_bench_holds_the_limit_and_reports_it():
+    result = _run("ingest.py", "--posters", "12", "--baseline-posters", "3", "--latency",
+                  "0.02", "--rate-limit", "15", "--concurrency", "4")
+    assert result.returncode == 0, result.stderr[-2000:]
+    last = result.stdout.strip().splitlines()[-1]
+    found = re.fullmatch(r"ingest: real client [\d.]+ posters/s vs sequential [\d.]+ "
+                         r"posters/s, ratio [\d.]+x \(ceiling at these limits [\d.]+x\); "
+                         r"CPU per poster [\d.]+ ms vs [\d.]+ ms; max (\d+) requests in any "
+                         r"1 s window \(limit 15\), 20 ms latency", last)
+    assert found, last
+    assert 1 <= int(found.group(1)) <= 15
+    # Each run's TMDb requests: 2 per poster (details, poster), none lost or repeated.
+    assert "TMDb requests per run 24/24/24" in result.stdout
+    assert "TMDb requests per run 6/6/6" in result.stdout
