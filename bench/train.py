@@ -1,30 +1,48 @@
 """Training throughput: this project's trainers against the study's way, in one run.
 
-The study's way: every poster decoded into one in-memory float32 array, `model.fit` on
-it, and for the transfer model the frozen VGG16 base recomputed on every image in every
-epoch. Ours: streamed TFRecord shards for the CNN; for the transfer model the frozen
-base's features computed once, then the head trained on them.
+Scratch CNN (the implementation's speed). Both sides train the same model from the same
+initial weights with the same optimiser, loss, AUC metric and callbacks (postergenre.train's
+`compile_model` and `_fit`: the progress bar, early stopping, the plateau schedule and
+the per-epoch checkpoint of weights and optimizer state), on the same training posters,
+with validation every epoch. What differs is only the input and the execution:
 
-    .venv/bin/python bench/train.py [--posters 600] [--size 64] [--batch 32] [--epochs 10]
+- the study's: every poster decoded beforehand (not timed) into one in-memory float32
+  array, `model.fit(x, y)`, one batch per call into TensorFlow;
+- ours (`train_scratch`'s pipeline): the TFRecord shards decoded in the first epoch
+  (timed) and kept as uint8 (`cached_images`), shuffled each epoch, `steps_per_execution`
+  batches per call.
 
-Prints training images per second (images x epochs / wall time of training) for both
-models and both ways; the last line holds the ratios.
+Transfer (VGG16, flatten head): ours computes the frozen base's features once and trains
+the head on them; the study recomputes the base on every image in every epoch. Its ratio
+measures that feature cache (about the number of epochs), not implementation speed.
+
+Each figure is the median of `--repeats` runs (sides interleaved), with the CPU time per
+image (every thread of this process) beside the wall time, and the load average at the
+start and the end: on a shared machine the wall time swings, the CPU time much less.
+
+    .venv/bin/python bench/train.py [--posters 2400] [--size 64] [--batch 32] [--epochs 3]
+        [--repeats 3] [--steps-per-execution 8] [--mixed-precision off] [--transfer-repeats 3]
+
+The last line holds the ratios (ours / study, training images per second).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from measure import MIN_REPEATS, Summary, load_line, measure  # noqa: E402
 
 from postergenre.augment import augment_and_shard  # noqa: E402
+from postergenre.checkpoint import Checkpoint  # noqa: E402
 from postergenre.configs import (  # noqa: E402
     AugmentConfig,
     DemoSourceConfig,
@@ -35,15 +53,23 @@ from postergenre.genres import encode_many  # noqa: E402
 from postergenre.images import read_rgb, resize  # noqa: E402
 from postergenre.labels import read_labels  # noqa: E402
 from postergenre.models import (  # noqa: E402
-    WeightedBinaryCrossentropy,
     build_dense_head,
     build_scratch_cnn,
     build_transfer_base,
     join_base_and_head,
 )
+from postergenre.shards import read_manifest  # noqa: E402
 from postergenre.sources.demo import generate_demo  # noqa: E402
 from postergenre.split import split_dataset  # noqa: E402
-from postergenre.train import train_scratch, train_transfer  # noqa: E402
+from postergenre.train import (  # noqa: E402
+    _augmented,
+    _fit,
+    _seed_everything,
+    cached_images,
+    compile_model,
+    train_transfer,
+    training_device,
+)
 from postergenre.validate import validate_dataset  # noqa: E402
 
 SCRATCH = {"conv1_filters": 16, "conv2_filters": 32, "dense_units": 128}
@@ -58,63 +84,123 @@ def study_arrays(data: Path, split_dir: Path, split: str, size: int
     return images.astype("float32"), encode_many(table["genres"]).astype("float32")
 
 
-def timed_fit(model: keras.Model, train: tuple, validation: tuple, batch: int,
-              epochs: int) -> float:
-    """Training images per second of `model.fit` on in-memory arrays (with validation,
-    as the study and our trainers both run it)."""
-    model.compile(keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True),
-                  WeightedBinaryCrossentropy([1.0] * 19))
-    started = time.perf_counter()
-    model.fit(*train, validation_data=validation, batch_size=batch, epochs=epochs, verbose=0)
-    return len(train[0]) * epochs / (time.perf_counter() - started)
+def scratch_run(side: str, config: ScratchConfig, prepared: Path, arrays: dict,
+                weights: list, folder: Path, size: int) -> None:
+    """One training of the scratch CNN, `side` "ours" or "study", from `weights`."""
+    manifest = read_manifest(prepared)
+    records = len(arrays["train"][0])
+    steps = -(-records // config.batch_size)
+    with training_device(mixed_precision=config.mixed_precision):
+        model = build_scratch_cnn(size, config)
+        model.set_weights(weights)
+        checkpoint = Checkpoint(folder / f"{side}.checkpoint", {"side": side})
+        if side == "ours":
+            compile_model(model, manifest, config, config.learning_rate, steps,
+                          config.epochs, config.clipnorm)
+            train = _augmented(cached_images(prepared, "train", config.batch_size, size,
+                                             shuffle=True, seed=0), config.augment, 0)
+            _fit(model, train, cached_images(prepared, "validation", config.batch_size, size),
+                 config, name="ours", checkpoint=checkpoint)
+        else:
+            compile_model(model, manifest, config, config.learning_rate, steps,
+                          config.epochs, config.clipnorm, steps_per_execution=1)
+            x, y = arrays["train"]
+            _fit(model, x, arrays["validation"], config, name="study", checkpoint=checkpoint,
+                 y=y, batch_size=config.batch_size, shuffle=True)
+    checkpoint.remove()
+
+
+def transfer_study(config: TransferConfig, arrays: dict, size: int) -> None:
+    """The study's transfer training: the frozen base run on every image, every epoch."""
+    with training_device(mixed_precision=config.mixed_precision):
+        base = build_transfer_base("vgg16", size, "none")
+        model = join_base_and_head(base, build_dense_head(base.output_shape[1:], HEAD_UNITS))
+        compile_model(model, {"class_weights": [1.0] * 19}, config, config.learning_rate,
+                      1, config.epochs, steps_per_execution=1)
+        _fit(model, arrays["train"][0], arrays["validation"], config, name="study",
+             y=arrays["train"][1], batch_size=config.batch_size, shuffle=True)
+
+
+def interleaved(runs: dict, times: int, items: int) -> dict[str, Summary]:
+    """Each side's `times` runs, alternating sides (drift on a shared machine hits both)."""
+    done: dict[str, list] = {side: [] for side in runs}
+    for _ in range(times):
+        for side, fn in runs.items():
+            done[side].append(measure(fn))
+    return {side: Summary(tuple(r), items) for side, r in done.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--posters", type=int, default=600)
+    parser.add_argument("--posters", type=int, default=2400, help="generated posters")
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=MIN_REPEATS)
+    parser.add_argument("--transfer-repeats", type=int, default=MIN_REPEATS,
+                        help="0: skip the transfer comparison")
+    parser.add_argument("--steps-per-execution", type=int, default=8)
+    parser.add_argument("--mixed-precision", default="off",
+                        choices=("auto", "off", "float16", "bfloat16"))
     args = parser.parse_args()
+    print(load_line("start"))
+    _seed_everything(0, deterministic=False)  # the speed setting, on both sides
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         work = Path(tmp)
         generate_demo(work / "data", DemoSourceConfig(n_posters=args.posters, seed=0))
         validate_dataset(work / "data", work / "validated")
         split_dataset(work / "validated" / "labels.csv", work / "split")
-        # No augmentation: both ways then train on exactly the same training posters.
+        # No augmentation on disk: both ways train on exactly the same training posters.
         augment_and_shard(work / "data", work / "split", work / "prepared",
                           AugmentConfig(max_upsample=1.0, image_size=args.size))
-        train = study_arrays(work / "data", work / "split", "train", args.size)
-        validation = study_arrays(work / "data", work / "split", "validation", args.size)
+        arrays = {split: study_arrays(work / "data", work / "split", split, args.size)
+                  for split in ("train", "validation")}
+        n = len(arrays["train"][0])
         common = {"epochs": args.epochs, "batch_size": args.batch, "lr_patience": 100,
-                  "stop_patience": 100}
+                  "stop_patience": 100, "steps_per_execution": args.steps_per_execution,
+                  "mixed_precision": args.mixed_precision}
 
         scratch = ScratchConfig(**SCRATCH, **common)
-        ours_scratch = train_scratch(work / "prepared", work / "scratch",
-                                     scratch)["train_images_per_second"]
         keras.utils.set_random_seed(0)
-        study_scratch = timed_fit(build_scratch_cnn(args.size, scratch), train, validation,
-                                  args.batch, args.epochs)
+        weights = build_scratch_cnn(args.size, scratch).get_weights()
+        cnn = interleaved({side: (lambda side=side: scratch_run(
+            side, scratch, work / "prepared", arrays, weights, work, args.size))
+            for side in ("ours", "study")}, args.repeats, n * args.epochs)
 
         # The study's head and optimiser on both sides (the default is the gap head, Adam).
         transfer = TransferConfig(weights="none", head="flatten", optimizer="sgd",
                                   dense_units=HEAD_UNITS, **common)
-        ours_vgg = train_transfer(work / "prepared", work / "vgg16",
-                                  transfer)["train_images_per_second"]
-        base = build_transfer_base("vgg16", args.size, "none")
-        study_vgg = timed_fit(join_base_and_head(base, build_dense_head(
-            base.output_shape[1:], HEAD_UNITS)), train, validation, args.batch, args.epochs)
+        counter = iter(range(10**6))
+        # --transfer-repeats 0: the scratch CNN alone (the transfer study side is slow).
+        vgg = {} if not args.transfer_repeats else interleaved({
+            "ours": lambda: train_transfer(work / "prepared", work / f"vgg{next(counter)}",
+                                           transfer),
+            "study": lambda: transfer_study(transfer, arrays, args.size)},
+            args.transfer_repeats, n * args.epochs)
 
-    print(f"setting: {len(train[0])} training posters, {args.size}x{args.size} px, "
-          f"batch {args.batch}, {args.epochs} epochs, CPU ({os.cpu_count()} cores); "
-          f"VGG16 weights none (same cost as imagenet), head {HEAD_UNITS} units")
-    print(f"scratch CNN:  ours {ours_scratch:.0f} img/s (TFRecord stream), "
-          f"study {study_scratch:.0f} img/s (in-memory float32 model.fit)")
-    print(f"VGG16 head:   ours {ours_vgg:.0f} img/s (features cached once), "
-          f"study {study_vgg:.0f} img/s (frozen base recomputed every epoch)")
-    print(f"train img/s ours/study: scratch {ours_scratch:.0f}/{study_scratch:.0f} = "
-          f"{ours_scratch / study_scratch:.2f}x, vgg16 {ours_vgg:.0f}/{study_vgg:.0f} = "
-          f"{ours_vgg / study_vgg:.2f}x")
+    print(f"setting: {args.posters} generated posters, {n} training posters (+"
+          f"{len(arrays['validation'][0])} validation each epoch), {args.size}x{args.size} "
+          f"px, batch {args.batch}, {args.epochs} epochs, precision {args.mixed_precision}, "
+          f"CPU ({os.cpu_count()} cores); both sides: AUC metric, progress, early stopping, "
+          f"plateau schedule, per-epoch checkpoint")
+    print(f"scratch CNN ours  (shards decoded in epoch 1 and cached, steps_per_execution "
+          f"{args.steps_per_execution}): {cnn['ours'].describe('image')}")
+    print(f"scratch CNN study (in-memory float32 model.fit, decoded beforehand, untimed): "
+          f"{cnn['study'].describe('image')}")
+    if vgg:
+        print(f"VGG16 head ours  (features computed once, whole trainer with its outputs): "
+              f"{vgg['ours'].describe('image')}")
+        print(f"VGG16 head study (frozen base recomputed every epoch): "
+              f"{vgg['study'].describe('image')}")
+        print("the VGG16 ratio measures the feature cache (the base runs once instead of "
+              f"{args.epochs} times), not implementation speed")
+    print(load_line("end"))
+    scratch_ratio = cnn["ours"].rate / cnn["study"].rate
+    cpu_ratio = cnn["study"].cpu_us_per_item / cnn["ours"].cpu_us_per_item
+    vgg_part = (f", vgg16 feature cache {vgg['ours'].rate:.0f}/{vgg['study'].rate:.0f} = "
+                f"{vgg['ours'].rate / vgg['study'].rate:.2f}x" if vgg else "")
+    print(f"train img/s ours/study: scratch {cnn['ours'].rate:.0f}/{cnn['study'].rate:.0f} = "
+          f"{scratch_ratio:.2f}x (CPU per image {cpu_ratio:.2f}x){vgg_part}")
 
 
 if __name__ == "__main__":

@@ -26,10 +26,16 @@ from postergenre.train import (
     METADATA_FILE,
     NoGpuError,
     _fit,
+    _images,
+    _seed_everything,
     augment_batch,
     base_features,
+    cached_images,
+    compile_model,
+    feature_batches,
     fit_logistic_per_genre,
     load_model,
+    precision_policy,
     standardise,
     train_model,
     train_scratch,
@@ -141,7 +147,7 @@ def test_require_gpu_fails_fast_without_one():
 
 @pytest.mark.slow
 def test_scratch_training_lowers_the_loss_and_is_reproducible(tiny_prepared, tmp_path):
-    config = ScratchConfig(epochs=6, learning_rate=0.02, **TINY_SCRATCH)
+    config = ScratchConfig(epochs=6, learning_rate=0.02, deterministic=True, **TINY_SCRATCH)
     runs = [train_scratch(tiny_prepared, tmp_path / f"m{i}", config, name="tiny_cnn")
             for i in range(2)]
     history = json.loads((tmp_path / "m0" / "history.json").read_text())
@@ -376,3 +382,134 @@ def test_transfer_gap_head_with_fine_tuning(tiny_prepared, tmp_path):
     assert info["trainable_parameters"] > 3 * 512 * 512 * 9
     model = load_model(tmp_path / "tuned")
     assert model.output_shape == (None, 19)
+
+
+# --- speed settings: determinism, precision, batch, streamed features, cached posters --
+
+def _memmap(path: Path, values: np.ndarray) -> np.ndarray:
+    np.save(path, values)
+    return np.load(path, mmap_mode="r")
+
+
+def test_streamed_features_hold_no_graph_constant(tmp_path):
+    """The dataset's graph is the same size for 64 and 20,000 rows of features: the
+    rows are read from the file, not embedded (from_tensor_slices would embed them)."""
+    sizes = {}
+    for n in (64, 20_000):
+        features = np.lib.format.open_memmap(tmp_path / f"f{n}.npy", mode="w+",
+                                             dtype="float32", shape=(n, 512))
+        features[:] = 1.0
+        labels = np.zeros((n, 19), np.uint8)
+        data = feature_batches(features, labels, 32, shuffle_seed=3)
+        sizes[n] = len(data._as_serialized_graph().numpy())
+    assert sizes[20_000] < 20_000 and abs(sizes[20_000] - sizes[64]) < 100
+    # What embedding would cost: 20,000 x 512 floats in the graph (40 MB).
+    embedded = tf.data.Dataset.from_tensor_slices(np.ones((20_000, 512), "float32"))
+    assert len(embedded._as_serialized_graph().numpy()) > 40_000_000
+
+
+def test_streamed_features_come_in_the_in_memory_order(tmp_path):
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(70, 6)).astype("float32")
+    labels = (rng.uniform(size=(70, 19)) < 0.3).astype(np.uint8)
+    mapped = _memmap(tmp_path / "f.npy", features)
+    for seed in (None, 5):
+        before = tf.data.Dataset.from_tensor_slices((features, labels.astype("float32")))
+        if seed is not None:
+            before = before.shuffle(70, seed=seed)
+        before = before.batch(16)
+        after = feature_batches(mapped, labels, 16, shuffle_seed=seed)
+        for _ in range(2):  # a second epoch reshuffles both the same way
+            for (x0, y0), (x1, y1) in zip(before, after, strict=True):
+                np.testing.assert_array_equal(x0.numpy(), x1.numpy())
+                np.testing.assert_array_equal(y0.numpy(), y1.numpy())
+
+
+def test_streamed_features_train_the_head_as_the_in_memory_array_did(tmp_path):
+    """Same seed, deterministic kernels on the CPU: the head trained on the file-backed
+    stream with 8 steps per execution has the validation losses of the former in-memory
+    from_tensor_slices pipeline run one step at a time."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(200, 24)).astype("float32")
+    y = ((x[:, :19] + rng.normal(size=(200, 19))) > 0.8).astype(np.uint8)
+    manifest = {"class_weights": [1.0] * 19}
+    config = TransferConfig(epochs=4, deterministic=True, stop_patience=10, lr_patience=2)
+    histories = []
+    for steps_per_execution, stream in ((1, False), (8, True)):
+        _seed_everything(0, deterministic=True)
+        model = build_head((24,), "flatten", dense_units=8, dropout=0.2)
+        compile_model(model, manifest, config, 0.01, steps=10, epochs=4,
+                      steps_per_execution=steps_per_execution)
+        if stream:
+            train = feature_batches(_memmap(tmp_path / "train.npy", x[:160]), y[:160], 16, 0)
+            validation = feature_batches(_memmap(tmp_path / "val.npy", x[160:]), y[160:], 16)
+        else:
+            train = (tf.data.Dataset.from_tensor_slices((x[:160], y[:160].astype("float32")))
+                     .shuffle(160, seed=0).batch(16))
+            validation = tf.data.Dataset.from_tensor_slices(
+                (x[160:], y[160:].astype("float32"))).batch(16)
+        histories.append(_fit(model, train, validation, config))
+    assert len(histories[0]) == len(histories[1]) == 4
+    for old, new in zip(*histories, strict=True):
+        assert new["val_loss"] == pytest.approx(old["val_loss"], abs=1e-6)
+        assert new["loss"] == pytest.approx(old["loss"], abs=1e-6)
+
+
+def test_deterministic_kernels_only_when_asked():
+    from tensorflow.python.framework.config import is_op_determinism_enabled
+
+    try:
+        _seed_everything(0, deterministic=True)
+        assert is_op_determinism_enabled()
+        _seed_everything(0, deterministic=False)
+        assert not is_op_determinism_enabled()
+    finally:
+        _seed_everything(0, deterministic=True)  # as the other tests expect it
+
+
+def test_precision_and_batch_settings():
+    assert precision_policy("auto", []) == "float32"  # the CPU
+    assert precision_policy("off", ["any GPU"]) == "float32"
+    assert precision_policy("bfloat16", []) == "mixed_bfloat16"
+    assert precision_policy("float16", []) == "mixed_float16"
+    with pytest.raises(ValueError, match="'half' is not one of auto"):
+        precision_policy("half", [])
+    with pytest.raises(ConfigError, match="models.m.mixed_precision: 'half' is not one of"):
+        model_spec("m", {"kind": "scratch", "mixed_precision": "half"})
+    with pytest.raises(ConfigError, match="models.m.steps_per_execution: 0 must be >= 1"):
+        model_spec("m", {"kind": "transfer", "steps_per_execution": 0})
+    assert model_spec("m", {"kind": "scratch", "batch_size": 0}).config.batch_size == 0
+    if tf.config.list_physical_devices("GPU"):
+        return
+    with training_device(mixed_precision="bfloat16") as device:
+        assert device.precision == "mixed_bfloat16"
+        assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored
+
+
+def test_cached_posters_are_the_streamed_ones_reshuffled_each_epoch(tiny_prepared):
+    streamed = [(x.numpy(), y.numpy()) for x, y in _images(tiny_prepared, "train", 16, 40)]
+    cached = cached_images(tiny_prepared, "train", 16, 40)
+    for (x0, y0), (x1, y1) in zip(streamed, cached, strict=True):
+        np.testing.assert_array_equal(x0, x1.numpy())  # resized after the cache, the same
+        np.testing.assert_array_equal(y0, y1.numpy())
+    shuffled = cached_images(tiny_prepared, "train", 16, 40, shuffle=True, seed=1)
+    epochs = [np.concatenate([y.numpy() for _, y in shuffled]) for _ in range(2)]
+    labels = np.concatenate([y for _, y in streamed])
+    for epoch in epochs:  # every poster once per epoch
+        assert sorted(map(bytes, epoch.astype(np.uint8))) == \
+            sorted(map(bytes, labels.astype(np.uint8)))
+    assert not np.array_equal(epochs[0], epochs[1])
+
+
+@pytest.mark.slow
+def test_scratch_trains_in_bfloat16_with_the_device_batch(tiny_prepared, tmp_path):
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("the CPU's choices")
+    config = ScratchConfig(epochs=2, mixed_precision="bfloat16", steps_per_execution=4,
+                           **{**TINY_SCRATCH, "batch_size": 0})
+    info = train_scratch(tiny_prepared, tmp_path / "bf16", config, name="bf16_cnn")
+    assert info["precision"] == "mixed_bfloat16" and info["batch_size"] == 32
+    assert info["epochs_run"] == 2 and np.isfinite(info["best_val_loss"])
+    assert load_model(tmp_path / "bf16").predict(
+        np.zeros((1, TINY_IMAGE, TINY_IMAGE, 3), "float32"), verbose=0).dtype == np.float32

@@ -202,12 +202,16 @@ def _check_image_size(size: int) -> None:
         raise ValueError(f"image_size {size} must be 0 (the shards' size) or at least 32")
 
 
+MIXED_PRECISION = ("auto", "off", "float16", "bfloat16")
+
+
 @dataclass(frozen=True)
 class TrainingConfig:
     """What every trainer shares: the optimiser, the schedule, the loss weighting, the
     input size, the seed and the GPU check (each kind adds its own settings)."""
 
-    batch_size: int = setting(32, "images per batch and replica", low=1)
+    batch_size: int = setting(32, "images per batch and replica; 0: chosen for the device "
+                              "(32 on the CPU, 128 per GPU)", low=0)
     optimizer: str = setting("sgd", "sgd (Nesterov momentum), adam or adamw (decoupled "
                              "weight decay)", choices=OPTIMIZERS)
     momentum: float = setting(0.9, "SGD Nesterov momentum", low=0, high=1)
@@ -223,6 +227,18 @@ class TrainingConfig:
     seed: int = setting(0, "training seed")
     require_gpu: bool = setting(False, "fail at once when TensorFlow sees no GPU (for GPU "
                                 "node pools)")
+    deterministic: bool = setting(False, "deterministic TensorFlow kernels: the same seed "
+                                  "gives the same metrics, at a cost in speed (most on "
+                                  "GPUs); the demo and the tests turn it on")
+    mixed_precision: str = setting("auto", "auto: float16 on GPUs of compute capability "
+                                   "below 8, bfloat16 from 8 (A100, L4, H100), off on the "
+                                   "CPU; or off, float16, bfloat16 (bfloat16 on the CPU: "
+                                   "faster only where it has bfloat16 units)",
+                                   choices=MIXED_PRECISION)
+    steps_per_execution: int = setting(8, "training batches per call into TensorFlow: "
+                                       "fewer per-step Python round trips for small models "
+                                       "(epochs, callbacks and checkpoints unchanged)",
+                                       low=1)
 
     def __post_init__(self) -> None:
         _check_image_size(self.image_size)

@@ -15,8 +15,17 @@ Keras trainers use SGD (Nesterov), Adam or AdamW on a binary cross-entropy (per-
 positive weights with `use_class_weights`), a plateau or cosine schedule, stop early and
 keep the best epoch by validation loss. `image_size` lets a model train at its own size:
 the shards are resized in the input pipeline (evaluate does the same). The same code runs
-on the CPU and on GPUs: when TensorFlow sees a GPU, training uses mixed precision (float32
-outputs) and a MirroredStrategy over every visible GPU, with the batch scaled per replica.
+on the CPU and on GPUs: when TensorFlow sees a GPU, training uses a MirroredStrategy over
+every visible GPU, with `batch_size` per replica (0: 32 on the CPU, 128 per GPU), and the
+`mixed_precision` the device suits (auto: float16 below compute capability 8, bfloat16
+from 8, none on the CPU; float32 outputs). `deterministic` asks for deterministic
+kernels (same seed, same metrics) at a cost in speed; `steps_per_execution` runs several
+batches per call into TensorFlow.
+
+Speed: the CNN's posters are decoded once and kept in memory as uint8 (shuffled, resized
+and augmented after the cache, each epoch anew); the transfer models' features are
+written to .npy files in the partial model folder and streamed from them batch by batch,
+never held as one array nor embedded in the dataset's graph.
 
 Faults: a trainer builds its model folder in `<model folder>.partial` and swaps it into
 place whole (postergenre.atomic.atomic_folder), so a kill at any moment leaves the
@@ -40,6 +49,7 @@ import contextlib
 import logging
 import math
 import os
+import shutil
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -102,9 +112,45 @@ class Device:
                 "precision": self.precision}
 
 
+# `batch_size: 0`: images per batch and replica chosen for the device. A GPU needs large
+# batches to stay busy; on the CPU a larger batch only means fewer updates per epoch.
+AUTO_BATCH = {"cpu": 32, "gpu": 128}
+POLICIES = {"off": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
+
+
+def _compute_capability(gpu: tf.config.PhysicalDevice) -> tuple[int, int]:
+    details = tf.config.experimental.get_device_details(gpu)
+    return tuple(details.get("compute_capability") or (0, 0))
+
+
+def precision_policy(mixed_precision: str, gpus: list) -> str:
+    """The Keras dtype policy for `mixed_precision` on these GPUs (none: the CPU).
+
+    auto: float16 below compute capability 8 (T4, V100: tensor cores for float16 only,
+    with loss scaling), bfloat16 from 8 on (A100, L4, H100: float32's range, no loss
+    scaling), float32 on the CPU (most CPUs have no bfloat16 units: it would be slower).
+    """
+    if mixed_precision != "auto":
+        if mixed_precision not in POLICIES:
+            raise ValueError(f"mixed_precision {mixed_precision!r} is not one of auto, "
+                             f"{', '.join(POLICIES)}")
+        return POLICIES[mixed_precision]
+    if not gpus:
+        return "float32"
+    oldest = min(_compute_capability(gpu) for gpu in gpus)
+    return "mixed_bfloat16" if oldest >= (8, 0) else "mixed_float16"
+
+
+def per_replica_batch(batch_size: int, device: Device) -> int:
+    """The configured images per batch and replica, or (0) the device's default."""
+    return batch_size or AUTO_BATCH[device.kind]
+
+
 @contextlib.contextmanager
-def training_device(require_gpu: bool = False) -> Iterator[Device]:
-    """Pick the strategy and precision for the visible hardware; restore them after.
+def training_device(require_gpu: bool = False, mixed_precision: str = "auto"
+                    ) -> Iterator[Device]:
+    """Pick the strategy and precision (`mixed_precision`, see precision_policy) for the
+    visible hardware; restore them after.
 
     With `require_gpu`, fail fast (before any data is read) when no GPU is visible: a
     task scheduled on a GPU node that lost its driver should not train for hours on CPU.
@@ -116,8 +162,8 @@ def training_device(require_gpu: bool = False) -> Iterator[Device]:
             "check the node's NVIDIA driver, the nvidia.com/gpu resource request and that "
             "the image is the GPU image; set require_gpu false to train on the CPU")
     previous = keras.mixed_precision.global_policy().name
+    keras.mixed_precision.set_global_policy(precision_policy(mixed_precision, gpus))
     if gpus:
-        keras.mixed_precision.set_global_policy("mixed_float16")
         strategy: tf.distribute.Strategy = tf.distribute.MirroredStrategy()
     else:
         strategy = tf.distribute.get_strategy()
@@ -131,10 +177,18 @@ def training_device(require_gpu: bool = False) -> Iterator[Device]:
         keras.mixed_precision.set_global_policy(previous)
 
 
-def _seed_everything(seed: int) -> None:
+def _seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed Python, NumPy and TensorFlow; with `deterministic`, deterministic kernels
+    too (same seed, same metrics), else the fastest ones. The switch is process-wide:
+    set it both ways, so one run's choice does not leak into the next."""
     keras.utils.set_random_seed(seed)
-    # Same seed, same metrics on the CPU: ask TensorFlow for deterministic kernels.
-    tf.config.experimental.enable_op_determinism()
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+    else:
+        # TensorFlow exports only the switch on; the off switch is beside it.
+        from tensorflow.python.framework import config as tf_config
+
+        tf_config.disable_op_determinism()
 
 
 def _optimizer(config: TrainingConfig, learning_rate: float, steps: int, epochs: int,
@@ -158,13 +212,17 @@ def _optimizer(config: TrainingConfig, learning_rate: float, steps: int, epochs:
                                 **clip)
 
 
-def _compile(model: keras.Model, manifest: dict, config: TrainingConfig,
-             learning_rate: float, steps: int, epochs: int, clipnorm: float = 0.0) -> None:
+def compile_model(model: keras.Model, manifest: dict, config: TrainingConfig,
+                  learning_rate: float, steps: int, epochs: int, clipnorm: float = 0.0,
+                  steps_per_execution: int | None = None) -> None:
+    """Compile with the config's optimiser and schedule, the weighted loss and the AUC
+    metric; `steps_per_execution` (default the config's) batches per TensorFlow call."""
     weights = manifest["class_weights"] if config.use_class_weights else [1.0] * len(GENRES)
     model.compile(
         optimizer=_optimizer(config, learning_rate, steps, epochs, clipnorm),
         loss=WeightedBinaryCrossentropy(weights),
         metrics=[keras.metrics.AUC(multi_label=True, num_labels=len(GENRES), name="auc")],
+        steps_per_execution=steps_per_execution or config.steps_per_execution,
     )
 
 
@@ -302,7 +360,7 @@ def _counters(callback: keras.callbacks.Callback, *attrs: str) -> dict:
 def _fit(model: keras.Model, train, validation, config: ScratchConfig | TransferConfig,
          epochs: int | None = None, name: str = "", phase: str = "", first_epoch: int = 1,
          to_beat: float | None = None, checkpoint: Checkpoint | None = None,
-         stage: str = "fit", earlier: list[dict] | None = None) -> list[dict]:
+         stage: str = "fit", earlier: list[dict] | None = None, **fit_args) -> list[dict]:
     """Fit with early stopping on the validation loss; leave the best epoch's weights in
     `model`, and return one dict per epoch (numbered from `first_epoch`).
 
@@ -311,6 +369,8 @@ def _fit(model: keras.Model, train, validation, config: ScratchConfig | Transfer
     model keeps the weights it came in with. With `checkpoint`, every finished epoch is
     saved under `stage` (with `earlier`, the history of the phases before) and a loaded
     checkpoint of this stage is resumed: its finished epochs are not trained again.
+    `fit_args` go to `model.fit` as they are (bench/train.py gives it the study's
+    in-memory arrays this way, with the same callbacks).
     """
     epochs = epochs or config.epochs
     early_stopping = keras.callbacks.EarlyStopping(
@@ -335,6 +395,7 @@ def _fit(model: keras.Model, train, validation, config: ScratchConfig | Transfer
             verbose=0,
             callbacks=[EpochProgress(epochs, name or model.name, keeper.done, first_epoch),
                        early_stopping, *([plateau] if plateau else []), keeper],
+            **fit_args,
         )
     if keeper.best_weights is not None:
         model.set_weights(keeper.best_weights)
@@ -476,6 +537,36 @@ def augment_batch(images: tf.Tensor, seed: tf.Tensor, transforms: tuple[str, ...
     return tf.clip_by_value(images, 0.0, 255.0)
 
 
+def cached_images(prepared_dir: str | os.PathLike[str], split: str, batch_size: int,
+                  size: int, shuffle: bool = False, seed: int = 0) -> tf.data.Dataset:
+    """A split's (image, labels) batches as `_images` gives them, decoded only once.
+
+    The first epoch decodes the shards' JPEGs and keeps the posters in memory as uint8
+    (records x side^2 x 3 bytes: 1.8 GB for 36k posters at 128 px, a quarter of float32);
+    later epochs read them from there. Shuffling (each epoch anew, from `seed`) and the
+    resize to `size` come after the cache, augmentation after that (`_augmented`): every
+    epoch still sees its own order and transforms.
+    """
+    manifest = read_manifest(prepared_dir)
+    records = int(manifest["counts"][split]["records"])
+    data = (dataset(prepared_dir, split, batch_size)
+            # The shards decode to uint8: the cast back from float32 is exact.
+            .map(lambda x, y: (tf.cast(x, tf.uint8), y), num_parallel_calls=tf.data.AUTOTUNE)
+            # A known length: Keras then knows the steps of an epoch (and
+            # steps_per_execution never runs past the end).
+            .unbatch().apply(tf.data.experimental.assert_cardinality(records)).cache())
+    if shuffle:
+        data = data.shuffle(max(records, 1), seed=seed, reshuffle_each_iteration=True)
+    resize = size != int(manifest["image_size"])
+
+    def to_float(x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        x = tf.cast(x, tf.float32)
+        return (tf.image.resize(x, (size, size), method="area") if resize else x), y
+
+    return (data.batch(batch_size).map(to_float, num_parallel_calls=tf.data.AUTOTUNE)
+            .prefetch(tf.data.AUTOTUNE))
+
+
 def _augmented(data: tf.data.Dataset, transforms: tuple[str, ...], seed: int) -> tf.data.Dataset:
     """`data`'s batches with random transforms, drawn anew every epoch (reproducibly)."""
     if not transforms:
@@ -490,12 +581,13 @@ def _augmented(data: tf.data.Dataset, transforms: tuple[str, ...], seed: int) ->
 def _open_checkpoint(kind: str, name: str, config: TrainingConfig,
                      prepared_dir: str | os.PathLike[str], model_dir: Path,
                      checkpoint_dir: str | os.PathLike[str] | None,
-                     device: Device) -> Checkpoint:
+                     device: Device, global_batch: int) -> Checkpoint:
     """The run's checkpoint (`checkpoint_dir`, else `<model_dir>.checkpoint`), loaded
     when it was made by a run with the same settings, data and device layout."""
     parts = {"kind": kind, "model": name, "params": to_mapping(config),
              "data": data_fingerprint(prepared_dir), "replicas": device.replicas,
-             "precision": device.precision, "keras": keras.__version__}
+             "precision": device.precision, "batch": global_batch,
+             "keras": keras.__version__}
     local = default_checkpoint_dir(model_dir)
     checkpoint = Checkpoint(local if checkpoint_dir is None else checkpoint_dir, parts,
                             local_dir=local)
@@ -534,37 +626,37 @@ def train_scratch(prepared_dir: str | os.PathLike[str], model_dir: str | os.Path
     data resumes after it (`resumed_from_epoch` in training.json); the checkpoint is
     deleted once the model is in place.
     """
-    _seed_everything(config.seed)
+    _seed_everything(config.seed, config.deterministic)
     manifest = read_manifest(prepared_dir)
     size = _input_size(config, manifest)
     records = int(manifest["counts"]["train"]["records"])
     model_dir = Path(model_dir)
     with atomic_folder(model_dir) as work:
-        with training_device(config.require_gpu) as device:
-            log.info("%s: %s on %s (%d replicas, %s), %d px, %d epochs", name,
+        with training_device(config.require_gpu, config.mixed_precision) as device:
+            global_batch = per_replica_batch(config.batch_size, device) * device.replicas
+            log.info("%s: %s on %s (%d replicas, %s), %d px, %d epochs, batch %d", name,
                      config.describe(), device.kind, device.replicas, device.precision, size,
-                     config.epochs)
+                     config.epochs, global_batch)
             checkpoint = _open_checkpoint("scratch", name, config, prepared_dir, model_dir,
-                                          checkpoint_dir, device)
+                                          checkpoint_dir, device, global_batch)
             resumed = _finished_epochs(checkpoint)
-            global_batch = config.batch_size * device.replicas
             model = build_scratch_cnn(size, config, name)
-            _compile(model, manifest, config, config.learning_rate,
+            compile_model(model, manifest, config, config.learning_rate,
                      math.ceil(records / global_batch), config.epochs, config.clipnorm)
             # A resumed run draws its data order and transforms from another seed: the
             # same seed would repeat epoch 1's instead of going on.
             seed = config.seed + resumed
-            train = _augmented(_images(prepared_dir, "train", global_batch, size,
-                                       shuffle=True, seed=seed), config.augment, seed)
+            train = _augmented(cached_images(prepared_dir, "train", global_batch, size,
+                                             shuffle=True, seed=seed), config.augment, seed)
             started = time.perf_counter()
             history = _fit(model, train,
-                           _images(prepared_dir, "validation", global_batch, size), config,
-                           name=name, checkpoint=checkpoint)
+                           cached_images(prepared_dir, "validation", global_batch, size),
+                           config, name=name, checkpoint=checkpoint)
             seconds = time.perf_counter() - started
         info = {
             "model": name, "kind": "scratch", "description": config.describe(),
             "image_size": size, "parameters": int(model.count_params()),
-            "seconds": round(seconds, 1), **device.describe(),
+            "seconds": round(seconds, 1), **device.describe(), "batch_size": global_batch,
             "train_images_per_second": _throughput(history[resumed:], seconds, records),
             "resumed_from_epoch": resumed or None,
             "params": to_mapping(config),
@@ -583,12 +675,69 @@ def base_features(base: keras.Model, prepared_dir: str | os.PathLike[str], split
     return base.predict(images_only, verbose=0)
 
 
-def _feature_batches(features: np.ndarray, labels: np.ndarray, batch_size: int,
-                     shuffle_seed: int | None = None) -> tf.data.Dataset:
-    data = tf.data.Dataset.from_tensor_slices((features, labels.astype("float32")))
+# The feature cache's files, inside the partial model folder (on the output's volume, not
+# in a small /tmp); removed before the folder is swapped into place.
+FEATURES_DIR = ".features"
+
+
+def write_features(model: keras.Model, images: tf.data.Dataset, records: int,
+                   path: str | os.PathLike[str]) -> np.ndarray:
+    """`model`'s output for every batch of `images`, written batch by batch into the .npy
+    file `path` and returned memory-mapped (read-only): memory stays at one batch
+    however many posters there are (VGG16's trunk at 224 px and 36k posters is 14 GB)."""
+    out, row = None, 0
+    for batch in images:
+        values = np.asarray(model.predict_on_batch(batch))
+        if out is None:
+            out = np.lib.format.open_memmap(path, mode="w+", dtype=values.dtype,
+                                            shape=(records, *values.shape[1:]))
+        if row + len(values) > records:
+            raise ValueError(f"{path}: more than the {records} records expected")
+        out[row:row + len(values)] = values
+        row += len(values)
+    if out is None or row != records:
+        raise ValueError(f"{path}: {row} records of features, expected {records}")
+    out.flush()
+    del out
+    return np.load(path, mmap_mode="r")
+
+
+def _split_features(model: keras.Model, prepared_dir: str | os.PathLike[str], split: str,
+                    batch_size: int, size: int, records: int, folder: Path) -> np.ndarray:
+    """The frozen `model`'s output for a split's posters, in shard order, as a file."""
+    images = _images(prepared_dir, split, batch_size, size).map(lambda x, y: x)
+    return write_features(model, images, records, folder / f"{model.name}-{split}.npy")
+
+
+def feature_batches(features: np.ndarray, labels: np.ndarray, batch_size: int,
+                    shuffle_seed: int | None = None) -> tf.data.Dataset:
+    """(features, labels) batches streamed from `features` (a memory-mapped .npy), in
+    order or shuffled anew each epoch from `shuffle_seed`.
+
+    The graph holds only the row numbers and their shuffle: the rows are read per batch
+    (one fancy index into the memmap), so the features never become a graph constant
+    (from_tensor_slices over an array would embed it, and stop at TensorFlow's 2 GB
+    limit). The order is the one from_tensor_slices(...).shuffle(n, seed) gives: the
+    shuffle depends on the seed and the number of elements, not on what they hold.
+    """
+    n = len(labels)
+    targets = np.asarray(labels, dtype="float32")
+    order = tf.data.Dataset.range(n)
     if shuffle_seed is not None:
-        data = data.shuffle(len(labels), seed=shuffle_seed)
-    return data.batch(batch_size)
+        order = order.shuffle(n, seed=shuffle_seed)
+
+    def gather(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return np.asarray(features[rows]), targets[rows]
+
+    dtype = tf.as_dtype(features.dtype)
+
+    def read(rows: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        x, y = tf.numpy_function(gather, [rows], (dtype, tf.float32), stateful=False)
+        x.set_shape((None, *features.shape[1:]))
+        y.set_shape((None, targets.shape[1]))
+        return x, y
+
+    return order.batch(batch_size).map(read).prefetch(tf.data.AUTOTUNE)
 
 
 def _unfreeze(layers_: list[keras.layers.Layer]) -> None:
@@ -618,38 +767,45 @@ def train_transfer(prepared_dir: str | os.PathLike[str], model_dir: str | os.Pat
     rerun resumes in the phase and after the epoch the checkpoint holds (the features
     are computed again, the finished epochs are not).
     """
-    _seed_everything(config.seed)
+    _seed_everything(config.seed, config.deterministic)
     manifest = read_manifest(prepared_dir)
     size = _input_size(config, manifest)
     model_dir = Path(model_dir)
     train_y, _ = labels_of(prepared_dir, "train")
     val_y, _ = labels_of(prepared_dir, "validation")
+    labels = {"train": train_y, "validation": val_y}
     with atomic_folder(model_dir) as work:
-        with training_device(config.require_gpu) as device:
-            log.info("%s: %s on %s, %d px", name, config.describe(), device.kind, size)
+        with training_device(config.require_gpu, config.mixed_precision) as device:
+            global_batch = per_replica_batch(config.batch_size, device) * device.replicas
+            log.info("%s: %s on %s, %d px, batch %d", name, config.describe(), device.kind,
+                     size, global_batch)
             checkpoint = _open_checkpoint("transfer", name, config, prepared_dir, model_dir,
-                                          checkpoint_dir, device)
+                                          checkpoint_dir, device, global_batch)
             resumed = _finished_epochs(checkpoint)
-            global_batch = config.batch_size * device.replicas
             steps = math.ceil(len(train_y) / global_batch)
             base = build_transfer_base(config.backbone, size, config.weights)
             head = build_head(base.output_shape[1:], config.head, config.dense_units,
                               config.dropout, config.l2)
             pool, classifier = head_parts(head)
+            cache = work / FEATURES_DIR
+            cache.mkdir()
             started = time.perf_counter()
             tuning = config.fine_tune_epochs > 0
             if tuning:
                 trunk, tail = split_at_last_block(base)
-                cached = {split: base_features(trunk, prepared_dir, split, global_batch, size)
-                          for split in ("train", "validation")}
-                pooled = keras.Model(tail.inputs, pool(tail.outputs[0]))
-                vectors = {split: pooled.predict(features, batch_size=global_batch, verbose=0)
-                           for split, features in cached.items()}
+                cached = {split: _split_features(trunk, prepared_dir, split, global_batch,
+                                                 size, len(y), cache)
+                          for split, y in labels.items()}
+                pooled = keras.Model(tail.inputs, pool(tail.outputs[0]), name="pooled")
+                vectors = {split: write_features(
+                               pooled, feature_batches(cached[split], y, global_batch)
+                               .map(lambda x, _: x), len(y), cache / f"pooled-{split}.npy")
+                           for split, y in labels.items()}
             else:
-                pooled = keras.Model(base.inputs, pool(base.outputs[0]))
-                vectors = {split: base_features(pooled, prepared_dir, split, global_batch,
-                                                size)
-                           for split in ("train", "validation")}
+                pooled = keras.Model(base.inputs, pool(base.outputs[0]), name="pooled")
+                vectors = {split: _split_features(pooled, prepared_dir, split, global_batch,
+                                                  size, len(y), cache)
+                           for split, y in labels.items()}
             features_seconds = time.perf_counter() - started
             state = checkpoint.state
             if state is not None and state["stage"] == "fine_tune":
@@ -658,32 +814,35 @@ def train_transfer(prepared_dir: str | os.PathLike[str], model_dir: str | os.Pat
                 history = [{k: v for k, v in e.items() if k != "stage"}
                            for e in state["history"] if e["stage"] == "head"]
             else:
-                _compile(classifier, manifest, config, config.learning_rate, steps,
-                         config.epochs)
+                compile_model(classifier, manifest, config, config.learning_rate, steps,
+                              config.epochs)
                 seed = config.seed + _finished_epochs(checkpoint, "head")
                 history = _fit(
-                    classifier, _feature_batches(vectors["train"], train_y, global_batch, seed),
-                    _feature_batches(vectors["validation"], val_y, global_batch), config,
+                    classifier, feature_batches(vectors["train"], train_y, global_batch, seed),
+                    feature_batches(vectors["validation"], val_y, global_batch), config,
                     name=name, phase="head" if tuning else "", checkpoint=checkpoint,
                     stage="head")
             trainable = int(sum(np.prod(w.shape) for w in classifier.trainable_weights))
             if tuning:
-                del vectors
                 _unfreeze(tail.layers)
                 inputs = keras.Input(tail.input_shape[1:], name="trunk_features")
                 tuned = keras.Model(inputs, head(tail(inputs)), name=f"{name}_fine_tune")
                 trainable = int(sum(np.prod(w.shape) for w in tuned.trainable_weights))
-                _compile(tuned, manifest, config, config.fine_tune_learning_rate, steps,
-                         config.fine_tune_epochs)
+                compile_model(tuned, manifest, config, config.fine_tune_learning_rate, steps,
+                              config.fine_tune_epochs)
                 seed = config.seed + _finished_epochs(checkpoint, "fine_tune")
                 history += _fit(
-                    tuned, _feature_batches(cached["train"], train_y, global_batch, seed),
-                    _feature_batches(cached["validation"], val_y, global_batch), config,
+                    tuned, feature_batches(cached["train"], train_y, global_batch, seed),
+                    feature_batches(cached["validation"], val_y, global_batch), config,
                     epochs=config.fine_tune_epochs, name=f"{name} fine-tune",
                     phase="fine_tune", first_epoch=len(history) + 1,
                     to_beat=min(e["val_loss"] for e in history), checkpoint=checkpoint,
                     stage="fine_tune", earlier=_tagged(history, "head"))
                 del cached
+            del vectors
+            # The cache is not part of the model folder (an error deletes the whole
+            # partial folder, the cache with it).
+            shutil.rmtree(cache)
             model = join_base_and_head(base, head, name)
             seconds = time.perf_counter() - started
         info = {
@@ -777,7 +936,9 @@ def train_linear_probe(prepared_dir: str | os.PathLike[str],
     common signature, and a killed probe starts over.
     """
     del checkpoint_dir  # nothing to checkpoint (see above)
-    _seed_everything(config.seed)
+    # One pass over the posters, no epochs: deterministic kernels cost little here, and
+    # the probe has no setting for them.
+    _seed_everything(config.seed, deterministic=True)
     manifest = read_manifest(prepared_dir)
     size = _input_size(config, manifest)
     model_dir = Path(model_dir)
