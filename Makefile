@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install run data repro summary plots real test lint compile local-run images lock clean
+.PHONY: install run data repro summary plots screenshots real test lint compile local-run images container-run lock clean
 
 install: $(STAMP)
 
@@ -44,6 +44,10 @@ run: data repro summary
 plots: $(STAMP)
 	$(BIN)/python scripts/offline_plots.py --out reports/plots-html
 
+# docs/{report,dvc-plots,data-docs}.png from this run's pages (after make run), for the README.
+screenshots: plots
+	scripts/screenshots.sh docs
+
 # Your own posters (a folder with labels.csv, the layout of ../shared/data): every stage
 # with the real-poster settings, into OUT (the demo run's data/ and outputs/ untouched).
 #   make real DATA=../shared/data/posters-movielens [SPLIT=split.csv] [OUT=outputs/real]
@@ -74,18 +78,34 @@ local-run: $(STAMP)
 		--set models.scratch_cnn.epochs=3 --set models.vgg16_transfer.dense_units=64 \
 		--set models.vgg16_transfer.epochs=3
 
-# Build and push both images with a container engine (docker with a running daemon, else
-# buildah); neither here -> say so and stop. Training tasks use postergenre-gpu.
+# Build both images (docker/Dockerfile.cpu, docker/Dockerfile.gpu) with docker, when its
+# daemon answers, else podman (which reads docker/containers.conf), and list their sizes:
+# REGISTRY/postergenre[-gpu]:TAG, REGISTRY defaulting to localhost. With REGISTRY set they
+# are pushed too. BASE_IMAGE: the Dockerfiles' public Python base when it can be pulled,
+# else a local Debian bookworm base made with mmdebstrap; `public`, `local` or an image
+# reference to choose. Details: scripts/build_images.sh.
+#   make images                                     # localhost/postergenre:0.1.0 and -gpu
+#   make images REGISTRY=ghcr.io/acme TAG=0.1.0      # ... built and pushed there
 images:
-	@test -n "$(REGISTRY)" || { echo "make images: set REGISTRY, e.g. REGISTRY=ghcr.io/acme make images" >&2; exit 2; }
-	@if docker info >/dev/null 2>&1; then engine=docker; \
-	elif command -v buildah >/dev/null 2>&1; then engine=buildah; \
-	else echo "make images: needs a container engine (docker with a running daemon, or buildah); none found" >&2; exit 2; fi; \
-	set -ex; for kind in cpu gpu; do \
-	  name=$(REGISTRY)/postergenre$$( [ $$kind = gpu ] && echo -gpu ):$(TAG); \
-	  if [ $$engine = docker ]; then docker build -f docker/Dockerfile.$$kind -t $$name . && docker push $$name; \
-	  else buildah bud -f docker/Dockerfile.$$kind -t $$name . && buildah push $$name; fi; \
-	done
+	REGISTRY="$(REGISTRY)" TAG="$(TAG)" PUSH=$(if $(REGISTRY),1) BASE_IMAGE="$(BASE_IMAGE)" \
+		scripts/build_images.sh cpu gpu
+
+# The whole pipeline on the demo data with every task in its image (kfp.local's
+# DockerRunner against docker or podman's Docker-compatible socket), read-only root, no
+# network, as UID 10001; ends with the gate's decision. Builds the images first (cached
+# layers: seconds when nothing changed). Tiny settings, as the tests use: a few minutes.
+CONTAINER_RUN_SETTINGS = --set ingest.demo.n_posters=48 --set ingest.demo.width=48 \
+	--set ingest.demo.height=72 --set validate.min_genre_support=0 --set augment.image_size=32 \
+	--set models.scratch_cnn.conv1_filters=4 --set models.scratch_cnn.conv2_filters=4 \
+	--set models.scratch_cnn.dense_units=8 --set models.scratch_cnn.epochs=1 \
+	--set models.scratch_cnn.batch_size=16 --set models.vgg16_transfer.dense_units=8 \
+	--set models.vgg16_transfer.epochs=1 --set models.vgg16_transfer.batch_size=16 \
+	--set gate.min_f1_micro_margin=-1.0 --set gate.min_map_margin=-1.0 \
+	--set gate.max_hamming_loss_increase=1.0 --set gate.genres_per_movie_band=100.0 \
+	--set evaluate.bootstrap_resamples=20
+container-run: $(STAMP)
+	REGISTRY="$(or $(REGISTRY),localhost)" TAG="$(TAG)" BASE_IMAGE="$(BASE_IMAGE)" \
+		PYTHON=$(BIN)/python scripts/container_run.sh $(CONTAINER_RUN_SETTINGS)
 
 # Re-pin every dependency of pyproject.toml's ranges (extras: dev), for CPython 3.11 on
 # Linux, with the sha256 of every file PyPI lists for each pinned version (every platform's
@@ -93,7 +113,9 @@ images:
 # pinned version, in a throwaway venv. Pins already in requirements.lock are kept, so a
 # rerun only adds what pyproject.toml newly needs; `make lock UPGRADE=1` moves every pin
 # to the newest release its range allows. docker/requirements-image.lock is the images'
-# subset (no dev extra), its pins and hashes taken from requirements.lock.
+# subset (no dev extra), its pins and hashes taken from requirements.lock;
+# docker/requirements-gpu.lock the GPU image's: that subset plus TensorFlow's CUDA wheels
+# (docker/requirements-gpu.in).
 UV_VERSION := 0.13.9
 UV_COMPILE = /tmp/postergenre-lock/bin/uv pip compile pyproject.toml --generate-hashes \
 	--python-version 3.11 --python-platform x86_64-manylinux_2_28 \
@@ -103,6 +125,8 @@ lock:
 	/tmp/postergenre-lock/bin/python -m pip install --quiet uv==$(UV_VERSION)
 	$(UV_COMPILE) --extra dev $(if $(UPGRADE),--upgrade) --output-file requirements.lock
 	$(UV_COMPILE) --constraint requirements.lock --output-file docker/requirements-image.lock
+	$(UV_COMPILE) docker/requirements-gpu.in --constraint requirements.lock \
+		--output-file docker/requirements-gpu.lock
 
 clean:
 	rm -rf outputs reports/per_genre.json outputs/kfp-local pipeline.yaml

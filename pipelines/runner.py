@@ -9,19 +9,23 @@ from __future__ import annotations
 import inspect
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
 from kfp import compiler, local
 
 from postergenre.configs import Experiment
-from postergenre.pipelines.pipeline import create_pipeline
+from postergenre.pipelines.pipeline import PIPELINE_NAME, create_pipeline
 from postergenre.pipelines.platform import ClusterSettings
 
 # kfp.local ignores the cluster settings, but not the parameter defaults they set: train
 # on whatever this machine has (params.yaml's require_gpu).
 LOCAL_SETTINGS = ClusterSettings(require_gpu=False)
+# The tmpfs at /tmp of each task of a container run: its temporary files (ingest's
+# downloads and unpacking among them) and caches, in memory.
+CONTAINER_TMP_SIZE = "4g"
 # The compiled spec's parameter types -> the Python type a `-p key=value` becomes.
 _SPEC_TYPES = {"STRING": str, "NUMBER_INTEGER": int, "NUMBER_DOUBLE": float, "LIST": list,
                "BOOLEAN": bool, "STRUCT": dict}
@@ -124,21 +128,25 @@ def parse_spec_params(pairs: Sequence[str], spec: Mapping) -> dict:
 
 
 def run_local(pipeline_root: str | os.PathLike[str], experiment: Experiment | None = None,
-              **params) -> dict:
-    """Run the whole pipeline on this machine with kfp.local's SubprocessRunner, with the
-    `experiment`'s sections (default: params.yaml) as the parameters' defaults.
+              *, runner: local.SubprocessRunner | local.DockerRunner | None = None,
+              settings: ClusterSettings = LOCAL_SETTINGS, **params) -> dict:
+    """Run the whole pipeline on this machine with kfp.local, with the `experiment`'s
+    sections (default: params.yaml) as the parameters' defaults.
 
-    Every component runs in this Python environment (where postergenre is installed);
-    resource requests, images and kfp-kubernetes settings are ignored locally, as
-    kfp.local documents.
+    With the default `runner` (SubprocessRunner) every component runs in this Python
+    environment (where postergenre is installed); with a DockerRunner
+    (`run_in_containers`) each runs in `settings`' image for it. Resource requests and
+    kfp-kubernetes settings are ignored locally, as kfp.local documents.
     """
     root = Path(pipeline_root).resolve()
     root.mkdir(parents=True, exist_ok=True)
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root),
-               raise_on_error=True)
+    local.init(runner=runner or local.SubprocessRunner(use_venv=False),
+               pipeline_root=str(root), raise_on_error=True)
     before = set(root.iterdir())
-    task = create_pipeline(LOCAL_SETTINGS, experiment)(**params)
-    run_dirs = sorted(set(root.iterdir()) - before)
+    task = create_pipeline(settings, experiment)(**params)
+    # kfp.local names a run's folder after the pipeline; a registry inside the root is not one.
+    run_dirs = sorted(path for path in set(root.iterdir()) - before
+                      if path.name.startswith(f"{PIPELINE_NAME}-"))
     run_dir = run_dirs[-1] if run_dirs else None
     blessing_path = run_dir / "gate" / "blessing" if run_dir else None
     blessing = (json.loads(blessing_path.read_text())
@@ -146,3 +154,74 @@ def run_local(pipeline_root: str | os.PathLike[str], experiment: Experiment | No
     return {"decision": task.output, "model": blessing.get("model"),
             "failed_rules": blessing.get("failed_rules", []),
             "run_dir": str(run_dir) if run_dir else None}
+
+
+def container_runner(tmp_size: str = CONTAINER_TMP_SIZE,
+                     environment: Mapping[str, str] | None = None) -> local.DockerRunner:
+    """kfp.local's DockerRunner with every task locked down as on a hardened cluster: the
+    image's own user (UID 10001), a read-only root filesystem with a tmpfs at /tmp (the
+    images point HOME, TMPDIR and every cache there), and no network at all, so nothing
+    can be downloaded or installed at run time. It talks to $DOCKER_HOST: a Docker daemon
+    or podman's Docker-compatible service (`scripts/container_run.sh`)."""
+    return local.DockerRunner(read_only=True, network_mode="none",
+                              tmpfs={"/tmp": f"rw,size={tmp_size},mode=1777"},
+                              environment=dict(environment or {}))
+
+
+def _run_container_keeping_its_status(client, image: str, command: list[str],
+                                      volumes: dict, **run_args) -> int:
+    """kfp.local's `run_docker_container` (kfp 2.17.3), except that the container stays
+    until its exit status is read. kfp starts it with auto_remove and reads the status
+    after the logs end: podman has removed the container by then, and kfp counts a task
+    whose status it cannot read as a success, so a failed task would pass unnoticed."""
+    from kfp.local import docker_task_handler
+
+    image = docker_task_handler.add_latest_tag_if_not_present(image)
+    if not any(image in (found.tags + found.attrs.get("RepoDigests", []))
+               for found in client.images.list()):
+        client.images.pull(image)
+    container = client.containers.run(image=image, command=command, detach=True,
+                                      stdout=True, stderr=True, volumes=volumes, **run_args)
+    try:
+        for line in container.logs(stream=True, follow=True):
+            print(line.decode(), end="")
+        return container.wait()["StatusCode"]
+    finally:
+        container.remove(force=True)
+
+
+@contextmanager
+def _container_status_kept() -> Iterator[None]:
+    from kfp.local import docker_task_handler
+
+    original = docker_task_handler.run_docker_container
+    docker_task_handler.run_docker_container = _run_container_keeping_its_status
+    try:
+        yield
+    finally:
+        docker_task_handler.run_docker_container = original
+
+
+def run_in_containers(pipeline_root: str | os.PathLike[str], image: str,
+                      gpu_image: str | None = None, experiment: Experiment | None = None,
+                      **params) -> dict:
+    """Run the whole pipeline with kfp.local's DockerRunner: every task in its image
+    (training in `gpu_image`, default `image`), as `container_runner` sets it up.
+
+    The pipeline root is bind-mounted at the same path, so the images' user must be able
+    to write there (it is made world-writable); the model registry defaults to a folder
+    in it, since a task's own folders vanish with its container. Tasks record this
+    checkout's commit in their lineage, and their image's name (its POSTERGENRE_IMAGE).
+    """
+    from postergenre.lineage import GIT_COMMIT_ENV, git_commit
+
+    root = Path(pipeline_root).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    root.chmod(0o777)
+    params.setdefault("registry", str(root / "registry"))
+    # No retries: a failing task fails the run at once (kfp.local honours retry policies).
+    settings = ClusterSettings(image=image, gpu_image=gpu_image or image, require_gpu=False,
+                               retries=0)
+    runner = container_runner(environment={GIT_COMMIT_ENV: git_commit()})
+    with _container_status_kept():
+        return run_local(root, experiment, runner=runner, settings=settings, **params)

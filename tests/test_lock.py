@@ -141,13 +141,14 @@ def test_make_lock_generates_hashes_with_a_pinned_resolver():
     assert re.search(r"pip install --quiet uv==\d+\.\d+\.\d+$", tool), tool
     compiles = [c for c in commands if "uv pip compile" in c]
     assert [c.split("--output-file ")[1] for c in compiles] == [
-        "requirements.lock", "docker/requirements-image.lock"]
+        "requirements.lock", "docker/requirements-image.lock", "docker/requirements-gpu.lock"]
     for command in compiles:
         for flag in ("--generate-hashes", "--python-version 3.11", "--no-config"):
             assert flag in command, (flag, command)
     assert "--extra dev" in compiles[0]
-    # The images' lock takes its pins and hashes from the full one.
-    assert "--constraint requirements.lock" in compiles[1] and "--extra" not in compiles[1]
+    # The images' locks take their pins and hashes from the full one.
+    for command in compiles[1:]:
+        assert "--constraint requirements.lock" in command and "--extra" not in command
 
 
 def _wheel(folder: Path, name: str, version: str) -> Path:
