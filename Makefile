@@ -30,8 +30,11 @@ data: $(STAMP)
 	postergenre ingest --source demo --out data
 	dvc add -q data
 
+# -q: DVC's own lines (stage headers, lock-file updates, hints) are left out; each stage
+# still prints its one line, and a failing stage its error. DVC's -q also hides which
+# stage failed, so say how to see it.
 repro: $(STAMP)
-	dvc repro
+	@dvc repro -q || { echo "dvc repro failed (the error above); 'dvc repro' without -q names the stage" >&2; exit 1; }
 
 summary: $(STAMP)
 	postergenre summary --metrics reports/metrics.json --blessing reports/blessing.json --registry registry
