@@ -27,15 +27,8 @@ for kind in "${kinds[@]}"; do
     [ -f "docker/Dockerfile.$kind" ] || { echo "build_images: no docker/Dockerfile.$kind" >&2; exit 2; }
 done
 
-export CONTAINERS_CONF="${CONTAINERS_CONF:-$PWD/docker/containers.conf}"
-if [ -z "${ENGINE:-}" ]; then
-    if command -v docker >/dev/null && docker info >/dev/null 2>&1; then ENGINE=docker
-    elif command -v podman >/dev/null; then ENGINE=podman
-    else
-        echo "build_images: needs docker (with a running daemon) or podman; neither found" >&2
-        exit 2
-    fi
-fi
+source scripts/container_engine.sh  # the repo root is the working folder (cd above)
+choose_engine build_images
 REGISTRY="${REGISTRY:-localhost}"
 REGISTRY="${REGISTRY%/}"
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)

@@ -24,16 +24,9 @@ PYTHON="${PYTHON:-.venv/bin/python}"
 REGISTRY="${REGISTRY:-localhost}"
 TAG="${TAG:-$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)}"
 export REGISTRY TAG
-export CONTAINERS_CONF="${CONTAINERS_CONF:-$PWD/docker/containers.conf}"
 
-if [ -z "${ENGINE:-}" ]; then
-    if command -v docker >/dev/null && docker info >/dev/null 2>&1; then ENGINE=docker
-    elif command -v podman >/dev/null; then ENGINE=podman
-    else
-        echo "container_run: needs docker (with a running daemon) or podman; neither found" >&2
-        exit 2
-    fi
-fi
+source scripts/container_engine.sh  # the repo root is the working folder (cd above)
+choose_engine container_run
 export ENGINE
 
 image="${REGISTRY%/}/postergenre:$TAG"
