@@ -6,15 +6,17 @@ The gate hands the blessed model on as its own artifact because KFP cannot consu
 branch's register task takes this one model instead of the whole collection.
 """
 
-from kfp.dsl import Artifact, Input, Model, Output
+from kfp.dsl import HTML, Artifact, Input, Model, Output
 
 
-def gate(evaluation: Input[Artifact], models: Input[list[Model]], blessing: Output[Artifact],
+def gate(evaluation: Input[Artifact], evaluation_report: Input[HTML],
+         models: Input[list[Model]], blessing: Output[Artifact], report: Output[HTML],
          blessed_model: Output[Model], config: dict, data_version: str = "") -> str:
     """Return `blessed` or `rejected`; the blessing artifact records every rule, its value,
-    threshold and baseline. `config` is params.yaml's `gate` section. When a model is
-    blessed, `blessed_model` is a copy of it (else an empty folder) with its metadata, so
-    its lineage is the training task's."""
+    threshold and baseline, and `report` is evaluate's page opening with the decision.
+    `config` is params.yaml's `gate` section. When a model is blessed, `blessed_model` is a
+    copy of it (else an empty folder) with its metadata, so its lineage is the training
+    task's."""
     import json
     import os
     import shutil
@@ -31,13 +33,14 @@ def gate(evaluation: Input[Artifact], models: Input[list[Model]], blessing: Outp
     lineage = task_lineage(data_version, {"gate": settings})
     decision = run(path("metrics.json"), blessing.path, settings,
                    per_genre_path=path("per_genre.json"), bootstrap_path=path("bootstrap.json"),
-                   thresholds_path=path("thresholds.json"))
+                   thresholds_path=path("thresholds.json"),
+                   evaluation_report_path=evaluation_report.path, report_path=report.path)
     with open(blessing.path) as handle:
         content = json.load(handle)
     blessing.metadata.update({"decision": decision, "model": content["model"] or "",
                               "failed_rules": content["failed_rules"],
                               "compared_with": content["compared_with"] or ""})
-    stamp(lineage, blessing)
+    stamp(lineage, blessing, report)
     chosen = {m.metadata["name"]: m for m in models}.get(content["model"] or "")
     if chosen is not None:
         shutil.copytree(chosen.path, blessed_model.path)

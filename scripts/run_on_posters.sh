@@ -26,11 +26,12 @@ done
 postergenre evaluate "${p[@]}" --prepared "$out/prepared" --models-root "$out/models" \
   --metrics "$out/reports/metrics.json" --per-genre "$out/reports/per_genre.json" \
   --plots "$out/reports/plots" --bootstrap "$out/reports/bootstrap.json" \
-  --thresholds "$out/reports/thresholds.json" --report "$out/reports/report.html" \
+  --thresholds "$out/reports/thresholds.json" --report "$out/reports/evaluation.html" \
   --scores "$out/reports/scores" --registry "$out/registry"
 postergenre gate "${p[@]}" --metrics "$out/reports/metrics.json" \
   --blessing "$out/reports/blessing.json" --per-genre "$out/reports/per_genre.json" \
-  --bootstrap "$out/reports/bootstrap.json" --thresholds "$out/reports/thresholds.json"
+  --bootstrap "$out/reports/bootstrap.json" --thresholds "$out/reports/thresholds.json" \
+  --evaluation-report "$out/reports/evaluation.html" --report "$out/reports/report.html"
 postergenre register "${p[@]}" --blessing "$out/reports/blessing.json" \
   --registry "$out/registry" --models-root "$out/models" --data-version "local:$data"
 set +x

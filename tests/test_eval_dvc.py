@@ -18,7 +18,10 @@ def test_metrics_diff_and_plots_show_after_two_runs(tmp_path):
     project, params = tiny_project(tmp_path)
     _commit(project, "params")  # a real clone has commits (dvclive reads HEAD)
     _run(["dvc", "repro"], project)
-    assert (project / "reports" / "report.html").is_file()
+    # evaluate's page, and the gate's: the same page opening with the decision.
+    assert "Not judged yet" in (project / "reports" / "evaluation.html").read_text()
+    report = (project / "reports" / "report.html").read_text()
+    assert "Not judged yet" not in report and 'class="decision"' in report
     _commit(project, "first run")
 
     params["models"]["scratch_cnn"]["seed"] = 1

@@ -2,6 +2,7 @@
 comparison with the registry's blessed model, and the HTML report in a real browser."""
 
 import json
+import re
 import shutil
 import subprocess
 
@@ -107,16 +108,32 @@ def test_blessed_model_is_rescored_and_compared(evaluated, tiny_prepared, tmp_pa
 @pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (.ci/run installs it)")
 def test_report_opens_in_headless_chromium_with_every_section(evaluated, tmp_path):
+    """The report a person reads: evaluate's page as the gate writes it again, opening
+    with the decision."""
     work, _, _ = evaluated
-    report = work / "first" / "report.html"
+    first = work / "first"
+    report = tmp_path / "report.html"
+    gate(first / "metrics.json", tmp_path / "blessing.json", ANYTHING_GOES,
+         thresholds_path=first / "thresholds.json", evaluation_report_path=first / "report.html",
+         report_path=report)
+    # A copy that records its own width once drawn in a 1280 px window: its tables fit.
+    measured = tmp_path / "measured.html"
+    measured.write_text(report.read_text().replace(
+        "</body>", "<script>document.body.dataset.width = "
+        "document.documentElement.scrollWidth</script></body>"))
     done = subprocess.run(
         [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom",
-         "--virtual-time-budget=5000", f"--user-data-dir={tmp_path / 'profile'}",
-         report.as_uri()], capture_output=True, text=True, timeout=120)
+         "--window-size=1280,900", "--virtual-time-budget=5000",
+         f"--user-data-dir={tmp_path / 'profile'}", measured.as_uri()],
+        capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     dom = done.stdout
-    for section in SECTIONS:
-        assert f'<section id="{section}">' in dom, section
+    width = re.search(r'data-width="(\d+)"', dom)
+    assert width and int(width.group(1)) <= 1280, width
+    positions = [dom.find(f'<section id="{section}">') for section in SECTIONS]
+    assert -1 not in positions and positions == sorted(positions), positions
+    decision = dom[positions[0]:positions[1]]
+    assert "BLESSED" in decision and "<code>scratch</code>" in decision
     for text in ("null", "most_frequent", "top3", "Drama", "Grad-CAM", "first conv filters",
                  "last conv filters"):
         assert text in dom

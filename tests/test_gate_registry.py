@@ -445,3 +445,51 @@ def test_registry_outputs_are_readable_by_others(tmp_path):
     for name in ("entry.json", "thresholds.json", "model/model.keras"):
         assert stat.S_IMODE((entry / name).stat().st_mode) == 0o644, name
     assert stat.S_IMODE((tmp_path / "reg" / LATEST_FILE).stat().st_mode) == 0o644
+
+
+# -- issue 10: the report a person reads opens with the gate's decision -----------------
+
+
+def _page(tmp_path):
+    from postergenre.report import DECISION_END, DECISION_START
+
+    page = tmp_path / "evaluation.html"
+    page.write_text(f"<html><body><h1>x</h1><section id='decision'>{DECISION_START}"
+                    f"<p>Not judged yet</p>{DECISION_END}</section>"
+                    "<section id='headline'>table</section></body></html>")
+    return page
+
+
+def test_report_opens_with_the_rejection_and_the_rules_that_failed(tmp_path):
+    page = _page(tmp_path)
+    gate_with_config(_write(tmp_path, {"scratch": dict(NULL), **BASE}),
+                     tmp_path / "blessing.json", GateConfig(),
+                     evaluation_report_path=page, report_path=tmp_path / "report.html")
+    report = (tmp_path / "report.html").read_text()
+    assert "Not judged yet" not in report and "Not judged yet" in page.read_text()
+    decision = report[report.index("id='decision'"):report.index("id='headline'")]
+    assert "REJECTED" in decision and "f1_micro_over_null failed" in decision
+
+
+def test_report_of_a_blessing_names_the_model_and_its_served_thresholds(tmp_path):
+    thresholds = {"scratch": {"global": 0.4, "per_genre": {"Drama": 0.31, "Western": 0.07}}}
+    (tmp_path / "thr.json").write_text(json.dumps(thresholds))
+    gate_with_config(_write(tmp_path, {"scratch": GOOD, **BASE}), tmp_path / "blessing.json",
+                     GateConfig(), thresholds_path=tmp_path / "thr.json",
+                     evaluation_report_path=_page(tmp_path),
+                     report_path=tmp_path / "report.html")
+    report = (tmp_path / "report.html").read_text()
+    assert "BLESSED" in report and "<code>scratch</code>" in report
+    assert "<th>Western</th>" in report and "<td>0.07</td>" in report
+    assert "Every rule passed" in report
+
+
+def test_a_page_without_the_placeholder_is_named_and_the_blessing_is_kept(tmp_path):
+    page = tmp_path / "old.html"
+    page.write_text("<html><body>an old page</body></html>")
+    with pytest.raises(ValueError, match="old.html: no gate-decision placeholder"):
+        gate_with_config(_write(tmp_path, {"scratch": GOOD, **BASE}),
+                         tmp_path / "blessing.json", GateConfig(),
+                         evaluation_report_path=page, report_path=tmp_path / "report.html")
+    assert json.loads((tmp_path / "blessing.json").read_text())["decision"] == BLESSED
+    assert not (tmp_path / "report.html").exists()

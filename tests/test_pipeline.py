@@ -224,6 +224,8 @@ def test_local_run_of_the_whole_pipeline(tmp_path):
                              ("batch-predict", "predictions", "summary.json")):
         assert (run_dir / task / name / path).is_file(), (task, name)
     assert (run_dir / "gate" / "blessing").is_file()
+    # The gate's report artifact: evaluate's page opening with the decision.
+    assert "BLESSED" in (run_dir / "gate" / "report").read_text()
     evaluate = outputs["evaluate"]["artifacts"]
     scalars = evaluate["metrics"]["artifacts"][0]["metadata"]
     assert {"scratch_cnn.f1_micro", "vgg16_transfer.map_macro", "null.hamming_loss"} \

@@ -175,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-genre", help="per-genre metrics JSON (per-genre rules)")
     p.add_argument("--bootstrap", help="bootstrap JSON (comparison with the last blessed)")
     p.add_argument("--thresholds", help="thresholds JSON (copied into the blessing)")
+    p.add_argument("--evaluation-report", help="evaluate's HTML page (with --report)")
+    p.add_argument("--report", help="HTML report to write: evaluate's page opening with "
+                   "the decision, the rules that failed and the served thresholds")
 
     p = _stage_parser(sub, "register", "copy the blessed model into the registry")
     p.add_argument("--blessing", required=True, help="the gate's blessing JSON")
@@ -475,7 +478,9 @@ def run(args: argparse.Namespace) -> int:  # noqa: C901 - a flat dispatch table
         config = config_from_args(GateConfig, cmd, args)
         _log_settings(cmd, config)
         decision = gate(args.metrics, args.blessing, config, per_genre_path=args.per_genre,
-                        bootstrap_path=args.bootstrap, thresholds_path=args.thresholds)
+                        bootstrap_path=args.bootstrap, thresholds_path=args.thresholds,
+                        evaluation_report_path=args.evaluation_report,
+                        report_path=args.report)
         print(f"gate: {decision}")
     elif cmd == "register":
         from postergenre.lineage import local_model_lineages

@@ -170,8 +170,14 @@ def gate(
     per_genre_path: str | os.PathLike[str] | None = None,
     bootstrap_path: str | os.PathLike[str] | None = None,
     thresholds_path: str | os.PathLike[str] | None = None,
+    evaluation_report_path: str | os.PathLike[str] | None = None,
+    report_path: str | os.PathLike[str] | None = None,
 ) -> str:
-    """Decide `blessed` or `rejected`, write the blessing file, and return the decision."""
+    """Decide `blessed` or `rejected`, write the blessing file, and return the decision.
+    Given evaluate's HTML page and `report_path`, also write the report a person reads:
+    that page opening with this decision."""
+    if (evaluation_report_path is None) != (report_path is None):
+        raise ValueError("gate: give both evaluate's page and the report to write, or neither")
     config = config or GateConfig()
     metrics = _read(metrics_path, "metrics")
     per_genre = _read(per_genre_path, "per-genre metrics")
@@ -201,6 +207,10 @@ def gate(
         "settings": settings,
     }
     write_json(blessing_path, blessing)
+    if report_path is not None:
+        from postergenre.report import write_decided_report
+
+        write_decided_report(evaluation_report_path, blessing, report_path)
     if chosen:
         log.info("gate: blessed %s", chosen)
     else:

@@ -1,6 +1,8 @@
 """The evaluation report: one self-contained HTML page a person reads top to bottom.
 
-Sections (each an element with a fixed id, which the browser test checks): the headline
+Sections (each an element with a fixed id, which the browser test checks): the gate's
+decision (evaluate leaves a marked placeholder; the gate writes the page again with its
+decision there, as the report a person reads: `write_decided_report`), the headline
 table against the baselines with bootstrap intervals, predicted positives per genre,
 the per-genre table of each model, ROC / PR curves, training curves, the first and last
 conv filters ("features learned"), and test posters with true and predicted genres and
@@ -28,7 +30,7 @@ from postergenre.figures import (
 from postergenre.genres import GENRES
 from postergenre.metrics import BASELINES, COMPARED_METRICS, LAST_BLESSED
 
-SECTIONS = ("headline", "predicted-positives", "per-genre", "curves", "training",
+SECTIONS = ("decision", "headline", "predicted-positives", "per-genre", "curves", "training",
             "filters", "posters")
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}
@@ -40,6 +42,11 @@ tr.baseline td{color:#777} tr.reference td{font-style:italic}
 .poster{width:180px;font-size:12px} .poster img{width:84px;image-rendering:pixelated}
 .miss{color:#b00} .hit{color:#070}
 """
+
+# evaluate's page holds the decision section between these two markers; the gate
+# replaces what lies between them.
+DECISION_START = "<!-- gate decision -->"
+DECISION_END = "<!-- /gate decision -->"
 
 
 def _img(png: bytes | None, alt: str, width: str = "100%") -> str:
@@ -189,6 +196,10 @@ def write_report(evaluation, report_path: str | os.PathLike[str],
                  "<p>No blessed model in the registry yet: this run has nothing to compare "
                  "with.</p>")
     body = {
+        "decision": ("Gate decision", DECISION_START + (
+            "<p>Not judged yet: this page is evaluate's. The gate writes it again with its "
+            "decision here (reports/report.html under DVC, the gate's report artifact on "
+            "Kubeflow).</p>") + DECISION_END),
         "headline": ("Headline metrics against the baselines",
                      _headline_table(evaluation) + reference),
         "predicted-positives": ("Predicted positives per genre",
@@ -207,6 +218,70 @@ def write_report(evaluation, report_path: str | os.PathLike[str],
     page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>postergenre "
             f"evaluation</title><style>{STYLE}</style></head><body>"
             f"<h1>postergenre evaluation</h1>{sections}</body></html>")
+    with atomic_open(report_path, "w", encoding="utf-8") as handle:
+        handle.write(page)
+    return Path(report_path)
+
+
+def _decision_html(blessing: dict) -> str:
+    """The gate's decision, the model it chose with its served metrics and thresholds (the
+    operating point predict serves), and every rule that failed, as the report's opening."""
+    decision = blessing.get("decision", "rejected")
+    chosen = blessing.get("model")
+    colour = "#070" if decision == "blessed" else "#b00"
+    parts = [f'<p class="decision" style="font-size:18px;color:{colour}"><b>'
+             f"{html.escape(decision.upper())}</b>"
+             + (f": <code>{html.escape(chosen)}</code> is the model to serve" if chosen
+                else ": no model passed every rule; nothing is registered") + "</p>"]
+    metrics = blessing.get("metrics") or {}
+    if metrics:
+        cells = "".join(f"<th>{html.escape(k)}</th>" for k in metrics)
+        values = "".join(f"<td>{_fmt(v)}</td>" for v in metrics.values())
+        parts.append("<p>Its test metrics at the served operating point:</p>"
+                     f"<table><tr>{cells}</tr><tr>{values}</tr></table>")
+    thresholds = blessing.get("thresholds") or {}
+    per_genre = thresholds.get("per_genre") or {}
+    if per_genre:
+        heads = "".join(f"<th>{html.escape(g)}</th>" for g in per_genre)
+        values = "".join(f"<td>{v:.2f}</td>" for v in per_genre.values())
+        parts.append("<p>The served operating point: a genre is predicted when its "
+                     "probability reaches its threshold (chosen on validation; "
+                     "thresholds.json, what predict and batch-predict use).</p>"
+                     f'<table style="font-size:11px"><tr>{heads}</tr><tr>{values}</tr>'
+                     "</table>")
+    versus = blessing.get("versus") or {}
+    if versus.get("model") and versus.get("differences"):
+        rows = []
+        for model, metrics_diff in versus["differences"].items():
+            if model in BASELINES:
+                continue
+            for metric, ci in metrics_diff.items():
+                rows.append(f"<tr><td>{html.escape(model)}</td><td>{html.escape(metric)}</td>"
+                            f"<td>{_fmt(ci.get('estimate'))}</td>"
+                            f"<td>[{_fmt(ci.get('low'))}, {_fmt(ci.get('high'))}]</td></tr>")
+        parts.append(f"<p>Each model minus the reference <code>"
+                     f"{html.escape(str(versus['model']))}</code> (reported, not gated "
+                     "on; an interval holding 0 means no measured difference):</p><table><tr>"
+                     "<th>model</th><th>metric</th><th>difference</th><th>interval</th></tr>"
+                     + "".join(rows) + "</table>")
+    failed = blessing.get("failed_rules") or []
+    if failed:
+        items = "".join(f"<li>{html.escape(line)}</li>" for line in failed)
+        parts.append(f"<p>Rules that failed ({len(failed)}):</p><ul>{items}</ul>")
+    else:
+        parts.append("<p>Every rule passed.</p>")
+    return "".join(parts)
+
+
+def write_decided_report(evaluation_page: str | os.PathLike[str], blessing: dict,
+                         report_path: str | os.PathLike[str]) -> Path:
+    """Write evaluate's page again with the gate's decision in its opening section."""
+    page = Path(evaluation_page).read_text(encoding="utf-8")
+    start, end = page.find(DECISION_START), page.find(DECISION_END)
+    if start < 0 or end < start:
+        raise ValueError(f"{evaluation_page}: no gate-decision placeholder; is it a page "
+                         "written by this version's evaluate?")
+    page = (page[:start + len(DECISION_START)] + _decision_html(blessing) + page[end:])
     with atomic_open(report_path, "w", encoding="utf-8") as handle:
         handle.write(page)
     return Path(report_path)
