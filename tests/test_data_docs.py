@@ -102,6 +102,21 @@ def test_a_clean_table_succeeds(tmp_path: Path) -> None:
     assert re.search(r"Status: +Succeeded ", text) and "warn only" not in text
 
 
+def test_the_page_is_the_same_bytes_on_every_run_of_the_same_data(tmp_path: Path,
+                                                                  monkeypatch) -> None:
+    """DVC hashes the page into dvc.lock: a rerun on the same data must not change it."""
+    data = _landscape_dataset(tmp_path)
+    pages = []
+    for run in ("a", "b"):
+        validate_dataset(data, tmp_path / run, ValidateConfig(min_genre_support=0))
+        pages.append((tmp_path / run / "data_docs.html").read_bytes())
+    assert pages[0] == pages[1]
+    assert b"1970-01-01T00:00:00" in pages[0]
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1764633600")  # 2025-12-02
+    validate_dataset(data, tmp_path / "c", ValidateConfig(min_genre_support=0))
+    assert b"2025-12-02T00:00:00" in (tmp_path / "c" / "data_docs.html").read_bytes()
+
+
 @pytest.mark.slow
 def test_data_docs_render_styled_with_the_network_blocked(tmp_path: Path) -> None:
     if CHROMIUM is None:

@@ -14,11 +14,17 @@ failed expectation, and one such rule turns the whole page to "Failed". Here eac
 flagged expectation says what its policy did (warn: kept, soft: rows rejected, hard: the
 stage stopped), warn-only ones with a warning sign instead of a cross, and the overview's
 status is the stage's verdict: Failed, Succeeded with warnings, or Succeeded.
+
+The page is a DVC output, hashed into dvc.lock: the same data and settings must give the
+same bytes, so the run's clock and random ids stay off it (`_reproducible_meta`).
 """
 
 from __future__ import annotations
 
+import datetime
+import itertools
 import logging
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -271,6 +277,24 @@ def _renderer(severity: Mapping[str, Severity], success: bool) -> Any:
     return PolicyPage()
 
 
+def _reproducible_meta(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """gx's result metadata without what changes from run to run on the same data: the run
+    is named by the data's fingerprint, and its time is SOURCE_DATE_EPOCH (the
+    reproducible-builds convention; 1970-01-01 when unset) instead of the clock; the load
+    time and the random validation id are dropped."""
+    from great_expectations.core.run_identifier import RunIdentifier
+
+    epoch = int(os.environ.get("SOURCE_DATE_EPOCH", "0") or 0)
+    when = datetime.datetime.fromtimestamp(epoch, tz=datetime.UTC)
+    markers = {k: v for k, v in (meta.get("batch_markers") or {}).items()
+               if k != "ge_load_time"}
+    fingerprint = str(markers.get("pandas_data_fingerprint", ""))[:12]
+    fixed = {k: v for k, v in meta.items() if k != "validation_id"}
+    fixed.update(run_id=RunIdentifier(run_name=f"labels {fingerprint}".strip(), run_time=when),
+                 validation_time=when, batch_markers=markers)
+    return fixed
+
+
 def render_data_docs(result: Any, severity: Mapping[str, Severity], success: bool) -> str:
     """The validation result as one self-contained HTML page.
 
@@ -280,8 +304,14 @@ def render_data_docs(result: Any, severity: Mapping[str, Severity], success: boo
     from great_expectations.render.view import DefaultJinjaPageView
     from jinja2 import ChoiceLoader, DictLoader
 
+    result.meta = _reproducible_meta(result.meta)
     document = _renderer(severity, success).render(result)
     view = DefaultJinjaPageView()
+    # gx names each collapsible block with a random uuid4; a counter keeps them unique and
+    # the page's bytes the same from run to run.
+    counter = itertools.count(1)
+    view.env.filters["generate_html_element_uuid"] = \
+        lambda prefix=None: f"{prefix or ''}{next(counter)}"
     # Our templates first: the page, and the action card whose buttons need no jQuery.
     view.env.loader = ChoiceLoader([
         DictLoader({PAGE_TEMPLATE_NAME: PAGE_TEMPLATE, "page_action_card.j2": ACTION_CARD}),
