@@ -104,7 +104,8 @@ def paired_bootstrap(
     rounds = {m: {k: np.empty(resamples) for k in BOOTSTRAP_METRICS} for m in names}
     rng = np.random.default_rng(seed)
     for r in tqdm(range(resamples), desc="bootstrap", unit="round", leave=False,
-                  disable=resamples < 50):
+                  # None: drawn on a terminal only, not into logs (make run, CI, pods).
+                  disable=True if resamples < 50 else None):
         rows = rng.integers(0, n, n)
         for m in names:
             scores, threshold = models[m]

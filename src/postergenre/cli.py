@@ -566,6 +566,12 @@ def configure_logging(verbosity: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None:
+        # From the command line (DVC's stages): a fixed string-hash seed, so that what a
+        # command writes does not change from run to run (reproducible.py).
+        from postergenre.reproducible import fixed_hash_seed
+
+        fixed_hash_seed("postergenre.cli")
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging(getattr(args, "verbose", 0))

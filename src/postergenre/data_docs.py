@@ -21,13 +21,12 @@ same bytes, so the run's clock and random ids stay off it (`_reproducible_meta`)
 
 from __future__ import annotations
 
-import datetime
 import itertools
 import logging
-import os
 from collections.abc import Mapping
 from typing import Any
 
+from postergenre.reproducible import source_date
 from postergenre.validation_rules import Severity
 
 log = logging.getLogger(__name__)
@@ -284,8 +283,7 @@ def _reproducible_meta(meta: Mapping[str, Any]) -> dict[str, Any]:
     time and the random validation id are dropped."""
     from great_expectations.core.run_identifier import RunIdentifier
 
-    epoch = int(os.environ.get("SOURCE_DATE_EPOCH", "0") or 0)
-    when = datetime.datetime.fromtimestamp(epoch, tz=datetime.UTC)
+    when = source_date()
     markers = {k: v for k, v in (meta.get("batch_markers") or {}).items()
                if k != "ge_load_time"}
     fingerprint = str(markers.get("pandas_data_fingerprint", ""))[:12]

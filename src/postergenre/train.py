@@ -40,7 +40,8 @@ A model folder holds `model.keras` (raw RGB pixels in [0, 255] -> 19 probabiliti
 (genres in order, image size, preprocessing, data version), `history.json` (one entry per
 epoch: loss, val_loss, val_auc; the linear probe has one), `training.json` (with
 `resumed_from_epoch`: the checkpoint's last finished epoch when the run resumed, else
-null) and `dvclive/` (per-epoch metrics and plots for DVC).
+null), `timing.json` (seconds and images per second: the clock, kept out of DVC's hash
+by .dvcignore) and `dvclive/` (per-epoch metrics and plots for DVC).
 """
 
 from __future__ import annotations
@@ -81,6 +82,11 @@ from postergenre.models import (
     join_base_and_head,
     split_at_last_block,
 )
+from postergenre.reproducible import (
+    export_variables_in_name_order,
+    normalize_keras_archive,
+    normalize_saved_model_fingerprint,
+)
 from postergenre.shards import dataset, decode_poster, labels_of, read_manifest
 from postergenre.typed_config import to_mapping
 
@@ -88,6 +94,8 @@ log = logging.getLogger(__name__)
 MODEL_FILE = "model.keras"
 SAVED_MODEL_DIR = "saved_model"
 METADATA_FILE = "metadata.json"
+TIMING_FILE = "timing.json"
+TIMING_KEYS = ("seconds", "feature_seconds", "train_images_per_second")
 PREPROCESSING = ("decode JPEG to RGB uint8, resize the whole poster to a square of "
                  "image_size pixels (area interpolation), float32 in [0, 255]; the model "
                  "scales its own input")
@@ -455,7 +463,8 @@ def export_serving(model: keras.Model, path: str | os.PathLike[str], image_size:
     archive.track(model)
     archive.add_endpoint("serving_default", serve)
     archive.add_endpoint("serve_examples", serve_examples)
-    archive.write_out(str(path), verbose=False)
+    with export_variables_in_name_order():
+        archive.write_out(str(path), verbose=False)
     return path
 
 
@@ -467,7 +476,9 @@ def _write_outputs(model: keras.Model, model_dir: Path, history: list[dict], inf
     if live:
         _write_dvclive(model_dir / "dvclive", history)
     model.save(model_dir / MODEL_FILE)
+    normalize_keras_archive(model_dir / MODEL_FILE)
     export_serving(model, model_dir / SAVED_MODEL_DIR, int(info["image_size"]))
+    normalize_saved_model_fingerprint(model_dir / SAVED_MODEL_DIR)
     write_json(model_dir / METADATA_FILE, {
         "model": info["model"], "genres": list(GENRES), "image_size": info["image_size"],
         "input": "float32 RGB pixels in [0, 255], shape (batch, size, size, 3)",
@@ -480,7 +491,11 @@ def _write_outputs(model: keras.Model, model_dir: Path, history: list[dict], inf
     info = {**info, "best_epoch": best.get("epoch"), "best_val_loss": best.get("val_loss"),
             "best_val_auc": best.get("val_auc"), "epochs_run": len(history),
             "genres": list(GENRES), "data_version": data_version}
-    write_json(model_dir / "training.json", info)
+    # The clock's figures in their own file, which .dvcignore keeps out of DVC's hash of
+    # the model folder (reproducible.py); training.json is the same on every rerun.
+    write_json(model_dir / TIMING_FILE, {k: info[k] for k in TIMING_KEYS if k in info})
+    write_json(model_dir / "training.json",
+               {k: v for k, v in info.items() if k not in TIMING_KEYS})
     return info
 
 
