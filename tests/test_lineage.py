@@ -279,9 +279,17 @@ def test_gate_component_hands_on_the_models_lineage(tmp_path, monkeypatch):
     model = _artifact(dsl.Model, _trained(tmp_path), {"name": "scratch_cnn", **trained_with})
     blessing = _artifact(dsl.Artifact, tmp_path / "gate-blessing.json")
     blessed = _artifact(dsl.Model, tmp_path / "blessed")
-    decision = gate_component.gate(_artifact(dsl.Artifact, tmp_path / "evaluation"), [model],
-                                   blessing, blessed, config={}, data_version=MD5)
+    from postergenre.report import DECISION_END, DECISION_START
+
+    page = tmp_path / "evaluation.html"
+    page.write_text(f"<html><body>{DECISION_START}{DECISION_END}</body></html>")
+    report = _artifact(dsl.HTML, tmp_path / "report.html")
+    decision = gate_component.gate(_artifact(dsl.Artifact, tmp_path / "evaluation"),
+                                   _artifact(dsl.HTML, page), [model], blessing, report,
+                                   blessed, config={}, data_version=MD5)
     assert decision == "blessed"
+    assert "BLESSED" in (tmp_path / "report.html").read_text()
+    assert report.metadata["params_hash"] == blessing.metadata["params_hash"]
     assert {k: blessed.metadata[k] for k in LINEAGE_KEYS} == trained_with
     assert blessing.metadata["params_hash"] == params_hash({"gate": GateConfig()})
     assert blessing.metadata["image"] == CLUSTER_ENV[IMAGE_ENV]
