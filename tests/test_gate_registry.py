@@ -493,3 +493,12 @@ def test_a_page_without_the_placeholder_is_named_and_the_blessing_is_kept(tmp_pa
                          evaluation_report_path=page, report_path=tmp_path / "report.html")
     assert json.loads((tmp_path / "blessing.json").read_text())["decision"] == BLESSED
     assert not (tmp_path / "report.html").exists()
+
+
+def test_a_report_without_evaluates_page_or_the_reverse_is_a_clear_error(tmp_path):
+    metrics = _write(tmp_path, {"scratch": GOOD, **BASE})
+    for paths in ({"report_path": tmp_path / "r.html"},
+                  {"evaluation_report_path": _page(tmp_path)}):
+        with pytest.raises(ValueError, match="give both evaluate's page and the report"):
+            gate_with_config(metrics, tmp_path / "blessing.json", GateConfig(), **paths)
+    assert not (tmp_path / "blessing.json").exists() and not (tmp_path / "r.html").exists()

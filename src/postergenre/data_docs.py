@@ -21,6 +21,7 @@ same bytes, so the run's clock and random ids stay off it (`_reproducible_meta`)
 
 from __future__ import annotations
 
+import copy
 import itertools
 import logging
 from collections.abc import Mapping
@@ -302,8 +303,10 @@ def render_data_docs(result: Any, severity: Mapping[str, Severity], success: boo
     from great_expectations.render.view import DefaultJinjaPageView
     from jinja2 import ChoiceLoader, DictLoader
 
-    result.meta = _reproducible_meta(result.meta)
-    document = _renderer(severity, success).render(result)
+    # A shallow copy: the caller's result keeps its own metadata.
+    shown = copy.copy(result)
+    shown.meta = _reproducible_meta(result.meta)
+    document = _renderer(severity, success).render(shown)
     view = DefaultJinjaPageView()
     # gx names each collapsible block with a random uuid4; a counter keeps them unique and
     # the page's bytes the same from run to run.

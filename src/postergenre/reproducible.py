@@ -26,12 +26,12 @@ import datetime
 import hashlib
 import json
 import os
-import shutil
 import sys
-import tempfile
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from postergenre.atomic import atomic_open
 
 HASH_SEED = "0"
 # The earliest time a zip entry can hold.
@@ -56,26 +56,18 @@ def normalize_keras_archive(path: str | os.PathLike[str]) -> None:
     stamp = max(_ZIP_EPOCH, when.timetuple()[:6])
     with zipfile.ZipFile(path) as archive:
         entries = [(info, archive.read(info)) for info in archive.infolist()]
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        with zipfile.ZipFile(temporary, "w") as out:
-            for info, data in sorted(entries, key=lambda entry: entry[0].filename):
-                if info.filename == "metadata.json":
-                    metadata = json.loads(data)
-                    metadata["date_saved"] = when.strftime("%Y-%m-%d@%H:%M:%S")
-                    data = json.dumps(metadata).encode()
-                elif info.filename == "config.json":
-                    data = json.dumps(_renumber_shared_objects(json.loads(data))).encode()
-                fixed = zipfile.ZipInfo(info.filename, date_time=stamp)
-                fixed.compress_type = info.compress_type
-                fixed.external_attr = 0o644 << 16
-                out.writestr(fixed, data)
-        shutil.copymode(path, temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb") as handle, zipfile.ZipFile(handle, "w") as out:
+        for info, data in sorted(entries, key=lambda entry: entry[0].filename):
+            if info.filename == "metadata.json":
+                metadata = json.loads(data)
+                metadata["date_saved"] = when.strftime("%Y-%m-%d@%H:%M:%S")
+                data = json.dumps(metadata).encode()
+            elif info.filename == "config.json":
+                data = json.dumps(_renumber_shared_objects(json.loads(data))).encode()
+            fixed = zipfile.ZipInfo(info.filename, date_time=stamp)
+            fixed.compress_type = info.compress_type
+            fixed.external_attr = 0o644 << 16
+            out.writestr(fixed, data)
 
 
 def _renumber_shared_objects(config: object) -> object:
@@ -124,8 +116,7 @@ def export_variables_in_name_order() -> Iterator[None]:
     try:
         from keras.src.export import saved_model_export_archive as archive
     except ImportError:
-        yield
-        return
+        archive = None
     original = getattr(archive, "_list_variables_used_by_fns", None)
     if original is None:
         yield
