@@ -6,6 +6,7 @@ compile into the YAML in platform.py.
 
 from __future__ import annotations
 
+import builtins
 import inspect
 import json
 import os
@@ -143,7 +144,8 @@ def run_local(pipeline_root: str | os.PathLike[str], experiment: Experiment | No
     local.init(runner=runner or local.SubprocessRunner(use_venv=False),
                pipeline_root=str(root), raise_on_error=True)
     before = set(root.iterdir())
-    task = create_pipeline(settings, experiment)(**params)
+    with _print_restored():
+        task = create_pipeline(settings, experiment)(**params)
     # kfp.local names a run's folder after the pipeline; a registry inside the root is not one.
     run_dirs = sorted(path for path in set(root.iterdir()) - before
                       if path.name.startswith(f"{PIPELINE_NAME}-"))
@@ -154,6 +156,19 @@ def run_local(pipeline_root: str | os.PathLike[str], experiment: Experiment | No
     return {"decision": task.output, "model": blessing.get("model"),
             "failed_rules": blessing.get("failed_rules", []),
             "run_dir": str(run_dir) if run_dir else None}
+
+
+@contextmanager
+def _print_restored() -> Iterator[None]:
+    """Put `print` back as it was. kfp.local (2.17.3) indents each task's log by swapping
+    `builtins.print` for the task's duration; the tasks of a ParallelFor (our trainings)
+    run on threads, and a thread that saved another's indenting `print` as the original
+    puts it back, so every later print of the process came out indented."""
+    original = builtins.print
+    try:
+        yield
+    finally:
+        builtins.print = original
 
 
 def container_runner(tmp_size: str = CONTAINER_TMP_SIZE,

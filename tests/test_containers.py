@@ -121,7 +121,9 @@ def test_the_whole_pipeline_runs_with_every_task_in_the_image(cpu_image, tmp_pat
     output = run.stdout + run.stderr
     assert run.returncode == 0, output[-6000:]
     assert re.search(r"^gate: blessed \S+", run.stdout, re.M), run.stdout[-3000:]
-    run_dir = Path(re.search(r"^artifacts: (.+)$", run.stdout, re.M)[1])
+    artifacts = re.search(r"^artifacts: (.+)$", run.stdout, re.M)
+    assert artifacts, run.stdout[-6000:]
+    run_dir = Path(artifacts[1])
     outputs = {path.parent.relative_to(run_dir).as_posix(): json.loads(path.read_text())
                for path in run_dir.rglob("executor_output.json")}
     tasks = {name.rsplit("/", 1)[-1] for name in outputs}

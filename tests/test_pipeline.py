@@ -1,5 +1,6 @@
 """The Kubeflow side: the compiled spec, and a whole local run with kfp.local."""
 
+import builtins
 import json
 from pathlib import Path
 
@@ -197,8 +198,11 @@ def tiny_experiment(overrides=TINY_RUN):
 def test_local_run_of_the_whole_pipeline(tmp_path):
     registry = tmp_path / "registry"
     experiment = tiny_experiment()
+    print_before = builtins.print
     result = run_local(tmp_path / "root", experiment, registry=str(registry))
     assert result["decision"] == "blessed"
+    # kfp.local's parallel trainings leave `print` indenting unless run_local restores it.
+    assert builtins.print is print_before
     run_dir = Path(result["run_dir"])
     outputs = {task.name: json.loads((task / "executor_output.json").read_text())
                for task in run_dir.iterdir() if (task / "executor_output.json").is_file()}
