@@ -7,14 +7,16 @@ Both sides take the same posters (the first `--n` of ../shared/data/posters-movi
 present, else generated demo posters at that set's 128x188 size) to `--size` pixels:
 - study: the 2017 notebook's serial loop, `cv2.imread` at full size, `cv2.resize` (bilinear),
   appended and stacked into one float32 array held in memory;
-- ours: `augment_and_shard` with upsampling off: a thread pool sized to the CPUs, JPEG
-  decoded at 1/2, 1/4 or 1/8 scale where the poster is that many times the size, one colour
-  conversion, an INTER_AREA (antialiased) resize, then what the study does not do: a
-  quality-95 JPEG encode, a tf.train.Example per poster and the TFRecord shards, and the
-  validation and test splits' one poster each (the stage needs all three splits).
+- ours: `augment_and_shard` with upsampling off: worker processes, one per CPU (render.py),
+  JPEG decoded at 1/2, 1/4 or 1/8 scale where the poster is that many times the size,
+  decoded straight to RGB, an INTER_AREA (antialiased) resize, then what the study does not
+  do: a quality-95 JPEG encode and a tf.train.Example per poster (in the workers), the
+  TFRecord shards (this process), and the validation and test splits' one poster each
+  (the stage needs all three splits).
 Each side runs `--repeats` times (at least 3); its figure is the median run's images per
-second, printed with the CPU time per image (all threads of this process), which a loaded
-machine disturbs much less than wall time. The load average is printed at start and end.
+second, printed with the CPU time per image of the whole process tree (every thread of
+this process and of the worker processes), which a loaded machine disturbs much less than
+wall time. The load average is printed at start and end.
 
 Quality: each side's images against a reference (full decode + INTER_AREA resize, the
 antialiased shrink): mean absolute difference per channel value, 0-255. Ours is read back
@@ -22,6 +24,11 @@ from the shards, so it includes the JPEG encode.
 
 Probe: validate's poster probe (`probe.probe_posters`) against its version before issue 14
 (kept below, verbatim): the same measurements (asserted), timed the same way.
+
+Where the CPU goes (one thread, no pool): each step of both sides timed alone over the
+same posters, the project's own functions for ours. And what this machine gives a parallel
+loader at best: the study's loop in two processes at once (started together) against one,
+the ratio two cores deliver to work that shares nothing; our pool is bounded by it.
 
 Memory: a fresh process streams `shards.dataset` over 1,000 and over 8,000 records; its
 figure is the peak RSS minus the RSS after importing TensorFlow, tfx-bsl and the reader
@@ -109,6 +116,69 @@ def old_probe_posters(paths: list[Path], max_pixels: int) -> list:
         return list(pool.map(probe_poster, paths, chunksize=32))
 
 
+def _steps(paths: list[Path], size: int, quality: int) -> dict[str, float]:
+    """CPU microseconds per poster of each step, one thread: ours, then the study's."""
+    import time
+
+    from postergenre.images import decode_rgb, encode_jpeg, resize
+    from postergenre.shards import PosterRecord, to_example
+
+    def timed(step, items):
+        start = time.process_time()
+        out = [step(item) for item in items]
+        return out, (time.process_time() - start) / len(items) * 1e6
+
+    data, read_us = timed(lambda p: p.read_bytes(), paths)
+    rgb, decode_us = timed(lambda d: decode_rgb(d, min_side=size), data)
+    small, resize_us = timed(lambda im: resize(im, size), rgb)
+    jpegs, encode_us = timed(lambda im: encode_jpeg(im, quality), small)
+    labels = np.zeros(19, np.int64)
+    _, example_us = timed(lambda j: to_example(PosterRecord(j, labels, "tt0", "train",
+                                                           origin="tt0")), jpegs)
+    full, imread_us = timed(lambda p: cv2.imread(str(p)), paths)
+    _, bilinear_us = timed(lambda im: cv2.resize(im, (size, size)), full)
+    return {"read": read_us, "reduced decode": decode_us, "INTER_AREA": resize_us,
+            f"JPEG q{quality}": encode_us, "Example": example_us,
+            "study imread": imread_us, "study resize": bilinear_us}
+
+
+def _study_worker(paths: list[str], size: int, start, elapsed) -> None:
+    """One process of the parallel-ceiling measurement: wait for the common start, then
+    run the study's loop (one OpenCV thread) and report its wall time."""
+    import time
+
+    cv2.setNumThreads(1)
+    start.wait()
+    began = time.perf_counter()
+    study_loop([Path(p) for p in paths], size)
+    elapsed.put(time.perf_counter() - began)
+
+
+def parallel_ceiling(paths: list[Path], size: int, repeats: int) -> tuple[float, float]:
+    """(images/s of one process, of two processes at once) running the study's loop,
+    medians of `repeats`: what two cores give to work that shares nothing. Spawned
+    processes (this one has imported TensorFlow); their start-up is not timed."""
+    import multiprocessing
+    import statistics
+
+    context = multiprocessing.get_context("spawn")
+    rates: dict[int, list[float]] = {1: [], 2: []}
+    names = [str(p) for p in paths]
+    for _ in range(repeats):
+        for count in (1, 2):
+            start, elapsed = context.Event(), context.Queue()
+            workers = [context.Process(target=_study_worker, args=(names, size, start, elapsed))
+                       for _ in range(count)]
+            for worker in workers:
+                worker.start()
+            start.set()
+            times = [elapsed.get(timeout=600) for _ in workers]
+            for worker in workers:
+                worker.join()
+            rates[count].append(count * len(paths) / max(times))
+    return statistics.median(rates[1]), statistics.median(rates[2])
+
+
 def make_split(table: pd.DataFrame, split_dir: Path, n: int) -> None:
     """A split folder whose train split holds `n` rows (posters repeated with new ids)."""
     reps = -(-n // len(table))
@@ -168,7 +238,7 @@ def main() -> None:
 
     from postergenre.augment import augment_and_shard
     from postergenre.configs import AugmentConfig
-    from postergenre.images import decode_threads, jpeg_size, scale_factor
+    from postergenre.images import available_cpus, decode_threads, jpeg_size, scale_factor
 
     print(load_line("start"), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -187,7 +257,7 @@ def main() -> None:
         factors = [scale_factor(jpeg_size(p.read_bytes()), args.size) for p in paths]
         n = len(paths)
 
-        study = repeat(lambda: study_loop(paths, args.size), n, args.repeats)
+        study = repeat(lambda: study_loop(paths, args.size), n, args.repeats, tree=True)
         study_array = study.runs[-1].value
         assert study_array.shape == (n, args.size, args.size, 3), study_array.shape
 
@@ -197,7 +267,7 @@ def main() -> None:
         counter = iter(range(args.repeats))
         ours = repeat(lambda: augment_and_shard(data, work / "split",
                                                 work / f"ours{next(counter)}", config),
-                      n + 2, args.repeats)
+                      n + 2, args.repeats, tree=True)
 
         from postergenre.configs import ValidateConfig
         from postergenre.probe import probe_posters
@@ -207,6 +277,9 @@ def main() -> None:
         probe_old = repeat(lambda: old_probe_posters(paths, max_pixels), n, args.repeats)
         probe_new = repeat(lambda: probe_posters(cells, data, max_pixels), n, args.repeats)
         assert probe_new.runs[0].value == probe_old.runs[0].value  # the same measurements
+
+        steps = _steps(paths, args.size, config.jpeg_quality)
+        one, two = parallel_ceiling(paths, args.size, args.repeats)
 
         truth = reference(paths, args.size)
         study_error = mean_abs(study_array[..., ::-1], truth)  # the study's array is BGR
@@ -222,11 +295,12 @@ def main() -> None:
 
     reduced = {f: factors.count(f) for f in sorted(set(factors))}
     print(f"posters: {n} from {source}, to {args.size} px; decode scale 1/k for k: "
-          f"{reduced}; our pool {decode_threads()} threads")
+          f"{reduced}; our pool {available_cpus()} processes")
     print(f"study (imread full size, bilinear resize, float32 array): "
           f"{study.describe('image')}")
-    print(f"ours (augment_and_shard: reduced decode, INTER_AREA, JPEG q{config.jpeg_quality} "
-          f"+ Example + TFRecord, {n} + 2 posters): {ours.describe('image')}")
+    print(f"ours (augment_and_shard: {available_cpus()} worker processes, reduced decode, "
+          f"INTER_AREA, JPEG q{config.jpeg_quality} + Example, TFRecord, {n} + 2 posters): "
+          f"{ours.describe('image')}")
     print(f"quality vs full decode + INTER_AREA: ours {our_error:.2f} (after JPEG), "
           f"study {study_error:.2f} (mean abs difference, 0-255)")
     print(f"validate probe before (2 reads, Pillow header, <= 8 threads): "
@@ -237,6 +311,14 @@ def main() -> None:
     print(f"CPU-bound ceiling of the ratio with every CPU free for ours and one for the "
           f"study: {ceiling:.2f}x ({len(os.sched_getaffinity(0))} x study's / our CPU per "
           "image)")
+    ours_steps = {k: v for k, v in steps.items() if not k.startswith("study")}
+    print("CPU per poster, one thread: ours "
+          + " + ".join(f"{k} {v:.0f}" for k, v in ours_steps.items())
+          + f" = {sum(ours_steps.values()):.0f} us; study imread {steps['study imread']:.0f}"
+          f" + resize {steps['study resize']:.0f} = "
+          f"{steps['study imread'] + steps['study resize']:.0f} us")
+    print(f"parallel ceiling of this machine: the study's loop in 2 processes at once "
+          f"{two:.0f} img/s vs 1 process {one:.0f} img/s = {two / one:.2f}x")
     lines = []
     for size, (base, peak) in memory.items():
         lines.append(f"{peak - base:.0f} MiB over {size:,} ({peak:.0f} peak - {base:.0f} "
@@ -249,7 +331,8 @@ def main() -> None:
           f"{ours.rate / study.rate:.2f}x (target >= 1.5x); CPU per image ours "
           f"{ours.cpu_us_per_item:.0f} us vs study {study.cpu_us_per_item:.0f} us; probe "
           f"{probe_new.rate / probe_old.rate:.2f}x ({probe_new.cpu_us_per_item:.0f} vs "
-          f"{probe_old.cpu_us_per_item:.0f} us CPU per poster); reader "
+          f"{probe_old.cpu_us_per_item:.0f} us CPU per poster); 2 processes "
+          f"{two / one:.2f}x 1 on this machine; reader "
           f"memory above imports {memory[1000][1] - memory[1000][0]:.0f} MiB at 1k vs "
           f"{memory[8000][1] - memory[8000][0]:.0f} MiB at 8k posters")
 

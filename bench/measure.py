@@ -75,18 +75,52 @@ class Summary:
                 f"{self.cores_used:.2f} cores busy")
 
 
-def measure(fn: Callable[[], Any]) -> Run:
-    """Time one call of `fn` by wall clock and by this process's CPU time."""
-    cpu, wall = time.process_time(), time.perf_counter()
+def _stat_fields(pid: int | str) -> list[str]:
+    with open(f"/proc/{pid}/stat") as handle:
+        return handle.read().rsplit(")", 1)[1].split()  # the name may hold spaces
+
+
+def tree_cpu_seconds() -> float:
+    """CPU seconds of this process (every thread), its children that ended and were
+    waited for, and every live descendant with its own ended children: worker processes
+    included, wherever they hang in the tree (a fork server's workers are its children,
+    not ours). Linux /proc; take differences."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                parents.setdefault(int(_stat_fields(entry)[1]), []).append(int(entry))
+            except (OSError, IndexError, ValueError):
+                continue  # ended while we looked
+    total, todo = 0, [os.getpid()]
+    while todo:
+        pid = todo.pop()
+        try:
+            fields = _stat_fields(pid)
+        except OSError:
+            continue
+        total += sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
+        todo.extend(parents.get(pid, []))
+    return total / ticks
+
+
+def measure(fn: Callable[[], Any], tree: bool = False) -> Run:
+    """Time one call of `fn` by wall clock and by CPU time: this process's (every
+    thread), or with `tree` its whole process tree's (work done in worker processes)."""
+    clock = tree_cpu_seconds if tree else time.process_time
+    cpu, wall = clock(), time.perf_counter()
     value = fn()
-    return Run(time.perf_counter() - wall, time.process_time() - cpu, value)
+    return Run(time.perf_counter() - wall, clock() - cpu, value)
 
 
-def repeat(fn: Callable[[], Any], items: int, times: int = MIN_REPEATS) -> Summary:
-    """`fn` run `times` times (each doing the same work over `items` items)."""
+def repeat(fn: Callable[[], Any], items: int, times: int = MIN_REPEATS,
+           tree: bool = False) -> Summary:
+    """`fn` run `times` times (each doing the same work over `items` items); `tree`: CPU
+    time of the whole process tree (see `measure`)."""
     if times < 1:
         raise ValueError(f"times must be at least 1, got {times}")
-    return Summary(tuple(measure(fn) for _ in range(times)), items)
+    return Summary(tuple(measure(fn, tree) for _ in range(times)), items)
 
 
 def load_average() -> float:

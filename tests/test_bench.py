@@ -26,6 +26,31 @@ def _run(script: str, *args: str, env: dict[str, str] | None = None,
                           text=True, timeout=timeout, env={**os.environ, **(env or {})})
 
 
+BURN = "import time\nend = time.process_time() + {seconds}\nwhile time.process_time() < end: pass"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="Linux /proc")
+def test_tree_cpu_counts_work_done_in_a_grandchild_process():
+    """A process that starts a child which does the work (as a fork server starts
+    augment's workers): this process's own CPU clock misses it, the tree's does not."""
+    nested = (f"import subprocess, sys; subprocess.run([sys.executable, '-c', "
+              f"{BURN.format(seconds=0.6)!r}], check=True)")
+    run = measure.measure(lambda: subprocess.run([sys.executable, "-c", nested], check=True),
+                          tree=True)
+    own = measure.measure(lambda: subprocess.run([sys.executable, "-c", nested], check=True))
+    assert run.cpu_s >= 0.6
+    assert own.cpu_s < 0.3
+    # Live descendants count too: the child is still burning when the clock is read.
+    child = subprocess.Popen([sys.executable, "-c", BURN.format(seconds=2)])
+    try:
+        start = measure.tree_cpu_seconds()
+        time.sleep(1.0)
+        assert measure.tree_cpu_seconds() - start >= 0.3
+    finally:
+        child.kill()
+        child.wait()
+
+
 def test_repeat_reports_medians_and_cpu_per_item():
     calls = iter([0.0, 0.05, 0.01])
 

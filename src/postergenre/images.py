@@ -22,6 +22,7 @@ tolerance); every other format, and a JPEG too small to reduce, decodes at full 
 
 from __future__ import annotations
 
+import math
 import os
 
 import cv2
@@ -53,15 +54,33 @@ _RGB_FLAGS = {
 }
 
 
-def decode_threads() -> int:
-    """Threads for a pool of decodes: one per CPU this process may run on (its affinity
-    mask, which a container's cpuset narrows, else the machine's count), plus one so a
-    file read never leaves a core idle. OpenCV releases the GIL while it decodes."""
+def _cgroup_cpu_limit(cpu_max: str = "/sys/fs/cgroup/cpu.max") -> int | None:
+    """The CPUs a cgroup v2 quota allows ("200000 100000" -> 2), None when unlimited or
+    unknown. A Kubernetes CPU limit is such a quota: the pod sees every CPU of the node
+    but may use only this many."""
+    try:
+        with open(cpu_max) as handle:
+            quota, period = handle.read().split()[:2]
+        return max(1, math.ceil(int(quota) / int(period))) if quota != "max" else None
+    except (OSError, ValueError):
+        return None
+
+
+def available_cpus() -> int:
+    """The CPUs this process may use: its affinity mask (which a container's cpuset
+    narrows, else the machine's count), capped by a cgroup CPU quota (a pod's limit)."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         cpus = os.cpu_count() or 1
-    return max(1, cpus) + 1
+    limit = _cgroup_cpu_limit()
+    return max(1, min(cpus, limit) if limit else cpus)
+
+
+def decode_threads() -> int:
+    """Threads for a pool of decodes: one per available CPU plus one, so a file read
+    never leaves a core idle. OpenCV releases the GIL while it decodes."""
+    return available_cpus() + 1
 
 
 def jpeg_size(data: bytes) -> tuple[int, int] | None:

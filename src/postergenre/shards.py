@@ -27,7 +27,6 @@ import json
 import os
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,10 @@ import numpy as np
 import tensorflow as tf
 
 from postergenre.genres import NUM_GENRES
+
+# Without TensorFlow: augment's worker processes serialise records (see records.py).
+from postergenre.records import PosterRecord
+from postergenre.records import serialize as to_example
 
 MANIFEST_FILE = "manifest.json"
 SCHEMA_FILE = "poster_schema.pbtxt"
@@ -81,38 +84,12 @@ def shard_error(prepared_dir: str | os.PathLike[str], split: str,
                           f"({_tf_message(err)}); its shards: {', '.join(paths)}")
 
 
-@dataclass(frozen=True)
-class PosterRecord:
-    """One training / evaluation sample as stored in a shard."""
-
-    image_jpeg: bytes
-    labels: np.ndarray
-    imdb_id: str
-    split: str
-    origin: str
-    augmentation: str = "none"
-
-
-def to_example(record: PosterRecord) -> bytes:
-    """Serialise a record as a `tf.train.Example`."""
-    # Filled in place: a third of the time of building nested messages (augment writes
-    # every poster through here, holding the GIL).
-    example = tf.train.Example()
-    feature = example.features.feature
-    feature["image"].bytes_list.value.append(record.image_jpeg)
-    feature["labels"].int64_list.value.extend(int(v) for v in record.labels)
-    for name in ("imdb_id", "split", "origin", "augmentation"):
-        feature[name].bytes_list.value.append(getattr(record, name).encode())
-    # deterministic: map entries in key order. Otherwise their order follows the
-    # process's hash seed, and the same records make different shard bytes (and DVC
-    # hashes) in every run.
-    return example.SerializeToString(deterministic=True)
-
-
 def write_shards(
-    records: Iterable[PosterRecord], out_dir: str | os.PathLike[str], prefix: str, shard_size: int
+    records: Iterable[PosterRecord | bytes], out_dir: str | os.PathLike[str], prefix: str,
+    shard_size: int
 ) -> list[str]:
-    """Write records into `<prefix>-00000.tfrecord`, ... of at most `shard_size` each."""
+    """Write records into `<prefix>-00000.tfrecord`, ... of at most `shard_size` each;
+    a record is a PosterRecord or its bytes already serialised (`to_example`)."""
     if shard_size < 1:
         raise ValueError("shard_size must be at least 1")
     out = Path(out_dir)
@@ -127,7 +104,7 @@ def write_shards(
                     writer.close()
                 names.append(f"{prefix}-{len(names):05d}.tfrecord")
                 writer = tf.io.TFRecordWriter(str(out / names[-1]))
-            writer.write(to_example(record))
+            writer.write(record if isinstance(record, bytes) else to_example(record))
             count += 1
     finally:
         if writer is not None:
