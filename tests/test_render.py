@@ -111,12 +111,23 @@ def test_render_poster_matches_the_pool_for_copies(tiny_data, tiny_split):
 
 @pytest.mark.parametrize(("text", "cpus"), [("200000 100000\n", 2), ("150000 100000", 2),
                                             ("50000 100000", 1), ("max 100000", None),
-                                            ("garbage", None)])
-def test_a_cgroup_cpu_quota_is_read_as_cpus(tmp_path, text, cpus):
-    path = tmp_path / "cpu.max"
-    path.write_text(text)
-    assert _cgroup_cpu_limit(str(path)) == cpus
-    assert _cgroup_cpu_limit(str(tmp_path / "absent")) is None
+                                            ("garbage", None), ("100000 0", None)])
+def test_a_cgroup_v2_cpu_quota_is_read_as_cpus(tmp_path, text, cpus):
+    (tmp_path / "cpu.max").write_text(text)
+    assert _cgroup_cpu_limit(str(tmp_path)) == cpus
+
+
+@pytest.mark.parametrize("folder", ["cpu,cpuacct", "cpu"])
+@pytest.mark.parametrize(("quota", "cpus"), [("400000", 4), ("250000", 3), ("-1", None)])
+def test_a_cgroup_v1_cpu_quota_is_read_as_cpus(tmp_path, folder, quota, cpus):
+    (tmp_path / folder).mkdir()
+    (tmp_path / folder / "cpu.cfs_quota_us").write_text(f"{quota}\n")
+    (tmp_path / folder / "cpu.cfs_period_us").write_text("100000\n")
+    assert _cgroup_cpu_limit(str(tmp_path)) == cpus
+
+
+def test_no_cgroup_files_means_no_limit(tmp_path):
+    assert _cgroup_cpu_limit(str(tmp_path)) is None
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="Linux affinity")

@@ -54,15 +54,37 @@ _RGB_FLAGS = {
 }
 
 
-def _cgroup_cpu_limit(cpu_max: str = "/sys/fs/cgroup/cpu.max") -> int | None:
-    """The CPUs a cgroup v2 quota allows ("200000 100000" -> 2), None when unlimited or
-    unknown. A Kubernetes CPU limit is such a quota: the pod sees every CPU of the node
-    but may use only this many."""
+_CGROUP = "/sys/fs/cgroup"
+
+
+def _read_words(path: str) -> list[str]:
+    with open(path) as handle:
+        return handle.read().split()
+
+
+def _cgroup_cpu_limit(root: str = _CGROUP) -> int | None:
+    """The CPUs this cgroup's quota allows (2.0 CPUs of quota per period -> 2, 1.5 -> 2),
+    None when unlimited or unknown. A Kubernetes CPU limit is such a quota: the pod sees
+    every CPU of the node but may use only this many. cgroup v2 keeps it in `cpu.max`
+    ("200000 100000", or "max ..." when unlimited); v1 (EKS's Amazon Linux 2 nodes among
+    others) in `cpu.cfs_quota_us` (-1 when unlimited) and `cpu.cfs_period_us`."""
     try:
-        with open(cpu_max) as handle:
-            quota, period = handle.read().split()[:2]
-        return max(1, math.ceil(int(quota) / int(period))) if quota != "max" else None
+        quota, period = _read_words(f"{root}/cpu.max")[:2]
+        unlimited = quota == "max"
     except (OSError, ValueError):
+        for folder in (f"{root}/cpu,cpuacct", f"{root}/cpu"):
+            try:
+                quota = _read_words(f"{folder}/cpu.cfs_quota_us")[0]
+                period = _read_words(f"{folder}/cpu.cfs_period_us")[0]
+                unlimited = int(quota) < 0
+                break
+            except (OSError, ValueError, IndexError):
+                continue
+        else:
+            return None
+    try:
+        return None if unlimited else max(1, math.ceil(int(quota) / int(period)))
+    except (ValueError, ZeroDivisionError):
         return None
 
 
