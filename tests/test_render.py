@@ -18,9 +18,9 @@ from postergenre.images import PosterDecodeError, _cgroup_cpu_limit, available_c
 from postergenre.labels import read_labels
 from postergenre.render import (
     PosterJob,
+    RenderPool,
     RenderSettings,
     render_batch,
-    render_pool,
     render_poster,
 )
 from tests.conftest import TINY_IMAGE
@@ -41,7 +41,7 @@ def test_the_pool_renders_what_this_process_renders(tiny_data, tiny_split, tiny_
             for poster, movie, copies in zip(table["poster"][:6], table["imdb_id"][:6],
                                              [0, 1, 2, 0, 3, 1], strict=True)]
     here = render_batch(jobs, settings)
-    with render_pool(2) as pool:
+    with RenderPool(2) as pool:
         there = pool.submit(jobs, settings).result()
         # A worker holds OpenCV and NumPy, not TensorFlow (seconds and a gigabyte to start).
         assert pool._executor.submit(eval, "'tensorflow' in __import__('sys').modules"

@@ -26,7 +26,7 @@ from postergenre.atomic import write_json
 from postergenre.configs import AugmentConfig
 from postergenre.genres import GENRES, encode_many
 from postergenre.labels import read_labels
-from postergenre.render import PosterJob, RenderPool, RenderSettings, render_pool
+from postergenre.render import PosterJob, RenderPool, RenderSettings
 from postergenre.shards import MANIFEST_FILE, write_shards
 from postergenre.split import SPLITS
 
@@ -93,8 +93,11 @@ def augment_and_shard(
     for stale in out.glob("*.tfrecord"):
         stale.unlink()
 
+    # Plain strings, not Path objects: the jobs are made once per poster before the
+    # workers get their first task.
+    folder = os.fspath(data_dir)
     # The workers start (from the fork server) while the tables are read.
-    with render_pool() as pool:
+    with RenderPool() as pool:
         tables = {split: read_labels(split_dir / f"{split}.csv") for split in SPLITS}
         matrices = {split: encode_many(tables[split]["genres"]) for split in SPLITS}
         factors = genre_factors(matrices["train"], max_upsample)
@@ -115,9 +118,6 @@ def augment_and_shard(
             extra = (copies_per_movie(matrix, factors) if split == "train"
                      else np.zeros(len(table), dtype=int))
             counts = {"movies": len(table), "augmented": int(extra.sum())}
-            # Plain strings, not Path objects: this loop runs once per poster before the
-            # workers get their first task.
-            folder = os.fspath(data_dir)
             jobs = [PosterJob(os.path.join(folder, poster), imdb_id, split, labels, copies)
                     for poster, imdb_id, labels, copies
                     in zip(table["poster"].tolist(), table["imdb_id"].tolist(), matrix,

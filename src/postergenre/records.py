@@ -16,13 +16,14 @@ with TensorFlow / tfx-bsl as before.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 _LENGTH_DELIMITED = 2  # protobuf wire type of bytes, strings, messages and packed lists
 _BYTES_LIST, _INT64_LIST = 1, 3  # Feature's field numbers
+ORIGINAL = "none"  # the augmentation name of a poster stored as it is
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class PosterRecord:
     imdb_id: str
     split: str
     origin: str
-    augmentation: str = "none"
+    augmentation: str = ORIGINAL
 
 
 def _varint(value: int) -> bytes:
@@ -72,30 +73,11 @@ def example_bytes(bytes_features: Mapping[str, Sequence[bytes]],
     return _field(1, entries)
 
 
-def _bytes_entry(key: bytes) -> Callable[[bytes], bytes]:
-    """A map entry holding one bytes value under `key`, its constant part made once."""
-    name = _field(1, key)
-
-    def entry(value: bytes) -> bytes:
-        return _field(1, name + _field(2, _field(_BYTES_LIST, _field(1, value))))
-    return entry
-
-
-# The record's features in key order, as deterministic serialisation writes them; built
-# from the constant parts, since every poster of augment goes through here (a fifth of the
-# generic `example_bytes`' time; tests/test_records.py checks the two agree).
-_AUGMENTATION, _IMAGE, _IMDB_ID, _ORIGIN, _SPLIT = (
-    _bytes_entry(key) for key in (b"augmentation", b"image", b"imdb_id", b"origin", b"split"))
-_LABELS_NAME = _field(1, b"labels")
-
-
 def serialize(record: PosterRecord) -> bytes:
     """The record as a `tf.train.Example` (the features `resources/poster_schema.pbtxt`
-    describes): what `example_bytes` gives for them."""
-    packed = _packed(np.asarray(record.labels, dtype=np.int64).ravel())
-    labels = _field(1, _LABELS_NAME + _field(2, _field(_INT64_LIST,
-                                                       _field(1, packed) if packed else b"")))
-    return _field(1, b"".join((
-        _AUGMENTATION(record.augmentation.encode()), _IMAGE(record.image_jpeg),
-        _IMDB_ID(record.imdb_id.encode()), labels, _ORIGIN(record.origin.encode()),
-        _SPLIT(record.split.encode()))))
+    describes)."""
+    return example_bytes(
+        {"image": [record.image_jpeg], "imdb_id": [record.imdb_id.encode()],
+         "split": [record.split.encode()], "origin": [record.origin.encode()],
+         "augmentation": [record.augmentation.encode()]},
+        {"labels": record.labels})

@@ -37,9 +37,7 @@ from postergenre.images import (
     read_rgb,
     resize,
 )
-from postergenre.records import PosterRecord, serialize
-
-ORIGINAL = "none"  # the augmentation name of a poster stored as it is
+from postergenre.records import ORIGINAL, PosterRecord, serialize
 
 
 @dataclass(frozen=True)
@@ -128,7 +126,8 @@ def _main_script_hidden() -> Iterator[None]:
 
 
 class RenderPool:
-    """Worker processes for `render_batch`: a ProcessPoolExecutor (a worker that dies, say
+    """Worker processes for `render_batch`, one per CPU this process may use (default):
+    a ProcessPoolExecutor (a worker that dies, say
     killed for memory, fails the run with BrokenProcessPool instead of hanging it), whose
     workers start from a fork server (a fresh interpreter that has imported only this
     module), never forked from the caller, which may hold TensorFlow's threads and
@@ -141,8 +140,7 @@ class RenderPool:
                                               else "spawn")
         if "forkserver" in methods:
             context.set_forkserver_preload([__name__])
-        self.workers = workers or available_cpus()
-        self._executor = ProcessPoolExecutor(self.workers, mp_context=context,
+        self._executor = ProcessPoolExecutor(workers or available_cpus(), mp_context=context,
                                              initializer=_one_opencv_thread)
 
     def submit(self, jobs: Sequence[PosterJob], settings: RenderSettings
@@ -157,7 +155,3 @@ class RenderPool:
         # On an error, what is queued is dropped; running tasks end (a task is few posters).
         self._executor.shutdown(wait=True, cancel_futures=True)
 
-
-def render_pool(workers: int | None = None) -> RenderPool:
-    """Worker processes for `render_batch`, one per CPU this process may use."""
-    return RenderPool(workers)
