@@ -51,7 +51,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from measure import MIN_REPEATS, load_line, repeat  # noqa: E402
+from measure import MIN_REPEATS, load_line, measure, repeat  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data" / "posters-movielens"
@@ -118,15 +118,12 @@ def old_probe_posters(paths: list[Path], max_pixels: int) -> list:
 
 def _steps(paths: list[Path], size: int, quality: int) -> dict[str, float]:
     """CPU microseconds per poster of each step, one thread: ours, then the study's."""
-    import time
-
     from postergenre.images import decode_rgb, encode_jpeg, resize
     from postergenre.shards import PosterRecord, to_example
 
     def timed(step, items):
-        start = time.process_time()
-        out = [step(item) for item in items]
-        return out, (time.process_time() - start) / len(items) * 1e6
+        run = measure(lambda: [step(item) for item in items])
+        return run.value, run.cpu_s / len(items) * 1e6
 
     data, read_us = timed(lambda p: p.read_bytes(), paths)
     rgb, decode_us = timed(lambda d: decode_rgb(d, min_side=size), data)
