@@ -1,7 +1,7 @@
 """Input preparation benchmark: our `augment` stage against the study's loading loop, the
 pixels each writes against a common reference, and the shard reader's memory.
 
-    .venv/bin/python bench/input.py [--posters DIR] [--size 64] [--n 2000] [--repeats 3]
+    .venv/bin/python bench/input.py [--posters DIR] [--size 64] [--n 2000] [--repeats 7]
 
 Both sides take the same posters (the first `--n` of ../shared/data/posters-movielens when
 present, else generated demo posters at that set's 128x188 size) to `--size` pixels:
@@ -9,14 +9,17 @@ present, else generated demo posters at that set's 128x188 size) to `--size` pix
   appended and stacked into one float32 array held in memory;
 - ours: `augment_and_shard` with upsampling off: worker processes, one per CPU (render.py),
   JPEG decoded at 1/2, 1/4 or 1/8 scale where the poster is that many times the size,
-  decoded straight to RGB, an INTER_AREA (antialiased) resize, then what the study does not
-  do: a quality-95 JPEG encode and a tf.train.Example per poster (in the workers), the
-  TFRecord shards (this process), and the validation and test splits' one poster each
-  (the stage needs all three splits).
-Each side runs `--repeats` times (at least 3); its figure is the median run's images per
-second, printed with the CPU time per image of the whole process tree (every thread of
-this process and of the worker processes), which a loaded machine disturbs much less than
-wall time. The load average is printed at start and end.
+  decoded straight to RGB, the shrink left finished bilinear when under 2x (else
+  INTER_AREA; images.resize), then what the study does not do: a quality-95 JPEG encode,
+  a tf.train.Example per poster and its TFRecord frame (in the workers), the shard files
+  (this process), and the validation and test splits' one poster each (the stage needs
+  all three splits).
+Each side runs `--repeats` times (at least 3, default 7: on this project's shared 2-core
+machine the study's loop alone ran at 2,470-3,700 posters/s in eight runs in a row), the
+sides alternating; its figure is the
+median run's images per second, printed with the CPU time per image of the whole process
+tree (every thread of this process and of the worker processes), which a loaded machine
+disturbs much less than wall time. The load average is printed at start and end.
 
 Quality: each side's images against a reference (full decode + INTER_AREA resize, the
 antialiased shrink): mean absolute difference per channel value, 0-255. Ours is read back
@@ -31,8 +34,11 @@ loader at best: the study's loop in two processes at once (started together) aga
 the ratio two cores deliver to work that shares nothing; our pool is bounded by it.
 
 Memory: a fresh process streams `shards.dataset` over 1,000 and over 8,000 records; its
-figure is the peak RSS minus the RSS after importing TensorFlow, tfx-bsl and the reader
-(the import alone is most of the process). Target: flat (within 10 % or a few MiB).
+figure is the peak RSS (VmHWM) minus the RSS after importing TensorFlow, tfx-bsl and the
+reader (the import alone is most of the process). Target: flat (within 10 % or a few MiB).
+Before 2026-12-02 the peak was ru_maxrss, which a process started from this one inherits
+(Linux keeps the forked parent's high-water mark across exec): the 595-620 MiB "above
+imports" printed then were this benchmark's own arrays, not the reader's.
 
 Last line: input: ours N img/s vs study M img/s, ratio R (target >= 1.5x); CPU per image ...
 """
@@ -51,7 +57,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from measure import MIN_REPEATS, load_line, measure, repeat  # noqa: E402
+from measure import MIN_REPEATS, interleaved, load_line, measure  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data" / "posters-movielens"
@@ -118,7 +124,8 @@ def old_probe_posters(paths: list[Path], max_pixels: int) -> list:
 
 def _steps(paths: list[Path], size: int, quality: int) -> dict[str, float]:
     """CPU microseconds per poster of each step, one thread: ours, then the study's."""
-    from postergenre.images import decode_rgb, encode_jpeg, resize
+    from postergenre.images import decode_scaled, encode_jpeg, resize
+    from postergenre.records import frame
     from postergenre.shards import PosterRecord, to_example
 
     def timed(step, items):
@@ -126,16 +133,16 @@ def _steps(paths: list[Path], size: int, quality: int) -> dict[str, float]:
         return run.value, run.cpu_s / len(items) * 1e6
 
     data, read_us = timed(lambda p: p.read_bytes(), paths)
-    rgb, decode_us = timed(lambda d: decode_rgb(d, min_side=size), data)
-    small, resize_us = timed(lambda im: resize(im, size), rgb)
+    decoded, decode_us = timed(lambda d: decode_scaled(d, min_side=size), data)
+    small, resize_us = timed(lambda im: resize(im[0], size, prefiltered=im[1] > 1), decoded)
     jpegs, encode_us = timed(lambda im: encode_jpeg(im, quality), small)
-    labels = np.zeros(19, np.int64)
-    _, example_us = timed(lambda j: to_example(PosterRecord(j, labels, "tt0", "train",
-                                                           origin="tt0")), jpegs)
+    labels = np.zeros(19, np.uint8)
+    _, example_us = timed(lambda j: frame(to_example(PosterRecord(j, labels, "tt0", "train",
+                                                                 origin="tt0"))), jpegs)
     full, imread_us = timed(lambda p: cv2.imread(str(p)), paths)
     _, bilinear_us = timed(lambda im: cv2.resize(im, (size, size)), full)
-    return {"read": read_us, "reduced decode": decode_us, "INTER_AREA": resize_us,
-            f"JPEG q{quality}": encode_us, "Example": example_us,
+    return {"read": read_us, "reduced decode": decode_us, "resize": resize_us,
+            f"JPEG q{quality}": encode_us, "Example + frame": example_us,
             "study imread": imread_us, "study resize": bilinear_us}
 
 
@@ -187,20 +194,23 @@ def make_split(table: pd.DataFrame, split_dir: Path, n: int) -> None:
         rows.iloc[:1].to_csv(split_dir / f"{name}.csv", index=False)
 
 
+# The peak is VmHWM, this process image's high-water mark: not ru_maxrss, which Linux
+# carries over an exec from the forked parent (this benchmark, holding the study's arrays).
 READER = """
-import os, resource, sys
+import os, sys
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
 import tensorflow
 from tfx_bsl.public import tfxio
 from postergenre.shards import dataset
-def rss():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-base = rss()
+def status(field):
+    with open("/proc/self/status") as f:
+        line = next(line for line in f if line.startswith(field + ":"))
+    return int(line.split()[1]) / 1024
+base = status("VmRSS")
 n = 0
 for images, labels in dataset(sys.argv[1], "train", 32, shuffle=True, seed=0):
     n += int(images.shape[0])
-print(n, base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+print(n, base, status("VmHWM"))
 """
 
 
@@ -228,7 +238,8 @@ def main() -> None:
     parser.add_argument("--posters", type=Path, default=SHARED if SHARED.is_dir() else None)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--n", type=int, default=2000, help="posters for the speed figures")
-    parser.add_argument("--repeats", type=int, default=MIN_REPEATS)
+    parser.add_argument("--repeats", type=int, default=7,
+                        help="runs of each side, alternating (this machine's speed swings)")
     args = parser.parse_args()
     if args.repeats < MIN_REPEATS:
         parser.error(f"--repeats must be at least {MIN_REPEATS}")
@@ -254,25 +265,28 @@ def main() -> None:
         factors = [scale_factor(jpeg_size(p.read_bytes()), args.size) for p in paths]
         n = len(paths)
 
-        study = repeat(lambda: study_loop(paths, args.size), n, args.repeats, tree=True)
-        study_array = study.runs[-1].value
-        assert study_array.shape == (n, args.size, args.size, 3), study_array.shape
-
         config = AugmentConfig(max_upsample=1.0, image_size=args.size)
         make_split(sample, work / "split", n)
         ids = pd.read_csv(work / "split" / "train.csv", dtype=str)["imdb_id"].tolist()
         counter = iter(range(args.repeats))
-        ours = repeat(lambda: augment_and_shard(data, work / "split",
-                                                work / f"ours{next(counter)}", config),
-                      n + 2, args.repeats, tree=True)
+        sides = interleaved({
+            "study": lambda: study_loop(paths, args.size),
+            "ours": lambda: augment_and_shard(data, work / "split",
+                                              work / f"ours{next(counter)}", config)},
+            args.repeats, {"study": n, "ours": n + 2}, tree=True)
+        study, ours = sides["study"], sides["ours"]
+        study_array = study.runs[-1].value
+        assert study_array.shape == (n, args.size, args.size, 3), study_array.shape
 
         from postergenre.configs import ValidateConfig
         from postergenre.probe import probe_posters
 
         max_pixels = ValidateConfig().max_pixels
         cells = [str(p.relative_to(data)) for p in paths]
-        probe_old = repeat(lambda: old_probe_posters(paths, max_pixels), n, args.repeats)
-        probe_new = repeat(lambda: probe_posters(cells, data, max_pixels), n, args.repeats)
+        probes = interleaved({"old": lambda: old_probe_posters(paths, max_pixels),
+                              "new": lambda: probe_posters(cells, data, max_pixels)},
+                             args.repeats, n)
+        probe_old, probe_new = probes["old"], probes["new"]
         assert probe_new.runs[0].value == probe_old.runs[0].value  # the same measurements
 
         steps = _steps(paths, args.size, config.jpeg_quality)
@@ -296,8 +310,8 @@ def main() -> None:
     print(f"study (imread full size, bilinear resize, float32 array): "
           f"{study.describe('image')}")
     print(f"ours (augment_and_shard: {available_cpus()} worker processes, reduced decode, "
-          f"INTER_AREA, JPEG q{config.jpeg_quality} + Example, TFRecord, {n} + 2 posters): "
-          f"{ours.describe('image')}")
+          f"bilinear finish under 2x, JPEG q{config.jpeg_quality} + Example, TFRecord, {n} + 2 "
+          f"posters; the first run also starts the fork server): {ours.describe('image')}")
     print(f"quality vs full decode + INTER_AREA: ours {our_error:.2f} (after JPEG), "
           f"study {study_error:.2f} (mean abs difference, 0-255)")
     print(f"validate probe before (2 reads, Pillow header, <= 8 threads): "

@@ -3,7 +3,8 @@
 - `repeat(fn, times)`: runs `fn` `times` times (at least 3 for a figure), each timed by wall
   clock and by this process's CPU time (every thread of it), and summarises the runs by
   their medians (`Summary`): a machine shared with other work swings wall time, while CPU
-  time per item moves much less, so both are printed.
+  time per item moves much less, so both are printed. `interleaved` does it for the two
+  sides of a comparison, alternating them.
 - `load_average()`: the 1-minute load average, printed at a benchmark's start and end so a
   reader can tell a loaded run from a quiet one.
 - `rss_mib()` / `peak_rss_mib()`: current and peak resident memory of this process; a
@@ -20,7 +21,7 @@ import os
 import resource
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,6 +122,21 @@ def repeat(fn: Callable[[], Any], items: int, times: int = MIN_REPEATS,
     if times < 1:
         raise ValueError(f"times must be at least 1, got {times}")
     return Summary(tuple(measure(fn, tree) for _ in range(times)), items)
+
+
+def interleaved(runs: Mapping[str, Callable[[], Any]], times: int,
+                items: int | Mapping[str, int], tree: bool = False) -> dict[str, Summary]:
+    """Each side's `times` runs, the sides alternating (a, b, a, b, ...): drift on a
+    shared machine (a neighbour's job, the clock) then falls on both sides alike instead
+    of on whichever ran last. `items`: per side, or one count for all."""
+    if times < 1:
+        raise ValueError(f"times must be at least 1, got {times}")
+    done: dict[str, list[Run]] = {side: [] for side in runs}
+    for _ in range(times):
+        for side, fn in runs.items():
+            done[side].append(measure(fn, tree))
+    return {side: Summary(tuple(done[side]), items if isinstance(items, int) else items[side])
+            for side in runs}
 
 
 def load_average() -> float:

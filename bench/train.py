@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from measure import MIN_REPEATS, Summary, load_line, measure  # noqa: E402
+from measure import MIN_REPEATS, interleaved, load_line  # noqa: E402
 
 from postergenre.augment import augment_and_shard  # noqa: E402
 from postergenre.checkpoint import Checkpoint  # noqa: E402
@@ -119,15 +119,6 @@ def transfer_study(config: TransferConfig, arrays: dict, size: int) -> None:
                       1, config.epochs, steps_per_execution=1)
         _fit(model, arrays["train"][0], arrays["validation"], config, name="study",
              y=arrays["train"][1], batch_size=config.batch_size, shuffle=True)
-
-
-def interleaved(runs: dict, times: int, items: int) -> dict[str, Summary]:
-    """Each side's `times` runs, alternating sides (drift on a shared machine hits both)."""
-    done: dict[str, list] = {side: [] for side in runs}
-    for _ in range(times):
-        for side, fn in runs.items():
-            done[side].append(measure(fn))
-    return {side: Summary(tuple(r), items) for side, r in done.items()}
 
 
 def main() -> None:

@@ -74,6 +74,19 @@ def test_repeat_reports_medians_and_cpu_per_item():
         measure.repeat(work, items=1, times=0)
 
 
+def test_interleaved_alternates_the_sides_and_counts_each_sides_items():
+    order: list[str] = []
+    summaries = measure.interleaved({"a": lambda: order.append("a") or 1,
+                                     "b": lambda: order.append("b") or 2},
+                                    times=3, items={"a": 10, "b": 12})
+    assert order == ["a", "b"] * 3
+    assert [r.value for r in summaries["a"].runs] == [1, 1, 1]
+    assert summaries["a"].items == 10 and summaries["b"].items == 12
+    assert measure.interleaved({"a": lambda: None}, times=1, items=5)["a"].items == 5
+    with pytest.raises(ValueError, match="at least 1"):
+        measure.interleaved({"a": lambda: None}, times=0, items=1)
+
+
 def test_load_and_memory_readings():
     assert measure.load_average() >= 0
     assert re.fullmatch(r"load average \(1 min\) at start: [\d.]+ on \d+ CPUs",

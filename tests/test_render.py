@@ -28,6 +28,13 @@ from tests.conftest import TINY_IMAGE
 CONFIG = AugmentConfig(image_size=TINY_IMAGE)
 
 
+def _example(framed: bytes) -> tf.train.Example:
+    """The Example inside one TFRecord frame (length, its CRC, the record, its CRC)."""
+    length = int.from_bytes(framed[:8], "little")
+    assert len(framed) == 8 + 4 + length + 4
+    return tf.train.Example.FromString(framed[12:12 + length])
+
+
 def _digests(folder: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
 
@@ -37,7 +44,7 @@ def test_the_pool_renders_what_this_process_renders(tiny_data, tiny_split, tiny_
                               CONFIG.jitter, CONFIG.seed, CONFIG.jpeg_quality)
     table = read_labels(tiny_split / "train.csv")
     labels = np.eye(19, dtype=np.uint8)[:len(table) % 19 + 1].max(axis=0)
-    jobs = [PosterJob(str(tiny_data / poster), movie, "train", labels, copies)
+    jobs = [PosterJob(str(tiny_data / poster), movie, "train", labels.tobytes(), copies)
             for poster, movie, copies in zip(table["poster"][:6], table["imdb_id"][:6],
                                              [0, 1, 2, 0, 3, 1], strict=True)]
     here = render_batch(jobs, settings)
@@ -50,7 +57,7 @@ def test_the_pool_renders_what_this_process_renders(tiny_data, tiny_split, tiny_
     assert [len(records) for records in here] == [1, 2, 3, 1, 4, 2]
     # Each poster's first record is the poster itself, then its copies, each its own.
     for job, records in zip(jobs, here, strict=True):
-        parsed = [tf.train.Example.FromString(r).features.feature for r in records]
+        parsed = [_example(r).features.feature for r in records]
         assert [f["imdb_id"].bytes_list.value[0].decode() for f in parsed] == \
             [job.imdb_id] * len(records)
         names = [f["augmentation"].bytes_list.value[0].decode() for f in parsed]
@@ -104,7 +111,7 @@ def test_render_poster_matches_the_pool_for_copies(tiny_data, tiny_split):
     settings = RenderSettings(TINY_IMAGE, ("hflip", "crop", "jitter"), 0.8, 0.1, 7, 90)
     table = read_labels(tiny_split / "train.csv")
     job = PosterJob(str(tiny_data / table["poster"].iloc[0]), table["imdb_id"].iloc[0],
-                    "train", np.zeros(19, np.uint8), 5)
+                    "train", bytes(19), 5)
     first, second = render_poster(job, settings), render_poster(job, settings)
     assert first == second and len(first) == 6  # seeded by (seed, movie, copy): repeatable
 

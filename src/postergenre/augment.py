@@ -26,13 +26,16 @@ from postergenre.atomic import write_json
 from postergenre.configs import AugmentConfig
 from postergenre.genres import GENRES, encode_many
 from postergenre.labels import read_labels
-from postergenre.render import PosterJob, RenderPool, RenderSettings
+from postergenre.render import PosterJob, RenderPool, RenderSettings, genre_flags
 from postergenre.shards import MANIFEST_FILE, write_shards
 from postergenre.split import SPLITS
 
 CLASS_WEIGHTS_FILE = "class_weights.json"
 _CHUNK = 256  # posters rendered at once: bounds memory whatever the split size
-_TASK = 16  # posters per pool task: pickling and waking a worker per poster costs much
+# Posters per pool task: sending a task and its results costs about a millisecond, a few
+# posters' work; 64 keep that to a few per cent. Near the end tasks shrink (to _MIN_TASK)
+# so the workers finish together instead of one rendering a last 64 while the rest idle.
+_TASK, _MIN_TASK = 64, 4
 
 
 def positive_class_weights(labels: np.ndarray, max_weight: float) -> list[float]:
@@ -118,10 +121,10 @@ def augment_and_shard(
             extra = (copies_per_movie(matrix, factors) if split == "train"
                      else np.zeros(len(table), dtype=int))
             counts = {"movies": len(table), "augmented": int(extra.sum())}
-            jobs = [PosterJob(os.path.join(folder, poster), imdb_id, split, labels, copies)
-                    for poster, imdb_id, labels, copies
-                    in zip(table["poster"].tolist(), table["imdb_id"].tolist(), matrix,
-                           extra.tolist(), strict=True)]
+            jobs = [PosterJob(os.path.join(folder, poster), imdb_id, split, flags, copies)
+                    for poster, imdb_id, flags, copies
+                    in zip(table["poster"].tolist(), table["imdb_id"].tolist(),
+                           genre_flags(matrix), extra.tolist(), strict=True)]
             records = _rendered(pool, jobs, split, settings)
             manifest["shards"][split] = write_shards(records, out, split, shard_size)
             _count(manifest, split, counts, matrix, extra, out, max_class_weight)
@@ -129,17 +132,28 @@ def augment_and_shard(
     return manifest
 
 
+def _tasks(count: int, workers: int) -> Iterator[tuple[int, int]]:
+    """(start, end) of each pool task over `count` posters: _TASK posters, or a share of
+    what is left small enough to spread over every worker twice, at least _MIN_TASK."""
+    start = 0
+    while start < count:
+        size = max(_MIN_TASK, min(_TASK, -(-(count - start) // (2 * workers))))
+        yield start, min(count, start + size)
+        start += size
+
+
 def _rendered(pool: RenderPool, jobs: list[PosterJob], split: str, settings: RenderSettings
               ) -> Iterator[bytes]:
-    """The split's serialised records in table order, rendered by the worker processes
+    """The split's records (framed) in table order, rendered by the worker processes
     while this process writes the shards. At most _CHUNK posters wait in memory, and the
     pool gets the next task as each finished one is taken (no idle gap between chunks)."""
     bar = tqdm(total=len(jobs), desc=f"augment {split}", unit="poster", disable=None)
+    tasks = list(_tasks(len(jobs), pool.workers))
     with bar:
         pending: deque[Future[list[list[bytes]]]] = deque()
-        for first in range(0, len(jobs), _TASK):
-            pending.append(pool.submit(jobs[first:first + _TASK], settings))
-            while len(pending) > _CHUNK // _TASK or (pending and first + _TASK >= len(jobs)):
+        for number, (start, end) in enumerate(tasks, 1):
+            pending.append(pool.submit(jobs[start:end], settings))
+            while len(pending) > _CHUNK // _TASK or (pending and number == len(tasks)):
                 for records in pending.popleft().result():
                     yield from records
                     bar.update()

@@ -2,7 +2,8 @@
 
 This module runs in augment's worker processes, so it imports neither TensorFlow nor
 pandas (a worker starts in milliseconds from the fork server and holds only OpenCV and
-NumPy); the records come back serialised (records.py), so the parent only writes them.
+NumPy); the records come back serialised and framed (records.py), so the parent only
+appends them to the shard files.
 Processes rather than threads: the thread pool they replace spent most of its extra CPU
 handing the GIL between threads; in runs interleaved on this project's 2-core machine
 (2,000 real posters) the processes wrote 15-30 % more posters per second, and two
@@ -23,6 +24,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -34,10 +36,10 @@ from postergenre.images import (
     encode_jpeg,
     hflip,
     random_crop,
-    read_rgb,
+    read_scaled,
     resize,
 )
-from postergenre.records import ORIGINAL, PosterRecord, serialize
+from postergenre.records import ORIGINAL, PosterRecord, frame, serialize
 
 
 @dataclass(frozen=True)
@@ -60,24 +62,33 @@ class RenderSettings:
         return math.ceil(self.image_size / self.crop_min_scale)
 
 
-@dataclass(frozen=True)
-class PosterJob:
-    """One poster to render: its file, movie, split, labels and how many augmented copies."""
+class PosterJob(NamedTuple):
+    """One poster to render: its file, movie, split, genre flags and how many augmented
+    copies. Plain values in a tuple: a job is pickled to a worker, and a dataclass holding
+    a NumPy row took 10 us a job to pickle and unpickle, this 3 (a poster's whole render is
+    a few hundred)."""
 
     path: str
     imdb_id: str
     split: str
-    labels: np.ndarray
+    labels: bytes  # one byte per genre, 0 or 1 (`genre_flags`)
     copies: int
 
 
+def genre_flags(matrix: np.ndarray) -> list[bytes]:
+    """Each row of a multi-hot label matrix as a job carries it."""
+    return [row.tobytes() for row in np.asarray(matrix, dtype=np.uint8)]
+
+
 def transform(image: np.ndarray, transforms: Sequence[str], rng: np.random.Generator,
-              crop_min_scale: float, jitter: float, size: int) -> tuple[np.ndarray, str]:
-    """One augmented copy: each chosen transform with probability 1/2, at least one."""
+              crop_min_scale: float, jitter: float, size: int, prefiltered: bool = False
+              ) -> tuple[np.ndarray, str]:
+    """One augmented copy: each chosen transform with probability 1/2, at least one.
+    `prefiltered`: `image` was decoded at reduced scale (see images.resize)."""
     chosen = [t for t in transforms if rng.random() < 0.5] or [transforms[0]]
     if "crop" in chosen:
         image = random_crop(image, rng, crop_min_scale)
-    image = resize(image, size)
+    image = resize(image, size, prefiltered)
     if "hflip" in chosen:
         image = hflip(image)
     if "jitter" in chosen:
@@ -86,17 +97,20 @@ def transform(image: np.ndarray, transforms: Sequence[str], rng: np.random.Gener
 
 
 def render_poster(job: PosterJob, settings: RenderSettings) -> list[bytes]:
-    """The shard records (serialised) of the poster as it is, then of each copy."""
+    """The shard records of the poster as it is, then of each copy, serialised and framed
+    as a TFRecord file holds them (the parent appends them to the shard files)."""
     size = settings.image_size
-    source = read_rgb(job.path, min_side=settings.crop_side if job.copies else size)
-    images = [(encode_jpeg(resize(source, size), settings.jpeg_quality), ORIGINAL)]
+    source, scale = read_scaled(job.path, min_side=settings.crop_side if job.copies else size)
+    prefiltered = scale > 1
+    images = [(encode_jpeg(resize(source, size, prefiltered), settings.jpeg_quality), ORIGINAL)]
     for k in range(job.copies):
         rng = np.random.default_rng([settings.seed, zlib.crc32(job.imdb_id.encode()), k])
         image, name = transform(source, settings.transforms, rng, settings.crop_min_scale,
-                                settings.jitter, size)
+                                settings.jitter, size, prefiltered)
         images.append((encode_jpeg(image, settings.jpeg_quality), name))
-    return [serialize(PosterRecord(jpeg, job.labels, job.imdb_id, job.split,
-                                   origin=job.imdb_id, augmentation=name))
+    labels = np.frombuffer(job.labels, dtype=np.uint8)
+    return [frame(serialize(PosterRecord(jpeg, labels, job.imdb_id, job.split,
+                                         origin=job.imdb_id, augmentation=name)))
             for jpeg, name in images]
 
 
@@ -131,7 +145,9 @@ class RenderPool:
     killed for memory, fails the run with BrokenProcessPool instead of hanging it), whose
     workers start from a fork server (a fresh interpreter that has imported only this
     module), never forked from the caller, which may hold TensorFlow's threads and
-    gigabytes. Workers start as tasks are submitted, so every submit hides the main script.
+    gigabytes. Every worker is started at once (a worker takes about 25 ms to come up,
+    which the caller spends reading its tables); every submit hides the main script all
+    the same (the executor replaces a worker that ends).
     """
 
     def __init__(self, workers: int | None = None) -> None:
@@ -140,8 +156,12 @@ class RenderPool:
                                               else "spawn")
         if "forkserver" in methods:
             context.set_forkserver_preload([__name__])
-        self._executor = ProcessPoolExecutor(workers or available_cpus(), mp_context=context,
+        self.workers = workers or available_cpus()
+        self._executor = ProcessPoolExecutor(self.workers, mp_context=context,
                                              initializer=_one_opencv_thread)
+        with _main_script_hidden():  # the executor starts a worker per submit, up to its size
+            for _ in range(self.workers):
+                self._executor.submit(_one_opencv_thread)
 
     def submit(self, jobs: Sequence[PosterJob], settings: RenderSettings
                ) -> Future[list[list[bytes]]]:
@@ -151,7 +171,10 @@ class RenderPool:
     def __enter__(self) -> RenderPool:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        # On an error, what is queued is dropped; running tasks end (a task is few posters).
-        self._executor.shutdown(wait=True, cancel_futures=True)
+    def __exit__(self, error: type[BaseException] | None, *exc: object) -> None:
+        # Done: every result is in, and the workers end on their own (an interpreter's
+        # teardown, 15-30 ms) while the caller goes on; Python joins them at its exit.
+        # An error: what is queued is dropped, the running tasks (a few posters each) end
+        # and the workers are waited for.
+        self._executor.shutdown(wait=error is not None, cancel_futures=error is not None)
 

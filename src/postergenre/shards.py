@@ -29,7 +29,7 @@ import re
 from collections.abc import Iterable, Iterator
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import tensorflow as tf
@@ -37,7 +37,7 @@ import tensorflow as tf
 from postergenre.genres import NUM_GENRES
 
 # Without TensorFlow: augment's worker processes serialise records (see records.py).
-from postergenre.records import PosterRecord
+from postergenre.records import PosterRecord, frame
 from postergenre.records import serialize as to_example
 
 MANIFEST_FILE = "manifest.json"
@@ -89,26 +89,30 @@ def write_shards(
     shard_size: int
 ) -> list[str]:
     """Write records into `<prefix>-00000.tfrecord`, ... of at most `shard_size` each;
-    a record is a PosterRecord or its bytes already serialised (`to_example`)."""
+    a record is a PosterRecord or its TFRecord frame, already serialised and framed
+    (`records.frame(to_example(record))`, as augment's workers send them). The files are
+    what `tf.io.TFRecordWriter` writes (tests/test_records.py), appended here with plain
+    file writes."""
     if shard_size < 1:
         raise ValueError("shard_size must be at least 1")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     names: list[str] = []
-    writer: tf.io.TFRecordWriter | None = None
+    shard: BinaryIO | None = None
     count = 0
     try:
         for record in records:
             if count % shard_size == 0:
-                if writer is not None:
-                    writer.close()
+                if shard is not None:
+                    shard.close()
                 names.append(f"{prefix}-{len(names):05d}.tfrecord")
-                writer = tf.io.TFRecordWriter(str(out / names[-1]))
-            writer.write(record if isinstance(record, bytes) else to_example(record))
+                # A large buffer: the records are a few KB each, written one by one.
+                shard = open(out / names[-1], "wb", buffering=1 << 20)  # noqa: SIM115
+            shard.write(record if isinstance(record, bytes) else frame(to_example(record)))
             count += 1
     finally:
-        if writer is not None:
-            writer.close()
+        if shard is not None:
+            shard.close()
     return names
 
 
