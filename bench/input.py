@@ -57,7 +57,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from measure import MIN_REPEATS, interleaved, load_line, measure  # noqa: E402
+from measure import (  # noqa: E402
+    MIN_REPEATS,
+    grandchildren_ended,
+    interleaved,
+    load_line,
+    measure,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data" / "posters-movielens"
@@ -273,7 +279,7 @@ def main() -> None:
             "study": lambda: study_loop(paths, args.size),
             "ours": lambda: augment_and_shard(data, work / "split",
                                               work / f"ours{next(counter)}", config)},
-            args.repeats, {"study": n, "ours": n + 2}, tree=True)
+            args.repeats, {"study": n, "ours": n + 2}, tree=True, settle=grandchildren_ended)
         study, ours = sides["study"], sides["ours"]
         study_array = study.runs[-1].value
         assert study_array.shape == (n, args.size, args.size, 3), study_array.shape

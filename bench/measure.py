@@ -81,19 +81,25 @@ def _stat_fields(pid: int | str) -> list[str]:
         return handle.read().rsplit(")", 1)[1].split()  # the name may hold spaces
 
 
+def _children() -> dict[int, list[int]]:
+    """Every live process's children, by parent pid (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                children.setdefault(int(_stat_fields(entry)[1]), []).append(int(entry))
+            except (OSError, IndexError, ValueError):
+                continue  # ended while we looked
+    return children
+
+
 def tree_cpu_seconds() -> float:
     """CPU seconds of this process (every thread), its children that ended and were
     waited for, and every live descendant with its own ended children: worker processes
     included, wherever they hang in the tree (a fork server's workers are its children,
     not ours). Linux /proc; take differences."""
     ticks = os.sysconf("SC_CLK_TCK")
-    parents: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                parents.setdefault(int(_stat_fields(entry)[1]), []).append(int(entry))
-            except (OSError, IndexError, ValueError):
-                continue  # ended while we looked
+    children = _children()
     total, todo = 0, [os.getpid()]
     while todo:
         pid = todo.pop()
@@ -102,17 +108,36 @@ def tree_cpu_seconds() -> float:
         except OSError:
             continue
         total += sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
-        todo.extend(parents.get(pid, []))
+        todo.extend(children.get(pid, []))
     return total / ticks
 
 
-def measure(fn: Callable[[], Any], tree: bool = False) -> Run:
+def grandchildren_ended(timeout_s: float = 10.0) -> None:
+    """Wait (at most `timeout_s`) until no process below this one's children is alive:
+    augment's workers (a fork server's children) end on their own after the stage has
+    returned, and their last CPU belongs to the stage, not to whatever is timed next. The
+    fork server itself (this process's child) stays."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        children = _children()
+        if not any(children.get(child) for child in children.get(os.getpid(), [])):
+            return
+        time.sleep(0.01)
+
+
+def measure(fn: Callable[[], Any], tree: bool = False,
+            settle: Callable[[], None] | None = None) -> Run:
     """Time one call of `fn` by wall clock and by CPU time: this process's (every
-    thread), or with `tree` its whole process tree's (work done in worker processes)."""
+    thread), or with `tree` its whole process tree's (work done in worker processes).
+    `settle` runs after the wall clock stops, before the CPU clock is read (say,
+    `grandchildren_ended`: the work's processes finish, their exit not timed as wall)."""
     clock = tree_cpu_seconds if tree else time.process_time
     cpu, wall = clock(), time.perf_counter()
     value = fn()
-    return Run(time.perf_counter() - wall, clock() - cpu, value)
+    wall = time.perf_counter() - wall
+    if settle is not None:
+        settle()
+    return Run(wall, clock() - cpu, value)
 
 
 def repeat(fn: Callable[[], Any], items: int, times: int = MIN_REPEATS,
@@ -125,16 +150,18 @@ def repeat(fn: Callable[[], Any], items: int, times: int = MIN_REPEATS,
 
 
 def interleaved(runs: Mapping[str, Callable[[], Any]], times: int,
-                items: int | Mapping[str, int], tree: bool = False) -> dict[str, Summary]:
+                items: int | Mapping[str, int], tree: bool = False,
+                settle: Callable[[], None] | None = None) -> dict[str, Summary]:
     """Each side's `times` runs, the sides alternating (a, b, a, b, ...): drift on a
     shared machine (a neighbour's job, the clock) then falls on both sides alike instead
-    of on whichever ran last. `items`: per side, or one count for all."""
+    of on whichever ran last. `items`: per side, or one count for all; `tree` and
+    `settle` as `measure` takes them, for every run."""
     if times < 1:
         raise ValueError(f"times must be at least 1, got {times}")
     done: dict[str, list[Run]] = {side: [] for side in runs}
     for _ in range(times):
         for side, fn in runs.items():
-            done[side].append(measure(fn, tree))
+            done[side].append(measure(fn, tree, settle))
     return {side: Summary(tuple(done[side]), items if isinstance(items, int) else items[side])
             for side in runs}
 

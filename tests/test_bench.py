@@ -51,6 +51,30 @@ def test_tree_cpu_counts_work_done_in_a_grandchild_process():
         child.wait()
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="Linux /proc")
+def test_settle_waits_for_work_left_running_below_a_child():
+    """As augment leaves its workers (the fork server's children) to end on their own:
+    the wall time stops when the call returns, the CPU clock after they have ended."""
+    server = ("import subprocess, sys, time\n"
+              f"worker = subprocess.Popen([sys.executable, '-c', {BURN.format(seconds=0.6)!r}])\n"
+              "print('started', flush=True)\nworker.wait()\ntime.sleep(30)")
+    started: list[subprocess.Popen] = []
+
+    def call() -> None:
+        started.append(subprocess.Popen([sys.executable, "-c", server], stdout=subprocess.PIPE,
+                                        text=True))
+        assert started[0].stdout.readline().strip() == "started"
+
+    try:
+        run = measure.measure(call, tree=True, settle=measure.grandchildren_ended)
+        assert run.wall_s < 0.6 <= run.cpu_s
+        assert started[0].poll() is None  # the "fork server" itself is not waited for
+    finally:
+        for process in started:
+            process.kill()
+            process.wait()
+
+
 def test_repeat_reports_medians_and_cpu_per_item():
     calls = iter([0.0, 0.05, 0.01])
 

@@ -6,6 +6,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -105,6 +106,34 @@ def test_a_script_without_a_main_guard_works(tiny_data, tiny_split, tiny_prepare
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split() == ["done"]
     assert _digests(tmp_path / "out") == _digests(tiny_prepared)
+
+
+def _alive_after(processes: list, seconds: float) -> list:
+    deadline = time.monotonic() + seconds
+    while any(p.is_alive() for p in processes) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return [p for p in processes if p.is_alive()]
+
+
+def test_workers_start_with_the_pool_and_end_after_it(tiny_data, tiny_split):
+    settings = RenderSettings(TINY_IMAGE, ("hflip",), 0.8, 0.1, 0, 90)
+    table = read_labels(tiny_split / "train.csv")
+    job = PosterJob(str(tiny_data / table["poster"].iloc[0]), table["imdb_id"].iloc[0],
+                    "train", bytes(19), 0)
+    with RenderPool(2) as pool:
+        # Both workers exist before any task: they come up while the caller reads tables.
+        workers = list(pool._executor._processes.values())
+        assert len(workers) == 2
+        assert len(pool.submit([job], settings).result()) == 1
+    # A finished pool is not waited for, but its workers end on their own.
+    assert _alive_after(workers, 30) == []
+
+    # An error inside the pool: the workers are waited for before it propagates.
+    with pytest.raises(RuntimeError, match="stop"), RenderPool(2) as pool:
+        workers = list(pool._executor._processes.values())
+        pool.submit([job] * 8, settings)
+        raise RuntimeError("stop")
+    assert _alive_after(workers, 0) == []
 
 
 def test_render_poster_matches_the_pool_for_copies(tiny_data, tiny_split):
