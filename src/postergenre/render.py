@@ -65,8 +65,8 @@ class RenderSettings:
 class PosterJob(NamedTuple):
     """One poster to render: its file, movie, split, genre flags and how many augmented
     copies. Plain values in a tuple: a job is pickled to a worker, and a dataclass holding
-    a NumPy row took 10 us a job to pickle and unpickle, this 3 (a poster's whole render is
-    a few hundred)."""
+    a NumPy row took 10 us a job to pickle and unpickle where this takes 3 (a poster's
+    whole render takes a few hundred)."""
 
     path: str
     imdb_id: str
@@ -146,8 +146,8 @@ class RenderPool:
     workers start from a fork server (a fresh interpreter that has imported only this
     module), never forked from the caller, which may hold TensorFlow's threads and
     gigabytes. Every worker is started at once (a worker takes about 25 ms to come up,
-    which the caller spends reading its tables); every submit hides the main script all
-    the same (the executor replaces a worker that ends).
+    which the caller spends reading its tables); every submit still hides the main
+    script, should the executor start a process then.
     """
 
     def __init__(self, workers: int | None = None) -> None:
