@@ -16,10 +16,10 @@ present, else generated demo posters at that set's 128x188 size) to `--size` pix
   all three splits).
 Each side runs `--repeats` times (at least 3, default 7: on this project's shared 2-core
 machine the study's loop alone ran at 2,470-3,700 posters/s in eight runs in a row), the
-sides alternating; its figure is the
-median run's images per second, printed with the CPU time per image of the whole process
-tree (every thread of this process and of the worker processes), which a loaded machine
-disturbs much less than wall time. The load average is printed at start and end.
+sides alternating; its figure is the median run's images per second, printed with the CPU
+time per image of the whole process tree (every thread of this process and of the worker
+processes), which a loaded machine disturbs much less than wall time. The load average
+is printed at start and end.
 
 Quality: each side's images against a reference (full decode + INTER_AREA resize, the
 antialiased shrink): mean absolute difference per channel value, 0-255. Ours is read back
