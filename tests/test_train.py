@@ -32,6 +32,7 @@ from postergenre.train import (
     base_features,
     cached_images,
     compile_model,
+    cpu_has_bfloat16_units,
     feature_batches,
     fit_logistic_per_genre,
     load_model,
@@ -142,7 +143,8 @@ def test_require_gpu_fails_fast_without_one():
     with pytest.raises(NoGpuError, match="require_gpu"), training_device(require_gpu=True):
         pass
     with training_device() as device:
-        assert device.kind == "cpu" and device.replicas == 1 and device.precision == "float32"
+        assert device.kind == "cpu" and device.replicas == 1
+        assert device.precision == ("mixed_bfloat16" if cpu_has_bfloat16_units() else "float32")
 
 
 @pytest.mark.slow
@@ -468,7 +470,9 @@ def test_deterministic_kernels_only_when_asked():
 
 
 def test_precision_and_batch_settings():
-    assert precision_policy("auto", []) == "float32"  # the CPU
+    assert precision_policy("auto", [], cpu_bfloat16=False) == "float32"  # most CPUs
+    assert precision_policy("auto", [], cpu_bfloat16=True) == "mixed_bfloat16"  # AMX
+    assert precision_policy("off", [], cpu_bfloat16=True) == "float32"
     assert precision_policy("off", ["any GPU"]) == "float32"
     assert precision_policy("bfloat16", []) == "mixed_bfloat16"
     assert precision_policy("float16", []) == "mixed_float16"
@@ -485,6 +489,16 @@ def test_precision_and_batch_settings():
         assert device.precision == "mixed_bfloat16"
         assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
     assert keras.mixed_precision.global_policy().name == "float32"  # restored
+
+
+def test_bfloat16_units_are_read_from_the_cpu_flags(tmp_path):
+    amx = "flags\t\t: fpu avx512f avx512_bf16 amx_bf16 amx_tile amx_int8\n"
+    avx512_bf16_only = "flags\t\t: fpu avx512f avx512_bf16\nbugs\t\t: amx_bf16\n"
+    (tmp_path / "amx").write_text("processor\t: 0\n" + amx + "processor\t: 1\n" + amx)
+    (tmp_path / "avx512").write_text("processor\t: 0\n" + avx512_bf16_only)
+    assert cpu_has_bfloat16_units(tmp_path / "amx")
+    assert not cpu_has_bfloat16_units(tmp_path / "avx512")  # slower than float32 there
+    assert not cpu_has_bfloat16_units(tmp_path / "absent")  # no /proc: not Linux
 
 
 def test_cached_posters_are_the_streamed_ones_reshuffled_each_epoch(tiny_prepared):

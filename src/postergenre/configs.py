@@ -231,9 +231,9 @@ class TrainingConfig:
                                   "gives the same metrics, at a cost in speed (most on "
                                   "GPUs); the demo and the tests turn it on")
     mixed_precision: str = setting("auto", "auto: float16 on GPUs of compute capability "
-                                   "below 8, bfloat16 from 8 (A100, L4, H100), off on the "
-                                   "CPU; or off, float16, bfloat16 (bfloat16 on the CPU: "
-                                   "faster only where it has bfloat16 units)",
+                                   "below 8, bfloat16 from 8 (A100, L4, H100); on the CPU "
+                                   "bfloat16 where it has AMX units (Xeon 4th generation "
+                                   "on), else off; or off, float16, bfloat16",
                                    choices=MIXED_PRECISION)
     steps_per_execution: int = setting(8, "training batches per call into TensorFlow: "
                                        "fewer per-step Python round trips for small models "
