@@ -4,24 +4,29 @@ Scratch CNN (the implementation's speed). Both sides train the same model from t
 initial weights with the same optimiser, loss, AUC metric and callbacks (postergenre.train's
 `compile_model` and `_fit`: the progress bar, early stopping, the plateau schedule and
 the per-epoch checkpoint of weights and optimizer state), on the same training posters,
-with validation every epoch. What differs is only the input and the execution:
+with validation every epoch. What differs is the input, the execution and the precision:
 
 - the study's: every poster decoded beforehand (not timed) into one in-memory float32
-  array, `model.fit(x, y)`, one batch per call into TensorFlow;
+  array, `model.fit(x, y)`, one batch per call into TensorFlow, float32 throughout (as
+  the study trained);
 - ours (`train_scratch`'s pipeline): the TFRecord shards decoded in the first epoch
   (timed) and kept as uint8 (`cached_images`), shuffled each epoch, `steps_per_execution`
-  batches per call.
+  batches per call, in the precision `--mixed-precision` gives (auto: what the trainer
+  picks for this machine, bfloat16 on a CPU with AMX units, else float32);
+- where that precision is not float32, ours runs a third time in float32 ("ours
+  float32"): the share of the gain that is the precision, and the share that is not.
 
 Transfer (VGG16, flatten head): ours computes the frozen base's features once and trains
-the head on them; the study recomputes the base on every image in every epoch. Its ratio
-measures that feature cache (about the number of epochs), not implementation speed.
+the head on them; the study recomputes the base on every image in every epoch. Both run
+in ours' precision, so the ratio measures that feature cache (about the number of
+epochs), not implementation speed.
 
 Each figure is the median of `--repeats` runs (sides interleaved), with the CPU time per
 image (every thread of this process) beside the wall time, and the load average at the
 start and the end: on a shared machine the wall time swings, the CPU time much less.
 
     .venv/bin/python bench/train.py [--posters 3300] [--size 64] [--batch 32] [--epochs 3]
-        [--repeats 3] [--steps-per-execution 8] [--mixed-precision off] [--transfer-repeats 3]
+        [--repeats 3] [--steps-per-execution 8] [--mixed-precision auto] [--transfer-repeats 3]
 
 The last line holds the ratios (ours / study, training images per second).
 """
@@ -39,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
 from measure import MIN_REPEATS, interleaved, load_line  # noqa: E402
 
 from postergenre.augment import augment_and_shard  # noqa: E402
@@ -67,6 +73,7 @@ from postergenre.train import (  # noqa: E402
     _seed_everything,
     cached_images,
     compile_model,
+    precision_policy,
     train_transfer,
     training_device,
 )
@@ -86,11 +93,13 @@ def study_arrays(data: Path, split_dir: Path, split: str, size: int
 
 def scratch_run(side: str, config: ScratchConfig, prepared: Path, arrays: dict,
                 weights: list, folder: Path, size: int) -> None:
-    """One training of the scratch CNN, `side` "ours" or "study", from `weights`."""
+    """One training of the scratch CNN, `side` "ours" or "study", from `weights`, in
+    `config.mixed_precision` (the study's side: float32 whatever the config says)."""
     manifest = read_manifest(prepared)
     records = len(arrays["train"][0])
     steps = -(-records // config.batch_size)
-    with training_device(mixed_precision=config.mixed_precision):
+    precision = config.mixed_precision if side == "ours" else "off"
+    with training_device(mixed_precision=precision):
         model = build_scratch_cnn(size, config)
         model.set_weights(weights)
         checkpoint = Checkpoint(folder / f"{side}.checkpoint", {"side": side})
@@ -132,8 +141,10 @@ def main() -> None:
     parser.add_argument("--transfer-repeats", type=int, default=MIN_REPEATS,
                         help="0: skip the transfer comparison")
     parser.add_argument("--steps-per-execution", type=int, default=8)
-    parser.add_argument("--mixed-precision", default="off",
-                        choices=("auto", "off", "float16", "bfloat16"))
+    parser.add_argument("--mixed-precision", default="auto",
+                        choices=("auto", "off", "float16", "bfloat16"),
+                        help="ours' precision (auto: the trainer's choice for this machine); "
+                        "the study's side trains in float32")
     args = parser.parse_args()
     print(load_line("start"))
     _seed_everything(0, deterministic=False)  # the speed setting, on both sides
@@ -155,9 +166,14 @@ def main() -> None:
         scratch = ScratchConfig(**SCRATCH, **common)
         keras.utils.set_random_seed(0)
         weights = build_scratch_cnn(args.size, scratch).get_weights()
+        policy = precision_policy(args.mixed_precision, tf.config.list_physical_devices("GPU"))
+        configs = {"ours": scratch, "study": scratch}
+        if policy != "float32":  # the precision's share of the gain
+            configs["ours float32"] = ScratchConfig(**SCRATCH, **{**common,
+                                                                  "mixed_precision": "off"})
         cnn = interleaved({side: (lambda side=side: scratch_run(
-            side, scratch, work / "prepared", arrays, weights, work, args.size))
-            for side in ("ours", "study")}, args.repeats, n * args.epochs)
+            side.split()[0], configs[side], work / "prepared", arrays, weights, work,
+            args.size)) for side in configs}, args.repeats, n * args.epochs)
 
         # The study's head and optimiser on both sides (the default is the gap head, Adam).
         transfer = TransferConfig(weights="none", head="flatten", optimizer="sgd",
@@ -172,11 +188,15 @@ def main() -> None:
 
     print(f"setting: {args.posters} generated posters, {n} training posters (+"
           f"{len(arrays['validation'][0])} validation each epoch), {args.size}x{args.size} "
-          f"px, batch {args.batch}, {args.epochs} epochs, precision {args.mixed_precision}, "
+          f"px, batch {args.batch}, {args.epochs} epochs, ours' precision {policy} "
+          f"(--mixed-precision {args.mixed_precision}), the study's float32, "
           f"CPU ({os.cpu_count()} cores); both sides: AUC metric, progress, early stopping, "
           f"plateau schedule, per-epoch checkpoint")
     print(f"scratch CNN ours  (shards decoded in epoch 1 and cached, steps_per_execution "
-          f"{args.steps_per_execution}): {cnn['ours'].describe('image')}")
+          f"{args.steps_per_execution}, {policy}): {cnn['ours'].describe('image')}")
+    if "ours float32" in cnn:
+        print(f"scratch CNN ours float32 (the same, in float32): "
+              f"{cnn['ours float32'].describe('image')}")
     print(f"scratch CNN study (in-memory float32 model.fit, decoded beforehand, untimed): "
           f"{cnn['study'].describe('image')}")
     if vgg:
@@ -189,10 +209,13 @@ def main() -> None:
     print(load_line("end"))
     scratch_ratio = cnn["ours"].rate / cnn["study"].rate
     cpu_ratio = cnn["study"].cpu_us_per_item / cnn["ours"].cpu_us_per_item
+    float32_part = (f"; ours in float32 {cnn['ours float32'].rate / cnn['study'].rate:.2f}x"
+                    if "ours float32" in cnn else "")
     vgg_part = (f", vgg16 feature cache {vgg['ours'].rate:.0f}/{vgg['study'].rate:.0f} = "
                 f"{vgg['ours'].rate / vgg['study'].rate:.2f}x" if vgg else "")
     print(f"train img/s ours/study: scratch {cnn['ours'].rate:.0f}/{cnn['study'].rate:.0f} = "
-          f"{scratch_ratio:.2f}x (CPU per image {cpu_ratio:.2f}x){vgg_part}")
+          f"{scratch_ratio:.2f}x (CPU per image {cpu_ratio:.2f}x; {policy} vs float32"
+          f"{float32_part}){vgg_part}")
 
 
 if __name__ == "__main__":

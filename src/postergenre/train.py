@@ -405,6 +405,9 @@ def _fit(model: keras.Model, train, validation, config: ScratchConfig | Transfer
     in-memory arrays this way, with the same callbacks).
     """
     epochs = epochs or config.epochs
+    # A dataset shuffles itself (cached_images) or keeps its order; Keras' `shuffle`
+    # (default on) is for arrays, and with a dataset it only warns.
+    fit_args.setdefault("shuffle", not isinstance(train, tf.data.Dataset))
     early_stopping = keras.callbacks.EarlyStopping(
         monitor="val_loss", patience=config.stop_patience, baseline=to_beat)
     plateau = None
