@@ -1,7 +1,8 @@
 """The benchmarks' own machinery (bench/measure.py, the sliding-window count) and the
-scripts that run quickly enough here: bench/gpu.py without a GPU and on the CPU, and
-bench/ingest.py at small limits. Speed targets are never asserted here (the bench scripts
-print them); these tests check that the scripts run and report what they say they do."""
+scripts that run quickly enough here: bench/gpu.py without a GPU and on the CPU,
+bench/ingest.py at small limits and bench/train.py on a few posters. Speed targets are
+never asserted here (the bench scripts print them); these tests check that the scripts
+run and report what they say they do."""
 
 from __future__ import annotations
 
@@ -155,6 +156,28 @@ def test_gpu_bench_trains_both_models_on_the_cpu():
                    for line in lines), result.stdout
     assert re.fullmatch(r"gpu: scratch \d+ img/s, transfer \d+ img/s \(CPU, 32 px; .*\)",
                         lines[-1]), lines[-1]
+
+
+@pytest.mark.slow
+def test_train_bench_compares_in_the_study_precision_and_ours():
+    """Ours in bfloat16 (asked for, so on any CPU): the study's side stays float32 and
+    ours runs again in float32, each with its own line; the transfer line says what its
+    ratio measures."""
+    result = _run("train.py", "--posters", "400", "--size", "32", "--epochs", "1",
+                  "--repeats", "1", "--transfer-repeats", "1", "--mixed-precision",
+                  "bfloat16", env={"CUDA_VISIBLE_DEVICES": ""})
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = result.stdout
+    assert "ours' precision mixed_bfloat16 (--mixed-precision bfloat16), the study's float32" \
+        in out
+    for side in ("ours  (", "ours float32 (", "study ("):
+        assert re.search(rf"scratch CNN {re.escape(side)}.*: [\d.]+ images/s \(median of 1",
+                         out), out
+    assert "the VGG16 ratio measures the feature cache" in out
+    last = out.strip().splitlines()[-1]
+    assert re.fullmatch(r"train img/s ours/study: scratch \d+/\d+ = [\d.]+x \(CPU per image "
+                        r"[\d.]+x; mixed_bfloat16 vs float32; ours in float32 [\d.]+x\), "
+                        r"vgg16 feature cache \d+/\d+ = [\d.]+x", last), last
 
 
 @pytest.mark.slow

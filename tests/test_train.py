@@ -371,10 +371,15 @@ def test_scratch_batch_norm_recipe_trains_at_its_own_size(tiny_prepared, tmp_pat
 
 
 @pytest.mark.slow
-def test_transfer_gap_head_with_fine_tuning(tiny_prepared, tmp_path):
+@pytest.mark.parametrize("precision", ["off", "bfloat16"])
+def test_transfer_gap_head_with_fine_tuning(tiny_prepared, tmp_path, precision):
+    """In float32 and in bfloat16 (what auto picks on a CPU with AMX, and on A100s):
+    the feature cache holds a bfloat16 base's output as float32 (.npy has no bfloat16)."""
     spec = model_spec("tuned", {"kind": "transfer", "weights": "none", "epochs": 3,
-                                "fine_tune_epochs": 2, "batch_size": 16, "stop_patience": 2})
+                                "fine_tune_epochs": 2, "batch_size": 16, "stop_patience": 2,
+                                "mixed_precision": precision})
     info = train_model(tiny_prepared, tmp_path / "tuned", spec)
+    assert info["precision"] == {"off": "float32", "bfloat16": "mixed_bfloat16"}[precision]
     history = json.loads((tmp_path / "tuned" / "history.json").read_text())
     phases = [e["phase"] for e in history]
     assert phases[0] == "head" and "fine_tune" in phases
@@ -384,6 +389,7 @@ def test_transfer_gap_head_with_fine_tuning(tiny_prepared, tmp_path):
     assert info["trainable_parameters"] > 3 * 512 * 512 * 9
     model = load_model(tmp_path / "tuned")
     assert model.output_shape == (None, 19)
+    assert np.isfinite([e["val_loss"] for e in history]).all()
 
 
 # --- speed settings: determinism, precision, batch, streamed features, cached posters --

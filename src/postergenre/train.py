@@ -730,6 +730,10 @@ def write_features(model: keras.Model, images: tf.data.Dataset, records: int,
     out, row = None, 0
     for batch in images:
         values = np.asarray(model.predict_on_batch(batch))
+        if values.dtype not in (np.float16, np.float32):
+            # A mixed_bfloat16 base's output: .npy has no bfloat16 (the file would read
+            # back as raw 2-byte voids), so the cache keeps it as float32.
+            values = values.astype(np.float32)
         if out is None:
             out = np.lib.format.open_memmap(path, mode="w+", dtype=values.dtype,
                                             shape=(records, *values.shape[1:]))
