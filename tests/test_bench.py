@@ -163,7 +163,7 @@ def test_train_bench_compares_in_the_study_precision_and_ours():
     """Ours in bfloat16 (asked for, so on any CPU): the study's side stays float32 and
     ours runs again in float32, each with its own line; the transfer line says what its
     ratio measures."""
-    result = _run("train.py", "--posters", "400", "--size", "32", "--epochs", "1",
+    result = _run("train.py", "--posters", "700", "--size", "32", "--epochs", "1",
                   "--repeats", "1", "--transfer-repeats", "1", "--mixed-precision",
                   "bfloat16", env={"CUDA_VISIBLE_DEVICES": ""})
     assert result.returncode == 0, result.stderr[-2000:]
