@@ -60,12 +60,15 @@ def main() -> int:
                    stdout=subprocess.DEVNULL)
     seconds = time.perf_counter() - started
     metrics = json.loads((out / "reports" / "metrics.json").read_text())
+    # The test split's size is in the full metrics (metrics.json keeps the compared few).
+    examples = json.loads((out / "reports" / "metrics_all.json").read_text())["null"].get(
+        "examples")
     intervals = json.loads((out / "reports" / "bootstrap.json").read_text())["intervals"]
     blessing = json.loads((out / "reports" / "blessing.json").read_text())
     if args.keep is None:
         shutil.rmtree(out)
 
-    print(f"posters-movielens test split, {metrics['null'].get('examples')} movies; "
+    print(f"posters-movielens test split, {examples} movies; "
           f"served thresholds (validation); {os.cpu_count()} CPU cores; "
           f"wall time {seconds / 60:.1f} min (every stage, {len(kinds)} models)")
     print(f"{'model':<22} " + " ".join(f"{c:>16}" for c in COLUMNS) + "   mAP interval")
