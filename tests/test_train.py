@@ -145,6 +145,8 @@ def test_require_gpu_fails_fast_without_one():
     with training_device() as device:
         assert device.kind == "cpu" and device.replicas == 1
         assert device.precision == ("mixed_bfloat16" if cpu_has_bfloat16_units() else "float32")
+    with training_device(dense_convolutions=False) as device:
+        assert device.precision == "float32"
 
 
 @pytest.mark.slow
@@ -478,6 +480,11 @@ def test_deterministic_kernels_only_when_asked():
 def test_precision_and_batch_settings():
     assert precision_policy("auto", [], cpu_bfloat16=False) == "float32"  # most CPUs
     assert precision_policy("auto", [], cpu_bfloat16=True) == "mixed_bfloat16"  # AMX
+    # Depthwise convolutions (EfficientNet-Lite0) have no AMX kernels: float32 there.
+    assert precision_policy("auto", [], cpu_bfloat16=True, dense_convolutions=False) == \
+        "float32"
+    assert precision_policy("bfloat16", [], cpu_bfloat16=True, dense_convolutions=False) == \
+        "mixed_bfloat16"  # asked for
     assert precision_policy("off", [], cpu_bfloat16=True) == "float32"
     assert precision_policy("off", ["any GPU"]) == "float32"
     assert precision_policy("bfloat16", []) == "mixed_bfloat16"

@@ -233,7 +233,8 @@ class TrainingConfig:
     mixed_precision: str = setting("auto", "auto: float16 on GPUs of compute capability "
                                    "below 8, bfloat16 from 8 (A100, L4, H100); on the CPU "
                                    "bfloat16 where it has AMX units (Xeon 4th generation "
-                                   "on), else off; or off, float16, bfloat16",
+                                   "on) for the scratch CNN and VGG16 (not Lite0: slower), "
+                                   "else off; or off, float16, bfloat16",
                                    choices=MIXED_PRECISION)
     steps_per_execution: int = setting(8, "training batches per call into TensorFlow: "
                                        "fewer per-step Python round trips for small models "

@@ -18,7 +18,8 @@ the shards are resized in the input pipeline (evaluate does the same). The same 
 on the CPU and on GPUs: when TensorFlow sees a GPU, training uses a MirroredStrategy over
 every visible GPU, with `batch_size` per replica (0: 32 on the CPU, 128 per GPU), and the
 `mixed_precision` the device suits (auto: float16 below compute capability 8, bfloat16
-from 8; on the CPU bfloat16 where it has AMX units, else float32; float32 outputs).
+from 8; on the CPU bfloat16 where it has AMX units, for the scratch CNN and VGG16 but
+not EfficientNet-Lite0, else float32; float32 outputs).
 `deterministic` asks for deterministic kernels (same seed, same metrics) at a cost in
 speed; `steps_per_execution` runs several batches per call into TensorFlow.
 
@@ -137,6 +138,10 @@ def _compute_capability(gpu: tf.config.PhysicalDevice) -> tuple[int, int]:
 # below AMX (ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16, the AVX512-BF16 instructions alone)
 # bfloat16 took 1.4x float32's time, and 3.3x without them: only AMX makes it pay.
 CPU_BFLOAT16_FLAG = "amx_bf16"
+# The backbones bfloat16 speeds up there: VGG16's dense convolutions run on AMX (as the
+# scratch CNN's do); EfficientNet-Lite0's depthwise ones do not, and took 1.35x
+# float32's time in bfloat16 (224 px, same machine), so auto keeps it in float32 on the CPU.
+CPU_BFLOAT16_BACKBONES = ("vgg16",)
 
 
 def cpu_has_bfloat16_units(cpuinfo: str | os.PathLike[str] = "/proc/cpuinfo") -> bool:
@@ -151,14 +156,15 @@ def cpu_has_bfloat16_units(cpuinfo: str | os.PathLike[str] = "/proc/cpuinfo") ->
 
 
 def precision_policy(mixed_precision: str, gpus: list,
-                     cpu_bfloat16: bool | None = None) -> str:
+                     cpu_bfloat16: bool | None = None, dense_convolutions: bool = True) -> str:
     """The Keras dtype policy for `mixed_precision` on these GPUs (none: the CPU).
 
     auto: float16 below compute capability 8 (T4, V100: tensor cores for float16 only,
     with loss scaling), bfloat16 from 8 on (A100, L4, H100: float32's range, no loss
-    scaling); on the CPU bfloat16 where it has bfloat16 matrix units (`cpu_bfloat16`,
-    default: read from this machine, see cpu_has_bfloat16_units), else float32 (without
-    them bfloat16 is slower). Weights and outputs stay float32 either way.
+    scaling); on the CPU bfloat16 for a model of `dense_convolutions` where the CPU has
+    bfloat16 matrix units (`cpu_bfloat16`, default: read from this machine, see
+    cpu_has_bfloat16_units), else float32 (without them, or for depthwise convolutions,
+    bfloat16 is slower). Weights and outputs stay float32 either way.
     """
     if mixed_precision != "auto":
         if mixed_precision not in POLICIES:
@@ -168,7 +174,7 @@ def precision_policy(mixed_precision: str, gpus: list,
     if not gpus:
         if cpu_bfloat16 is None:
             cpu_bfloat16 = cpu_has_bfloat16_units()
-        return "mixed_bfloat16" if cpu_bfloat16 else "float32"
+        return "mixed_bfloat16" if cpu_bfloat16 and dense_convolutions else "float32"
     oldest = min(_compute_capability(gpu) for gpu in gpus)
     return "mixed_bfloat16" if oldest >= (8, 0) else "mixed_float16"
 
@@ -179,10 +185,11 @@ def per_replica_batch(batch_size: int, device: Device) -> int:
 
 
 @contextlib.contextmanager
-def training_device(require_gpu: bool = False, mixed_precision: str = "auto"
-                    ) -> Iterator[Device]:
-    """Pick the strategy and precision (`mixed_precision`, see precision_policy) for the
-    visible hardware; restore them after.
+def training_device(require_gpu: bool = False, mixed_precision: str = "auto",
+                    dense_convolutions: bool = True) -> Iterator[Device]:
+    """Pick the strategy and precision (`mixed_precision` for a model of
+    `dense_convolutions` or not, see precision_policy) for the visible hardware; restore
+    them after.
 
     With `require_gpu`, fail fast (before any data is read) when no GPU is visible: a
     task scheduled on a GPU node that lost its driver should not train for hours on CPU.
@@ -194,7 +201,8 @@ def training_device(require_gpu: bool = False, mixed_precision: str = "auto"
             "check the node's NVIDIA driver, the nvidia.com/gpu resource request and that "
             "the image is the GPU image; set require_gpu false to train on the CPU")
     previous = keras.mixed_precision.global_policy().name
-    keras.mixed_precision.set_global_policy(precision_policy(mixed_precision, gpus))
+    keras.mixed_precision.set_global_policy(
+        precision_policy(mixed_precision, gpus, dense_convolutions=dense_convolutions))
     if gpus:
         strategy: tf.distribute.Strategy = tf.distribute.MirroredStrategy()
     else:
@@ -821,7 +829,8 @@ def train_transfer(prepared_dir: str | os.PathLike[str], model_dir: str | os.Pat
     val_y, _ = labels_of(prepared_dir, "validation")
     labels = {"train": train_y, "validation": val_y}
     with atomic_folder(model_dir) as work:
-        with training_device(config.require_gpu, config.mixed_precision) as device:
+        with training_device(config.require_gpu, config.mixed_precision,
+                             config.backbone in CPU_BFLOAT16_BACKBONES) as device:
             global_batch = per_replica_batch(config.batch_size, device) * device.replicas
             log.info("%s: %s on %s, %d px, batch %d", name, config.describe(), device.kind,
                      size, global_batch)
@@ -990,7 +999,8 @@ def train_linear_probe(prepared_dir: str | os.PathLike[str],
     model_dir = Path(model_dir)
     train_y, _ = labels_of(prepared_dir, "train")
     val_y, _ = labels_of(prepared_dir, "validation")
-    with training_device(config.require_gpu) as device:
+    with training_device(config.require_gpu,
+                         dense_convolutions=config.backbone in CPU_BFLOAT16_BACKBONES) as device:
         log.info("%s: %s on %s, %d px", name, config.describe(), device.kind, size)
         base = build_transfer_base(config.backbone, size, config.weights)
         pooled = keras.Model(base.inputs,
