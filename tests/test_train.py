@@ -2,6 +2,7 @@
 the new settings, serving."""
 
 import json
+import warnings
 from pathlib import Path
 
 import keras
@@ -354,6 +355,20 @@ def test_fine_tuning_keeps_the_incoming_weights_when_no_epoch_beats_them():
         np.testing.assert_array_equal(kept, original)
     assert [e["epoch"] for e in history] == list(range(5, 5 + len(history)))
     assert history[0]["phase"] == "fine_tune"
+
+
+def test_fit_leaves_a_dataset_in_its_own_order_without_keras_warning():
+    """A dataset shuffles itself (cached_images): Keras' array shuffle is not asked for,
+    so Keras does not warn that it ignores it."""
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(19, activation="sigmoid")])
+    model.compile(keras.optimizers.Adam(0.1), "binary_crossentropy")
+    x = np.random.default_rng(0).normal(size=(32, 4)).astype("float32")
+    y = (x[:, :1] > 0).repeat(19, axis=1).astype("float32")
+    data = tf.data.Dataset.from_tensors((x, y))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _fit(model, data, data, TransferConfig(), epochs=1)
+    assert not [w for w in caught if "shuffle" in str(w.message)]
 
 
 @pytest.mark.slow
