@@ -133,7 +133,7 @@ def _compute_capability(gpu: tf.config.PhysicalDevice) -> tuple[int, int]:
 
 
 # The CPU flag of bfloat16 matrix units (Intel AMX, Xeon 4th generation on). Measured on
-# such a CPU (2 cores, 2026-12-02): bfloat16 took 0.46x float32's CPU time per image to
+# such a CPU (2 cores, 2026-12-02): bfloat16 took 0.44x float32's CPU time per image to
 # train the scratch CNN at 64 px and 0.14x to run VGG16 at 224 px. With oneDNN capped
 # below AMX (ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16, the AVX512-BF16 instructions alone)
 # bfloat16 took 1.4x float32's time, and 3.3x without them: only AMX makes it pay.
