@@ -12,15 +12,17 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 install: $(STAMP)
 
-# Every dependency (the dev tools too) at its locked version, each downloaded file checked
-# against the lock's sha256: pip refuses a file that differs and any requirement that is
-# unpinned or unhashed. pip itself stays the venv's own: an unhashed upgrade would defeat
-# the check. Then the project, which has no hash to check, without dependencies and built
-# by the locked setuptools rather than one fetched for an isolated build.
-$(STAMP): pyproject.toml requirements.lock
+# Every dependency (the dev tools too) exactly as locked, resolving nothing
+# (scripts/install_lock.sh: --no-deps --require-hashes, then pip check), so a new upstream
+# release cannot change or break the install. pip itself stays the venv's own: an unhashed
+# upgrade would defeat the check. Then the project, which has no hash to check, without
+# dependencies and built by the locked setuptools rather than one fetched for an isolated
+# build.
+$(STAMP): pyproject.toml requirements.lock scripts/install_lock.sh
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] in ((3, 11), (3, 12)), "Python 3.11 or 3.12 needed, got " + sys.version'
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --require-hashes -r requirements.lock
+	@echo "make install: about 4 GB into $(VENV); 3 to 8 minutes on 2 cores, less with pip's cache" >&2
+	scripts/install_lock.sh $(BIN)/python requirements.lock --quiet
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
@@ -43,7 +45,7 @@ run: data repro summary
 	@git diff --quiet data.dvc 2>/dev/null && echo "data.dvc: unchanged (demo data identical to the committed version)" \
 		|| echo "data.dvc: changed (different demo settings or library versions); see git diff data.dvc"
 
-# DVC's plots page with Vega inlined (it draws offline); Vega from the npm registry once.
+# DVC's plots page with Vega inlined (it draws offline), from the locked vl-convert-python.
 plots: $(STAMP)
 	$(BIN)/python scripts/offline_plots.py --out reports/plots-html
 
@@ -60,7 +62,17 @@ real: $(STAMP)
 	@test -n "$(DATA)" || { echo "make real: set DATA=DIR, a folder with labels.csv and its posters" >&2; exit 2; }
 	scripts/run_on_posters.sh "$(DATA)" "$(OUT)" "$(REAL_PARAMS)" "$(SPLIT)"
 
-test: $(STAMP)
+# tests/test_lock.py installs a lock with the oldest pips the install supports: their
+# wheels, hash-checked, once.
+OLD_PIPS := $(VENV)/old-pips
+$(OLD_PIPS)/.done: tests/old-pips.txt $(STAMP)
+	mkdir -p $(OLD_PIPS)
+	grep '^pip==' tests/old-pips.txt | while read -r pin; do echo "$$pin" > $(OLD_PIPS)/pin.txt; \
+		$(BIN)/python -m pip download --quiet --no-deps --only-binary :all: --require-hashes \
+			--dest $(OLD_PIPS) -r $(OLD_PIPS)/pin.txt || exit 1; done
+	touch $@
+
+test: $(STAMP) $(OLD_PIPS)/.done
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)

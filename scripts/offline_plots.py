@@ -2,12 +2,12 @@
 """`dvc plots show` as a page that draws with no network: Vega inlined, not from a CDN.
 
 DVC's HTML loads vega, vega-lite and vega-embed from cdn.jsdelivr.net, so every plot is
-blank offline (a cluster without egress, a laptop on a plane). This script fetches the
-very versions DVC's renderer names from the npm registry once (`npm pack`, into a cache
-folder), writes an HTML template with the three scripts inlined (DVC's `--html-template`,
-without its `{scripts}` placeholder, so no CDN tag is added), and runs `dvc plots show`
-(or `dvc plots diff REV...`) with it. Plots are drawn as SVG, which a page saved as text
-keeps and a headless browser can check.
+blank offline (a cluster without egress, a laptop on a plane). This script writes an HTML
+template with one script inlined that holds all three, from the PyPI wheel
+vl-convert-python (locked, installed by `make install`; no npm, no download), and runs
+`dvc plots show` (or `dvc plots diff REV...`) with it (DVC's `--html-template`, without its
+`{scripts}` placeholder, so no CDN tag is added). Plots are drawn as SVG, which a page
+saved as text keeps and a headless browser can check.
 
     scripts/offline_plots.py [--out reports/plots-html] [--diff REV ...]   (make plots)
 """
@@ -19,15 +19,9 @@ import re
 import shutil
 import subprocess
 import sys
-import tarfile
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-CACHE = REPO / ".cache" / "vega"
-# package -> the file of its npm tarball that is a standalone browser bundle
-BUNDLES = {"vega": "package/build/vega.min.js", "vega-lite": "package/build/vega-lite.min.js",
-           "vega-embed": "package/build/vega-embed.min.js"}
 TEMPLATE = """<!DOCTYPE html>
 <html>
 <head>
@@ -50,50 +44,33 @@ TEMPLATE = """<!DOCTYPE html>
 """
 
 
-def dvc_vega_versions() -> dict[str, str]:
-    """The versions DVC's own page would load (dvc-render's VegaRenderer)."""
+def vega_lite_version() -> str:
+    """The newest Vega-Lite that vl-convert bundles with the major version DVC's own page
+    loads (dvc-render's VegaRenderer), whose specs DVC writes."""
+    import vl_convert
     from dvc_render.vega import VegaRenderer
 
-    found = dict(re.findall(r"npm/(vega(?:-lite|-embed)?)@([\d.]+)", VegaRenderer.SCRIPTS))
-    missing = set(BUNDLES) - set(found)
-    if missing:
-        raise RuntimeError(f"dvc-render names no version for {sorted(missing)}")
-    return found
+    found = re.search(r"npm/vega-lite@(\d+)\.", VegaRenderer.SCRIPTS)
+    if found is None:
+        raise RuntimeError("dvc-render names no vega-lite version")
+    same_major = [v for v in vl_convert.get_vegalite_versions()
+                  if v.split(".")[0] == found.group(1)]
+    if not same_major:
+        raise RuntimeError(f"vl-convert bundles no Vega-Lite {found.group(1)}.x")
+    return max(same_major, key=lambda v: tuple(map(int, v.split("."))))
 
 
-def fetch_bundles(cache: Path = CACHE) -> dict[str, Path]:
-    """Each package's browser bundle, from the npm registry once, then from `cache`."""
-    cache.mkdir(parents=True, exist_ok=True)
-    paths = {}
-    for package, version in dvc_vega_versions().items():
-        target = cache / f"{package}-{version}.min.js"
-        if not target.is_file():
-            npm = shutil.which("npm")
-            if npm is None:
-                raise RuntimeError("npm is needed once to fetch Vega (apt-get install npm)")
-            with tempfile.TemporaryDirectory() as tmp:
-                subprocess.run([npm, "pack", "--silent", f"{package}@{version}"], cwd=tmp,
-                               check=True, stdout=subprocess.DEVNULL)
-                (tarball,) = Path(tmp).glob("*.tgz")
-                with tarfile.open(tarball) as archive:
-                    member = archive.extractfile(BUNDLES[package])
-                    if member is None:
-                        raise RuntimeError(f"{tarball.name} has no {BUNDLES[package]}")
-                    partial = target.with_suffix(".part")
-                    partial.write_bytes(member.read())
-                    partial.replace(target)
-        paths[package] = target
-    return paths
+def write_template(path: Path) -> Path:
+    """The HTML template with Vega, Vega-Lite and Vega-Embed inlined in one script."""
+    import vl_convert
 
-
-def write_template(path: Path, cache: Path = CACHE) -> Path:
-    """The HTML template with the three bundles inlined (in load order)."""
-    bundles = fetch_bundles(cache)
-    scripts = "\n".join(f"<script>\n{bundles[p].read_text(encoding='utf-8')}\n</script>"
-                        for p in ("vega", "vega-lite", "vega-embed"))
+    # The bundle sets window.vega, window.vegaLite and window.vegaEmbed; its own top-level
+    # names stay inside a function, clear of the page's scripts.
+    bundle = vl_convert.javascript_bundle(vl_version=vega_lite_version())
+    scripts = f"<script>\n(function () {{\n{bundle}\n}})();\n</script>"
     # `{refresh_tag}` and `{plot_divs}` are DVC's placeholders; `{scripts}` is left out
     # on purpose (it would add the CDN tags back).
-    # The bundles go in last: their own braces must stay as they are.
+    # The bundle goes in last: its own braces must stay as they are.
     page = TEMPLATE.replace("{{", "{").replace("}}", "}").replace("{bundles}", scripts)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page, encoding="utf-8")
@@ -106,17 +83,20 @@ def main(argv: list[str] | None = None) -> int:
                         help="folder for index.html (default: reports/plots-html)")
     parser.add_argument("--diff", nargs="*", metavar="REV", default=None,
                         help="`dvc plots diff REV ...` instead of `dvc plots show`")
-    parser.add_argument("--cache", type=Path, default=CACHE,
-                        help=f"where the Vega bundles are kept (default: {CACHE})")
     args = parser.parse_args(argv)
-    template = write_template(args.cache / "offline-template.html", args.cache)
+    with tempfile.TemporaryDirectory() as tmp:
+        template = write_template(Path(tmp) / "offline-template.html")
+        _show(args, template)
+    print(f"plots (offline, Vega inlined): {Path(args.out) / 'index.html'}")
+    return 0
+
+
+def _show(args: argparse.Namespace, template: Path) -> None:
     dvc = shutil.which("dvc") or str(Path(sys.executable).parent / "dvc")
     command = [dvc, "plots", "diff", *args.diff] if args.diff is not None \
         else [dvc, "plots", "show"]
     subprocess.run([*command, "--html-template", str(template), "--out", args.out],
                    check=True)
-    print(f"plots (offline, Vega inlined): {Path(args.out) / 'index.html'}")
-    return 0
 
 
 if __name__ == "__main__":

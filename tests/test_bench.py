@@ -41,11 +41,17 @@ def test_tree_cpu_counts_work_done_in_a_grandchild_process():
     own = measure.measure(lambda: subprocess.run([sys.executable, "-c", nested], check=True))
     assert run.cpu_s >= 0.6
     assert own.cpu_s < 0.3
-    # Live descendants count too: the child is still burning when the clock is read.
-    child = subprocess.Popen([sys.executable, "-c", BURN.format(seconds=2)])
+    # Live descendants count too: the child is still alive when the clock is read. It burns
+    # 0.3 s of CPU once told to and then says so: the test waits for the work, not the clock.
+    told = ("import sys, time\nsys.stdin.readline()\n" + BURN.format(seconds=0.3)
+            + "\nprint('burnt', flush=True)\ntime.sleep(600)")
+    child = subprocess.Popen([sys.executable, "-c", told], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
     try:
         start = measure.tree_cpu_seconds()
-        time.sleep(1.0)
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        assert child.stdout.readline() == "burnt\n"
         assert measure.tree_cpu_seconds() - start >= 0.3
     finally:
         child.kill()

@@ -128,3 +128,30 @@ def test_a_tensorflow_stage_is_quiet_by_default(tmp_path):
     assert done.stderr.splitlines() == [
         f"postergenre train-scratch: error: {tmp_path / 'nope' / 'manifest.json'} not found: "
         f"is {tmp_path / 'nope'} the output of augment?"]
+
+
+def test_a_full_disk_is_one_line_naming_the_file(tmp_path):
+    """A write that fails for want of space (here: the file-size limit, EFBIG, which the
+    kernel raises as ENOSPC would be) ends with one line naming the file, no traceback, and
+    leaves no temp file behind."""
+    import resource
+    import signal
+
+    labels = tmp_path / "labels.csv"
+    rows = [f"tt{i:07d},Drama|Comedy,poster{i}.jpg," for i in range(400)]
+    labels.write_text("imdb_id,genres,poster,duplicate_group\n" + "\n".join(rows) + "\n")
+
+    def small_files() -> None:  # in the child: writes past 4 KB fail, without SIGXFSZ
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+    out = tmp_path / "split"
+    done = subprocess.run([sys.executable, "-m", "postergenre.cli", "split", "--labels",
+                           str(labels), "--out", str(out)],
+                          capture_output=True, text=True, preexec_fn=small_files, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert re.fullmatch(rf"postergenre split: error: {re.escape(str(out))}/\w+\.csv: "
+                        r"File too large", line), line
+    assert not list(out.glob(".*.tmp"))

@@ -112,14 +112,15 @@ def test_multi_stage_build_installs_the_lock_hashed_then_the_package(kind):
     # all it copies (a source change reuses this layer).
     runs = [a for k, a in built["builder"] if k == "RUN"]
     assert any("python3 -m venv /opt/venv" in r for r in runs)
-    pips = [c.strip() for r in runs for c in r.split("&&") if "pip install" in c]
-    assert len(pips) == 1 and re.search(
-        rf"pip install --require-hashes -r {re.escape(LOCKS[kind])}$", pips[0]), pips
+    # The one locked install (tests/test_lock.py runs it), and no other.
+    installs = [c.strip() for r in runs for c in r.split("&&") if "install" in c]
+    assert installs == [f"sh install_lock.sh /opt/venv/bin/python {LOCKS[kind]}"], installs
     copied = [a for k, a in built["builder"] if k == "COPY"]
-    assert f"docker/{LOCKS[kind]} ./" in copied and not any("src" in a for a in copied)
+    assert f"scripts/install_lock.sh scripts/check_lock.py docker/{LOCKS[kind]} ./" in copied
+    assert not any("src" in a for a in copied)
     # package: the project's wheel from the sources, by the locked setuptools.
     copied = " ".join(a for k, a in built["package"] if k == "COPY")
-    for needed in ("pyproject.toml", "README.md", "src", "components", "pipelines"):
+    for needed in ("pyproject.toml", "README.md", "LICENSE", "src", "components", "pipelines"):
         assert needed in copied, needed
     (wheel,) = [a for k, a in built["package"] if k == "RUN"]
     assert re.search(r"pip wheel --no-cache-dir --no-deps --no-build-isolation "
@@ -175,7 +176,7 @@ def test_gpu_image_checks_tensorflows_cuda_build_at_build_time():
     runs = [a for k, a in builder if k == "RUN"]
     assert "/opt/venv/bin/python check_cuda.py" in runs
     check_at = runs.index("/opt/venv/bin/python check_cuda.py")
-    assert "--require-hashes" in runs[check_at - 1]
+    assert "install_lock.sh" in runs[check_at - 1]
 
 
 def test_gpu_lock_is_the_image_lock_plus_tensorflows_cuda_wheels():
@@ -213,8 +214,9 @@ def test_dockerignore_sends_only_what_the_images_install():
     assert lines[0] == "*"  # everything out, then only these back in
     allowed = {ln[1:].rstrip("/") for ln in lines if ln.startswith("!")}
     assert allowed == {"docker/requirements-image.lock", "docker/requirements-gpu.lock",
-                       "docker/check_cuda.py", "pyproject.toml", "README.md", "src",
-                       "components", "pipelines"}
+                       "docker/check_cuda.py", "scripts/install_lock.sh", "scripts/check_lock.py",
+                       "pyproject.toml",
+                       "README.md", "LICENSE", "src", "components", "pipelines"}
 
 
 def test_podman_settings_work_on_hybrid_cgroup_hosts():

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from postergenre import __version__
+from postergenre.atomic import FolderBusyError
 from postergenre.configs import (
     MODEL_KINDS,
     MODELS_SECTION,
@@ -581,9 +582,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run(args)
     except argparse.ArgumentTypeError as err:
         parser.error(str(err))
-    except (ValueError, FileNotFoundError, FileExistsError, KeyError) as err:
-        # Bad input: one clear line naming the file / row / field / key, no traceback.
+    except (ValueError, KeyError, OSError, FolderBusyError) as err:
+        # Bad input, or a file that cannot be read or written (not found, a full disk, no
+        # permission): one clear line naming the file / row / field / key, no traceback.
         # (ConfigError is a ValueError.)
+        if isinstance(err, OSError) and err.filename is not None and err.strerror:
+            err = f"{err.filename}: {err.strerror}"
         print(f"postergenre {args.command}: error: {err}", file=sys.stderr)
         return 2
     return 0
