@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from postergenre.phash import near_duplicate_groups
+from postergenre.data.phash import near_duplicate_groups
 
 DISTANCE = 4
 _OLD_BLOCK = 1024

@@ -98,8 +98,8 @@ def write_posters(folder: Path, n: int, seed: int = 0) -> tuple[list[str], np.nd
     """`n` synthetic poster JPEGs in `folder` and their random multi-hot labels."""
     import cv2
 
+    from postergenre.data.images import decode_threads
     from postergenre.genres import NUM_GENRES
-    from postergenre.images import decode_threads
 
     width, height = SOURCE_SIZE
     folder.mkdir(parents=True, exist_ok=True)
@@ -137,7 +137,7 @@ def build(kind: str, size: int):
     import keras
 
     from postergenre.configs import ScratchConfig, TransferConfig
-    from postergenre.models import (
+    from postergenre.training.models import (
         build_head,
         build_scratch_cnn,
         build_transfer_base,

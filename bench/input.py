@@ -83,7 +83,7 @@ def study_loop(paths: list[Path], size: int) -> np.ndarray:
 
 def reference(paths: list[Path], size: int) -> np.ndarray:
     """Full decode + INTER_AREA resize, RGB: what both sides are compared against."""
-    from postergenre.images import read_rgb, resize
+    from postergenre.data.images import read_rgb, resize
 
     return np.stack([resize(read_rgb(path), size) for path in paths])
 
@@ -94,9 +94,9 @@ def old_probe_posters(paths: list[Path], max_pixels: int) -> list:
     hashed; a pool of at most 8 threads."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from postergenre.images import drop_alpha
-    from postergenre.phash import phash
-    from postergenre.probe import PosterProbe, _truncated_jpeg, header_size, pixel_problem
+    from postergenre.data.images import drop_alpha
+    from postergenre.data.phash import phash
+    from postergenre.data.probe import PosterProbe, _truncated_jpeg, header_size, pixel_problem
 
     def probe_poster(path: Path) -> PosterProbe:
         if not path.is_file():
@@ -132,9 +132,9 @@ def old_probe_posters(paths: list[Path], max_pixels: int) -> list:
 
 def _steps(paths: list[Path], size: int, quality: int) -> dict[str, float]:
     """CPU microseconds per poster of each step, one thread: ours, then the study's."""
-    from postergenre.images import decode_scaled, encode_jpeg, resize
-    from postergenre.records import frame
-    from postergenre.shards import PosterRecord, to_example
+    from postergenre.data.images import decode_scaled, encode_jpeg, resize
+    from postergenre.data.records import frame
+    from postergenre.data.shards import PosterRecord, to_example
 
     def timed(step, items):
         run = measure(lambda: [step(item) for item in items])
@@ -209,7 +209,7 @@ import os, sys
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
 import tensorflow
 from tfx_bsl.public import tfxio
-from postergenre.shards import dataset
+from postergenre.data.shards import dataset
 def status(field):
     with open("/proc/self/status") as f:
         line = next(line for line in f if line.startswith(field + ":"))
@@ -231,7 +231,7 @@ def reader_memory(prepared: Path) -> tuple[int, float, float]:
 
 def stored_images(prepared: Path, ids: list[str]) -> np.ndarray:
     """Our train split's images, decoded from the shards, in `ids` order."""
-    from postergenre.shards import iter_records
+    from postergenre.data.shards import iter_records
 
     by_id = {r["imdb_id"]: r["image"] for r in iter_records(prepared, "train")}
     return np.stack([by_id[i] for i in ids])
@@ -252,9 +252,9 @@ def main() -> None:
     if args.repeats < MIN_REPEATS:
         parser.error(f"--repeats must be at least {MIN_REPEATS}")
 
-    from postergenre.augment import augment_and_shard
     from postergenre.configs import AugmentConfig
-    from postergenre.images import available_cpus, decode_threads, jpeg_size, scale_factor
+    from postergenre.data.augment import augment_and_shard
+    from postergenre.data.images import available_cpus, decode_threads, jpeg_size, scale_factor
 
     print(load_line("start"), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -287,7 +287,7 @@ def main() -> None:
         assert study_array.shape == (n, args.size, args.size, 3), study_array.shape
 
         from postergenre.configs import ValidateConfig
-        from postergenre.probe import probe_posters
+        from postergenre.data.probe import probe_posters
 
         max_pixels = ValidateConfig().max_pixels
         cells = [str(p.relative_to(data)) for p in paths]

@@ -1,10 +1,11 @@
 """Training throughput: this project's trainers against the study's way, in one run.
 
 Scratch CNN (the implementation's speed). Both sides train the same model from the same
-initial weights with the same optimiser, loss, AUC metric and callbacks (postergenre.train's
-`compile_model` and `_fit`: the progress bar, early stopping, the plateau schedule and
-the per-epoch checkpoint of weights and optimizer state), on the same training posters,
-with validation every epoch. What differs is the input, the execution and the precision:
+initial weights with the same optimiser, loss, AUC metric and callbacks
+(postergenre.training.train's `compile_model` and `_fit`: the progress bar, early stopping,
+the plateau schedule and the per-epoch checkpoint of weights and optimizer state), on the
+same training posters, with validation every epoch. What differs is the input, the
+execution and the precision:
 
 - the study's: every poster decoded beforehand (not timed) into one in-memory float32
   array, `model.fit(x, y)`, one batch per call into TensorFlow, float32 throughout (as
@@ -47,27 +48,27 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from measure import MIN_REPEATS, interleaved, load_line  # noqa: E402
 
-from postergenre.augment import augment_and_shard  # noqa: E402
-from postergenre.checkpoint import Checkpoint  # noqa: E402
 from postergenre.configs import (  # noqa: E402
     AugmentConfig,
     DemoSourceConfig,
     ScratchConfig,
     TransferConfig,
 )
+from postergenre.data.augment import augment_and_shard  # noqa: E402
+from postergenre.data.images import read_rgb, resize  # noqa: E402
+from postergenre.data.labels import read_labels  # noqa: E402
+from postergenre.data.shards import read_manifest  # noqa: E402
+from postergenre.data.split import split_dataset  # noqa: E402
 from postergenre.genres import encode_many  # noqa: E402
-from postergenre.images import read_rgb, resize  # noqa: E402
-from postergenre.labels import read_labels  # noqa: E402
-from postergenre.models import (  # noqa: E402
+from postergenre.sources.demo import generate_demo  # noqa: E402
+from postergenre.training.checkpoint import Checkpoint  # noqa: E402
+from postergenre.training.models import (  # noqa: E402
     build_dense_head,
     build_scratch_cnn,
     build_transfer_base,
     join_base_and_head,
 )
-from postergenre.shards import read_manifest  # noqa: E402
-from postergenre.sources.demo import generate_demo  # noqa: E402
-from postergenre.split import split_dataset  # noqa: E402
-from postergenre.train import (  # noqa: E402
+from postergenre.training.train import (  # noqa: E402
     _augmented,
     _fit,
     _seed_everything,
@@ -77,7 +78,7 @@ from postergenre.train import (  # noqa: E402
     train_transfer,
     training_device,
 )
-from postergenre.validate import validate_dataset  # noqa: E402
+from postergenre.validation.validate import validate_dataset  # noqa: E402
 
 SCRATCH = {"conv1_filters": 16, "conv2_filters": 32, "dense_units": 128}
 HEAD_UNITS = 256

@@ -1,4 +1,4 @@
-"""Kubeflow wrapper of `postergenre.augment.augment_and_shard`."""
+"""Kubeflow wrapper of `postergenre.data.augment.augment_and_shard`."""
 
 from kfp.dsl import Artifact, Dataset, Input, Output
 
@@ -9,8 +9,8 @@ def augment(dataset: Input[Dataset], splits: Input[Dataset], prepared: Output[Da
     `config` is params.yaml's `augment` section."""
     import shutil
 
-    from postergenre.augment import CLASS_WEIGHTS_FILE, augment_and_shard
     from postergenre.configs import AugmentConfig
+    from postergenre.data.augment import CLASS_WEIGHTS_FILE, augment_and_shard
     from postergenre.lineage import stamp, task_lineage
     from postergenre.typed_config import from_mapping
 

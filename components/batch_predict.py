@@ -1,4 +1,4 @@
-"""Kubeflow wrapper of `postergenre.batch_predict.batch_predict` (runs only inside `dsl.If`,
+"""Kubeflow wrapper of `postergenre.serving.batch_predict.batch_predict` (runs only inside `dsl.If`,
 after register): the registered model scores the prepared test shards on Apache Beam."""
 
 from kfp.dsl import Artifact, Dataset, Input, Model, Output
@@ -15,8 +15,8 @@ def batch_predict(model: Input[Model], prepared: Input[Dataset], blessing: Input
     import json
     import shlex
 
-    from postergenre.batch_predict import batch_predict as run
     from postergenre.lineage import stamp, task_lineage
+    from postergenre.serving.batch_predict import batch_predict as run
 
     with open(blessing.path) as handle:
         thresholds = blessing.path if json.load(handle).get("thresholds") else None

@@ -1,4 +1,4 @@
-"""Kubeflow wrapper of `postergenre.evaluate.evaluate_models`.
+"""Kubeflow wrapper of `postergenre.evaluation.evaluate.evaluate_models`.
 
 Every trained model arrives in one collection (the pipeline's training fan-out), each
 named by its `name` metadata. Headline and per-genre metrics go to a `Metrics` artifact
@@ -24,9 +24,9 @@ def evaluate(prepared: Input[Dataset], models: Input[list[Model]], metrics: Outp
     import os
 
     from postergenre.configs import EvaluateConfig
-    from postergenre.evaluate import evaluate_models
+    from postergenre.evaluation.evaluate import evaluate_models
+    from postergenre.evaluation.metrics import NOT_CANDIDATES
     from postergenre.lineage import stamp, task_lineage
-    from postergenre.metrics import NOT_CANDIDATES
     from postergenre.typed_config import from_mapping
 
     settings = from_mapping(EvaluateConfig, config, "evaluate")

@@ -1,4 +1,4 @@
-"""Kubeflow wrapper of `postergenre.gate.gate`: a string for `dsl.If`, the blessing, and
+"""Kubeflow wrapper of `postergenre.evaluation.gate.gate`: a string for `dsl.If`, the blessing, and
 the blessed model itself.
 
 The gate hands the blessed model on as its own artifact because KFP cannot consume a
@@ -22,7 +22,7 @@ def gate(evaluation: Input[Artifact], evaluation_report: Input[HTML],
     import shutil
 
     from postergenre.configs import GateConfig
-    from postergenre.gate import gate as run
+    from postergenre.evaluation.gate import gate as run
     from postergenre.lineage import stamp, task_lineage
     from postergenre.typed_config import from_mapping
 

@@ -1,4 +1,4 @@
-"""Kubeflow wrapper of `postergenre.ingest.ingest`: a data set folder as a Dataset.
+"""Kubeflow wrapper of `postergenre.sources.ingest.ingest`: a data set folder as a Dataset.
 
 Credentials never pass as parameters (parameters show in the UI and the compiled spec):
 the TMDb key comes from `TMDB_API_KEY` / `TMDB_READ_ACCESS_TOKEN` and S3 credentials
@@ -25,9 +25,9 @@ def ingest(dataset: Output[Dataset], report: Output[Artifact], config: dict,
     import tempfile
 
     from postergenre.configs import IngestConfig
-    from postergenre.ingest import ingest as run
+    from postergenre.data.storage import use_project_credentials
     from postergenre.lineage import stamp, task_lineage
-    from postergenre.storage import use_project_credentials
+    from postergenre.sources.ingest import ingest as run
     from postergenre.typed_config import from_mapping
 
     # The S3 Secret arrives as POSTERGENRE_AWS_* (so KFP's launcher never sees it): the

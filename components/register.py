@@ -1,4 +1,4 @@
-"""Kubeflow wrapper of `postergenre.registry.register` (runs only inside `dsl.If`)."""
+"""Kubeflow wrapper of `postergenre.serving.registry.register` (runs only inside `dsl.If`)."""
 
 from kfp.dsl import Artifact, Input, Model, Output
 
@@ -13,7 +13,7 @@ def register(blessing: Input[Artifact], model: Input[Model], registry: str,
     import shutil
 
     from postergenre.lineage import lineage_of, stamp, task_lineage
-    from postergenre.registry import register as run
+    from postergenre.serving.registry import register as run
 
     name = model.metadata["name"]
     # The training task's lineage, carried by the model artifact; a model without one

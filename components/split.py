@@ -1,4 +1,4 @@
-"""Kubeflow wrapper of `postergenre.split.split_dataset`."""
+"""Kubeflow wrapper of `postergenre.data.split.split_dataset`."""
 
 from kfp.dsl import Dataset, Input, Output
 
@@ -10,8 +10,8 @@ def split(validated: Input[Dataset], splits: Output[Dataset], config: dict,
     import os
 
     from postergenre.configs import SplitConfig
+    from postergenre.data.split import split_dataset
     from postergenre.lineage import stamp, task_lineage
-    from postergenre.split import split_dataset
     from postergenre.typed_config import from_mapping
 
     settings = from_mapping(SplitConfig, config, "split")

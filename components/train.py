@@ -1,4 +1,4 @@
-"""Kubeflow wrapper of `postergenre.train.train_model`: one `models` entry, trained (a GPU
+"""Kubeflow wrapper of `postergenre.training.train.train_model`: one `models` entry, trained (a GPU
 task on a cluster; the pipeline runs one per model)."""
 
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
@@ -8,10 +8,10 @@ def train(prepared: Input[Dataset], model: Output[Model], metrics: Output[Metric
           models: dict, data_version: str = ""):
     """Train the model `name` of the `models` section (params.yaml's, compiled in as the
     pipeline parameter of that name); the model folder is the Model artifact."""
-    from postergenre.checkpoint import checkpoint_for_output
     from postergenre.configs import model_spec
     from postergenre.lineage import stamp, task_lineage
-    from postergenre.train import train_model
+    from postergenre.training.checkpoint import checkpoint_for_output
+    from postergenre.training.train import train_model
 
     if name not in models:
         raise ValueError(f"models: no model {name!r} (known: {', '.join(models)}); the "

@@ -1,4 +1,4 @@
-"""Kubeflow wrapper of `postergenre.validate.validate_dataset`."""
+"""Kubeflow wrapper of `postergenre.validation.validate.validate_dataset`."""
 
 from kfp.dsl import HTML, Dataset, Input, Metrics, Output
 
@@ -14,7 +14,7 @@ def validate(dataset: Input[Dataset], validated: Output[Dataset], data_docs: Out
     from postergenre.configs import ValidateConfig
     from postergenre.lineage import stamp, task_lineage
     from postergenre.typed_config import from_mapping
-    from postergenre.validate import validate_dataset
+    from postergenre.validation.validate import validate_dataset
 
     settings = from_mapping(ValidateConfig, config, "validate")
     summary = validate_dataset(dataset.path, validated.path, settings,

@@ -24,6 +24,7 @@ from kfp.dsl import pipeline_context
 from kfp.dsl.structures import convert_duration_to_seconds
 
 from postergenre.components import DEFAULT_GPU_IMAGE, DEFAULT_IMAGE, GPU_STAGES
+from postergenre.data.storage import PROJECT_ENV_PREFIX
 from postergenre.lineage import GIT_COMMIT_ENV, IMAGE_ENV
 from postergenre.pipelines.compat import (
     OLDEST_SUPPORTED_BACKEND,
@@ -31,7 +32,6 @@ from postergenre.pipelines.compat import (
     newest,
     version_key,
 )
-from postergenre.storage import PROJECT_ENV_PREFIX
 
 GPU_RESOURCE = "nvidia.com/gpu"
 # Where components.DEFAULT_IMAGE / DEFAULT_GPU_IMAGE point: placeholders nothing publishes.
@@ -53,7 +53,7 @@ NODE_SELECTOR_SHORTCUTS = {
 # Secret names and keys (k8s/secrets holds the templates): key -> env variable. The S3
 # variables carry the project's prefix: the KFP launcher runs in the same container and
 # reads AWS_* for the pipeline root's artifact store, so the tasks' own S3 credentials
-# must not reach it under those names; postergenre.storage maps them back to AWS_* inside
+# must not reach it under those names; postergenre.data.storage maps them back to AWS_* inside
 # the task's Python process only (use_project_credentials).
 TMDB_SECRET_KEYS = {"api-key": "TMDB_API_KEY", "read-access-token": "TMDB_READ_ACCESS_TOKEN"}
 S3_SECRET_KEYS = {"AWS_ACCESS_KEY_ID": f"{PROJECT_ENV_PREFIX}AWS_ACCESS_KEY_ID",

@@ -32,8 +32,8 @@ def tiny_data(tmp_path_factory) -> Path:
 def tiny_split(tiny_data, tmp_path_factory) -> Path:
     """tiny_data validated and split by movie."""
     from postergenre.configs import SplitConfig, ValidateConfig
-    from postergenre.split import split_dataset
-    from postergenre.validate import validate_dataset
+    from postergenre.data.split import split_dataset
+    from postergenre.validation.validate import validate_dataset
 
     work = tmp_path_factory.mktemp("tiny-split")
     # A tiny set cannot give every genre the minimum support real data needs.
@@ -45,8 +45,8 @@ def tiny_split(tiny_data, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_prepared(tiny_data, tiny_split, tmp_path_factory) -> Path:
     """tiny_split augmented and sharded at TINY_IMAGE pixels."""
-    from postergenre.augment import augment_and_shard
     from postergenre.configs import AugmentConfig
+    from postergenre.data.augment import augment_and_shard
 
     out = tmp_path_factory.mktemp("tiny-prepared") / "prepared"
     augment_and_shard(tiny_data, tiny_split, out,

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from postergenre.batch_predict import batch_predict, read_predictions, resolve_model
 from postergenre.cli import main
-from postergenre.gate import BLESSED
+from postergenre.data.shards import PosterRecord, iter_records, shard_paths, to_example
+from postergenre.evaluation.gate import BLESSED
 from postergenre.genres import GENRES
-from postergenre.predict import load_predictor, predict_posters
-from postergenre.registry import register
-from postergenre.shards import PosterRecord, iter_records, shard_paths, to_example
+from postergenre.serving.batch_predict import batch_predict, read_predictions, resolve_model
+from postergenre.serving.predict import load_predictor, predict_posters
+from postergenre.serving.registry import register
 from tests.eval_helpers import train_tiny
 
 
@@ -125,9 +125,9 @@ def test_batch_predict_reproduces_evaluates_numbers_for_the_blessed_model(
     from sklearn.metrics import f1_score
 
     from postergenre.configs import EvaluateConfig, GateConfig
-    from postergenre.evaluate import evaluate_models
-    from postergenre.gate import gate
-    from postergenre.shards import labels_of
+    from postergenre.data.shards import labels_of
+    from postergenre.evaluation.evaluate import evaluate_models
+    from postergenre.evaluation.gate import gate
 
     work = tmp_path / "eval"
     evaluate_models(tiny_prepared, {"scratch": model_dir}, work / "metrics.json",

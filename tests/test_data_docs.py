@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from postergenre.configs import ValidateConfig
-from postergenre.validate import DataValidationError, validate_dataset
+from postergenre.validation.validate import DataValidationError, validate_dataset
 from tests.test_validate import _config, _jpeg, _make_dataset, _poster, _row
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from postergenre.images import (
+from postergenre.data.images import (
     available_cpus,
     decode_rgb,
     decode_scaled,
@@ -248,8 +248,8 @@ def demo(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def test_demo_shards_are_deterministic_with_reduced_decoding(demo, tmp_path):
-    from postergenre.augment import augment_and_shard
     from postergenre.configs import AugmentConfig
+    from postergenre.data.augment import augment_and_shard
 
     data, split = demo
     # 32 px: the 96x144 demo posters decode at half scale, copies included.
@@ -259,7 +259,7 @@ def test_demo_shards_are_deterministic_with_reduced_decoding(demo, tmp_path):
     assert first == second and first["counts"]["train"]["augmented"] > 0
     assert _records(tmp_path / "a") == _records(tmp_path / "b")
 
-    from postergenre.shards import iter_records
+    from postergenre.data.shards import iter_records
 
     for record in iter_records(tmp_path / "a", "test"):
         full = resize(read_rgb(data / "posters" / f"{record['imdb_id']}.jpg"), 32)
@@ -269,8 +269,8 @@ def test_demo_shards_are_deterministic_with_reduced_decoding(demo, tmp_path):
 def test_demo_shards_at_the_default_size_hold_a_full_decode(demo, tmp_path):
     """params.yaml's demo (96x144 posters, 64 px) is too small to reduce: each stored
     original is byte for byte the full decode, resized and encoded, as before issue 14."""
-    from postergenre.augment import augment_and_shard
     from postergenre.configs import AugmentConfig
+    from postergenre.data.augment import augment_and_shard
 
     data, split = demo
     config = AugmentConfig()
@@ -290,8 +290,8 @@ def test_demo_shards_at_the_default_size_hold_a_full_decode(demo, tmp_path):
 
 
 def test_probe_reads_each_poster_once_and_hashes_as_before(tmp_path):
-    from postergenre.phash import phash
-    from postergenre.probe import probe_poster
+    from postergenre.data.phash import phash
+    from postergenre.data.probe import probe_poster
 
     for name, data in {"a.jpg": _jpeg(_poster(120, 180)),
                        "b.png": _encoded(".png", cv2.cvtColor(_poster(90, 60, seed=2),
@@ -304,7 +304,7 @@ def test_probe_reads_each_poster_once_and_hashes_as_before(tmp_path):
     # included: the probe opens each poster once.
     script = textwrap.dedent(f"""
         import sys
-        from postergenre.probe import probe_poster
+        from postergenre.data.probe import probe_poster
         opened = []
         sys.addaudithook(lambda event, args: opened.append(str(args[0]))
                          if event == "open" else None)
@@ -320,7 +320,7 @@ def test_probe_reads_each_poster_once_and_hashes_as_before(tmp_path):
 
 
 def test_probe_header_check_still_refuses_a_pixel_bomb_before_decoding(tmp_path):
-    from postergenre.probe import probe_poster
+    from postergenre.data.probe import probe_poster
 
     data = bytearray(_jpeg(_poster(64, 64)))
     sof = data.index(b"\xff\xc0")
@@ -337,7 +337,7 @@ def test_probe_header_check_still_refuses_a_pixel_bomb_before_decoding(tmp_path)
 def test_decode_threads_follow_the_cpus_the_process_may_use():
     assert decode_threads() == available_cpus() + 1 <= len(os.sched_getaffinity(0)) + 1
     script = ("import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
-              "from postergenre.images import decode_threads; print(decode_threads())")
+              "from postergenre.data.images import decode_threads; print(decode_threads())")
     out = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True,
                          text=True).stdout
     assert out.split() == ["2"]
@@ -349,7 +349,7 @@ def test_examples_serialise_canonically_so_shards_are_byte_identical_across_runs
     (and so a new DVC hash for `prepared` on every `dvc repro`)."""
     import tensorflow as tf
 
-    from postergenre.shards import PosterRecord, to_example
+    from postergenre.data.shards import PosterRecord, to_example
 
     record = PosterRecord(_jpeg(_poster(40, 60)), np.eye(19, dtype=np.int64)[3], "tt0000001",
                           "train", "tt0000001", "hflip")

@@ -19,8 +19,8 @@ from sklearn.linear_model import Ridge
 from sklearn.metrics import average_precision_score
 
 from postergenre.configs import DemoSourceConfig
+from postergenre.data.labels import LABEL_COLUMNS, LABELS_FILE, POSTERS_DIR, read_labels
 from postergenre.genres import GENRE_INDEX, GENRES, encode_many, parse_genres
-from postergenre.labels import LABEL_COLUMNS, LABELS_FILE, POSTERS_DIR, read_labels
 from postergenre.sources import demo
 from postergenre.sources.demo import GENRE_FREQUENCIES, generate_demo
 from tests.conftest import REPO_ROOT

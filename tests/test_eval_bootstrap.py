@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, f1_score
 
-from postergenre.bootstrap import average_precision, paired_bootstrap, round_metrics
+from postergenre.evaluation.bootstrap import average_precision, paired_bootstrap, round_metrics
 
 
 @pytest.fixture
@@ -96,7 +96,7 @@ def test_versus_a_reference_model_in_the_same_rounds_as_the_last_blessed(data):
 
 def test_evaluate_names_a_reference_model_that_is_not_trained_before_scoring(tmp_path):
     from postergenre.configs import EvaluateConfig
-    from postergenre.evaluate import evaluate_models
+    from postergenre.evaluation.evaluate import evaluate_models
 
     # No prepared data at all: the setting is checked before anything is read or scored.
     with pytest.raises(ValueError, match=r"evaluate.reference_model: 'probe' .*\['cnn'\]"):

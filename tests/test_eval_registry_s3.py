@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from postergenre.gate import gate
-from postergenre.registry import ENTRY_FILE, fetch_latest, read_latest, register
+from postergenre.evaluation.gate import gate
+from postergenre.serving.registry import ENTRY_FILE, fetch_latest, read_latest, register
 
 CARD = {"genres_per_movie": 2.0, "true_genres_per_movie": 2.0}
 BASE = {"null": {"f1_micro": 0.0, "map_macro": 0.12, "hamming_loss": 0.12, **CARD},

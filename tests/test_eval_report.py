@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 from postergenre.configs import EvaluateConfig, GateConfig
-from postergenre.evaluate import evaluate_models
-from postergenre.gate import gate
-from postergenre.images import encode_jpeg
-from postergenre.registry import register
-from postergenre.report import SECTIONS
-from postergenre.shards import PosterRecord, iter_records, read_manifest, write_shards
+from postergenre.data.images import encode_jpeg
+from postergenre.data.shards import PosterRecord, iter_records, read_manifest, write_shards
+from postergenre.evaluation.evaluate import evaluate_models
+from postergenre.evaluation.gate import gate
+from postergenre.evaluation.report import SECTIONS
+from postergenre.serving.registry import register
 from tests.eval_helpers import train_tiny
 
 # Margins of -1 bless any model: for tests about the registry, not the model.
@@ -160,7 +160,7 @@ def _small_prepared(folder, n=8):
 def test_a_test_shard_cut_to_half_its_records_stops_evaluate(tmp_path):
     import tensorflow as tf
 
-    from postergenre.evaluate import read_labels_of_splits
+    from postergenre.evaluation.evaluate import read_labels_of_splits
 
     prepared = _small_prepared(tmp_path / "prepared")
     assert len(read_labels_of_splits(prepared).test_ids) == 8
@@ -179,8 +179,8 @@ def test_a_test_shard_cut_to_half_its_records_stops_evaluate(tmp_path):
 
 
 def test_a_bit_flipped_shard_is_named(tmp_path):
-    from postergenre.evaluate import read_labels_of_splits
-    from postergenre.shards import ShardReadError, labels_of
+    from postergenre.data.shards import ShardReadError, labels_of
+    from postergenre.evaluation.evaluate import read_labels_of_splits
 
     prepared = _small_prepared(tmp_path / "prepared")
     shard = prepared / "validation-00001.tfrecord"

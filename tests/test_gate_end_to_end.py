@@ -13,15 +13,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from postergenre.augment import augment_and_shard
 from postergenre.configs import load_experiment
-from postergenre.evaluate import evaluate_models
-from postergenre.gate import BLESSED, REJECTED, gate
-from postergenre.registry import register
+from postergenre.data.augment import augment_and_shard
+from postergenre.data.split import split_dataset
+from postergenre.evaluation.evaluate import evaluate_models
+from postergenre.evaluation.gate import BLESSED, REJECTED, gate
+from postergenre.serving.registry import register
 from postergenre.sources.demo import generate_demo
-from postergenre.split import split_dataset
-from postergenre.train import train_model
-from postergenre.validate import validate_dataset
+from postergenre.training.train import train_model
+from postergenre.validation.validate import validate_dataset
 from tests.conftest import REPO_ROOT
 
 # Every stage with params.yaml's settings, as `make run` runs them.

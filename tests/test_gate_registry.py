@@ -5,10 +5,10 @@ import json
 import pytest
 
 from postergenre.configs import GateConfig
-from postergenre.gate import BLESSED, REJECTED
-from postergenre.gate import gate as gate_with_config
+from postergenre.evaluation.gate import BLESSED, REJECTED
+from postergenre.evaluation.gate import gate as gate_with_config
 from postergenre.genres import GENRES
-from postergenre.registry import LATEST_FILE, register
+from postergenre.serving.registry import LATEST_FILE, register
 
 # Crafted test metrics: 2 true genres per movie; each scorer predicts `genres_per_movie`.
 CARD = {"genres_per_movie": 2.0, "true_genres_per_movie": 2.0}
@@ -286,9 +286,9 @@ def _blessed(tmp_path, thresholds=True):
 
 
 def test_a_swapped_or_lost_file_of_an_entry_is_refused_on_load(tmp_path):
-    from postergenre.batch_predict import resolve_model
-    from postergenre.predict import load_predictor
-    from postergenre.registry import RegistryIntegrityError, fetch_latest
+    from postergenre.serving.batch_predict import resolve_model
+    from postergenre.serving.predict import load_predictor
+    from postergenre.serving.registry import RegistryIntegrityError, fetch_latest
 
     registry = tmp_path / "reg"
     entry = register(_blessed(tmp_path), {"scratch": _model_dir(tmp_path, "m", b"good")},
@@ -311,9 +311,9 @@ def test_a_swapped_or_lost_file_of_an_entry_is_refused_on_load(tmp_path):
 
 
 def test_an_entry_without_thresholds_is_an_error_when_served_not_a_silent_half(tmp_path):
-    from postergenre.batch_predict import load_thresholds, resolve_model
-    from postergenre.predict import load_predictor
-    from postergenre.registry import RegistryError
+    from postergenre.serving.batch_predict import load_thresholds, resolve_model
+    from postergenre.serving.predict import load_predictor
+    from postergenre.serving.registry import RegistryError
 
     registry = tmp_path / "reg"
     entry = register(_blessed(tmp_path, thresholds=False),
@@ -326,7 +326,7 @@ def test_an_entry_without_thresholds_is_an_error_when_served_not_a_silent_half(t
 
 
 def test_an_entry_without_recorded_hashes_is_refused(tmp_path):
-    from postergenre.registry import RegistryIntegrityError, fetch_latest
+    from postergenre.serving.registry import RegistryIntegrityError, fetch_latest
 
     registry = tmp_path / "reg"
     entry = register(_blessed(tmp_path), {"scratch": _model_dir(tmp_path, "m", b"x")},
@@ -360,7 +360,7 @@ def test_another_data_version_is_a_new_entry_and_latest_agrees_with_it(tmp_path)
 def test_two_concurrent_registers_of_the_same_entry_both_succeed(tmp_path, monkeypatch):
     import threading
 
-    from postergenre import registry as reg
+    from postergenre.serving import registry as reg
 
     blessing = _blessed(tmp_path)
     model = _model_dir(tmp_path, "m", b"x" * 1000)
@@ -392,7 +392,7 @@ def test_two_concurrent_registers_of_the_same_entry_both_succeed(tmp_path, monke
 
 
 def test_a_failed_register_leaves_no_staging_and_says_so_in_one_line(tmp_path, monkeypatch):
-    from postergenre import registry as reg
+    from postergenre.serving import registry as reg
 
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device")
@@ -409,7 +409,7 @@ def test_a_rerun_removes_the_staging_folders_of_killed_registers(tmp_path):
     import subprocess
     import time
 
-    from postergenre import registry as reg
+    from postergenre.serving import registry as reg
 
     registry = tmp_path / "reg"
     registry.mkdir()
@@ -451,7 +451,7 @@ def test_registry_outputs_are_readable_by_others(tmp_path):
 
 
 def _page(tmp_path):
-    from postergenre.report import DECISION_END, DECISION_START
+    from postergenre.evaluation.report import DECISION_END, DECISION_START
 
     page = tmp_path / "evaluation.html"
     page.write_text(f"<html><body><h1>x</h1><section id='decision'>{DECISION_START}"

@@ -7,7 +7,7 @@ import json
 from types import SimpleNamespace
 
 from postergenre.components import ingest as component
-from postergenre.labels import read_labels
+from postergenre.data.labels import read_labels
 from tests.servers.fake_services import poster_jpeg
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from postergenre.configs import DemoSourceConfig, DvcSourceConfig, IngestConfig
-from postergenre.ingest import ingest
 from postergenre.sources.demo import generate_demo
+from postergenre.sources.ingest import ingest
 from tests.conftest import REPO_ROOT
 
 BIN = Path(sys.executable).parent

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from postergenre.configs import IngestConfig, LocalSourceConfig
-from postergenre.ingest import ingest
-from postergenre.labels import read_labels
+from postergenre.data.labels import read_labels
+from postergenre.sources.ingest import ingest
 from tests.conftest import SHARED_DATA
 from tests.servers.fake_services import poster_jpeg
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from postergenre.configs import TmdbSourceConfig
-from postergenre.labels import read_labels
+from postergenre.data.labels import read_labels
 from postergenre.sources import movielens
 from postergenre.sources.crawler import (
     ARRIVAL_MARGIN,

@@ -25,7 +25,7 @@ from postergenre.lineage import (
     params_hash,
     task_lineage,
 )
-from postergenre.registry import ENTRY_FILE, LATEST_FILE
+from postergenre.serving.registry import ENTRY_FILE, LATEST_FILE
 from tests.conftest import REPO_ROOT
 
 GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
@@ -176,7 +176,7 @@ def test_data_components_stamp_every_output(tmp_path, monkeypatch):
 
 def _blessing(tmp_path: Path, model: str = "scratch_cnn") -> Path:
     """A real gate decision blessing `model` on crafted metrics, with thresholds."""
-    from postergenre.gate import gate
+    from postergenre.evaluation.gate import gate
 
     good = {"f1_micro": 0.5, "map_macro": 0.4, "hamming_loss": 0.1, "genres_per_movie": 2.0,
             "true_genres_per_movie": 2.0}
@@ -279,7 +279,7 @@ def test_gate_component_hands_on_the_models_lineage(tmp_path, monkeypatch):
     model = _artifact(dsl.Model, _trained(tmp_path), {"name": "scratch_cnn", **trained_with})
     blessing = _artifact(dsl.Artifact, tmp_path / "gate-blessing.json")
     blessed = _artifact(dsl.Model, tmp_path / "blessed")
-    from postergenre.report import DECISION_END, DECISION_START
+    from postergenre.evaluation.report import DECISION_END, DECISION_START
 
     page = tmp_path / "evaluation.html"
     page.write_text(f"<html><body>{DECISION_START}{DECISION_END}</body></html>")

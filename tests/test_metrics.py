@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, f1_score, hamming_loss
 
-from postergenre.evaluate import null_scores
-from postergenre.metrics import choose_threshold, compute_metrics, micro_roc, top_class
+from postergenre.evaluation.evaluate import null_scores
+from postergenre.evaluation.metrics import choose_threshold, compute_metrics, micro_roc, top_class
 
 
 @pytest.fixture
@@ -79,7 +79,7 @@ def test_shape_errors_are_clear():
 
 
 def test_per_genre_thresholds_maximise_each_genres_f1(example):
-    from postergenre.metrics import choose_genre_thresholds
+    from postergenre.evaluation.metrics import choose_genre_thresholds
 
     y, scores = example
     thresholds = choose_genre_thresholds(y, scores)
@@ -91,7 +91,7 @@ def test_per_genre_thresholds_maximise_each_genres_f1(example):
 
 
 def test_genre_without_validation_positives_falls_back_to_global(example):
-    from postergenre.metrics import choose_genre_thresholds
+    from postergenre.evaluation.metrics import choose_genre_thresholds
 
     y, scores = example
     y = y.copy()
@@ -112,7 +112,7 @@ def test_per_genre_threshold_array_is_applied_per_column(example):
 
 
 def test_micro_pr_curve(example):
-    from postergenre.metrics import micro_pr
+    from postergenre.evaluation.metrics import micro_pr
 
     y, scores = example
     points = micro_pr(y, scores, max_points=40)
@@ -122,7 +122,7 @@ def test_micro_pr_curve(example):
 
 def test_most_frequent_baselines_ignore_absent_genres():
     """uint8 labels with a genre nobody has: the top genres are still the frequent ones."""
-    from postergenre.evaluate import top_k_scores
+    from postergenre.evaluation.evaluate import top_k_scores
 
     labels = np.zeros((10, 19), dtype=np.uint8)
     labels[:, 6] = 1  # Drama for all
@@ -136,8 +136,8 @@ def test_most_frequent_baselines_ignore_absent_genres():
 def test_metrics_json_holds_the_compared_few_and_the_rest_sits_beside_it(tmp_path):
     import json
 
-    from postergenre.evaluate import write_metrics
-    from postergenre.metrics import COMPARED_METRICS, DVC_METRICS, HEADLINE_METRICS
+    from postergenre.evaluation.evaluate import write_metrics
+    from postergenre.evaluation.metrics import COMPARED_METRICS, DVC_METRICS, HEADLINE_METRICS
 
     rng = np.random.default_rng(0)
     y = (rng.random((40, 19)) < 0.2).astype(int)

@@ -9,8 +9,8 @@ from itertools import combinations
 import numpy as np
 import pytest
 
-from postergenre import phash
-from postergenre.phash import hamming, near_duplicate_groups, near_duplicate_pairs
+from postergenre.data import phash
+from postergenre.data.phash import hamming, near_duplicate_groups, near_duplicate_pairs
 
 
 def _reference_pairs(hashes: list[int | None], max_distance: int) -> list[tuple[int, int]]:

@@ -294,7 +294,7 @@ def test_compile_cli_node_selector_shortcuts_pull_secrets_and_backend_features(t
 def test_project_s3_credentials_reach_aws_names_in_process_only():
     """The tasks get POSTERGENRE_AWS_* (not the launcher's AWS_*); the library maps them
     to AWS_* in its own process before it touches S3."""
-    from postergenre.storage import use_project_credentials
+    from postergenre.data.storage import use_project_credentials
 
     env = {"POSTERGENRE_AWS_ACCESS_KEY_ID": "AKIAPROJECT", "AWS_ACCESS_KEY_ID": "AKIAOTHER",
            "POSTERGENRE_AWS_SECRET_ACCESS_KEY": "secret", "POSTERGENRE_AWS_ENDPOINT_URL": "",

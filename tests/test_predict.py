@@ -11,7 +11,7 @@ import pytest
 
 from postergenre.cli import main
 from postergenre.genres import GENRES
-from postergenre.predict import expand_posters, load_predictor, predict_posters
+from postergenre.serving.predict import expand_posters, load_predictor, predict_posters
 from tests.eval_helpers import train_tiny
 
 
@@ -90,8 +90,8 @@ def test_no_model_is_a_clear_error(tmp_path):
 def test_gradcam_on_a_nested_vgg16_model_whose_base_reuses_the_input_name():
     import numpy as np
 
-    from postergenre.gradcam import gradcam
-    from postergenre.models import build_dense_head, build_vgg16_base, join_base_and_head
+    from postergenre.serving.gradcam import gradcam
+    from postergenre.training.models import build_dense_head, build_vgg16_base, join_base_and_head
 
     base = build_vgg16_base(32, None)
     model = join_base_and_head(base, build_dense_head(base.output_shape[1:], 8))
@@ -149,8 +149,8 @@ def test_a_pixel_bomb_is_refused_before_decoding_and_the_others_are_scored(
         tiny_data, tmp_path, monkeypatch):
     import numpy as np
 
-    from postergenre import predict
-    from postergenre.predict import Predictor
+    from postergenre.serving import predict
+    from postergenre.serving.predict import Predictor
 
     bomb = tmp_path / "bomb.png"
     bomb.write_bytes(_pixel_bomb())
@@ -192,8 +192,8 @@ def _dvc_project(tiny_data, root):
 
 
 def test_data_source_tells_the_demo_from_real_posters(tiny_data, tmp_path):
-    from postergenre.labels import read_labels, write_table
-    from postergenre.registry import data_source_of
+    from postergenre.data.labels import read_labels, write_table
+    from postergenre.serving.registry import data_source_of
 
     dvc = _dvc_project(tiny_data, tmp_path)
     assert data_source_of(dvc, DATA_VERSION) == "demo"
@@ -214,8 +214,8 @@ def demo_registry(model_dir, tiny_data, tmp_path_factory):
     trained on the demo's data (as `postergenre register` records it from data.dvc)."""
     import json
 
-    from postergenre.gate import BLESSED
-    from postergenre.registry import data_source_of, register
+    from postergenre.evaluation.gate import BLESSED
+    from postergenre.serving.registry import data_source_of, register
 
     root = tmp_path_factory.mktemp("demo-registry")
     thresholds = {"global": 0.5, "per_genre": {g: round(0.1 + 0.04 * i, 2)
@@ -242,7 +242,7 @@ def test_json_names_the_model_ranks_genres_and_warns_of_demo_data(
         demo_registry, posters, tmp_path, capsys):
     import json
 
-    from postergenre.registry import file_sha256, read_thresholds
+    from postergenre.serving.registry import file_sha256, read_thresholds
 
     registry, entry = demo_registry
     table = tmp_path / "all.csv"
@@ -367,7 +367,7 @@ def test_explain_overlays_keep_the_posters_shape_and_carry_a_caption(
     import cv2
     import numpy as np
 
-    from postergenre.gradcam import OVERLAY_HEIGHT, caption_band
+    from postergenre.serving.gradcam import OVERLAY_HEIGHT, caption_band
 
     registry, _ = demo_registry
     tall = sorted(posters.glob("tt*.jpg"))[0]  # the demo's 48x72 posters
@@ -397,8 +397,8 @@ def test_explain_overlays_keep_the_posters_shape_and_carry_a_caption(
 def test_top_k_and_records_without_a_model():
     import numpy as np
 
-    from postergenre.predict import PosterResult
-    from postergenre.predict_output import poster_record, top_k
+    from postergenre.serving.predict import PosterResult
+    from postergenre.serving.predict_output import poster_record, top_k
 
     p = np.linspace(0.01, 0.19, 19)[::-1].copy()
     p[5] = p[0]  # a tie with the first genre: vocabulary order decides

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from postergenre.records import PosterRecord, example_bytes, frame, serialize
+from postergenre.data.records import PosterRecord, example_bytes, frame, serialize
 
 
 def _tensorflow_bytes(record: PosterRecord) -> bytes:

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from postergenre.augment import augment_and_shard
 from postergenre.configs import AugmentConfig
-from postergenre.images import PosterDecodeError, _cgroup_cpu_limit, available_cpus
-from postergenre.labels import read_labels
-from postergenre.render import (
+from postergenre.data.augment import augment_and_shard
+from postergenre.data.images import PosterDecodeError, _cgroup_cpu_limit, available_cpus
+from postergenre.data.labels import read_labels
+from postergenre.data.render import (
     PosterJob,
     RenderPool,
     RenderSettings,
@@ -87,7 +87,7 @@ def test_a_bad_poster_is_named_from_inside_the_worker(tiny_data, tiny_split, tmp
 
 UNGUARDED = """
 import sys
-from postergenre.augment import augment_and_shard
+from postergenre.data.augment import augment_and_shard
 from postergenre.configs import AugmentConfig
 augment_and_shard(sys.argv[1], sys.argv[2], sys.argv[3],
                   AugmentConfig(image_size={size}, shard_size=64))

@@ -6,12 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from postergenre.augment import augment_and_shard, copies_per_movie, genre_factors
 from postergenre.configs import AugmentConfig, SplitConfig
+from postergenre.data.augment import augment_and_shard, copies_per_movie, genre_factors
+from postergenre.data.images import hflip, read_rgb, resize
+from postergenre.data.shards import dataset, iter_records, labels_of, record_batches
+from postergenre.data.split import SPLITS, assign_splits, split_dataset
 from postergenre.genres import GENRES, encode_many
-from postergenre.images import hflip, read_rgb, resize
-from postergenre.shards import dataset, iter_records, labels_of, record_batches
-from postergenre.split import SPLITS, assign_splits, split_dataset
 from postergenre.typed_config import from_mapping
 
 
@@ -151,7 +151,7 @@ def test_flipped_copy_mirrors_its_original(tiny_data, tiny_split, tmp_path):
 
 
 def test_manifest_counts_and_class_weights(tiny_prepared):
-    from postergenre.augment import positive_class_weights
+    from postergenre.data.augment import positive_class_weights
 
     manifest = json.loads((tiny_prepared / "manifest.json").read_text())
     labels, ids = labels_of(tiny_prepared, "train")

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
+from postergenre.evaluation.metrics import choose_genre_thresholds, choose_threshold
+from postergenre.evaluation.thresholds import choose_operating_point, thresholds_vector
 from postergenre.genres import GENRES
-from postergenre.metrics import choose_genre_thresholds, choose_threshold
-from postergenre.thresholds import choose_operating_point, thresholds_vector
 
 WESTERN, DRAMA = GENRES.index("Western"), GENRES.index("Drama")
 

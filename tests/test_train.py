@@ -11,8 +11,8 @@ import pytest
 import tensorflow as tf
 
 from postergenre.configs import LinearProbeConfig, ScratchConfig, TransferConfig, model_spec
-from postergenre.images import encode_jpeg
-from postergenre.models import (
+from postergenre.data.images import encode_jpeg
+from postergenre.training.models import (
     WeightedBinaryCrossentropy,
     build_dense_head,
     build_head,
@@ -23,7 +23,7 @@ from postergenre.models import (
     join_base_and_head,
     split_at_last_block,
 )
-from postergenre.train import (
+from postergenre.training.train import (
     METADATA_FILE,
     NoGpuError,
     _fit,
@@ -173,7 +173,7 @@ def test_feature_cache_trains_the_head_exactly_like_the_frozen_base(tiny_prepare
     twin = keras.models.clone_model(head)
     twin.set_weights(head.get_weights())
     full = join_base_and_head(base, twin)
-    from postergenre.shards import dataset, labels_of
+    from postergenre.data.shards import dataset, labels_of
 
     labels, _ = labels_of(tiny_prepared, "train")
     for model in (head, full):
@@ -196,7 +196,7 @@ def test_saved_model_answers_jpeg_bytes(tiny_data, tiny_prepared, tmp_path):
     assert info["params"] == {**info["params"], "dense_units": 8, "backbone": "vgg16"}
     served = tf.saved_model.load(str(tmp_path / "vgg" / "saved_model"))
     signature = served.signatures["serving_default"]
-    from postergenre.images import read_rgb, resize
+    from postergenre.data.images import read_rgb, resize
 
     poster = next((tiny_data / "posters").iterdir())
     out = signature(image_bytes=tf.constant([poster.read_bytes(),
@@ -215,7 +215,7 @@ def test_efficientnet_lite0_imagenet_weights_see_a_cat():
     import cv2
     from skimage import data
 
-    from postergenre.backbones import build_efficientnet_lite0
+    from postergenre.training.backbones import build_efficientnet_lite0
 
     model = build_efficientnet_lite0(224, include_top=True, weights="imagenet")
     cat = cv2.resize(data.chelsea(), (224, 224), interpolation=cv2.INTER_AREA)
@@ -229,7 +229,7 @@ def test_efficientnet_lite0_imagenet_weights_see_a_cat():
 @pytest.mark.slow
 def test_pretrained_weights_from_s3(tmp_path, s3):  # s3: moto on loopback (conftest)
     """Air-gapped clusters: a weights file on S3 (moto on loopback) loads into the base."""
-    from postergenre.models import fetch_s3
+    from postergenre.training.models import fetch_s3
 
     keras.utils.set_random_seed(1)
     vgg = keras.applications.VGG16(include_top=False, weights=None, input_shape=(32, 32, 3))
@@ -284,7 +284,7 @@ def test_a_constant_feature_is_not_blown_up():
 def test_linear_probe_is_sklearn_in_keras_and_serves(tiny_data, tiny_prepared, tmp_path):
     from sklearn.linear_model import LogisticRegression
 
-    from postergenre.shards import dataset, labels_of
+    from postergenre.data.shards import dataset, labels_of
 
     spec = model_spec("probe", {"kind": "linear_probe", "backbone": "vgg16",
                                 "weights": "none", "C": 0.5, "batch_size": 16})
@@ -318,7 +318,7 @@ def test_linear_probe_is_sklearn_in_keras_and_serves(tiny_data, tiny_prepared, t
                                    atol=1e-5)
 
     served = tf.saved_model.load(str(tmp_path / "probe" / "saved_model"))
-    from postergenre.images import read_rgb, resize
+    from postergenre.data.images import read_rgb, resize
 
     poster = next((tiny_data / "posters").iterdir())
     out = served.signatures["serving_default"](image_bytes=tf.constant([poster.read_bytes()]))

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from postergenre.atomic import FolderBusyError, atomic_folder, partial_folder
-from postergenre.checkpoint import (
+from postergenre.training.checkpoint import (
     STATE_FILE,
     Checkpoint,
     checkpoint_for_output,
@@ -128,7 +128,7 @@ def test_a_checkpoint_of_other_settings_or_data_is_ignored_and_says_why(tmp_path
     _commit(Checkpoint(tmp_path / "ck", parts))
     assert Checkpoint(tmp_path / "ck", parts).load()["epochs_done"] == 2
     other = {"params": {"learning_rate": 0.01, "epochs": 6}, "data": "abd"}
-    with caplog.at_level(logging.WARNING, "postergenre.checkpoint"):
+    with caplog.at_level(logging.WARNING, "postergenre.training.checkpoint"):
         assert Checkpoint(tmp_path / "ck", other).load() is None
     assert "other settings or data (data, params.learning_rate differ)" in caplog.text
     assert not (tmp_path / "ck").exists()
@@ -139,7 +139,7 @@ def test_an_unreadable_or_incomplete_checkpoint_is_ignored(tmp_path, caplog):
     checkpoint = Checkpoint(tmp_path / "ck", parts)
     _commit(checkpoint)
     (tmp_path / "ck" / "fit-last-e0002.weights.h5").unlink()
-    with caplog.at_level(logging.WARNING, "postergenre.checkpoint"):
+    with caplog.at_level(logging.WARNING, "postergenre.training.checkpoint"):
         assert Checkpoint(tmp_path / "ck", parts).load() is None
     assert "missing fit-last-e0002.weights.h5" in caplog.text
     _commit(checkpoint)
@@ -215,7 +215,7 @@ def killed_scratch(tiny_prepared, tmp_path_factory):
     (SIGKILL) after its first finished epoch: (work folder, hashes of the previous
     model, a pristine copy of the checkpoint it left)."""
     from postergenre.configs import ScratchConfig
-    from postergenre.train import train_scratch
+    from postergenre.training.train import train_scratch
 
     work = tmp_path_factory.mktemp("killed")
     out = work / "out"
@@ -255,7 +255,8 @@ def test_a_killed_training_keeps_the_previous_model_and_resumes(killed_scratch, 
     assert f"resumed after epoch {done}," in printed.out
     assert f"after epoch {done} (fit, {done} epochs done)" in printed.err
     trained = [int(line.split("tiny epoch ")[1].split(":")[0])
-               for line in printed.err.splitlines() if "postergenre.train: tiny epoch " in line]
+               for line in printed.err.splitlines()
+               if "postergenre.training.train: tiny epoch " in line]
     assert trained == list(range(done + 1, EPOCHS + 1))  # no finished epoch trained again
 
     info = json.loads((out / "training.json").read_text())
@@ -279,7 +280,7 @@ def test_a_killed_training_keeps_the_previous_model_and_resumes(killed_scratch, 
 def test_a_checkpoint_of_other_settings_is_not_resumed(killed_scratch, tiny_prepared,
                                                        tmp_path, caplog):
     from postergenre.configs import ScratchConfig
-    from postergenre.train import train_scratch
+    from postergenre.training.train import train_scratch
 
     _, _, pristine = killed_scratch
     checkpoint = tmp_path / "other.checkpoint"
@@ -302,7 +303,7 @@ def test_a_retried_task_resumes_from_its_s3_checkpoint(tiny_prepared, tmp_path, 
     """Kubeflow: a retry is a fresh pod with the same output URI. The checkpoint mirrored
     to S3 (moto on loopback) is what it resumes from; its local copy is gone."""
     from postergenre.configs import model_spec
-    from postergenre.train import train_model
+    from postergenre.training.train import train_model
 
     remote = checkpoint_for_output("s3://models/root/run-1/train/model")
     log_file = tmp_path / "killed.log"
@@ -337,7 +338,7 @@ def test_a_fine_tuning_transfer_resumes_in_its_second_phase(tiny_prepared, tmp_p
     """Killed while fine-tuning: the rerun trains neither the head again nor the
     fine-tuning epochs already finished."""
     from postergenre.configs import model_spec
-    from postergenre.train import train_model
+    from postergenre.training.train import train_model
 
     settings = {"weights": "none", "epochs": 1, "fine_tune_epochs": 3, "batch_size": 32,
                 "stop_patience": 10}

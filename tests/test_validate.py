@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 
 from postergenre.configs import ValidateConfig
-from postergenre.labels import LABEL_COLUMNS, read_labels
-from postergenre.validate import DataValidationError, validate_dataset
-from postergenre.validation_rules import RULES
-from postergenre.validation_suite import load_suite_config
+from postergenre.data.labels import LABEL_COLUMNS, read_labels
+from postergenre.validation.rules import RULES
+from postergenre.validation.suite import load_suite_config
+from postergenre.validation.validate import DataValidationError, validate_dataset
 
 
 def _config(hard: tuple[str, ...] = (), soft: tuple[str, ...] = (), **settings) -> ValidateConfig:

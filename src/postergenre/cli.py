@@ -301,7 +301,7 @@ def model_config_from_args(kind: str, args: argparse.Namespace) -> Any:
 
 
 def _summary(args: argparse.Namespace) -> int:
-    from postergenre.metrics import metrics_table
+    from postergenre.evaluation.metrics import metrics_table
 
     metrics = json.loads(Path(args.metrics).read_text())
     blessing = json.loads(Path(args.blessing).read_text())
@@ -350,8 +350,8 @@ def _summary(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from postergenre.predict import expand_posters, load_predictor, predict_posters
-    from postergenre.predict_output import (
+    from postergenre.serving.predict import expand_posters, load_predictor, predict_posters
+    from postergenre.serving.predict_output import (
         choose_format,
         format_json,
         format_table,
@@ -380,7 +380,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _batch_predict(args: argparse.Namespace) -> int:
-    from postergenre.batch_predict import batch_predict
+    from postergenre.serving.batch_predict import batch_predict
 
     summary = batch_predict(args.model, args.out, prepared_dir=args.prepared, split=args.split,
                             shards=args.shards, thresholds_path=args.thresholds,
@@ -410,7 +410,7 @@ def _log_settings(stage: str, config: Any) -> None:
 def _train(kind: str, args: argparse.Namespace) -> int:
     spec = model_config_from_args(kind, args)
     _log_settings(f"{MODELS_SECTION}.{spec.name}", spec.config)
-    from postergenre.train import train_model
+    from postergenre.training.train import train_model
 
     info = train_model(args.prepared, args.out, spec, args.data_version, args.checkpoint_dir)
     resumed = (f", resumed after epoch {info['resumed_from_epoch']}"
@@ -425,7 +425,7 @@ def _train(kind: str, args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:  # noqa: C901 - a flat dispatch table
     cmd = args.command
     if cmd == "ingest":
-        from postergenre.ingest import ingest
+        from postergenre.sources.ingest import ingest
 
         config = config_from_args(IngestConfig, "ingest", args)
         _log_settings(cmd, config)
@@ -434,7 +434,7 @@ def run(args: argparse.Namespace) -> int:  # noqa: C901 - a flat dispatch table
         print(f"ingest ({args.source}): " + ", ".join(
             f"{k} {v}" for k, v in summary.items() if isinstance(v, (int, float, str))))
     elif cmd == "validate":
-        from postergenre.validate import validate_dataset
+        from postergenre.validation.validate import validate_dataset
 
         config = config_from_args(ValidateConfig, cmd, args)
         _log_settings(cmd, config)
@@ -443,7 +443,7 @@ def run(args: argparse.Namespace) -> int:  # noqa: C901 - a flat dispatch table
         print(f"validate: {summary['rows_in']} rows in, {summary['rows_kept']} kept, "
               f"{summary['rows_rejected']} rejected {summary['rejects']}")
     elif cmd == "split":
-        from postergenre.split import split_dataset
+        from postergenre.data.split import split_dataset
 
         config = config_from_args(SplitConfig, cmd, args)
         _log_settings(cmd, config)
@@ -451,7 +451,7 @@ def run(args: argparse.Namespace) -> int:  # noqa: C901 - a flat dispatch table
         print("split: " + ", ".join(f"{k} {v}" for k, v in manifest["counts"].items())
               + " movies")
     elif cmd == "augment":
-        from postergenre.augment import augment_and_shard
+        from postergenre.data.augment import augment_and_shard
 
         config = config_from_args(AugmentConfig, cmd, args)
         _log_settings(cmd, config)
@@ -462,7 +462,7 @@ def run(args: argparse.Namespace) -> int:  # noqa: C901 - a flat dispatch table
     elif cmd.startswith("train-"):
         return _train(cmd.removeprefix("train-"), args)
     elif cmd == "evaluate":
-        from postergenre.evaluate import evaluate_models
+        from postergenre.evaluation.evaluate import evaluate_models
 
         config = config_from_args(EvaluateConfig, cmd, args)
         _log_settings(cmd, config)
@@ -474,7 +474,7 @@ def run(args: argparse.Namespace) -> int:  # noqa: C901 - a flat dispatch table
         print("evaluate: " + ", ".join(f"{name} mAP {values['map_macro']:.3f}"
                                        for name, values in headline.items()))
     elif cmd == "gate":
-        from postergenre.gate import gate
+        from postergenre.evaluation.gate import gate
 
         config = config_from_args(GateConfig, cmd, args)
         _log_settings(cmd, config)
@@ -485,7 +485,7 @@ def run(args: argparse.Namespace) -> int:  # noqa: C901 - a flat dispatch table
         print(f"gate: {decision}")
     elif cmd == "register":
         from postergenre.lineage import local_model_lineages
-        from postergenre.registry import data_source_of, data_version_of, register
+        from postergenre.serving.registry import data_source_of, data_version_of, register
 
         version = args.data_version or data_version_of(args.data_dvc)
         model_dirs = _model_dirs(args)

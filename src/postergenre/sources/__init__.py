@@ -11,6 +11,6 @@
 - `outdir`: the output-folder check and `building(out_dir)`, the one "build beside, then
   swap into place" every source that replaces its folder uses.
 
-`postergenre.ingest.ingest(source, ...)` picks one; the modules are imported only when
+`postergenre.sources.ingest.ingest(source, ...)` picks one; the modules are imported only when
 used, so the demo needs neither aiohttp nor DVC.
 """

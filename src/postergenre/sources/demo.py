@@ -1,6 +1,6 @@
 """A synthetic, learnable, byte-reproducible poster data set for demos and tests.
 
-`generate_demo(out_dir, config)` writes a data set in the layout of `postergenre.labels`
+`generate_demo(out_dir, config)` writes a data set in the layout of `postergenre.data.labels`
 (`labels.csv` + `posters/<imdb_id>.jpg`) that the whole workflow can run on without
 real posters: no download, no licence question, a few seconds to build.
 
@@ -60,9 +60,9 @@ import pandas as pd
 from tqdm import tqdm
 
 from postergenre.configs import DemoSourceConfig
+from postergenre.data.images import encode_jpeg
+from postergenre.data.labels import LABEL_COLUMNS, LABELS_FILE, POSTERS_DIR, write_table
 from postergenre.genres import GENRES, NUM_GENRES, join_genres
-from postergenre.images import encode_jpeg
-from postergenre.labels import LABEL_COLUMNS, LABELS_FILE, POSTERS_DIR, write_table
 from postergenre.sources.outdir import building
 
 # Probability that a movie has each genre (independent draws), close to the genre shares of

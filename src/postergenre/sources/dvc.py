@@ -26,7 +26,7 @@ from pathlib import Path
 import yaml
 
 from postergenre.configs import DvcSourceConfig
-from postergenre.labels import LABELS_FILE, read_labels
+from postergenre.data.labels import LABELS_FILE, read_labels
 from postergenre.sources.outdir import building, check_dataset_dir
 
 _MD5 = re.compile(r"^[0-9a-f]{32}(\.dir)?$")

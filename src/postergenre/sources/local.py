@@ -26,8 +26,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from postergenre.configs import LocalSourceConfig
-from postergenre.genres import join_genres, parse_genres, unknown_genres
-from postergenre.labels import (
+from postergenre.data.labels import (
     LABEL_COLUMNS,
     LABELS_FILE,
     POSTERS_DIR,
@@ -35,8 +34,9 @@ from postergenre.labels import (
     read_csv_text,
     write_table,
 )
+from postergenre.genres import join_genres, parse_genres, unknown_genres
 from postergenre.sources.outdir import building
-from postergenre.validation_frame import record_lines
+from postergenre.validation.frame import record_lines
 
 _IMDB_ID = re.compile(r"^tt\d{7,}$")
 MAX_LISTED = 10  # bad rows named per problem in the error

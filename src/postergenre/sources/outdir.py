@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from postergenre.labels import LABELS_FILE, POSTERS_DIR
+from postergenre.data.labels import LABELS_FILE, POSTERS_DIR
 
 
 def check_dataset_dir(out: Path) -> None:

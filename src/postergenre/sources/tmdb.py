@@ -53,8 +53,8 @@ from tqdm import tqdm
 
 from postergenre.atomic import atomic_open, write_json
 from postergenre.configs import TmdbSourceConfig
-from postergenre.images import PosterDecodeError, decode_rgb
-from postergenre.labels import LABEL_COLUMNS, LABELS_FILE, POSTERS_DIR, write_table
+from postergenre.data.images import PosterDecodeError, decode_rgb
+from postergenre.data.labels import LABEL_COLUMNS, LABELS_FILE, POSTERS_DIR, write_table
 from postergenre.sources import genre_mapping, movielens
 from postergenre.sources.crawler import Fetcher, FetchFailedError, RetryPolicy
 from postergenre.sources.outdir import check_dataset_dir, remove_partial_files

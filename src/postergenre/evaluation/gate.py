@@ -29,7 +29,7 @@ from pathlib import Path
 
 from postergenre.atomic import write_json
 from postergenre.configs import GateConfig
-from postergenre.metrics import BASELINES, LAST_BLESSED, NOT_CANDIDATES, TOP3
+from postergenre.evaluation.metrics import BASELINES, LAST_BLESSED, NOT_CANDIDATES, TOP3
 from postergenre.typed_config import to_mapping
 
 log = logging.getLogger(__name__)
@@ -208,7 +208,7 @@ def gate(
     }
     write_json(blessing_path, blessing)
     if report_path is not None:
-        from postergenre.report import write_decided_report
+        from postergenre.evaluation.report import write_decided_report
 
         write_decided_report(evaluation_report_path, blessing, report_path)
     if chosen:

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from postergenre.evaluation.metrics import THRESHOLD_GRID, choose_genre_thresholds, choose_threshold
 from postergenre.genres import GENRES
-from postergenre.metrics import THRESHOLD_GRID, choose_genre_thresholds, choose_threshold
 
 
 @dataclass(frozen=True)

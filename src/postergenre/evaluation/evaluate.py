@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from postergenre.atomic import write_json
-from postergenre.bootstrap import paired_bootstrap
 from postergenre.configs import EvaluateConfig
-from postergenre.genres import GENRES
-from postergenre.metrics import (
+from postergenre.data.shards import MANIFEST_FILE, dataset, labels_of, read_manifest
+from postergenre.evaluation.bootstrap import paired_bootstrap
+from postergenre.evaluation.metrics import (
     BASELINES,
     DVC_METRICS,
     LAST_BLESSED,
@@ -37,8 +37,8 @@ from postergenre.metrics import (
     micro_pr,
     micro_roc,
 )
-from postergenre.shards import MANIFEST_FILE, dataset, labels_of, read_manifest
-from postergenre.thresholds import OperatingPoint, choose_operating_point
+from postergenre.evaluation.thresholds import OperatingPoint, choose_operating_point
+from postergenre.genres import GENRES
 
 log = logging.getLogger(__name__)
 # Written beside metrics.json: every metric, and one small file per model for DVC.
@@ -194,8 +194,10 @@ def score_all(
     config: EvaluateConfig | None = None,
 ) -> tuple[dict[str, Scored], Labels, str | None]:
     """Thresholds (validation) and test scores for the models, baselines and last blessed."""
-    from postergenre.registry import fetch_latest
-    from postergenre.train import load_model  # TensorFlow loads only when models are scored
+    from postergenre.serving.registry import fetch_latest
+    from postergenre.training.train import (
+        load_model,  # TensorFlow loads only when models are scored
+    )
 
     if not model_dirs:
         raise ValueError("evaluate needs at least one model")
@@ -281,7 +283,7 @@ def evaluate_models(
                                       histories.items() for epoch in rows])
     evaluation = Evaluation(y_test, test_ids, scored, headline, per_genre, boot,
                             reference_entry, histories)
-    from postergenre.figures import write_genre_curve_figures
+    from postergenre.evaluation.figures import write_genre_curve_figures
 
     write_genre_curve_figures(evaluation, plots, models=list(model_dirs))
 
@@ -296,7 +298,7 @@ def evaluate_models(
     if scores_dir:
         write_movie_scores(scored, labels, scores_dir)
     if report_path:
-        from postergenre.report import write_report
+        from postergenre.evaluation.report import write_report
 
         write_report(evaluation, report_path, prepared_dir, n_posters=config.report_posters)
     return headline
@@ -337,7 +339,7 @@ def write_movie_scores(scored: Mapping[str, Scored], labels: Labels,
     genres predicted at the served thresholds and the 19 probabilities."""
     import pandas as pd
 
-    from postergenre.labels import write_table
+    from postergenre.data.labels import write_table
 
     written = []
     for split, ids, y in (("validation", labels.val_ids, labels.y_val),

@@ -24,7 +24,7 @@ import numpy as np
 
 from postergenre.atomic import atomic_open
 from postergenre.genres import GENRES
-from postergenre.predict import PosterResult, Predictor
+from postergenre.serving.predict import PosterResult, Predictor
 
 FORMATS = ("json", "table", "csv")
 DEFAULT_TOP_K = 3

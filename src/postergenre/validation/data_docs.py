@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from postergenre.reproducible import source_date
-from postergenre.validation_rules import Severity
+from postergenre.validation.rules import Severity
 
 log = logging.getLogger(__name__)
 

@@ -34,11 +34,10 @@ from typing import Any, BinaryIO
 import numpy as np
 import tensorflow as tf
 
-from postergenre.genres import NUM_GENRES
-
 # Without TensorFlow: augment's worker processes serialise records (see records.py).
-from postergenre.records import PosterRecord, frame
-from postergenre.records import serialize as to_example
+from postergenre.data.records import PosterRecord, frame
+from postergenre.data.records import serialize as to_example
+from postergenre.genres import NUM_GENRES
 
 MANIFEST_FILE = "manifest.json"
 SCHEMA_FILE = "poster_schema.pbtxt"

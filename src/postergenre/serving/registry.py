@@ -52,8 +52,8 @@ from pathlib import Path
 from typing import Any
 
 from postergenre.atomic import folder_mode, write_json
-from postergenre.gate import BLESSED
-from postergenre.storage import is_remote, remote_fs
+from postergenre.data.storage import is_remote, remote_fs
+from postergenre.evaluation.gate import BLESSED
 
 log = logging.getLogger(__name__)
 LATEST_FILE = "latest.json"
@@ -127,7 +127,7 @@ def data_source_of(dvc_file: str | os.PathLike[str], data_version: str | None) -
     """
     import yaml
 
-    from postergenre.labels import LABELS_FILE, read_labels
+    from postergenre.data.labels import LABELS_FILE, read_labels
     from postergenre.sources.demo import DEMO_ID_BASE
 
     path = Path(dvc_file)

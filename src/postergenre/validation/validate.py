@@ -30,7 +30,7 @@ import pandas as pd
 
 from postergenre.atomic import write_json
 from postergenre.configs import ValidateConfig
-from postergenre.labels import (
+from postergenre.data.labels import (
     GROUP_COLUMN,
     LABELS_FILE,
     PHASH_COLUMN,
@@ -39,16 +39,16 @@ from postergenre.labels import (
     read_labels,
     write_table,
 )
-from postergenre.probe import probe_posters
-from postergenre.validation_frame import LINE_COLUMN, record_lines, validation_frame
-from postergenre.validation_report import (
+from postergenre.data.probe import probe_posters
+from postergenre.validation.frame import LINE_COLUMN, record_lines, validation_frame
+from postergenre.validation.report import (
     failure_message,
     metrics_of,
     summary_of,
     write_data_docs,
 )
-from postergenre.validation_rules import resolve_severity
-from postergenre.validation_suite import (
+from postergenre.validation.rules import resolve_severity
+from postergenre.validation.suite import (
     RuleOutcome,
     load_suite_config,
     rule_outcomes,

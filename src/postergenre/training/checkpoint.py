@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from postergenre.atomic import file_mode, folder_mode, write_json
-from postergenre.storage import is_remote, remote_fs
+from postergenre.data.storage import is_remote, remote_fs
 
 log = logging.getLogger(__name__)
 CHECKPOINT_VERSION = 1

@@ -16,10 +16,10 @@ from typing import Any
 
 import pandas as pd
 
+from postergenre.data.labels import GROUP_COLUMN, LABEL_COLUMNS, PHASH_COLUMN
+from postergenre.data.phash import hamming, near_duplicate_groups
+from postergenre.data.probe import PosterProbe
 from postergenre.genres import GENRES, SEPARATOR, encode_many, parse_genres, unknown_genres
-from postergenre.labels import GROUP_COLUMN, LABEL_COLUMNS, PHASH_COLUMN
-from postergenre.phash import hamming, near_duplicate_groups
-from postergenre.probe import PosterProbe
 
 # The frame's row key: the labels.csv line a row starts on. gx reports offenders by this
 # column (`unexpected_index_column_names`), which stays unique even when imdb_id is empty

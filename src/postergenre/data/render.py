@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 
 from postergenre.configs import TRANSFORMS
-from postergenre.images import (
+from postergenre.data.images import (
     available_cpus,
     colour_jitter,
     encode_jpeg,
@@ -39,7 +39,7 @@ from postergenre.images import (
     read_scaled,
     resize,
 )
-from postergenre.records import ORIGINAL, PosterRecord, frame, serialize
+from postergenre.data.records import ORIGINAL, PosterRecord, frame, serialize
 
 
 @dataclass(frozen=True)

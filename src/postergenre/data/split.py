@@ -28,8 +28,8 @@ from iterstrat.ml_stratifiers import IterativeStratification
 
 from postergenre.atomic import write_json
 from postergenre.configs import SplitConfig
+from postergenre.data.labels import GROUP_COLUMN, read_labels, write_table
 from postergenre.genres import GENRES, encode_many
-from postergenre.labels import GROUP_COLUMN, read_labels, write_table
 
 log = logging.getLogger(__name__)
 SPLITS: tuple[str, ...] = ("train", "validation", "test")

@@ -19,10 +19,10 @@ import pandas as pd
 
 from postergenre.atomic import atomic_open
 from postergenre.configs import ValidateConfig
-from postergenre.labels import GROUP_COLUMN
-from postergenre.validation_frame import LINE_COLUMN
-from postergenre.validation_rules import RULES_BY_NAME, Severity
-from postergenre.validation_suite import SUITE_NAME, RuleOutcome
+from postergenre.data.labels import GROUP_COLUMN
+from postergenre.validation.frame import LINE_COLUMN
+from postergenre.validation.rules import RULES_BY_NAME, Severity
+from postergenre.validation.suite import SUITE_NAME, RuleOutcome
 
 # ValidateConfig's policy settings; every other field bounds the data (the summary's limits).
 _POLICY_FIELDS = frozenset({"max_listed", "soft_rules", "warn_rules", "hard_rules",
@@ -160,7 +160,7 @@ def write_data_docs(result: Any, path: Path, severity: Mapping[str, Severity],
                     success: bool) -> None:
     """gx's Data Docs rendering of the validation result, as one HTML page that renders
     offline and shows each flagged rule by its policy (data_docs.py)."""
-    from postergenre.data_docs import render_data_docs
+    from postergenre.validation.data_docs import render_data_docs
 
     html = render_data_docs(result, severity, success)
     with atomic_open(path, "w", encoding="utf-8") as handle:

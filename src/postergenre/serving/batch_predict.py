@@ -48,7 +48,7 @@ def resolve_model(model: str | os.PathLike[str],
     A registry entry (the latest, or one given) is verified against the sha256 hashes it
     was registered with (registry.verify_entry): a swapped model file is refused.
     """
-    from postergenre.registry import (
+    from postergenre.serving.registry import (
         LATEST_FILE,
         MODEL_FOLDER,
         entry_of,
@@ -84,7 +84,7 @@ def load_thresholds(entry: Path | None, thresholds_path: str | os.PathLike[str] 
     served with 0.5 would not be the model that was blessed); else, for a bare trained
     model, 0.5 for every genre.
     """
-    from postergenre.registry import THRESHOLDS_FILE, require_thresholds
+    from postergenre.serving.registry import THRESHOLDS_FILE, require_thresholds
 
     saved, source = None, f"default {DEFAULT_THRESHOLD}"
     if thresholds_path:
@@ -116,7 +116,7 @@ def saved_model_for(model_dir: Path, work_dir: Path) -> Path:
         graphs = loader_impl.parse_saved_model(str(saved)).meta_graphs
         if any(SIGNATURE in graph.signature_def for graph in graphs):
             return saved
-    from postergenre.train import export_serving, load_model
+    from postergenre.training.train import export_serving, load_model
 
     model = load_model(model_dir)
     log.info("batch_predict: %s lacks %r; re-exporting from model.keras", saved, SIGNATURE)
@@ -126,7 +126,7 @@ def saved_model_for(model_dir: Path, work_dir: Path) -> Path:
 def input_files(prepared_dir: str | os.PathLike[str] | None = None, split: str = "test",
                 shards: str | None = None) -> list[str]:
     """A prepared folder's shards of `split`, or the files a glob matches (sorted)."""
-    from postergenre.shards import shard_paths
+    from postergenre.data.shards import shard_paths
 
     if shards:
         files = sorted(glob.glob(shards))
@@ -146,7 +146,7 @@ def _check_record(item: tuple[str, bytes]) -> Iterator:
     import apache_beam as beam
     import tensorflow as tf
 
-    from postergenre.images import decode_rgb
+    from postergenre.data.images import decode_rgb
 
     filename, record = item
     try:

@@ -36,9 +36,9 @@ import numpy as np
 from tqdm import tqdm
 
 from postergenre.atomic import atomic_open
+from postergenre.data.images import decode_rgb, resize
+from postergenre.data.probe import DEFAULT_MAX_PIXELS, check_pixels
 from postergenre.genres import GENRES
-from postergenre.images import decode_rgb, resize
-from postergenre.probe import DEFAULT_MAX_PIXELS, check_pixels
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
@@ -106,7 +106,7 @@ def load_predictor(model_dir: str | os.PathLike[str] | None = None,
     A registry entry is verified (registry.verify_entry) and its thresholds.json is
     required; a bare trained model gets thresholds.json beside it if any, else 0.5.
     """
-    from postergenre.registry import (
+    from postergenre.serving.registry import (
         ENTRY_FILE,
         MODEL_FOLDER,
         THRESHOLDS_FILE,
@@ -148,7 +148,7 @@ def load_predictor(model_dir: str | os.PathLike[str] | None = None,
         raise ValueError(f"{entry or folder.parent}/thresholds.json: per_genre thresholds "
                          f"lack {', '.join(missing)}")
     thresholds = np.array([float(saved["per_genre"][g]) for g in GENRES])
-    from postergenre.train import load_model  # TensorFlow: only once the entry checked out
+    from postergenre.training.train import load_model  # TensorFlow: only once the entry checked out
 
     info = _model_info(entry, entry_info, model_path, thresholds_path,
                        file_sha256(thresholds_path) if thresholds_path else None)
@@ -161,7 +161,7 @@ def load_predictor(model_dir: str | os.PathLike[str] | None = None,
 def _model_info(entry: Path | None, entry_info: dict | None, model_path: Path,
                 thresholds_path: Path | None, thresholds_sha256: str | None) -> ModelInfo:
     """The entry's record (entry.json), or what a bare model folder says of itself."""
-    from postergenre.train import METADATA_FILE
+    from postergenre.training.train import METADATA_FILE
 
     metadata_path = model_path / METADATA_FILE
     metadata = json.loads(metadata_path.read_text()) if metadata_path.is_file() else {}
@@ -275,7 +275,7 @@ def _explain(predictor: Predictor, pixels: np.ndarray, probabilities: np.ndarray
     """Write each poster's captioned Grad-CAM overlay for its top genre."""
     import cv2
 
-    from postergenre.gradcam import captioned_overlay, gradcam
+    from postergenre.serving.gradcam import captioned_overlay, gradcam
 
     top = probabilities.argmax(axis=1)
     heat = gradcam(predictor.model, pixels, top)

@@ -32,7 +32,7 @@ Faults: a trainer builds its model folder in `<model folder>.partial` and swaps 
 place whole (postergenre.atomic.atomic_folder), so a kill at any moment leaves the
 previous model folder as it was. Keras trainers checkpoint every finished epoch (weights,
 optimizer state, best epoch, early-stopping and schedule counters, history) to
-`<model folder>.checkpoint` or the `checkpoint_dir` given (postergenre.checkpoint); a
+`<model folder>.checkpoint` or the `checkpoint_dir` given (postergenre.training.checkpoint); a
 rerun with the same settings and data resumes after that epoch, and the checkpoint is
 deleted once the new model is in place.
 
@@ -64,7 +64,6 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from postergenre.atomic import atomic_folder, write_json
-from postergenre.checkpoint import Checkpoint, data_fingerprint, default_checkpoint_dir
 from postergenre.configs import (
     LinearProbeConfig,
     ModelSpec,
@@ -72,8 +71,15 @@ from postergenre.configs import (
     TrainingConfig,
     TransferConfig,
 )
+from postergenre.data.shards import dataset, decode_poster, labels_of, read_manifest
 from postergenre.genres import GENRES
-from postergenre.models import (
+from postergenre.reproducible import (
+    export_variables_in_name_order,
+    normalize_keras_archive,
+    normalize_saved_model_fingerprint,
+)
+from postergenre.training.checkpoint import Checkpoint, data_fingerprint, default_checkpoint_dir
+from postergenre.training.models import (
     WeightedBinaryCrossentropy,
     build_head,
     build_linear_probe,
@@ -83,12 +89,6 @@ from postergenre.models import (
     join_base_and_head,
     split_at_last_block,
 )
-from postergenre.reproducible import (
-    export_variables_in_name_order,
-    normalize_keras_archive,
-    normalize_saved_model_fingerprint,
-)
-from postergenre.shards import dataset, decode_poster, labels_of, read_manifest
 from postergenre.typed_config import to_mapping
 
 log = logging.getLogger(__name__)
@@ -295,7 +295,7 @@ class KeepBestAndCheckpoint(keras.callbacks.Callback):
     given) in memory and, with a `Checkpoint`, save every finished epoch: the last
     weights with the optimizer's state, the best weights, the history so far and the
     counters of early stopping and the plateau schedule, so a rerun resumes exactly there
-    (see postergenre.checkpoint). Placed after those callbacks, it sees their state after
+    (see postergenre.training.checkpoint). Placed after those callbacks, it sees their state after
     the epoch."""
 
     def __init__(self, stage: str, phase: str, first_epoch: int, to_beat: float | None,

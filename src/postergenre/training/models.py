@@ -124,7 +124,7 @@ def resolve_weights(weights: str | None, cache_dir: str | os.PathLike[str] | Non
 
 def fetch_s3(uri: str, cache_dir: str | os.PathLike[str] | None = None) -> str:
     """Download `s3://bucket/key` once into `cache_dir` (default ~/.cache/postergenre)."""
-    from postergenre.storage import remote_fs
+    from postergenre.data.storage import remote_fs
 
     cache = Path(cache_dir or Path.home() / ".cache" / "postergenre" / "weights")
     target = cache / uri.removeprefix("s3://")
@@ -157,7 +157,7 @@ def build_transfer_base(backbone: str, image_size: int, weights: str | None) -> 
     if backbone == "vgg16":
         return build_vgg16_base(image_size, weights)
     if backbone == "efficientnet_lite0":
-        from postergenre.backbones import build_efficientnet_lite0
+        from postergenre.training.backbones import build_efficientnet_lite0
 
         lite = build_efficientnet_lite0(image_size, include_top=False,
                                         weights=resolve_weights(weights))

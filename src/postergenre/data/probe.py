@@ -43,8 +43,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from postergenre.configs import ValidateConfig
-from postergenre.images import decode_threads, drop_alpha, jpeg_size
-from postergenre.phash import phash
+from postergenre.data.images import decode_threads, drop_alpha, jpeg_size
+from postergenre.data.phash import phash
 
 # We enforce our own pixel bound from the header; Pillow's (a warning at 89 Mpx) would only
 # add noise, and its hard limit would turn a clean rule failure into an exception.

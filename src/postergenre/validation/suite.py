@@ -18,8 +18,8 @@ from typing import Any
 import pandas as pd
 
 from postergenre.configs import ValidateConfig
-from postergenre.validation_frame import LINE_COLUMN
-from postergenre.validation_rules import RULES, RULES_BY_NAME, Severity
+from postergenre.validation.frame import LINE_COLUMN
+from postergenre.validation.rules import RULES, RULES_BY_NAME, Severity
 
 # gx phones home on import and on context creation unless told not to; the cluster and CI
 # have no internet, so a missing setting would mean timeouts and log noise, not data.

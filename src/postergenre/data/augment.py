@@ -24,11 +24,11 @@ from tqdm import tqdm
 
 from postergenre.atomic import write_json
 from postergenre.configs import AugmentConfig
+from postergenre.data.labels import read_labels
+from postergenre.data.render import PosterJob, RenderPool, RenderSettings, genre_flags
+from postergenre.data.shards import MANIFEST_FILE, write_shards
+from postergenre.data.split import SPLITS
 from postergenre.genres import GENRES, encode_many
-from postergenre.labels import read_labels
-from postergenre.render import PosterJob, RenderPool, RenderSettings, genre_flags
-from postergenre.shards import MANIFEST_FILE, write_shards
-from postergenre.split import SPLITS
 
 CLASS_WEIGHTS_FILE = "class_weights.json"
 _CHUNK = 256  # posters rendered at once: bounds memory whatever the split size

@@ -21,14 +21,14 @@ from pathlib import Path
 import numpy as np
 
 from postergenre.atomic import atomic_open
-from postergenre.figures import (
+from postergenre.evaluation.figures import (
     filter_grid_png,
     genre_curves_png,
     micro_curves_png,
     training_curves_png,
 )
+from postergenre.evaluation.metrics import BASELINES, COMPARED_METRICS, LAST_BLESSED
 from postergenre.genres import GENRES
-from postergenre.metrics import BASELINES, COMPARED_METRICS, LAST_BLESSED
 
 SECTIONS = ("decision", "headline", "predicted-positives", "per-genre", "curves", "training",
             "filters", "posters")
@@ -128,7 +128,7 @@ def _per_genre_tables(evaluation, models: list[str]) -> str:
 
 
 def _filters(evaluation, models: list[str]) -> str:
-    from postergenre.gradcam import conv_layers
+    from postergenre.serving.gradcam import conv_layers
 
     parts = []
     for name in models:
@@ -146,8 +146,8 @@ def _filters(evaluation, models: list[str]) -> str:
 
 
 def _posters(evaluation, prepared_dir, models: list[str], n_posters: int) -> str:
-    from postergenre.gradcam import gradcam, overlay
-    from postergenre.shards import iter_records
+    from postergenre.data.shards import iter_records
+    from postergenre.serving.gradcam import gradcam, overlay
 
     if not models or n_posters <= 0:
         return "<p>No trained model or no posters asked for.</p>"

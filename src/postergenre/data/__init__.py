@@ -1,0 +1,2 @@
+"""Poster data: images, labels tables, the split, augmentation and the TFRecord
+shards."""

@@ -1,0 +1,2 @@
+"""Evaluation: metrics beside baselines, thresholds from validation, bootstrap
+intervals, the gate and its report."""

@@ -1,0 +1,1 @@
+"""Serving: the registry of blessed models, predict, batch-predict and Grad-CAM."""

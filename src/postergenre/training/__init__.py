@@ -1,0 +1,1 @@
+"""Training: the models, their backbones, the fit loop and its checkpoints."""
