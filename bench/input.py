@@ -94,9 +94,18 @@ def old_probe_posters(paths: list[Path], max_pixels: int) -> list:
     hashed; a pool of at most 8 threads."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from postergenre.data.images import drop_alpha
+    from PIL import Image
+
+    from postergenre.data.images import drop_alpha, pixel_problem
     from postergenre.data.phash import phash
-    from postergenre.data.probe import PosterProbe, _truncated_jpeg, header_size, pixel_problem
+    from postergenre.data.probe import PosterProbe, _truncated_jpeg
+
+    def header_size(path: Path) -> tuple[int, int] | None:  # Pillow's, as before issue 14
+        try:
+            with Image.open(path) as image:
+                return image.size
+        except Exception:  # noqa: BLE001
+            return None
 
     def probe_poster(path: Path) -> PosterProbe:
         if not path.is_file():
@@ -106,7 +115,7 @@ def old_probe_posters(paths: list[Path], max_pixels: int) -> list:
             return PosterProbe(exists=True, file_size=0, problem="zero-byte file")
         header = header_size(path)
         width, height = header if header else (None, None)
-        too_many = pixel_problem(header, max_pixels)
+        too_many = pixel_problem(header, max_pixels) if header else None
         if too_many:
             return PosterProbe(True, size, width, height, problem=too_many)
         data = path.read_bytes()

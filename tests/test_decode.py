@@ -330,6 +330,38 @@ def test_probe_header_check_still_refuses_a_pixel_bomb_before_decoding(tmp_path)
     assert probe.problem == "30000x30000 pixels exceeds 100000000" and probe.decodes is None
 
 
+def test_probe_never_decodes_a_header_it_cannot_read_or_a_format_it_does_not_take(tmp_path):
+    """Issue 24: a header Pillow cannot read (a huge zTXt chunk before the pixels) was
+    taken for "no size" and decoded in full; a Radiance .hdr was decoded (OpenCV reads
+    it), though it is no poster format."""
+    from postergenre.data.probe import probe_poster
+    from tests.test_predict import _png_chunk, _radiance_hdr, _text_bomb
+
+    cases = {"text-bomb.png": _text_bomb(), "poster.hdr": _radiance_hdr(),
+             "cut.png": b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", b"\0" * 5)}
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+    probes = {name: probe_poster(tmp_path / name, 40_000_000) for name in cases}
+    assert probes["text-bomb.png"].problem == "20000x20000 pixels exceeds 40000000"
+    assert probes["text-bomb.png"].decodes is None  # refused before decoding
+    assert (probes["poster.hdr"].problem, probes["poster.hdr"].decodes) == (
+        "not a JPEG, PNG, WebP or BMP file; not decoded", False)
+    assert (probes["cut.png"].problem, probes["cut.png"].decodes) == (
+        "its PNG header cannot be read; not decoded", False)
+
+
+def test_probe_does_not_read_a_file_over_the_byte_bound(tmp_path):
+    from postergenre.data.probe import probe_poster
+
+    path = tmp_path / "huge.jpg"
+    with open(path, "wb") as handle:  # sparse: 3 GB on no disk
+        handle.write(_jpeg(_poster(64, 64)))
+        handle.truncate(3 << 30)
+    probe = probe_poster(path, 40_000_000, max_bytes=20_000_000)
+    assert (probe.file_size, probe.decodes) == (3 << 30, None)
+    assert probe.problem == "larger than 20000000 bytes"
+
+
 # ---- pool size ----------------------------------------------------------------------------
 
 

@@ -147,27 +147,16 @@ class _FakeModel:
 
 def test_a_pixel_bomb_is_refused_before_decoding_and_the_others_are_scored(
         tiny_data, tmp_path, monkeypatch):
-    import numpy as np
-
-    from postergenre.serving import predict
-    from postergenre.serving.predict import Predictor
-
     bomb = tmp_path / "bomb.png"
     bomb.write_bytes(_pixel_bomb())
     assert bomb.stat().st_size < 1_000_000
     rgba = tmp_path / "rgba.png"
     rgba.write_bytes(_rgba_poster())
     good = sorted((tiny_data / "posters").iterdir())[0]
-    decoded = []
-    decode = predict.decode_rgb
-    monkeypatch.setattr(predict, "decode_rgb",
-                        lambda data, source: decoded.append(source) or decode(data, source))
-    results = predict_posters(Predictor(_FakeModel(), np.full(19, 0.5), "fake"),
-                              [str(good), str(bomb), str(rgba)], progress=False)
-    by_name = {r.poster: r for r in results}
+    by_name, seen = _score([good, bomb, rgba], monkeypatch)
     assert by_name[str(bomb)].error == (
         f"{bomb}: 20000x20000 pixels exceeds 40000000; refused before decoding")
-    assert str(bomb) not in decoded  # OpenCV never saw it
+    assert _pixel_bomb()[:64] not in seen  # OpenCV never saw it
     for ok in (good, rgba):  # the RGBA poster is a poster: its alpha is dropped
         assert by_name[str(ok)].error is None
         assert by_name[str(ok)].genres == list(GENRES)
@@ -410,3 +399,119 @@ def test_top_k_and_records_without_a_model():
     assert [g["genre"] for g in record["top_k"]] == [GENRES[0], GENRES[5]]
     assert poster_record(PosterResult("b.jpg", error="b.jpg: cannot read"), thresholds, 2) \
         == {"poster": "b.jpg", "error": "b.jpg: cannot read"}
+
+
+# -- issue 24: one guard before every decode; one bad poster is one error line ----------
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    import struct
+    import zlib
+
+    return (struct.pack(">I", len(data)) + kind + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+
+def _text_bomb() -> bytes:
+    """A PNG declaring 20000 x 20000 pixels whose zTXt chunk (before the pixels) inflates
+    past Pillow's text limit: Pillow cannot read its header."""
+    import struct
+    import zlib
+
+    header = struct.pack(">IIBBBBB", 20000, 20000, 8, 0, 0, 0, 0)
+    text = b"Comment\0\0" + zlib.compress(b"a" * (2 << 20), 9)
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"zTXt", text)
+            + _png_chunk(b"IDAT", zlib.compress(bytes(20001 * 4))) + _png_chunk(b"IEND", b""))
+
+
+def _radiance_hdr() -> bytes:
+    """A Radiance .hdr image: OpenCV decodes it; it is no poster format."""
+    import cv2
+    import numpy as np
+
+    ok, data = cv2.imencode(".hdr", np.full((72, 48, 3), 0.5, np.float32))
+    assert ok
+    return data.tobytes()
+
+
+def _wide_bmp(width: int = 2_000_000) -> bytes:
+    """A 2,000,000 x 1 BMP (6 MB, 2 Mpx): past OpenCV's own side limit, whose check is an
+    assertion (cv2.error), not a None."""
+    import struct
+
+    row = (width * 3 + 3) & ~3
+    info = struct.pack("<IiiHHIIiiII", 40, width, 1, 1, 24, 0, row, 2835, 2835, 0, 0)
+    return b"BM" + struct.pack("<IHHI", 14 + 40 + row, 0, 0, 54) + info + bytes(row)
+
+
+def _score(posters, monkeypatch):
+    """predict_posters on a fake model; also which encoded buffers OpenCV was given."""
+    import cv2
+    import numpy as np
+
+    from postergenre.serving.predict import Predictor
+
+    seen = []
+    decode = cv2.imdecode
+    monkeypatch.setattr(cv2, "imdecode", lambda buffer, flags: seen.append(
+        bytes(buffer[:64])) or decode(buffer, flags))
+    results = predict_posters(Predictor(_FakeModel(), np.full(19, 0.5), "fake"),
+                              [str(p) for p in posters], progress=False)
+    return {r.poster: r for r in results}, seen
+
+
+def test_headers_that_cannot_be_read_and_other_formats_are_refused_naming_the_file(
+        tiny_data, tmp_path, monkeypatch):
+    good = sorted((tiny_data / "posters").iterdir())[0]
+    bomb, hdr = tmp_path / "text-bomb.png", tmp_path / "poster.hdr"
+    bomb.write_bytes(_text_bomb())
+    hdr.write_bytes(_radiance_hdr())
+    by_name, seen = _score([good, bomb, hdr], monkeypatch)
+    assert by_name[str(bomb)].error == (
+        f"{bomb}: 20000x20000 pixels exceeds 40000000; refused before decoding")
+    assert by_name[str(hdr)].error == (
+        f"{hdr}: not a decodable image (not a JPEG, PNG, WebP or BMP file)")
+    assert by_name[str(good)].error is None and by_name[str(good)].genres == list(GENRES)
+    assert seen == [good.read_bytes()[:64]]  # OpenCV saw the good poster only
+
+
+def test_one_cap_for_files_and_opencvs_own_errors_are_one_bad_poster(
+        tiny_data, tmp_path, monkeypatch):
+    good = sorted((tiny_data / "posters").iterdir())[:2]
+    huge, wide = tmp_path / "huge.jpg", tmp_path / "wide.bmp"
+    with open(huge, "wb") as handle:  # sparse: no disk, and it must not be read
+        handle.write(good[0].read_bytes())
+        handle.truncate(50_000_000)
+    wide.write_bytes(_wide_bmp())
+    by_name, _ = _score([good[0], huge, wide, good[1]], monkeypatch)
+    assert by_name[str(huge)].error == f"{huge}: larger than 20000000 bytes"
+    assert by_name[str(wide)].error.startswith(f"{wide}: not a decodable image (OpenCV: ")
+    assert "CV_IO_MAX_IMAGE_WIDTH" in by_name[str(wide)].error
+    assert [by_name[str(g)].error for g in good] == [None, None]
+
+
+def test_a_tiny_poster_warns_and_a_fifo_is_refused_not_waited_on(
+        tiny_data, tmp_path, monkeypatch, caplog):
+    import os
+    import threading
+
+    import cv2
+    import numpy as np
+
+    tiny, fifo = tmp_path / "tiny.png", tmp_path / "fifo.jpg"
+    assert cv2.imwrite(str(tiny), np.full((1, 1, 3), 200, np.uint8))
+    os.mkfifo(fifo)
+    done: dict = {}
+    worker = threading.Thread(target=lambda: done.update(_score([tiny, fifo], monkeypatch)[0]),
+                              daemon=True)
+    worker.start()
+    worker.join(120)  # a bound for a failure only: refusing the FIFO takes no time
+    if worker.is_alive():  # blocked on the FIFO: let it go, then fail
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        worker.join(10)
+        pytest.fail("predict waited on a FIFO")
+    assert done[str(fifo)].error == f"{fifo}: not a regular file"
+    assert done[str(tiny)].error is None and done[str(tiny)].genres == list(GENRES)
+    assert done[str(tiny)].warning == (f"{tiny}: 1x1 pixels, smaller than 32 on a side: "
+                                       "scored, but its genres mean little")
+    assert done[str(tiny)].warning in caplog.text

@@ -287,7 +287,8 @@ def _bomb_header() -> bytes:
 POSTER_CASES = [
     ("poster_exists", lambda p: p.unlink(), "poster file not found"),
     ("poster_file_size", lambda p: p.write_bytes(b""), "0 bytes"),
-    ("poster_decodes", lambda p: p.write_text("not an image\n"), "OpenCV cannot decode it"),
+    ("poster_decodes", lambda p: p.write_text("not an image\n"),
+     "not a JPEG, PNG, WebP or BMP file; not decoded"),
     ("poster_decodes", lambda p: p.write_bytes(p.read_bytes()[:-40]),
      "tt0000003.jpg: "),  # OpenCV refuses it, or the end-of-image marker check does
     ("poster_channels", lambda p: p.write_bytes(_jpeg(_poster(3)[:, :, 0])), "1 channel(s)"),

@@ -18,19 +18,50 @@ bytes before decoding) shows both sides at least 2, 4 or 8 times `min_side` is d
 full-size pixels are never made and a resize then has less to shrink. The result is close
 to, not equal to, a full decode shrunk to the same size (tests/test_decode.py states the
 tolerance); every other format, and a JPEG too small to reduce, decodes at full size.
+
+One guard before every decode (issue 24): `read_poster_file` opens a poster without
+waiting (a FIFO would block the read forever), refuses what is not a regular file and a
+file over its byte cap before reading it, and `decode_scaled` (under every decode here)
+checks the header first (`check_header`): only the formats a poster is meant to be
+(`POSTER_FORMATS`, told by their signature, as OpenCV picks its decoder) are decoded, a
+header that cannot be read is refused (never taken for "no size"), and so is a header
+claiming more than `max_pixels` (a decompression bomb: OpenCV would allocate width x
+height x 3 bytes for it). Each refusal is a PosterDecodeError naming the file. The
+defaults are validate's (`ValidateConfig`): `MAX_POSTER_BYTES` and `DEFAULT_MAX_PIXELS`.
 """
 
 from __future__ import annotations
 
+import io
 import math
 import os
+import stat
+import struct
+import warnings
 
 import cv2
 import numpy as np
 
+from postergenre.configs import ValidateConfig
+
+# The formats a poster may be (what TMDb serves and poster dumps hold), told by their
+# signature: a file of any other kind (a Radiance .hdr, OpenEXR, TIFF, ...) is refused
+# though OpenCV could decode it.
+POSTER_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WebP", "BMP")
+# validate's default bounds, for every reader without a ValidateConfig (predict, the
+# crawler): one byte cap for files and downloads alike, one pixel bound.
+MAX_POSTER_BYTES: int = ValidateConfig().max_file_bytes
+DEFAULT_MAX_PIXELS: int = ValidateConfig().max_pixels
+
 
 class PosterDecodeError(ValueError):
-    """A file that OpenCV cannot decode as a colour image."""
+    """A poster that cannot be used: not a regular file, larger than the cap, not one of
+    POSTER_FORMATS, a header that cannot be read or claims too many pixels, or pixels
+    OpenCV cannot decode. The message names the file."""
+
+
+class TooManyPixelsError(PosterDecodeError):
+    """A header claiming more pixels than allowed: refused before decoding."""
 
 
 def drop_alpha(image: np.ndarray) -> np.ndarray:
@@ -108,7 +139,7 @@ def decode_threads() -> int:
 def jpeg_size(data: bytes) -> tuple[int, int] | None:
     """(width, height) from a JPEG's frame header, without decoding (a few markers read);
     None when `data` is not a JPEG, or no frame header comes before the scan (Pillow's
-    more lenient reader is the fallback, see probe.header_size)."""
+    more lenient reader is the fallback, see `header_size`)."""
     if not data.startswith(b"\xff\xd8"):
         return None
     i, end = 2, len(data)
@@ -138,6 +169,123 @@ def jpeg_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
+def image_format(data: bytes) -> str | None:
+    """Which of POSTER_FORMATS `data` is, from its signature (the one OpenCV also picks
+    its decoder by); None for anything else."""
+    if data.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WebP"
+    if data.startswith(b"BM"):
+        return "BMP"
+    return None
+
+
+def _png_size(data: bytes) -> tuple[int, int] | None:
+    # IHDR is the first chunk, always: no text chunk (however large) is read before it.
+    if len(data) < 24 or data[12:16] != b"IHDR":
+        return None
+    return struct.unpack(">II", data[16:24])
+
+
+def _webp_size(data: bytes) -> tuple[int, int] | None:
+    kind, body = data[12:16], data[20:30]
+    if kind == b"VP8X" and len(body) >= 10:  # extended: the canvas size, 24 bits each
+        return (int.from_bytes(body[4:7], "little") + 1,
+                int.from_bytes(body[7:10], "little") + 1)
+    if kind == b"VP8L" and len(body) >= 5 and body[0] == 0x2F:  # lossless: 14 bits each
+        bits = int.from_bytes(body[1:5], "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if kind == b"VP8 " and len(body) >= 10 and body[3:6] == b"\x9d\x01\x2a":  # lossy
+        return (int.from_bytes(body[6:8], "little") & 0x3FFF,
+                int.from_bytes(body[8:10], "little") & 0x3FFF)
+    return None
+
+
+def _bmp_size(data: bytes) -> tuple[int, int] | None:
+    if len(data) < 26:
+        return None
+    if int.from_bytes(data[14:18], "little") == 12:  # OS/2 BITMAPCOREHEADER: 16 bits
+        return int.from_bytes(data[18:20], "little"), int.from_bytes(data[20:22], "little")
+    width, height = struct.unpack("<ii", data[18:26])
+    return width, abs(height)  # a negative height is a top-down bitmap
+
+
+def _pillow_jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """Pillow's (more lenient) reading of a JPEG header, as JPEG only; None if it fails."""
+    from PIL import Image  # only here: augment's workers seldom need it
+
+    # The pixel bound is ours (check_header): Pillow's would refuse to tell the size.
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        with Image.open(io.BytesIO(data), formats=["JPEG"]) as image, \
+                warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return image.size
+    except Exception:  # noqa: BLE001 - any header Pillow cannot read: refused by the caller
+        return None
+
+
+def header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from the header of a poster in one of POSTER_FORMATS, without
+    decoding; None when `data` is none of them or its header cannot be read."""
+    kind = image_format(data)
+    if kind == "JPEG":
+        size = jpeg_size(data) or _pillow_jpeg_size(data)
+    else:
+        size = {"PNG": _png_size, "WebP": _webp_size, "BMP": _bmp_size}.get(
+            kind, lambda _: None)(data)
+    return size if size and size[0] > 0 and size[1] > 0 else None
+
+
+def check_header(data: bytes, source: str, max_pixels: int | None = DEFAULT_MAX_PIXELS
+                 ) -> tuple[int, int]:
+    """(width, height) of a poster whose header allows decoding it; PosterDecodeError
+    naming `source` otherwise (see the module doc). `max_pixels` None: no pixel bound."""
+    kind = image_format(data)
+    if kind is None:
+        raise PosterDecodeError(f"{source}: not a decodable image (not a "
+                                f"{', '.join(POSTER_FORMATS[:-1])} or {POSTER_FORMATS[-1]} "
+                                "file)")
+    size = header_size(data)
+    if size is None:
+        raise PosterDecodeError(f"{source}: not a decodable image (its {kind} header cannot "
+                                "be read); refused before decoding")
+    too_many = pixel_problem(size, max_pixels)
+    if too_many:
+        raise TooManyPixelsError(f"{source}: {too_many}; refused before decoding")
+    return size
+
+
+def pixel_problem(size: tuple[int, int], max_pixels: int | None) -> str | None:
+    """'WxH pixels exceeds N' when a header claims more than `max_pixels`, else None."""
+    width, height = size
+    if max_pixels is not None and width * height > max_pixels:
+        return f"{width}x{height} pixels exceeds {max_pixels}"
+    return None
+
+
+def read_poster_file(path: str | os.PathLike[str], max_bytes: int | None = MAX_POSTER_BYTES
+                     ) -> bytes:
+    """A poster file's bytes. Refused (PosterDecodeError naming it) without reading: what
+    is not a regular file (a FIFO, a device) and a file over `max_bytes` (None: no cap).
+    Opened without waiting: opening a FIFO to read would block until a writer came."""
+    name = os.fspath(path)
+    fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise PosterDecodeError(f"{name}: not a regular file")
+        if max_bytes is not None and info.st_size > max_bytes:
+            raise PosterDecodeError(f"{name}: larger than {max_bytes} bytes")
+        data = handle.read() if max_bytes is None else handle.read(max_bytes + 1)
+    if max_bytes is not None and len(data) > max_bytes:  # it grew while being read
+        raise PosterDecodeError(f"{name}: larger than {max_bytes} bytes")
+    return data
+
+
 def scale_factor(size: tuple[int, int] | None, min_side: int) -> int:
     """The largest of 8, 4, 2 that keeps both sides of `size` (width, height) at least
     `min_side` after dividing by it; 1 when none does, or `size` is unknown."""
@@ -152,29 +300,37 @@ def read_rgb(path: str | os.PathLike[str], min_side: int = 0) -> np.ndarray:
     return read_scaled(path, min_side)[0]
 
 
-def read_scaled(path: str | os.PathLike[str], min_side: int = 0) -> tuple[np.ndarray, int]:
-    """`read_rgb`, and the scale (1, 2, 4 or 8) the JPEG decoder divided the image by."""
-    with open(os.fspath(path), "rb") as handle:
-        data = handle.read()
-    return decode_scaled(data, source=os.fspath(path), min_side=min_side)
+def read_scaled(path: str | os.PathLike[str], min_side: int = 0, *,
+                max_bytes: int | None = MAX_POSTER_BYTES,
+                max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, int]:
+    """`read_rgb`, and the scale (1, 2, 4 or 8) the JPEG decoder divided the image by.
+    The file is read by `read_poster_file`, its header checked by `check_header`."""
+    data = read_poster_file(path, max_bytes)
+    return decode_scaled(data, os.fspath(path), min_side, max_pixels)
 
 
-def decode_rgb(data: bytes, source: str = "<bytes>", min_side: int = 0) -> np.ndarray:
-    """Decode encoded image bytes to RGB uint8 (H, W, 3).
+def decode_rgb(data: bytes, source: str = "<bytes>", min_side: int = 0,
+               max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode encoded image bytes to RGB uint8 (H, W, 3), once `check_header` allows it.
 
     `min_side` > 0: the caller only needs both sides at least this long (it resizes to a
     `min_side` square next), so a JPEG may decode at 1/2, 1/4 or 1/8 scale, never below
     `min_side` on either side (EXIF rotation swaps the sides, not the shorter one's length).
     """
-    return decode_scaled(data, source, min_side)[0]
+    return decode_scaled(data, source, min_side, max_pixels)[0]
 
 
-def decode_scaled(data: bytes, source: str = "<bytes>", min_side: int = 0
-                  ) -> tuple[np.ndarray, int]:
+def decode_scaled(data: bytes, source: str = "<bytes>", min_side: int = 0,
+                  max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, int]:
     """`decode_rgb`, and the scale (1, 2, 4 or 8) the JPEG decoder divided the image by."""
-    buffer = np.frombuffer(data, dtype=np.uint8)
+    check_header(data, source, max_pixels)
     factor = scale_factor(jpeg_size(data), min_side) if min_side > 0 else 1
-    rgb = cv2.imdecode(buffer, _RGB_FLAGS[factor]) if buffer.size else None
+    try:
+        rgb = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), _RGB_FLAGS[factor])
+    except cv2.error as err:  # OpenCV's own limits (a side over 2^20 pixels, say)
+        reason = str(err).strip().splitlines()[-1].split("error: ", 1)[-1].strip()
+        raise PosterDecodeError(f"{source}: not a decodable image (OpenCV: {reason})") \
+            from None
     if rgb is None:
         raise PosterDecodeError(f"{source}: not a decodable image")
     return rgb, factor

@@ -1,19 +1,21 @@
 """Measure poster files for `validate`: size, header dimensions, decodability, hash.
 
 Checks run cheapest first and stop as soon as a later one would be meaningless or unsafe:
-the pixel count comes from the file header (Pillow reads headers without decoding), so a
+the file is read only when it is a regular file within the byte bound, and the pixel count
+comes from the file header (images.header_size reads headers without decoding), so a
 decompression bomb (a small file claiming 20000x20000 pixels) is caught before OpenCV is
-asked to allocate it. Values that could not be measured are None, so only the rule that
-explains the problem fires for a row (great-expectations skips nulls in column rules).
+asked to allocate it. A file that is none of the poster formats (images.POSTER_FORMATS), or
+whose header cannot be read, is never decoded: it fails the decode rule, saying which.
+Values that could not be measured are None, so only the rule that explains the problem
+fires for a row (great-expectations skips nulls in column rules).
 `probe_posters` measures a whole labels table's posters on a thread pool sized to the CPUs
 the process may use.
 
 Each poster file is read once: the header check, the decode and the hash all work on those
-bytes. A JPEG's dimensions come from its frame header (images.jpeg_size, a few markers);
-Pillow reads the header of every other format, and of a JPEG whose markers it cannot find.
-
-The header check is shared: `predict` refuses a pixel bomb with `check_pixels` before
-OpenCV sees it, with the same bound as validate's default (`DEFAULT_MAX_PIXELS`).
+bytes. The header check is the one every decode goes through (images.check_header, used
+by predict, the crawler and augment): the same signatures, header readers and pixel
+bound; predict and the crawler use validate's default bounds (images.DEFAULT_MAX_PIXELS,
+images.MAX_POSTER_BYTES).
 
 A poster path that leads out of the data folder (`../`, or an absolute path elsewhere) is
 never opened: it is measured as a missing poster (`exists=False`, problem "poster path
@@ -28,9 +30,7 @@ drops (images.drop_alpha), so it passes `poster_channels`.
 
 from __future__ import annotations
 
-import io
 import os
-import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -39,19 +39,20 @@ from typing import Any
 
 import cv2
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
-from postergenre.configs import ValidateConfig
-from postergenre.data.images import decode_threads, drop_alpha, jpeg_size
+from postergenre.data.images import (
+    POSTER_FORMATS,
+    PosterDecodeError,
+    decode_threads,
+    drop_alpha,
+    header_size,
+    image_format,
+    pixel_problem,
+    read_poster_file,
+)
 from postergenre.data.phash import phash
 
-# We enforce our own pixel bound from the header; Pillow's (a warning at 89 Mpx) would only
-# add noise, and its hard limit would turn a clean rule failure into an exception.
-Image.MAX_IMAGE_PIXELS = None
-
-# validate's default bound, for callers without a ValidateConfig (predict).
-DEFAULT_MAX_PIXELS: int = ValidateConfig().max_pixels
 OUTSIDE_DATA_FOLDER = "poster path leaves the data folder"
 
 _JPEG_START = b"\xff\xd8"
@@ -79,39 +80,6 @@ class PosterProbe:
         return {**asdict(self), "pixels": self.pixels}
 
 
-def header_size(source: str | os.PathLike[str] | bytes) -> tuple[int, int] | None:
-    """(width, height) from an image file's header (a path or the file's bytes), without
-    decoding its pixels; None when Pillow cannot read the header."""
-    if isinstance(source, bytes):
-        size = jpeg_size(source)  # the common case, without Pillow's parser (~50x slower)
-        if size is not None:
-            return size
-    try:
-        opened = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
-        with opened as image, warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return image.size
-    except Exception:  # noqa: BLE001 - any header Pillow cannot read: the decode rule reports it
-        return None
-
-
-def pixel_problem(size: tuple[int, int] | None, max_pixels: int) -> str | None:
-    """'WxH pixels exceeds N' when a header claims more than `max_pixels`, else None."""
-    if size is None:
-        return None
-    width, height = size
-    return f"{width}x{height} pixels exceeds {max_pixels}" if width * height > max_pixels \
-        else None
-
-
-def check_pixels(data: bytes, source: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
-    """Raise ValueError naming `source` when the header claims more than `max_pixels`
-    (a decompression bomb: OpenCV would allocate width x height x 3 bytes to decode it)."""
-    problem = pixel_problem(header_size(data), max_pixels)
-    if problem:
-        raise ValueError(f"{source}: {problem}; refused before decoding")
-
-
 def inside(data_dir: str | os.PathLike[str], cell: str) -> Path | None:
     """`data_dir / cell`, or None when the path as written leads out of `data_dir`."""
     root = os.path.normpath(os.path.abspath(data_dir))
@@ -124,26 +92,43 @@ def _truncated_jpeg(data: bytes) -> bool:
     return data.startswith(_JPEG_START) and not data.rstrip(b"\x00\r\n ").endswith(_JPEG_END)
 
 
-def probe_poster(path: str | os.PathLike[str], max_pixels: int) -> PosterProbe:
-    """Measure `path`; never raises for a bad file (the rules report it), only for a bug."""
+def probe_poster(path: str | os.PathLike[str], max_pixels: int,
+                 max_bytes: int | None = None) -> PosterProbe:
+    """Measure `path`; never raises for a bad file (the rules report it), only for a bug.
+    A file over `max_bytes` (None: no bound) is measured by its size only, never read."""
     path = Path(path)
     if not path.is_file():  # a folder or a FIFO is no poster (and a FIFO would block a read)
         return PosterProbe(exists=False, problem="file not found")
     try:
         # One read: a poster is small, and a pixel bomb is a small file claiming a huge size.
-        with open(path, "rb") as handle:
-            data = handle.read()
+        data = read_poster_file(path, max_bytes)
     except FileNotFoundError:  # removed since the check above
         return PosterProbe(exists=False, problem="file not found")
+    except PosterDecodeError as err:  # replaced by a FIFO since, or over the byte bound
+        try:
+            size = path.stat().st_size
+        except OSError:
+            size = None
+        return PosterProbe(exists=True, file_size=size,
+                           problem=str(err).removeprefix(f"{path}: "))
     size = len(data)
     if size == 0:
         return PosterProbe(exists=True, file_size=0, problem="zero-byte file")
     header = header_size(data)
-    width, height = header if header else (None, None)
+    if header is None:  # never decoded: see the module doc
+        kind = image_format(data)
+        problem = (f"its {kind} header cannot be read; not decoded" if kind else
+                   f"not a {', '.join(POSTER_FORMATS[:-1])} or {POSTER_FORMATS[-1]} file; "
+                   "not decoded")
+        return PosterProbe(True, size, decodes=False, problem=problem)
+    width, height = header
     too_many = pixel_problem(header, max_pixels)
     if too_many:
         return PosterProbe(True, size, width, height, problem=too_many)
-    decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    try:
+        decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error:  # OpenCV's own limits (a side over 2^20 pixels, say)
+        decoded = None
     if decoded is None:
         return PosterProbe(True, size, width, height, decodes=False,
                            problem="OpenCV cannot decode it")
@@ -163,16 +148,18 @@ def probe_poster(path: str | os.PathLike[str], max_pixels: int) -> PosterProbe:
 
 
 def probe_posters(
-    cells: Sequence[str], data_dir: str | os.PathLike[str], max_pixels: int
+    cells: Sequence[str], data_dir: str | os.PathLike[str], max_pixels: int,
+    max_bytes: int | None = None,
 ) -> list[PosterProbe]:
-    """Measure the poster of every `poster` cell (a path relative to `data_dir`), in order."""
+    """Measure the poster of every `poster` cell (a path relative to `data_dir`), in order;
+    a file over `max_bytes` is not read (see `probe_poster`)."""
     def one(cell: str) -> PosterProbe:
         if not cell.strip():
             return PosterProbe(exists=False, problem="empty poster path")
         path = inside(data_dir, cell)
         if path is None:  # never opened: see the module doc
             return PosterProbe(exists=False, problem=OUTSIDE_DATA_FOLDER)
-        return probe_poster(path, max_pixels)
+        return probe_poster(path, max_pixels, max_bytes)
 
     # OpenCV and file reads release the GIL: threads use every core without pickling images.
     with ThreadPoolExecutor(max_workers=decode_threads()) as pool:

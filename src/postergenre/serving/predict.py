@@ -5,9 +5,14 @@ evaluate chose on validation) or a given model folder. A poster that cannot be r
 decoded is reported on its own row and the batch goes on. `explain_dir` gets a Grad-CAM
 overlay per poster (where the model looked for its top genre).
 
-Every poster's header is checked before it is decoded (probe.check_pixels, validate's
-check and bound): a small file declaring 20000x20000 pixels would make OpenCV allocate
-over a gigabyte. It is refused on its own row; the other posters are scored.
+Every poster goes through the one guard of images.py, with validate's default bounds: a
+file or a download over `MAX_POSTER_BYTES` is refused before it is read whole, a file
+that is not a regular file (a FIFO would block the read) is never read, and the header is
+checked before anything is decoded (images.check_header): only JPEG, PNG, WebP and BMP
+are decoded, and a small file declaring 20000x20000 pixels (OpenCV would allocate over a
+gigabyte) is refused. A refused or undecodable poster is one error on its own row, one
+line in the log; the other posters are scored. A poster smaller than validate's minimum
+side is scored with a warning (what the model sees of it is mostly interpolation).
 
 A registry entry (given as a folder, or the registry's latest) is verified against the
 sha256 hashes it was registered with, and must hold its thresholds.json: serving an entry
@@ -36,14 +41,22 @@ import numpy as np
 from tqdm import tqdm
 
 from postergenre.atomic import atomic_open
-from postergenre.data.images import decode_rgb, resize
-from postergenre.data.probe import DEFAULT_MAX_PIXELS, check_pixels
+from postergenre.configs import ValidateConfig
+from postergenre.data.images import (
+    DEFAULT_MAX_PIXELS,
+    MAX_POSTER_BYTES,
+    PosterDecodeError,
+    decode_rgb,
+    read_poster_file,
+    resize,
+)
 from postergenre.genres import GENRES
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
-MAX_DOWNLOAD = 20 * 1024 * 1024  # a poster is well under this; refuse anything larger
 DEFAULT_THRESHOLD = 0.5
+# validate's smallest poster side: a smaller one is scored with a warning.
+MIN_SIDE = min(ValidateConfig().min_width, ValidateConfig().min_height)
 
 
 @dataclass(frozen=True)
@@ -96,6 +109,7 @@ class PosterResult:
     genres: list[str] = field(default_factory=list)
     error: str | None = None
     explanation: str | None = None  # the Grad-CAM overlay written for it, if any
+    warning: str | None = None  # scored, but see this (a poster too small to mean much)
 
 
 def load_predictor(model_dir: str | os.PathLike[str] | None = None,
@@ -195,26 +209,24 @@ def expand_posters(inputs: Iterable[str]) -> list[str]:
 
 def read_poster(source: str, timeout: float = 20.0,
                 max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Decode a poster file or http(s) URL to RGB uint8; errors name the poster.
-
-    The header's pixel count is checked first: a file claiming more than `max_pixels`
-    is refused (ValueError) before anything is allocated for its pixels.
+    """Decode a poster file or http(s) URL to RGB uint8; errors (ValueError) name the
+    poster. A file or download is read up to MAX_POSTER_BYTES and refused beyond; the
+    header is checked before anything is allocated for its pixels (see the module doc).
     """
     if re.match(r"^https?://", source):
         try:
             with urllib.request.urlopen(source, timeout=timeout) as response:  # noqa: S310
-                data = response.read(MAX_DOWNLOAD + 1)
+                data = response.read(MAX_POSTER_BYTES + 1)
         except (OSError, ValueError) as err:
             raise ValueError(f"{source}: cannot download ({err})") from None
-        if len(data) > MAX_DOWNLOAD:
-            raise ValueError(f"{source}: larger than {MAX_DOWNLOAD} bytes")
+        if len(data) > MAX_POSTER_BYTES:
+            raise PosterDecodeError(f"{source}: larger than {MAX_POSTER_BYTES} bytes")
     else:
         try:
-            data = Path(source).read_bytes()
+            data = read_poster_file(source)
         except OSError as err:
             raise ValueError(f"{source}: cannot read ({err.strerror or err})") from None
-    check_pixels(data, source, max_pixels)
-    return decode_rgb(data, source=source)
+    return decode_rgb(data, source=source, max_pixels=max_pixels)
 
 
 def _batches(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
@@ -250,6 +262,11 @@ def predict_posters(predictor: Predictor, posters: Sequence[str], batch_size: in
                 result.error = str(err)
                 log.warning("predict: %s", err)
                 continue
+            if min(rgb.shape[:2]) < MIN_SIDE:
+                result.warning = (f"{poster}: {rgb.shape[1]}x{rgb.shape[0]} pixels, smaller "
+                                  f"than {MIN_SIDE} on a side: scored, but its genres mean "
+                                  "little")
+                log.warning("predict: %s", result.warning)
             images.append(resize(rgb, predictor.image_size))
             # The full poster is kept only for its overlay (a batch of them at most).
             originals.append(rgb if explain_dir else None)

@@ -62,6 +62,8 @@ def poster_record(result: PosterResult, thresholds: np.ndarray, k: int) -> dict[
     record["top_k"] = [{"genre": genre, "probability": round(value, DIGITS)}
                        for genre, value in top_k(p, k)]
     record["explanation"] = result.explanation
+    if result.warning:
+        record["warning"] = result.warning
     return record
 
 

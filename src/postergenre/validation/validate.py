@@ -125,7 +125,8 @@ def validate_dataset(
         raise ValueError(f"out_dir must differ from data_dir: {out_dir}")
 
     labels = _read_table(labels_path)
-    probes = probe_posters(labels["poster"], data_dir, config.max_pixels)
+    probes = probe_posters(labels["poster"], data_dir, config.max_pixels,
+                           config.max_file_bytes)
     frame = validation_frame(labels, probes, record_lines(labels_path, len(labels)),
                              config.duplicate_distance)
     suite = load_suite_config()
