@@ -363,7 +363,8 @@ def test_sigkill_mid_crawl_then_rerun_equals_an_uninterrupted_run(tmp_path):
         # Killed once a third of the posters are down, then rerun.
         proc = subprocess.Popen(cmd("killed"), env=env, cwd=tmp_path,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        posters = tmp_path / "killed" / "posters"
+        # A run's new posters wait in the incoming folder until it ends well.
+        posters = tmp_path / "killed" / ".posters.incoming"
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if posters.is_dir() and sum(1 for _ in posters.glob("*.jpg")) >= 25:
@@ -438,4 +439,124 @@ def test_a_bad_imdb_id_in_links_csv_fails_its_movie_only(tmp_path):
     report = json.loads((tmp_path / "report.json").read_text())
     assert [(e["movielens_id"], e["reason"], e["detail"]) for e in report["excluded"]] == [
         ("2", "bad_imdb_id", "links.csv: imdb_id 'tt123456789' is not tt + 7 or 8 digits")]
+    assert summary["n_posters"] == 2
+
+
+# -- issue 24: a failed re-crawl loses nothing; hostile answers are let in nowhere -----------
+
+
+def _drama_catalogue(n: int, seed: int, behaviours: dict[int, str] | None = None):
+    movies = make_catalogue(n, seed=seed, behaviours=behaviours)
+    for m in movies:  # every movie ends as a poster unless its behaviour says otherwise
+        m.tmdb_genres = [(18, "Drama")]
+    return movies
+
+
+def _folder_state(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_recrawl_while_tmdb_is_down_fails_loudly_and_changes_nothing(tmp_path, capsys,
+                                                                         monkeypatch):
+    from postergenre.cli import main
+
+    services = FakeServices(_drama_catalogue(20, seed=8), api_key=KEY)
+    monkeypatch.setenv("TMDB_API_KEY", KEY)
+    monkeypatch.chdir(tmp_path)  # no params.yaml: only the flags apply
+    with ServerThread(services) as server:
+        flags = [*_cli_flags(server, tmp_path, "data"), "--tmdb-retries", "0",
+                 "--tmdb-rate-limit", "100"]
+        assert main(flags) == 0
+        before = _folder_state(tmp_path / "data")
+        assert sum(name.startswith("posters/") for name in before) == 20
+        capsys.readouterr()
+
+        services.down = True  # every request answers 503 from now on
+        flags[flags.index("--tmdb-cache-dir") + 1] = str(tmp_path / "fresh-cache")
+        code = main(flags)
+    err = capsys.readouterr().err
+    assert code == 2
+    (line,) = err.strip().splitlines()
+    assert line.startswith("postergenre ingest: error: 20 of 20 movies failed (http_503 20), "
+                           f"more than 50%: {tmp_path / 'data'} is left as it was")
+    assert _folder_state(tmp_path / "data") == before  # labels.csv and every poster
+    report = json.loads((tmp_path / "data-report.json").read_text())
+    assert report["failed"] == 20 and report["stale_posters_removed"] == 0
+
+
+def test_a_movie_whose_request_fails_keeps_its_row_and_poster(tmp_path):
+    services = FakeServices(_drama_catalogue(10, seed=9), api_key=KEY)
+    with ServerThread(services) as server:
+        _run(server, tmp_path, retries=0)
+        before = _folder_state(tmp_path / "data")
+        labels_before = read_labels(tmp_path / "data")
+        # A fresh cache: every movie is asked again. Two fail this time; one is gone from
+        # TMDb (an answer that settles it: its row and poster go).
+        services.movies[3].behaviour = services.movies[6].behaviour = "500_always"
+        gone = services.movies[8]
+        gone.behaviour = "details_404"
+        summary = _run(server, tmp_path, retries=0, cache_dir=str(tmp_path / "fresh"))
+    after = _folder_state(tmp_path / "data")
+    gone_poster = f"posters/{gone.imdb_id}.jpg"
+    assert {k: v for k, v in after.items() if k != "labels.csv"} == \
+        {k: v for k, v in before.items() if k not in ("labels.csv", gone_poster)}
+    expected = labels_before[labels_before.imdb_id != gone.imdb_id].reset_index(drop=True)
+    assert read_labels(tmp_path / "data").equals(expected)  # the failed two kept as were
+    assert summary["failed_by_reason"] == {"http_500": 2}
+    assert summary["kept_previous"] == 2 and summary["n_posters"] == 9
+    assert summary["stale_posters_removed"] == 1
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert sorted(e["movielens_id"] for e in report["excluded"]
+                  if e.get("kept_previous_row")) == ["4", "7"]
+
+
+def test_hostile_posters_are_refused_before_they_cost_memory_or_disk(tmp_path):
+    """A pixel bomb, an answer over the byte cap (no length given) and a small gzip answer
+    that inflates past it: each fails its movie, none is stored; the crawl goes on."""
+    behaviours = {1: "pixel_bomb", 2: "oversized", 3: "gzip_bomb"}
+    services = FakeServices(_drama_catalogue(8, seed=10, behaviours=behaviours), api_key=KEY)
+    with ServerThread(services) as server:
+        summary = _run(server, tmp_path, retries=0, timeout=30.0)
+    report = json.loads((tmp_path / "report.json").read_text())
+    reasons = {e["movielens_id"]: e["reason"] for e in report["excluded"]}
+    assert reasons == {"2": "too_many_pixels", "3": "too_large (over 20000000 bytes)",
+                       "4": "too_large (over 20000000 bytes)"}
+    assert summary["n_posters"] == 5
+    stored = sorted((tmp_path / "data").rglob("*"))
+    assert all(p.stat().st_size < 100_000 for p in stored if p.is_file())
+    assert not [p for p in stored if any(services.movies[i].imdb_id in p.name
+                                         for i in behaviours)]
+
+
+def test_redirect_hops_wait_for_the_rate_limiter_and_a_loop_fails_its_movie(tmp_path):
+    hops_allowed = 5  # crawler.MAX_REDIRECTS (checked last)
+    services = FakeServices(_drama_catalogue(6, seed=11, behaviours={1: "redirect_loop"}),
+                            api_key=KEY)
+    with ServerThread(services) as server:
+        summary = _run(server, tmp_path, rate_limit=5.0, retries=2)
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert [(e["movielens_id"], e["reason"]) for e in report["excluded"]] == [
+        ("2", f"too_many_redirects (over {hops_allowed})")]
+    hops = [path for _, path in services.log if path.startswith("/loop/")]
+    assert hops == [f"/loop/{n}" for n in range(1, hops_allowed + 1)]  # once, no retry
+    # Every request of the crawl, hops included, within the limit as the server counts.
+    arrivals = sorted(t for t, path in services.log if not path.startswith("/movielens/"))
+    assert max(bisect.bisect_right(arrivals, t + 1.0) - i
+               for i, t in enumerate(arrivals)) <= 5
+    assert summary["http"]["requests"] == len(arrivals)
+    from postergenre.sources.crawler import MAX_REDIRECTS
+
+    assert hops_allowed == MAX_REDIRECTS
+
+
+def test_an_imdb_id_of_non_ascii_digits_fails_its_movie(tmp_path):
+    movies = _drama_catalogue(3, seed=12)
+    movies[1].imdb = None  # TMDb's imdb_id is used: Arabic-Indic digits, \d's match
+    movies[1].tmdb_imdb_id = "tt\u0661\u0662\u0663\u0664\u0665\u0666\u0667"
+    with ServerThread(FakeServices(movies, api_key=KEY)) as server:
+        summary = _run(server, tmp_path)
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert [(e["movielens_id"], e["reason"]) for e in report["excluded"]] == [
+        ("2", "bad_imdb_id")]
     assert summary["n_posters"] == 2

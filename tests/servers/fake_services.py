@@ -12,19 +12,28 @@ Each movie has a `behaviour` that scripts what goes wrong for it: `details_404`,
 status 200), `429_once` (one 429 with Retry-After), `500_once`, `500_always`,
 `slow_once`, `slow_always` (longer than the client's timeout), `not_json` (details
 answered 200 with an HTML page), `genres_strings` (details whose `genres` is a list of
-names, not of {id, name}). A movie's `tmdb_imdb_id` replaces the imdb_id its details
-answer (`../../x`, say), and `imdb=None` leaves links.csv's imdbId empty. Every request's
+names, not of {id, name}). Hostile posters (issue 24): `pixel_bomb` (a PNG of 8000 x 8000
+pixels in 64 KB, which decodes), `oversized` (a poster padded to 25 MB, sent in chunks
+without a length), `gzip_bomb` (the same, gzip-compressed to a few tens of KB, sent with
+`Content-Encoding: gzip`), `redirect_loop` (a redirect to `/loop/1`, which redirects to
+`/loop/2`, and so on forever). `down = True` answers every TMDb request (API and
+images) with 503. A movie's `tmdb_imdb_id` replaces the imdb_id its details answer
+(`../../x`, say), and `imdb=None` leaves links.csv's imdbId empty. Every request's
 arrival time and path (never its query) is logged, for rate checks (`GET /_stats`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import gzip
 import hashlib
 import io
+import struct
 import threading
 import time
 import zipfile
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -34,7 +43,8 @@ from aiohttp import web
 
 BEHAVIOURS = ("ok", "details_404", "no_poster_path", "poster_404", "truncated", "html",
               "429_once", "500_once", "500_always", "slow_once", "slow_always", "not_json",
-              "genres_strings")
+              "genres_strings", "pixel_bomb", "oversized", "gzip_bomb", "redirect_loop")
+PADDED_SIZE = 25_000_000  # an `oversized` poster: over the crawler's 20 MB cap
 _ML_GENRES = ["Action", "Adventure", "Animation", "Children", "Comedy", "Crime", "Drama",
               "Fantasy", "Film-Noir", "Horror", "IMAX", "Musical", "Mystery", "Romance",
               "Sci-Fi", "Thriller", "War", "Western", "Documentary"]
@@ -92,6 +102,29 @@ def poster_jpeg(tmdb_id: int, width: int = 40, height: int = 60) -> bytes:
     return buf.tobytes()
 
 
+@functools.cache
+def pixel_bomb_png(side: int = 8000) -> bytes:
+    """A whole, decodable grey PNG of side x side pixels (64 Mpx: over validate's 40 Mpx
+    bound; 192 MB once decoded to colour) in about 64 KB."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    pixels = zlib.compressobj(9)
+    row = bytes(side + 1)  # filter byte 0, then black pixels
+    data = b"".join(pixels.compress(row) for _ in range(side)) + pixels.flush()
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data)
+            + chunk(b"IEND", b""))
+
+
+@functools.cache
+def padded_poster(tmdb_id: int) -> bytes:
+    """A real JPEG poster followed by zeros up to PADDED_SIZE (decoders stop at its end)."""
+    body = poster_jpeg(tmdb_id)
+    return body + bytes(PADDED_SIZE - len(body))
+
+
 def movielens_zip(movies: list[FakeMovie], release: str = "ml-latest-small") -> bytes:
     """A release zip with links.csv and movies.csv (fixed timestamps: same bytes always)."""
     links = ["movieId,imdbId,tmdbId"] + [
@@ -118,6 +151,7 @@ class FakeServices:
     latency: float = 0.0  # added to every request
     slow_seconds: float = 3.0  # how long a slow response takes
     release: str = "ml-latest-small"
+    down: bool = False  # every TMDb request answered 503
     hits: Counter = field(default_factory=Counter)
     log: list[tuple[float, str]] = field(default_factory=list)
 
@@ -181,6 +215,26 @@ class FakeServices:
         movie = self.by_tmdb.get(tmdb_id)
         if movie is None or movie.behaviour == "poster_404":
             raise web.HTTPNotFound()
+        if movie.behaviour == "redirect_loop":
+            raise web.HTTPFound("/loop/1")
+        if movie.behaviour == "pixel_bomb":
+            return web.Response(body=pixel_bomb_png(), content_type="image/png")
+        if movie.behaviour == "gzip_bomb":
+            return web.Response(body=gzip.compress(padded_poster(movie.tmdb_id), 9),
+                                content_type="image/jpeg",
+                                headers={"Content-Encoding": "gzip"})
+        if movie.behaviour == "oversized":  # chunked: no Content-Length to refuse it by
+            response = web.StreamResponse(headers={"Content-Type": "image/jpeg"})
+            response.enable_chunked_encoding()
+            await response.prepare(request)
+            data = padded_poster(movie.tmdb_id)
+            try:
+                for start in range(0, len(data), 1 << 16):
+                    await response.write(data[start:start + (1 << 16)])
+                await response.write_eof()
+            except (ConnectionError, RuntimeError):
+                pass  # the client stopped reading, as it should
+            return response
         body = poster_jpeg(movie.tmdb_id)
         if movie.behaviour == "truncated":
             return web.Response(body=body[: len(body) // 2], content_type="image/jpeg")
@@ -188,6 +242,9 @@ class FakeServices:
             return web.Response(text="<html><body>Service unavailable</body></html>",
                                 content_type="text/html")
         return web.Response(body=body, content_type="image/jpeg")
+
+    async def _loop(self, request: web.Request) -> web.Response:
+        raise web.HTTPFound(f"/loop/{int(request.match_info['n']) + 1}")
 
     async def _stats(self, request: web.Request) -> web.Response:
         return web.json_response({"times": [t for t, _ in self.log],
@@ -199,6 +256,8 @@ class FakeServices:
             self.log.append((time.monotonic(), request.path))
             if self.latency:
                 await asyncio.sleep(self.latency)
+            if self.down and request.path.startswith(("/3/", "/t/p/")):
+                return web.Response(status=503, text="service unavailable")
         return await handler(request)
 
     def app(self) -> web.Application:
@@ -206,6 +265,7 @@ class FakeServices:
         app.router.add_get("/movielens/{name}", self._movielens)
         app.router.add_get("/3/movie/{tmdb_id}", self._details)
         app.router.add_get("/t/p/{size}/{file}", self._poster)
+        app.router.add_get("/loop/{n}", self._loop)
         app.router.add_get("/_stats", self._stats)
         return app
 

@@ -16,7 +16,16 @@ One `Fetcher` serves a whole crawl:
 - retries with exponential backoff and full jitter on 429, 5xx, timeouts and broken
   connections; a 429's `Retry-After` pauses the whole limiter (every request, not just
   the one refused), since the server is telling the client, not the request, to wait;
-- a timeout per attempt.
+- a timeout per request;
+- redirects followed here, not inside aiohttp, so each hop is a request like any other:
+  it waits for the rate limiter and counts in the stats; at most `MAX_REDIRECTS` hops (a
+  redirect loop fails its request at once, it is not retried), to http(s) only, and a
+  hop to another host carries neither the query nor the headers (the credential);
+- a byte cap on every answer (images.MAX_POSTER_BYTES, the one cap predict and validate
+  use too), read as a stream: a Content-Length over it is refused before the body is read,
+  a body is refused as soon as it passes it, and a gzip or deflate body is inflated here,
+  a bounded piece at a time, so a small compressed answer cannot inflate past the cap in
+  memory either. Such an answer fails its request (`too_large`) without a retry.
 
 Nothing here logs or returns a URL's query string: that is where a TMDb v3 key travels.
 """
@@ -29,16 +38,24 @@ import logging
 import math
 import random
 import time
+import zlib
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+from yarl import URL
+
+from postergenre.data.images import MAX_POSTER_BYTES
 
 log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+MAX_REDIRECTS = 5
+# Content codings this client inflates itself (bounded); aiohttp would also offer br.
+ACCEPT_ENCODING = "gzip, deflate"
 
 
 class FetchFailedError(Exception):
@@ -177,10 +194,12 @@ def retry_after_seconds(value: str | None) -> float | None:
 
 
 class Fetcher:
-    """GET with concurrency bound, rate limit, retries and timeouts (see the module doc)."""
+    """GET with concurrency bound, rate limit, retries, timeouts, redirects and a byte cap
+    (see the module doc)."""
 
     def __init__(self, session: aiohttp.ClientSession, *, rate: float, concurrency: int,
-                 timeout: float, retry: RetryPolicy, seed: int | None = None) -> None:
+                 timeout: float, retry: RetryPolicy, seed: int | None = None,
+                 max_bytes: int = MAX_POSTER_BYTES) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
         self.session = session
@@ -188,28 +207,46 @@ class Fetcher:
         self.slots = asyncio.Semaphore(concurrency)
         self.timeout = aiohttp.ClientTimeout(total=timeout)
         self.retry = retry
+        self.max_bytes = max_bytes
         self.stats = FetchStats()
         self._rng = random.Random(seed)
 
     async def _attempt(self, url: str, params: dict | None, headers: dict | None) -> Response:
+        """One try: the request and each redirect hop after it (see the module doc)."""
+        target: str | URL = url
+        headers = {**(headers or {}), "Accept-Encoding": ACCEPT_ENCODING}
         async with self.slots:
-            await self.limiter.acquire()
-            released = False
-            try:
-                self.stats.requests += 1
-                async with self.session.get(url, params=params, headers=headers,
-                                            timeout=self.timeout,
-                                            allow_redirects=True) as resp:
-                    # The headers are here: the server has seen the request.
-                    self.limiter.release()
-                    released = True
-                    return await self._read(resp, url)
-            finally:
-                if not released:  # timeout or broken connection before any answer
-                    self.limiter.release()
+            for _ in range(MAX_REDIRECTS + 1):
+                await self.limiter.acquire()
+                released = False
+                try:
+                    self.stats.requests += 1
+                    async with self.session.get(target, params=params, headers=headers,
+                                                timeout=self.timeout, allow_redirects=False,
+                                                auto_decompress=False) as resp:
+                        # The headers are here: the server has seen the request.
+                        self.limiter.release()
+                        released = True
+                        location = resp.headers.get("Location")
+                        if resp.status not in REDIRECT_STATUSES or not location:
+                            return await self._read(resp, url)
+                        here = resp.url
+                finally:
+                    if not released:  # timeout or broken connection before any answer
+                        self.limiter.release()
+                try:
+                    target = here.join(URL(location))
+                except ValueError:
+                    raise FetchFailedError("bad_redirect", url) from None
+                if target.scheme not in ("http", "https"):
+                    raise FetchFailedError("bad_redirect", url)
+                params = None  # the hop's URL is the server's, query and all
+                if target.origin() != here.origin():
+                    headers = {"Accept-Encoding": ACCEPT_ENCODING}
+        raise FetchFailedError(f"too_many_redirects (over {MAX_REDIRECTS})", url)
 
     async def _read(self, resp: aiohttp.ClientResponse, url: str) -> Response:
-        body = await resp.read()
+        body = await self._body(resp, url)
         if resp.status == 429:
             wait = retry_after_seconds(resp.headers.get("Retry-After"))
             if wait is not None:
@@ -217,6 +254,35 @@ class Fetcher:
                     raise FetchFailedError(f"rate_limited (Retry-After {wait:.0f} s)", url)
                 self.limiter.pause(wait)
         return Response(resp.status, body, resp.headers.get("Content-Type", ""))
+
+    async def _body(self, resp: aiohttp.ClientResponse, url: str) -> bytes:
+        """The answer's body, inflated, read up to the byte cap (see the module doc)."""
+        cap = self.max_bytes
+        too_large = f"too_large (over {cap} bytes)"
+        if resp.content_length is not None and resp.content_length > cap:
+            raise FetchFailedError(too_large, url)
+        coding = resp.headers.get("Content-Encoding", "identity").strip().lower()
+        if coding not in ("identity", "gzip", "x-gzip", "deflate"):
+            raise FetchFailedError(f"unsupported_encoding ({coding[:20]})", url)
+        # wbits 47: a gzip or a zlib stream, told by its header ("deflate" is zlib's).
+        inflate = None if coding == "identity" else zlib.decompressobj(47)
+        body = bytearray()
+        try:
+            async for chunk in resp.content.iter_chunked(1 << 16):
+                if inflate is not None:
+                    chunk = inflate.decompress(chunk, cap + 1 - len(body))
+                    if inflate.unconsumed_tail:  # more output than the cap has room for
+                        raise FetchFailedError(too_large, url)
+                body += chunk
+                if len(body) > cap:
+                    raise FetchFailedError(too_large, url)
+            if inflate is not None:
+                body += inflate.flush()
+        except zlib.error:
+            raise FetchFailedError(f"bad_encoding ({coding})", url) from None
+        if len(body) > cap:
+            raise FetchFailedError(too_large, url)
+        return bytes(body)
 
     async def get(self, url: str, params: dict | None = None,
                   headers: dict | None = None) -> Response:

@@ -7,8 +7,9 @@ must never delete other data.
 Sources that write a whole new set (demo, local, dvc) build it with `building(out)`: in a
 sibling temporary folder that replaces `out` only once complete, so a crash midway leaves
 the previous set untouched, and a smaller new set leaves none of the old files behind.
-The tmdb source instead fills `out` in place (a crawl is resumed, not restarted), with
-atomic per-file writes and `remove_partial_files` for what a killed run left.
+The tmdb source instead updates `out` (a crawl is resumed, not restarted): new posters
+wait in `INCOMING_DIR` until the run ends well, every file is written atomically, and
+`remove_partial_files` deletes what a killed run left.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from pathlib import Path
 
 from postergenre.data.labels import LABELS_FILE, POSTERS_DIR
 
+# The tmdb source's new posters, until its run ends well (sources/tmdb.py).
+INCOMING_DIR = ".posters.incoming"
+
 
 def check_dataset_dir(out: Path) -> None:
     """Refuse a folder that holds more than a poster data set."""
@@ -29,7 +33,8 @@ def check_dataset_dir(out: Path) -> None:
         return
     if not out.is_dir():
         raise FileExistsError(f"{out} exists and is not a folder")
-    extra = sorted(p.name for p in out.iterdir() if p.name not in (LABELS_FILE, POSTERS_DIR)
+    extra = sorted(p.name for p in out.iterdir()
+                   if p.name not in (LABELS_FILE, POSTERS_DIR, INCOMING_DIR)
                    and not p.name.startswith(f".{LABELS_FILE}."))
     if extra:
         raise FileExistsError(

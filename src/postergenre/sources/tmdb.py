@@ -24,9 +24,22 @@ interrupted:
   an answer's `../../x` must never write outside the output folder;
 - `labels.csv` is written last, from the cache alone, in MovieLens order, so an
   interrupted-then-resumed crawl writes the same bytes as an uninterrupted one.
-So, unlike the other sources, it fills its output folder in place rather than building a
-new one beside it (outdir.building): a resumed crawl must find the posters the
-interrupted one left there.
+So, unlike the other sources, it does not build a whole new folder beside the output
+(outdir.building): a resumed crawl must find the posters the interrupted one left. New
+posters are written into `<out>/.posters.incoming/` and moved into `posters/` only when
+the run ends well.
+
+Nothing lost (issue 24): a movie whose request fails this run (retries exhausted, an
+unusable answer) keeps its row and poster from the previous `labels.csv`, if it had one;
+only an answer that settles it (TMDb has no such movie, or no poster, any more) removes
+it. A run in which more than `MAX_FAILED_FRACTION` of the movies failed (TMDb down, a
+proxy answering for it) fails with one error, after writing its report, and changes
+nothing in the output: `labels.csv` and `posters/` stay as they were, the posters it did
+fetch wait in the incoming folder for the rerun.
+
+Nothing let in: every answer is read through the crawler's byte cap (crawler.Fetcher), and
+a poster is kept only once images.py's one guard allows it (a poster format, a readable
+header within the pixel bound) and it decodes.
 
 Politeness: TMDb asks clients to stay under about 40 requests per second (its "upper
 limit" since the 2019 change); the default `rate_limit` (TmdbSourceConfig) is half that,
@@ -41,6 +54,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -53,11 +67,17 @@ from tqdm import tqdm
 
 from postergenre.atomic import atomic_open, write_json
 from postergenre.configs import TmdbSourceConfig
-from postergenre.data.images import PosterDecodeError, decode_rgb
-from postergenre.data.labels import LABEL_COLUMNS, LABELS_FILE, POSTERS_DIR, write_table
+from postergenre.data.images import PosterDecodeError, TooManyPixelsError, decode_rgb
+from postergenre.data.labels import (
+    LABEL_COLUMNS,
+    LABELS_FILE,
+    POSTERS_DIR,
+    read_labels,
+    write_table,
+)
 from postergenre.sources import genre_mapping, movielens
 from postergenre.sources.crawler import Fetcher, FetchFailedError, RetryPolicy
-from postergenre.sources.outdir import check_dataset_dir, remove_partial_files
+from postergenre.sources.outdir import INCOMING_DIR, check_dataset_dir, remove_partial_files
 from postergenre.sources.tmdb_api import (
     DEFAULT_API_URL,
     DEFAULT_IMAGE_URL,
@@ -65,6 +85,7 @@ from postergenre.sources.tmdb_api import (
     TmdbAuth,
     TmdbAuthError,
     TmdbClient,
+    TmdbError,
 )
 
 log = logging.getLogger(__name__)
@@ -72,9 +93,15 @@ log = logging.getLogger(__name__)
 _DETAIL_KEYS = ("id", "imdb_id", "title", "release_date", "genres", "poster_path")
 _POSTER_EXTS = (".jpg", ".jpeg", ".png", ".webp")
 # What an IMDb title id looks like (7 digits until 2017, 8 since): it becomes a file name.
-IMDB_ID = re.compile(r"^tt\d{7,8}$")
+IMDB_ID = re.compile(r"tt[0-9]{7,8}")  # fullmatch; [0-9]: \d takes any Unicode digit
 # TMDb's poster paths: "/kqjL17yufvn9OVLyXYpvtyrFfak.jpg" (it becomes part of a CDN URL).
 _POSTER_PATH = re.compile(r"^/[A-Za-z0-9_-][A-Za-z0-9_.-]*$")
+# A run in which more movies than this share failed changes nothing (see the module doc).
+MAX_FAILED_FRACTION = 0.5
+
+
+class TmdbCrawlError(TmdbError):
+    """Too many movies failed: the output folder was left as it was."""
 
 
 def default_cache_dir() -> Path:
@@ -115,13 +142,16 @@ def details_problem(found: Any) -> str | None:
 
 
 def poster_problem(body: bytes, content_type: str) -> str | None:
-    """Why these bytes are not a usable poster, or None when OpenCV decodes them."""
+    """Why these bytes are not a usable poster, or None when images.py's guard lets them
+    through and OpenCV decodes them."""
     if not body:
         return "empty_body"
     if "html" in content_type.lower() or body.lstrip()[:1] == b"<":
         return "html_body"
     try:
         decode_rgb(body)
+    except TooManyPixelsError:
+        return "too_many_pixels"
     except PosterDecodeError:
         return "undecodable_image"
     return None
@@ -133,7 +163,7 @@ class _Crawl:
     def __init__(self, client: TmdbClient, out: Path, cache: Path, label_source: str) -> None:
         self.client = client
         self.out = out
-        self.posters = out / POSTERS_DIR
+        self.incoming = out / INCOMING_DIR  # this run's new posters, until it ends well
         self.details_dir = cache / "tmdb" / "details"
         # Poster outcomes depend on the output folder and the size: keyed by both.
         key = hashlib.sha1(str(out).encode()).hexdigest()[:12]
@@ -188,7 +218,7 @@ class _Crawl:
         imdb_id = movie.imdb_id or (details.get("imdb_id") or "")
         if not imdb_id:
             return Outcome(movie, "missing", "no_imdb_id", from_cache=cached)
-        if not IMDB_ID.match(imdb_id):
+        if not IMDB_ID.fullmatch(imdb_id):
             # It would become a file name: `../../x` must not write outside the folder.
             where = "links.csv" if movie.imdb_id else f"TMDb movie {movie.tmdb_id}"
             if not movie.imdb_id:  # TMDb may fix its answer: ask again on the next run
@@ -213,7 +243,7 @@ class _Crawl:
         if state and state.get("poster_path") == poster_path:
             if state.get("outcome") == "not_found":
                 return Outcome(movie, "missing", "poster_not_found", from_cache=cached)
-            if state.get("outcome") == "fetched" and (self.out / rel).is_file():
+            if state.get("outcome") == "fetched" and _poster_file(self.out, rel) is not None:
                 return Outcome(movie, "skipped", row=row, from_cache=cached)
         resp = await self.client.poster(poster_path)
         if resp.status == 404:
@@ -222,11 +252,19 @@ class _Crawl:
         if resp.status != 200:
             return Outcome(movie, "failed", f"poster_http_{resp.status}")
         problem = await asyncio.to_thread(_check_and_write, resp.body, resp.content_type,
-                                          self.out / rel)
+                                          self.incoming / Path(rel).name)
         if problem:
             return Outcome(movie, "failed", problem)
         write_json(state_path, {"poster_path": poster_path, "outcome": "fetched"})
         return Outcome(movie, "fetched", row=row)
+
+
+def _poster_file(out: Path, rel: str) -> Path | None:
+    """Where a row's poster is: fetched this run (the incoming folder), or before."""
+    for path in (out / INCOMING_DIR / Path(rel).name, out / rel):
+        if path.is_file():
+            return path
+    return None
 
 
 def _tmdb_title(details: dict) -> str:
@@ -288,32 +326,63 @@ def _redact(text: str, secrets: tuple[str, ...]) -> str:
     return text
 
 
-def _assemble(outcomes: list[Outcome]) -> tuple[list[dict], list[dict]]:
-    """Rows to keep (first of each imdb_id, MovieLens order) and exclusions with reasons."""
+def _previous_rows(out: Path) -> dict[str, dict]:
+    """The rows of the output's current labels.csv whose poster is there, by MovieLens id:
+    what a movie that fails this run keeps."""
+    path = out / LABELS_FILE
+    if not path.is_file():
+        return {}
+    table = read_labels(path, require_rows=False)
+    rows = {}
+    for row in table.to_dict("records"):
+        if row.get("movielens_id") and (out / row["poster"]).is_file():
+            rows[row["movielens_id"]] = {c: row.get(c, "") for c in LABEL_COLUMNS}
+    return rows
+
+
+def _assemble(outcomes: list[Outcome], previous: dict[str, dict]
+              ) -> tuple[list[dict], list[dict]]:
+    """Rows to keep (first of each imdb_id, MovieLens order) and exclusions with reasons.
+    A failed movie keeps its `previous` row (and is still reported as failed)."""
     rows, excluded, seen = [], [], set()
     for o in outcomes:
         m = o.movie
-        if o.row is not None and o.row["imdb_id"] in seen:
-            o.status, o.reason, o.row = "missing", "duplicate_imdb_id", None
+        row = o.row
+        if row is None and o.status == "failed":
+            row = previous.get(m.movielens_id)  # a failure settles nothing: kept
+        if row is not None and row["imdb_id"] in seen:
+            if o.row is not None:
+                o.status, o.reason, o.row = "missing", "duplicate_imdb_id", None
+            row = None
         if o.row is None:
             excluded.append({"movielens_id": m.movielens_id, "tmdb_id": m.tmdb_id,
                              "imdb_id": m.imdb_id, "title": m.title,
                              "outcome": "failed" if o.status == "failed" else "missing",
-                             "reason": o.reason, **({"detail": o.detail} if o.detail else {})})
-            continue
-        seen.add(o.row["imdb_id"])
-        rows.append(o.row)
+                             "reason": o.reason, **({"detail": o.detail} if o.detail else {}),
+                             **({"kept_previous_row": True} if row is not None else {})})
+        if row is not None:
+            seen.add(row["imdb_id"])
+            rows.append(row)
     return rows, excluded
 
 
-def _prune(posters: Path, keep: set[str]) -> int:
-    """Delete posters the labels no longer name (a previous run's, or another set's)."""
+def _commit(out: Path, rows: list[dict]) -> int:
+    """Move this run's posters into posters/, write labels.csv, then delete the posters it
+    no longer names and the incoming folder; the posters removed."""
+    incoming = out / INCOMING_DIR
+    posters = out / POSTERS_DIR
+    for row in rows:
+        fetched = incoming / Path(row["poster"]).name
+        if fetched.is_file():
+            os.replace(fetched, out / row["poster"])
+    write_table(pd.DataFrame(rows, columns=list(LABEL_COLUMNS)), out / LABELS_FILE)
+    keep = {row["poster"] for row in rows}
     removed = 0
-    if posters.is_dir():
-        for path in posters.iterdir():
-            if path.is_file() and f"{POSTERS_DIR}/{path.name}" not in keep:
-                path.unlink()
-                removed += 1
+    for path in posters.iterdir():
+        if path.is_file() and f"{POSTERS_DIR}/{path.name}" not in keep:
+            path.unlink()
+            removed += 1
+    shutil.rmtree(incoming, ignore_errors=True)
     return removed
 
 
@@ -325,7 +394,8 @@ def ingest_tmdb(out_dir: str | os.PathLike[str], config: TmdbSourceConfig, *,
     Credentials come from `auth`, else from the environment (TmdbAuth.from_env): they are
     never a setting. The JSON report (the summary plus every excluded movie and why) goes
     to `report_path`, else into the cache folder. Returns the summary, without the
-    per-movie exclusion list.
+    per-movie exclusion list. Raises TmdbCrawlError, the output left as it was, when more
+    than MAX_FAILED_FRACTION of the movies failed (see the module doc).
     """
     if config.label_source not in genre_mapping.LABEL_SOURCES:
         raise ValueError(f"unknown label_source {config.label_source!r}; choose one of "
@@ -347,7 +417,9 @@ def ingest_tmdb(out_dir: str | os.PathLike[str], config: TmdbSourceConfig, *,
     if config.max_movies:
         movies = movies[:config.max_movies]
     (out / POSTERS_DIR).mkdir(parents=True, exist_ok=True)
-    leftovers = remove_partial_files(out / POSTERS_DIR) + remove_partial_files(out)
+    previous = _previous_rows(out)
+    leftovers = sum(remove_partial_files(folder)
+                    for folder in (out / POSTERS_DIR, out / INCOMING_DIR, out))
     if leftovers:
         log.info("removed %d partial file(s) an interrupted run left in %s", leftovers, out)
 
@@ -364,9 +436,10 @@ def ingest_tmdb(out_dir: str | os.PathLike[str], config: TmdbSourceConfig, *,
             return outcomes, fetcher.stats.as_dict(), crawl.unknown_genres
 
     outcomes, http, unknown = asyncio.run(run())
-    rows, excluded = _assemble(outcomes)
-    write_table(pd.DataFrame(rows, columns=list(LABEL_COLUMNS)), out / LABELS_FILE)
-    pruned = _prune(out / POSTERS_DIR, {r["poster"] for r in rows})
+    rows, excluded = _assemble(outcomes, previous)
+    failed = sum(o.status == "failed" for o in outcomes)
+    refused = failed > MAX_FAILED_FRACTION * len(movies)
+    pruned = 0 if refused else _commit(out, rows)
 
     statuses = Counter(o.status for o in outcomes)
     by_reason = {kind: dict(sorted(Counter(e["reason"] for e in excluded
@@ -382,6 +455,7 @@ def ingest_tmdb(out_dir: str | os.PathLike[str], config: TmdbSourceConfig, *,
         "failed": sum(by_reason["failed"].values()),
         "missing_by_reason": by_reason["missing"], "failed_by_reason": by_reason["failed"],
         "unknown_genres": dict(sorted(unknown.items())),
+        "kept_previous": sum(bool(e.get("kept_previous_row")) for e in excluded),
         "http": http, "partial_files_removed": leftovers, "stale_posters_removed": pruned,
         "rate_limit": config.rate_limit, "concurrency": config.concurrency,
         "seconds": round(time.monotonic() - started, 2),
@@ -390,6 +464,13 @@ def ingest_tmdb(out_dir: str | os.PathLike[str], config: TmdbSourceConfig, *,
         cache / "reports" / f"ingest-{hashlib.sha1(str(out).encode()).hexdigest()[:12]}.json")
     summary["report"] = str(report)
     write_json(report, {**summary, "excluded": excluded})
+    if refused:
+        reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(
+            by_reason["failed"].items(), key=lambda item: -item[1])[:3])
+        raise TmdbCrawlError(
+            f"{failed} of {len(movies)} movies failed ({reasons}), more than "
+            f"{MAX_FAILED_FRACTION:.0%}: {out} is left as it was (report: {report}); rerun "
+            "once TMDb answers again: what this run fetched is not asked for again")
     log.info("tmdb ingest: %d posters in %s (%d fetched, %d skipped, %d missing, %d failed)",
              len(rows), out, summary["fetched"], summary["skipped"], summary["missing"],
              summary["failed"])
