@@ -2,10 +2,15 @@
 no TensorFlow in a worker, a bad poster named from inside a worker, a caller's script
 without a main guard, and as many workers as the CPUs (and a pod's CPU limit) allow."""
 
+import contextlib
 import hashlib
 import os
+import re
+import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -169,3 +174,222 @@ def test_no_cgroup_files_means_no_limit(tmp_path):
 @pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="Linux affinity")
 def test_available_cpus_never_exceed_the_affinity_mask():
     assert 1 <= available_cpus() <= len(os.sched_getaffinity(0))
+
+
+# -- issue 24: augment's output is swapped in whole; its workers die with it ------------------
+
+
+def _tree_digests(folder: Path) -> dict[str, str]:
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _descendants(pid: int) -> dict[int, int]:
+    """{pid: generation} of every living (not zombie) descendant of `pid`, from /proc."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            parents[int(entry)] = int(fields[1])
+    found: dict[int, int] = {}
+    frontier = [(pid, 0)]
+    while frontier:
+        parent, generation = frontier.pop()
+        for child in (c for c, p in parents.items() if p == parent):
+            found[child] = generation + 1
+            frontier.append((child, generation + 1))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.fixture(scope="module")
+def long_split(tiny_split, tmp_path_factory) -> Path:
+    """tiny_split with each table's rows 20 times over: an augment that runs for seconds."""
+    folder = tmp_path_factory.mktemp("long") / "split"
+    folder.mkdir()
+    for table in tiny_split.glob("*.csv"):
+        header, *rows = table.read_text().splitlines(keepends=True)
+        (folder / table.name).write_text(header + "".join(rows * 20))
+    return folder
+
+
+def _prepared_copy(tiny_prepared: Path, tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    out = tmp_path / "prepared"
+    out.mkdir()
+    for path in tiny_prepared.iterdir():
+        (out / path.name).write_bytes(path.read_bytes())
+    return out, _tree_digests(out)
+
+
+def _augment_with_workers_stopped(data: Path, split: Path, out: Path, cwd: Path):
+    """`postergenre augment` in a child process, once its workers are up: the workers
+    stopped (SIGSTOP), so the run cannot end before the test does its part. Returns the
+    process and {worker pid: generation} of its descendants (the workers are the 2nd)."""
+    proc = subprocess.Popen([sys.executable, "-m", "postergenre.cli", "augment", "--data",
+                             str(data), "--split", str(split), "--out", str(out),
+                             "--image-size", str(TINY_IMAGE), "--shard-size", "64"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd)
+    while True:  # the workers come up with the pool, before the first poster
+        family = _descendants(proc.pid)
+        workers = [p for p, generation in family.items() if generation == 2]
+        if len(workers) >= available_cpus() or proc.poll() is not None:
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, proc.communicate()
+    for pid in workers:
+        os.kill(pid, signal.SIGSTOP)
+    return proc, workers, family
+
+
+def _still_alive(pids, bound: float = 60.0) -> list[int]:
+    """Those of `pids` still alive once they all ended, or `bound` seconds passed (a bound
+    for failures only: an ending process leaves /proc at once)."""
+    deadline = time.monotonic() + bound
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return [pid for pid in pids if _alive(pid)]
+
+
+def _output_ends(proc: subprocess.Popen, bound: float = 120.0) -> tuple[bytes, bytes] | None:
+    """The process's stdout and stderr once every holder of them closed them (EOF), or
+    None if they are still open after `bound` seconds (a bound for failures only)."""
+    got: dict = {}
+    reader = threading.Thread(target=lambda: got.update(out=proc.stdout.read(),
+                                                        err=proc.stderr.read()), daemon=True)
+    reader.start()
+    reader.join(bound)
+    return None if reader.is_alive() else (got["out"], got["err"])
+
+
+def test_a_killed_augment_leaves_the_old_output_and_no_process_behind(
+        tiny_data, long_split, tiny_prepared, tmp_path):
+    out, before = _prepared_copy(tiny_prepared, tmp_path)
+    proc, workers, family = _augment_with_workers_stopped(tiny_data, long_split, out, tmp_path)
+    try:
+        proc.kill()
+        proc.wait(30)
+        for pid in workers:
+            os.kill(pid, signal.SIGCONT)
+        ended = _output_ends(proc)
+        left = _still_alive(family)
+    finally:
+        for pid in family:  # whatever the code under test left: ended here, by pid
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    assert ended is not None, "the workers kept the killed augment's output open"
+    assert left == []
+    assert _tree_digests(out) == before  # the old manifest beside its own shards
+
+
+def test_a_killed_worker_is_one_line_and_the_old_output_stays(
+        tiny_data, long_split, tiny_prepared, tmp_path):
+    out, before = _prepared_copy(tiny_prepared, tmp_path)
+    proc, workers, family = _augment_with_workers_stopped(tiny_data, long_split, out, tmp_path)
+    try:
+        os.kill(workers[0], signal.SIGKILL)  # as the kernel's OOM killer would
+        for pid in workers[1:]:
+            os.kill(pid, signal.SIGCONT)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        for pid in family:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    assert proc.returncode == 2, err.decode()[-3000:]
+    (line,) = err.decode().strip().splitlines()
+    assert re.fullmatch(rf"postergenre augment: error: augment \w+: a worker process ended "
+                        rf"abruptly \(killed, perhaps for lack of memory\) while rendering "
+                        rf"{re.escape(str(tiny_data))}/posters/tt\d+\.jpg or one of the \d+ "
+                        r"poster\(s\) after it; the output folder is left as it was", line), line
+    assert _tree_digests(out) == before
+
+
+def test_a_full_disk_is_one_line_naming_the_shard_and_the_old_output_stays(
+        tiny_data, tiny_split, tiny_prepared, tmp_path):
+    import resource
+
+    out, before = _prepared_copy(tiny_prepared, tmp_path)
+
+    def small_files() -> None:  # in the child: writes past 16 KB fail, without SIGXFSZ
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (16384, 16384))
+
+    done = subprocess.run([sys.executable, "-m", "postergenre.cli", "augment", "--data",
+                           str(tiny_data), "--split", str(tiny_split), "--out", str(out),
+                           "--image-size", "48"], capture_output=True, text=True,
+                          preexec_fn=small_files, cwd=tmp_path, timeout=600)
+    assert done.returncode == 2, done.stderr[-3000:]
+    (line,) = done.stderr.strip().splitlines()
+    assert re.fullmatch(rf"postergenre augment: error: {re.escape(str(out))}\.partial/"
+                        r"\w+-00000\.tfrecord: File too large", line), line
+    assert _tree_digests(out) == before
+
+
+def test_an_undecodable_poster_leaves_the_old_output(tiny_data, tiny_split, tiny_prepared,
+                                                      tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_data, broken)
+    bad = broken / read_labels(tiny_split / "test.csv")["poster"].iloc[-1]
+    bad.write_bytes(b"\xff\xd8\xff not a whole jpeg")
+    out, before = _prepared_copy(tiny_prepared, tmp_path)
+    with pytest.raises(PosterDecodeError, match=f"{bad}: not a decodable image"):
+        augment_and_shard(broken, tiny_split, out, AugmentConfig(image_size=48))
+    assert _tree_digests(out) == before
+    assert not (tmp_path / "prepared.partial").exists()
+
+
+def test_a_second_augment_on_the_same_output_is_one_line(tiny_data, tiny_split,
+                                                         tiny_prepared, tmp_path, capsys):
+    import fcntl
+
+    from postergenre.cli import main
+
+    out, before = _prepared_copy(tiny_prepared, tmp_path)
+    partial = tmp_path / "prepared.partial"
+    partial.mkdir()
+    held = os.open(partial, os.O_RDONLY | os.O_DIRECTORY)  # as a running augment holds it
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        code = main(["augment", "--data", str(tiny_data), "--split", str(tiny_split),
+                     "--out", str(out), "--image-size", "48"])
+    finally:
+        os.close(held)
+    assert code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == (f"postergenre augment: error: {out}: another process is writing it (its "
+                    "prepared.partial folder is locked); wait for it to finish or stop it")
+    assert _tree_digests(out) == before
+
+
+def test_a_fifo_poster_is_refused_by_the_worker_not_waited_on(tiny_data, tiny_split, tmp_path):
+    fifo = tmp_path / "poster.jpg"
+    os.mkfifo(fifo)
+    settings = RenderSettings(TINY_IMAGE, ("hflip",), 0.8, 0.1, 0, 90)
+    job = PosterJob(str(fifo), "tt0000001", "train", bytes(19), 0)
+    got: dict = {}
+
+    def render() -> None:
+        try:
+            render_poster(job, settings)
+        except PosterDecodeError as err:
+            got["error"] = str(err)
+
+    worker = threading.Thread(target=render, daemon=True)
+    worker.start()
+    worker.join(120)  # a bound for a failure only: refusing the FIFO takes no time
+    if worker.is_alive():
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        worker.join(10)
+        pytest.fail("the worker waited on a FIFO")
+    assert got == {"error": f"{fifo}: not a regular file"}

@@ -244,3 +244,42 @@ def test_a_given_split_that_separates_near_duplicates_warns_naming_them(
     split_dataset(tmp_path / "labels.csv", tmp_path / "out", SplitConfig(),
                   tmp_path / "given.csv")
     assert f"{a} (train), {b} (test)" in caplog.text
+
+
+def test_a_damaged_or_cut_train_shard_is_named_before_training_reads_it(
+        tiny_prepared, tmp_path, capsys, monkeypatch):
+    """Issue 24: training read its shards only through tf.data, and a damaged one ended it
+    with TensorFlow's DataLossError, naming no file; one cut at a record boundary read
+    without error, only shorter."""
+    import re
+    import shutil
+
+    from postergenre.cli import main
+    from postergenre.data.shards import ShardReadError
+
+    flipped, cut = tmp_path / "flipped", tmp_path / "cut"
+    for folder in (flipped, cut):
+        shutil.copytree(tiny_prepared, folder)
+    shard = flipped / "train-00000.tfrecord"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    shard.write_bytes(bytes(data))
+    whole = (cut / "train-00000.tfrecord").read_bytes()
+    first = 8 + 4 + int.from_bytes(whole[:8], "little") + 4  # one record: the file's first
+    (cut / "train-00000.tfrecord").write_bytes(whole[:first])
+    for prepared, problem in (
+            (flipped, rf"{shard}: corrupted record at \d+"),
+            (cut, r"split 'train': the shards hold \d+ record\(s\), manifest\.json says \d+")):
+        with pytest.raises(ShardReadError, match=problem):
+            for _ in dataset(prepared, "train", 16):  # an epoch's read
+                pass
+
+    monkeypatch.chdir(tmp_path)  # no params.yaml: the flags and defaults only
+    assert main(["train-scratch", "--name", "cnn", "--prepared", str(flipped), "--out",
+                 str(tmp_path / "model"), "--epochs", "1"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert re.fullmatch(rf"postergenre train-scratch: error: split 'train': cannot read "
+                        rf"shard\(s\): {re.escape(str(shard))}: corrupted record at \d+ "
+                        r"\(rerun augment, or restore the prepared folder with `dvc "
+                        r"checkout`\)", line), line
+    assert not (tmp_path / "model").exists()

@@ -8,6 +8,11 @@ Each copy records the training movie it came from in `origin`, so augmentation c
 leak across splits. The per-genre positive weights for the weighted loss are computed from
 the training split as augmented and written as their own file (`class_weights.json`) and
 into the manifest.
+
+The output folder is built beside the old one (`<out>.partial`) and swapped into place
+whole (atomic.atomic_folder, as training does): a kill of the parent or of a worker, a
+full disk or an undecodable poster at any moment leaves the previous output as it was,
+and the next run starts the partial folder afresh.
 """
 
 from __future__ import annotations
@@ -16,16 +21,23 @@ import os
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-from postergenre.atomic import write_json
+from postergenre.atomic import atomic_folder, write_json
 from postergenre.configs import AugmentConfig
 from postergenre.data.labels import read_labels
-from postergenre.data.render import PosterJob, RenderPool, RenderSettings, genre_flags
+from postergenre.data.render import (
+    PosterJob,
+    RenderPool,
+    RenderSettings,
+    RenderWorkerError,
+    genre_flags,
+)
 from postergenre.data.shards import MANIFEST_FILE, write_shards
 from postergenre.data.split import SPLITS
 from postergenre.genres import GENRES, encode_many
@@ -79,7 +91,8 @@ def augment_and_shard(
     out_dir: str | os.PathLike[str],
     config: AugmentConfig | None = None,
 ) -> dict[str, Any]:
-    """Write `<split>-NNNNN.tfrecord` shards, `class_weights.json` and `manifest.json`.
+    """Write `<split>-NNNNN.tfrecord` shards, `class_weights.json` and `manifest.json`
+    into a new `out_dir` that replaces the old one only when whole (see the module doc).
 
     `config.transforms` picks among hflip, crop, jitter; `config.max_upsample` caps how
     many times a training poster appears in all (1 switches upsampling off). Deterministic
@@ -91,16 +104,14 @@ def augment_and_shard(
     max_class_weight, shard_size, seed = config.max_class_weight, config.shard_size, config.seed
     settings = RenderSettings(image_size, tuple(transforms), config.crop_min_scale,
                               config.jitter, seed, config.jpeg_quality)
-    data_dir, split_dir, out = Path(data_dir), Path(split_dir), Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob("*.tfrecord"):
-        stale.unlink()
+    data_dir, split_dir = Path(data_dir), Path(split_dir)
 
     # Plain strings, not Path objects: the jobs are made once per poster before the
     # workers get their first task.
     folder = os.fspath(data_dir)
-    # The workers start (from the fork server) while the tables are read.
-    with RenderPool() as pool:
+    # The workers start (from the fork server) while the tables are read; on an error
+    # they are waited for before the partial folder is removed.
+    with atomic_folder(out_dir) as out, RenderPool() as pool:
         tables = {split: read_labels(split_dir / f"{split}.csv") for split in SPLITS}
         matrices = {split: encode_many(tables[split]["genres"]) for split in SPLITS}
         factors = genre_factors(matrices["train"], max_upsample)
@@ -128,7 +139,7 @@ def augment_and_shard(
             records = _rendered(pool, jobs, split, settings)
             manifest["shards"][split] = write_shards(records, out, split, shard_size)
             _count(manifest, split, counts, matrix, extra, out, max_class_weight)
-    write_json(out / MANIFEST_FILE, manifest)
+        write_json(out / MANIFEST_FILE, manifest)
     return manifest
 
 
@@ -150,13 +161,25 @@ def _rendered(pool: RenderPool, jobs: list[PosterJob], split: str, settings: Ren
     bar = tqdm(total=len(jobs), desc=f"augment {split}", unit="poster", disable=None)
     tasks = list(_tasks(len(jobs), pool.workers))
     with bar:
-        pending: deque[Future[list[list[bytes]]]] = deque()
-        for number, (start, end) in enumerate(tasks, 1):
-            pending.append(pool.submit(jobs[start:end], settings))
-            while len(pending) > _CHUNK // _TASK or (pending and number == len(tasks)):
-                for records in pending.popleft().result():
-                    yield from records
-                    bar.update()
+        pending: deque[tuple[Future[list[list[bytes]]], tuple[int, int]]] = deque()
+        for number, task in enumerate(tasks, 1):
+            held = task  # the posters a broken pool is reported with
+            try:
+                pending.append((pool.submit(jobs[slice(*task)], settings), task))
+                while len(pending) > _CHUNK // _TASK or (pending and number == len(tasks)):
+                    future, held = pending[0]
+                    results = future.result()
+                    pending.popleft()
+                    for records in results:
+                        yield from records
+                        bar.update()
+            except BrokenProcessPool:
+                start, end = held
+                raise RenderWorkerError(
+                    f"augment {split}: a worker process ended abruptly (killed, perhaps for "
+                    f"lack of memory) while rendering {jobs[start].path} or one of the "
+                    f"{end - start - 1} poster(s) after it; the output folder is left as it "
+                    "was") from None
 
 
 def _count(manifest: dict[str, Any], split: str, counts: dict[str, int], matrix: np.ndarray,

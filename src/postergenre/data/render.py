@@ -11,17 +11,32 @@ processes doing the study's loop ran 1.8-2.1x one (bench/input.py prints both fi
 
 Deterministic whatever the process or the order: each augmented copy draws from its own
 generator, seeded by (seed, movie, copy number).
+
+A poster is read and decoded through images.py's one guard (`read_scaled`): a FIFO or
+other non-regular file is refused, never waited on, and only the poster formats are
+decoded. The byte and pixel bounds are validate's to set (`validate.max_file_bytes`,
+`validate.max_pixels`, which may be raised above their defaults), and validate measured
+every poster augment reads against them; augment does not apply the defaults again.
+
+The workers end with the process that started them, however it ends (SIGKILL included):
+see `_die_with`. A worker that dies (killed for memory, say) fails the run with
+`RenderWorkerError`, one line naming the posters it held.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import multiprocessing
+import os
+import select
 import sys
+import threading
 import types
 import zlib
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -100,7 +115,8 @@ def render_poster(job: PosterJob, settings: RenderSettings) -> list[bytes]:
     """The shard records of the poster as it is, then of each copy, serialised and framed
     as a TFRecord file holds them (the parent appends them to the shard files)."""
     size = settings.image_size
-    source, scale = read_scaled(job.path, min_side=settings.crop_side if job.copies else size)
+    source, scale = read_scaled(job.path, min_side=settings.crop_side if job.copies else size,
+                                max_bytes=None, max_pixels=None)  # validate's bounds: above
     prefiltered = scale > 1
     images = [(encode_jpeg(resize(source, size, prefiltered), settings.jpeg_quality), ORIGINAL)]
     for k in range(job.copies):
@@ -120,9 +136,41 @@ def render_batch(jobs: Sequence[PosterJob], settings: RenderSettings) -> list[li
     return [render_poster(job, settings) for job in jobs]
 
 
-def _one_opencv_thread() -> None:
+class RenderWorkerError(ChildProcessError):
+    """A worker process ended abruptly (killed for memory, say) while rendering posters.
+    An OSError (ChildProcessError), as the CLI reports those: one line, no traceback."""
+
+
+def _start_worker(parent: int) -> None:
+    """Each worker's initializer."""
     # The pool is the parallelism: OpenCV's own threads would only contend with it.
     cv2.setNumThreads(1)
+    _die_with(parent)
+
+
+def _die_with(parent: int) -> None:
+    """End this worker as soon as process `parent` (the pool's owner) ends.
+
+    A worker's own parent is the fork server, which outlives a killed owner: the workers
+    wait for tasks that never come, the fork server for its clients (the workers hold its
+    pipe open) to go, and all of them hold the owner's stdout and stderr open, so whoever
+    reads the owner's output never sees it end. So a thread waits on a pidfd of the owner
+    (readable once it has ended, whatever ended it) and ends the worker; once every worker
+    is gone the fork server sees its last client go and ends too. Where pidfds are missing
+    (not Linux 5.3+), workers end only with the pool, as before.
+    """
+    try:
+        watched = os.pidfd_open(parent)
+    except ProcessLookupError:  # ended before this worker came up
+        os._exit(1)
+    except (AttributeError, OSError):
+        return
+
+    def watch() -> None:
+        select.select([watched], [], [])
+        os._exit(1)
+
+    threading.Thread(target=watch, name="owner-watch", daemon=True).start()
 
 
 @contextmanager
@@ -141,13 +189,13 @@ def _main_script_hidden() -> Iterator[None]:
 
 class RenderPool:
     """Worker processes for `render_batch`, one per CPU this process may use (default):
-    a ProcessPoolExecutor (a worker that dies, say
-    killed for memory, fails the run with BrokenProcessPool instead of hanging it), whose
-    workers start from a fork server (a fresh interpreter that has imported only this
-    module), never forked from the caller, which may hold TensorFlow's threads and
-    gigabytes. Every worker is started at once (a worker takes about 25 ms to come up,
-    which the caller spends reading its tables); every submit still hides the main
-    script, should the executor start a process then.
+    a ProcessPoolExecutor (a worker that dies, say killed for memory, fails the run
+    instead of hanging it: augment raises RenderWorkerError), whose workers start from a
+    fork server (a fresh interpreter that has imported only this module), never forked
+    from the caller, which may hold TensorFlow's threads and gigabytes, and end with the
+    caller (`_die_with`). Every worker is started at once (a worker takes about 25 ms to
+    come up, which the caller spends reading its tables); every submit still hides the
+    main script, should the executor start a process then.
     """
 
     def __init__(self, workers: int | None = None) -> None:
@@ -158,10 +206,14 @@ class RenderPool:
             context.set_forkserver_preload([__name__])
         self.workers = workers or available_cpus()
         self._executor = ProcessPoolExecutor(self.workers, mp_context=context,
-                                             initializer=_one_opencv_thread)
+                                             initializer=_start_worker,
+                                             initargs=(os.getpid(),))
         with _main_script_hidden():  # the executor starts a worker per submit, up to its size
             for _ in range(self.workers):
-                self._executor.submit(_one_opencv_thread)
+                # A task that only starts a worker. A worker dead already breaks the pool:
+                # the first real task says so, naming its posters.
+                with contextlib.suppress(BrokenProcessPool):
+                    self._executor.submit(os.getpid)
 
     def submit(self, jobs: Sequence[PosterJob], settings: RenderSettings
                ) -> Future[list[list[bytes]]]:

@@ -13,17 +13,21 @@ Every reader streams: memory stays bounded whatever the data size.
 
 A shard that cannot be read (a flipped bit fails TFRecord's CRC, a cut file ends mid-record)
 makes TensorFlow say "corrupted record at 1600" without naming the file. The Python-side
-readers (`record_batches`, `labels_of`, `iter_records`) then read each shard of the split
-on its own to find the damaged one, and raise `ShardReadError` naming it. `dataset` (a
-tf.data pipeline that Keras iterates) cannot be wrapped that way; training and evaluate
-read every split's labels through `labels_of` first, so a damaged shard is named before
-any model sees it.
+readers (`record_batches`, `labels_of`) then read each shard of the split on its own to
+find the damaged one, and raise `ShardReadError` naming it. A tf.data pipeline that Keras
+iterates cannot be wrapped that way, so `dataset` and `iter_records` first read the split's
+shards through (`check_split`: framing and CRCs, in TensorFlow's reader, and the record
+count against the manifest, which also catches a shard cut at a record boundary) and
+raise `ShardReadError` naming a damaged shard before any model sees it (one more pass
+over the split's bytes in TensorFlow's reader, no decoding: little beside an epoch).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import logging
 import os
 import re
 from collections.abc import Iterable, Iterator
@@ -39,6 +43,7 @@ from postergenre.data.records import PosterRecord, frame
 from postergenre.data.records import serialize as to_example
 from postergenre.genres import NUM_GENRES
 
+log = logging.getLogger(__name__)
 MANIFEST_FILE = "manifest.json"
 SCHEMA_FILE = "poster_schema.pbtxt"
 
@@ -83,6 +88,31 @@ def shard_error(prepared_dir: str | os.PathLike[str], split: str,
                           f"({_tf_message(err)}); its shards: {', '.join(paths)}")
 
 
+def check_split(prepared_dir: str | os.PathLike[str], split: str) -> None:
+    """Read a split's shards through and count their records against the manifest;
+    ShardReadError naming the shard(s) when one is damaged or cut short (module doc). A
+    shard cut at a record boundary reads without error, only shorter: a model would be
+    trained, or scored, on part of the split as if it were all of it."""
+    paths = shard_paths(prepared_dir, split)
+    if not paths:
+        return
+    try:
+        found = int(tf.data.TFRecordDataset(paths).reduce(np.int64(0), lambda n, _: n + 1))
+    except tf.errors.OpError as err:
+        raise shard_error(prepared_dir, split, err) from None
+    manifest = read_manifest(prepared_dir)
+    expected = ((manifest.get("counts") or {}).get(split) or {}).get("records")
+    if expected is None:
+        log.warning("%s/%s records no count for split %r: not checked", prepared_dir,
+                    MANIFEST_FILE, split)
+    elif found != int(expected):
+        raise ShardReadError(
+            f"split {split!r}: the shards hold {found} record(s), {MANIFEST_FILE} says "
+            f"{expected}: the shards in {prepared_dir} "
+            f"({', '.join(manifest['shards'].get(split, []))}) are incomplete or not those "
+            "augment wrote; rerun augment")
+
+
 def write_shards(
     records: Iterable[PosterRecord | bytes], out_dir: str | os.PathLike[str], prefix: str,
     shard_size: int
@@ -101,18 +131,35 @@ def write_shards(
     count = 0
     try:
         for record in records:
-            if count % shard_size == 0:
-                if shard is not None:
-                    shard.close()
-                names.append(f"{prefix}-{len(names):05d}.tfrecord")
-                # A large buffer: the records are a few KB each, written one by one.
-                shard = open(out / names[-1], "wb", buffering=1 << 20)  # noqa: SIM115
-            shard.write(record if isinstance(record, bytes) else frame(to_example(record)))
+            data = record if isinstance(record, bytes) else frame(to_example(record))
+            with _naming(out, names):
+                if count % shard_size == 0:
+                    if shard is not None:
+                        shard.close()
+                    names.append(f"{prefix}-{len(names):05d}.tfrecord")
+                    # A large buffer: the records are a few KB each, written one by one.
+                    shard = open(out / names[-1], "wb", buffering=1 << 20)  # noqa: SIM115
+                shard.write(data)
             count += 1
-    finally:
         if shard is not None:
-            shard.close()
+            with _naming(out, names):
+                shard.close()
+    finally:
+        if shard is not None and not shard.closed:
+            with contextlib.suppress(OSError):  # the error on its way out says what failed
+                shard.close()
     return names
+
+
+@contextlib.contextmanager
+def _naming(out: Path, names: list[str]) -> Iterator[None]:
+    """A failed write names no file (a full disk): name the shard being written."""
+    try:
+        yield
+    except OSError as err:
+        if err.filename is None and names and err.strerror:
+            raise OSError(err.errno, err.strerror, str(out / names[-1])) from err
+        raise
 
 
 def read_manifest(prepared_dir: str | os.PathLike[str]) -> dict:
@@ -159,6 +206,7 @@ def _tf_batches(prepared_dir: str | os.PathLike[str], split: str, batch_size: in
 
     if not read_manifest(prepared_dir)["shards"].get(split):
         raise ValueError(f"{prepared_dir}: split {split!r} has no records")
+    check_split(prepared_dir, split)
     options = tfxio.TensorFlowDatasetOptions(
         batch_size=batch_size, shuffle=shuffle, shuffle_seed=seed if shuffle else None,
         # A buffer of encoded records (a few KB each), not decoded images: bounded memory.

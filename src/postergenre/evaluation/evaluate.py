@@ -23,7 +23,7 @@ import numpy as np
 
 from postergenre.atomic import write_json
 from postergenre.configs import EvaluateConfig
-from postergenre.data.shards import MANIFEST_FILE, dataset, labels_of, read_manifest
+from postergenre.data.shards import check_split, dataset, labels_of, read_manifest
 from postergenre.evaluation.bootstrap import paired_bootstrap
 from postergenre.evaluation.metrics import (
     BASELINES,
@@ -155,34 +155,22 @@ def _metrics(labels: Labels, s: Scored) -> tuple[dict, dict]:
     return result["headline"], result["per_genre"]
 
 
-def _labels_checked(prepared_dir: str | os.PathLike[str], split: str,
-                    manifest: dict) -> tuple[np.ndarray, list[str]]:
-    """A split's labels and ids, with its record count checked against the manifest.
-
-    A shard cut at a record boundary reads without error, only shorter: scoring it would
-    report metrics on part of the test set as if it were all of it.
-    """
-    labels, ids = labels_of(prepared_dir, split)
-    expected = ((manifest.get("counts") or {}).get(split) or {}).get("records")
-    if expected is None:
-        log.warning("evaluate: %s/%s records no count for split %r: not checked",
-                    prepared_dir, MANIFEST_FILE, split)
-    elif len(ids) != int(expected):
-        raise ValueError(f"split {split!r}: the shards hold {len(ids)} record(s), "
-                         f"{MANIFEST_FILE} says {expected}: the shards in {prepared_dir} "
-                         f"({', '.join(manifest['shards'].get(split, []))}) are incomplete "
-                         "or not those augment wrote; rerun augment")
-    return labels, ids
+def _labels_checked(prepared_dir: str | os.PathLike[str], split: str
+                    ) -> tuple[np.ndarray, list[str]]:
+    """A split's labels and ids, its shards read through and its record count checked
+    against the manifest first (shards.check_split): scoring a shard cut at a record
+    boundary would report metrics on part of the test set as if it were all of it."""
+    check_split(prepared_dir, split)
+    return labels_of(prepared_dir, split)
 
 
 def read_labels_of_splits(prepared_dir: str | os.PathLike[str]) -> Labels:
-    manifest = read_manifest(prepared_dir)
-    train_labels, train_ids = _labels_checked(prepared_dir, "train", manifest)
+    train_labels, train_ids = _labels_checked(prepared_dir, "train")
     # Count each training movie once: augmented copies would tilt the baselines.
     _, first = np.unique(train_ids, return_index=True)
     train_labels = train_labels[first]
-    y_val, val_ids = _labels_checked(prepared_dir, "validation", manifest)
-    y_test, test_ids = _labels_checked(prepared_dir, "test", manifest)
+    y_val, val_ids = _labels_checked(prepared_dir, "validation")
+    y_test, test_ids = _labels_checked(prepared_dir, "test")
     prior = train_labels.astype(np.float64).mean(axis=0)
     return Labels(prior, train_labels, y_val, list(val_ids), y_test, list(test_ids))
 
