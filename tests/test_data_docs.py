@@ -149,3 +149,23 @@ def test_data_docs_render_styled_with_the_network_blocked(tmp_path: Path) -> Non
     assert "Status: Succeeded with warnings" in probe["overview"]
     # "Flagged only" keeps the warned rule and hides the sections that passed.
     assert probe["flagged_only"] == {"aspect": True, "channels": False}
+
+
+def test_values_from_the_data_are_escaped_on_the_page(tmp_path: Path) -> None:
+    """Issue 24: a third-party labels.csv is validated as it is (`make real`); what a rule
+    flags must show on the page as text, never run as markup."""
+    rows = [_row(n) for n in range(1, 21)]
+    rows[3]["tmdb_id"] = "<script>alert(1)</script>"
+    rows[4]["imdb_id"] = '"><img src=x onerror=alert(2)>'
+    rows[5]["genres"] = "Drama|<b>Bold</b> & co"
+    data = _make_dataset(tmp_path, rows)
+    with pytest.raises(DataValidationError):  # malformed ids are hard rules
+        validate_dataset(data, tmp_path / "out", _config())
+    html = (tmp_path / "out" / "data_docs.html").read_text()
+    for hostile in ("<script>alert", "<img src=x", "<b>Bold"):
+        assert hostile not in html
+    for shown in ("&lt;script&gt;alert(1)&lt;/script&gt;",
+                  "&quot;&gt;&lt;img src=x onerror=alert(2)&gt;",
+                  "&lt;b&gt;Bold&lt;/b&gt; &amp; co"):
+        assert html.count(shown) >= 1, shown  # the value shown as text, escaped once
+    assert "&amp;lt;" not in html

@@ -17,11 +17,18 @@ status is the stage's verdict: Failed, Succeeded with warnings, or Succeeded.
 
 The page is a DVC output, hashed into dvc.lock: the same data and settings must give the
 same bytes, so the run's clock and random ids stay off it (`_reproducible_meta`).
+
+gx puts the values it shows into the page as they are (its templates do not escape), and
+those values are the data's: a `<script>` in a third-party labels.csv would run in the
+reader's browser. So every string of what is rendered (each result's observed and
+unexpected values, its exception text, the expectation's arguments) is HTML-escaped
+first (`_escaped`), once; the page's own markup is ours and gx's.
 """
 
 from __future__ import annotations
 
 import copy
+import html
 import itertools
 import logging
 from collections.abc import Mapping
@@ -294,6 +301,28 @@ def _reproducible_meta(meta: Mapping[str, Any]) -> dict[str, Any]:
     return fixed
 
 
+def _escape_all(value: Any) -> Any:
+    """`value` with every string in it (keys included) HTML-escaped."""
+    if isinstance(value, str):
+        return html.escape(value)
+    if isinstance(value, Mapping):
+        return {_escape_all(k): _escape_all(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_escape_all(v) for v in value)
+    return value
+
+
+def _escaped(evr: Any) -> Any:
+    """A copy of a validation result whose shown strings are HTML-escaped (module doc)."""
+    shown = copy.deepcopy(evr)
+    shown.result = _escape_all(shown.result or {})
+    shown.exception_info = _escape_all(shown.exception_info or {})
+    config = shown.expectation_config
+    if config is not None:
+        config.kwargs = _escape_all(dict(config.kwargs))
+    return shown
+
+
 def render_data_docs(result: Any, severity: Mapping[str, Severity], success: bool) -> str:
     """The validation result as one self-contained HTML page.
 
@@ -303,9 +332,10 @@ def render_data_docs(result: Any, severity: Mapping[str, Severity], success: boo
     from great_expectations.render.view import DefaultJinjaPageView
     from jinja2 import ChoiceLoader, DictLoader
 
-    # A shallow copy: the caller's result keeps its own metadata.
+    # A shallow copy: the caller's result keeps its own metadata and results.
     shown = copy.copy(result)
     shown.meta = _reproducible_meta(result.meta)
+    shown.results = [_escaped(evr) for evr in result.results]
     document = _renderer(severity, success).render(shown)
     view = DefaultJinjaPageView()
     # gx names each collapsible block with a random uuid4; a counter keeps them unique and
