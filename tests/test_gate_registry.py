@@ -502,3 +502,58 @@ def test_a_report_without_evaluates_page_or_the_reverse_is_a_clear_error(tmp_pat
         with pytest.raises(ValueError, match="give both evaluate's page and the report"):
             gate_with_config(metrics, tmp_path / "blessing.json", GateConfig(), **paths)
     assert not (tmp_path / "blessing.json").exists() and not (tmp_path / "r.html").exists()
+
+
+# -- issue 24: latest.json and an entry's files are checked, not followed ------------------
+
+
+def test_latest_json_naming_anything_but_an_entry_of_the_registry_is_refused(tmp_path,
+                                                                            capsys):
+    import shutil
+
+    from postergenre.cli import main
+    from postergenre.serving.registry import RegistryIntegrityError, fetch_latest
+
+    registry = tmp_path / "reg"
+    entry = register(_blessed(tmp_path), {"scratch": _model_dir(tmp_path, "m", b"good")},
+                     registry)
+    # A whole, verified entry outside the registry, and latest.json pointing at it.
+    shutil.copytree(entry, tmp_path / "outside" / entry.name)
+    latest = json.loads((registry / LATEST_FILE).read_text())
+    (registry / LATEST_FILE).write_text(json.dumps({**latest,
+                                                    "entry": f"../outside/{entry.name}"}))
+    with pytest.raises(RegistryIntegrityError,
+                       match=rf"{registry}/latest\.json: 'entry' is '\.\./outside/"):
+        fetch_latest(registry)
+    (registry / LATEST_FILE).write_text("{not json")
+    with pytest.raises(RegistryIntegrityError, match=rf"{registry}/latest\.json: not JSON"):
+        fetch_latest(registry)
+    assert main(["predict", str(tmp_path / "poster.jpg"), "--registry", str(registry)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"postergenre predict: error: {registry}/latest.json: not JSON (")
+
+
+def test_a_symlink_or_fifo_added_to_an_entry_is_refused_never_followed(tmp_path):
+    import os
+
+    from postergenre.serving.registry import RegistryIntegrityError, fetch_latest
+
+    registry = tmp_path / "reg"
+    entry = register(_blessed(tmp_path), {"scratch": _model_dir(tmp_path, "m", b"good")},
+                     registry)
+    (entry / "model" / "extra.keras").symlink_to(tmp_path / "not-there-yet.keras")
+    with pytest.raises(RegistryIntegrityError, match=r"model/extra\.keras added as a symlink"):
+        fetch_latest(registry)
+    (entry / "model" / "extra.keras").unlink()
+    os.mkfifo(entry / "model" / "pipe")  # opened to be hashed, it would block the read
+    with pytest.raises(RegistryIntegrityError, match="model/pipe added as not a regular file"):
+        fetch_latest(registry)
+    (entry / "model" / "pipe").unlink()
+    # A registered file swapped for a symlink to the same bytes is a change too.
+    keras = entry / "model" / "model.keras"
+    (tmp_path / "same.keras").write_bytes(keras.read_bytes())
+    keras.unlink()
+    keras.symlink_to(tmp_path / "same.keras")
+    with pytest.raises(RegistryIntegrityError,
+                       match=r"model/model\.keras changed into a symlink"):
+        fetch_latest(registry)

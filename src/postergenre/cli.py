@@ -344,8 +344,11 @@ def _summary(args: argparse.Namespace) -> int:
             print(f"    FAIL {rule['rule']}: {value}{threshold}")
     print(f"  (every rule: {args.blessing})")
     if args.registry and (Path(args.registry) / "latest.json").is_file():
-        latest = json.loads((Path(args.registry) / "latest.json").read_text())
-        print(f"Registry latest: {Path(args.registry) / latest['path']}")
+        from postergenre.serving.registry import MODEL_FOLDER, read_latest
+
+        latest = read_latest(args.registry)  # checked: JSON, and an entry of the registry
+        if latest is not None:
+            print(f"Registry latest: {Path(args.registry) / latest['entry'] / MODEL_FOLDER}")
     return 0
 
 

@@ -18,9 +18,14 @@ always written from the entry's own `entry.json`, so the two agree by constructi
 Verification on read: `fetch_latest`, `verify_entry` (predict, batch_predict) hash every
 file of an entry and compare with `entry.json`; a changed, missing or added file (a
 swapped model.keras, a lost thresholds.json) is refused with `RegistryIntegrityError`
-naming the entry and the file. An entry registered before hashes were recorded is refused
-too (register it again). Serving (`require_thresholds`) also needs the entry's
-thresholds: an entry without them is an error, never a silent 0.5.
+naming the entry and the file. Whatever is not a regular file (a symlink, a FIFO, a
+socket) is never followed nor opened, and is refused as added (or as changed, in place
+of a registered file). An entry registered before hashes were recorded is refused too
+(register it again). Serving (`require_thresholds`) also needs the entry's thresholds:
+an entry without them is an error, never a silent 0.5. `latest.json` must be a JSON
+object whose `entry` is an entry's name (`<model>-<hex>`, one folder of the
+registry): anything else (`../elsewhere/<entry>`, a file that is not JSON) is refused,
+naming latest.json.
 
 The registry is a local folder or an `s3://bucket/prefix` URI (through fsspec / s3fs;
 endpoint and credentials from the environment, as boto reads them):
@@ -44,6 +49,7 @@ import os
 import re
 import shutil
 import socket
+import stat
 import tempfile
 import time
 from collections.abc import Mapping
@@ -68,6 +74,9 @@ STALE_STAGING_SECONDS = 6 * 3600
 _STAGING = re.compile(r"^\.(?P<entry>.+)\.staging\.(?P<pid>\d+)\.(?P<host>[^.]*)\.[^.]+$")
 # Staging folders of registers from before the pid/host naming: `.<entry>.<random>`.
 _OLD_STAGING = re.compile(r"^\.(?P<entry>.+-[0-9a-f]{16})\.[a-z0-9_]{8}$")
+# An entry's name (`entry_name_for`: a model name as configs allows it, then hex): one
+# folder of the registry, never a path.
+_ENTRY_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}-[0-9a-f]{1,64}")
 
 
 class RegistryError(ValueError):
@@ -98,12 +107,29 @@ def content_hash(folder: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
+def _walk(root: Path) -> tuple[list[str], dict[str, str]]:
+    """(regular files, {anything else but folders: what it is}) under `root`, as sorted
+    relative posix paths; a symlink is listed, never followed."""
+    files, others = [], {}
+    for folder, folders, names in os.walk(root):
+        for name in (*folders, *names):
+            path = Path(folder, name)
+            mode = path.lstat().st_mode
+            rel = path.relative_to(root).as_posix()
+            if stat.S_ISLNK(mode):
+                others[rel] = "a symlink"
+            elif stat.S_ISREG(mode):
+                files.append(rel)
+            elif not stat.S_ISDIR(mode):
+                others[rel] = "not a regular file"
+    return sorted(files), dict(sorted(others.items()))
+
+
 def file_hashes(entry: str | os.PathLike[str]) -> dict[str, str]:
-    """{relative posix path: sha256} of every file of an entry folder but entry.json."""
+    """{relative posix path: sha256} of every regular file of an entry folder but
+    entry.json (symlinks and other non-files are `verify_entry`'s to refuse)."""
     root = Path(entry)
-    files = (p for p in sorted(root.rglob("*")) if p.is_file())
-    return {rel: file_sha256(p) for p in files
-            if (rel := p.relative_to(root).as_posix()) != ENTRY_FILE}
+    return {rel: file_sha256(root / rel) for rel in _walk(root)[0] if rel != ENTRY_FILE}
 
 
 def data_version_of(dvc_file: str | os.PathLike[str]) -> str | None:
@@ -337,14 +363,32 @@ def _register_remote(registry_dir: str | os.PathLike[str], source: Path, entry_n
 
 
 def read_latest(registry_dir: str | os.PathLike[str]) -> dict | None:
-    """The `latest.json` pointer, or None when nothing was registered yet."""
+    """The `latest.json` pointer, or None when nothing was registered yet; refused
+    (RegistryIntegrityError naming it) when not JSON, or its `entry` is not an entry's
+    name (see the module doc)."""
+    where = f"{str(registry_dir).rstrip('/')}/{LATEST_FILE}"
     if is_remote(registry_dir):
         fs, root = remote_fs(str(registry_dir))
         if not fs.exists(f"{root}/{LATEST_FILE}"):
             return None
-        return json.loads(fs.cat_file(f"{root}/{LATEST_FILE}"))
-    path = Path(registry_dir) / LATEST_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
+        text = fs.cat_file(f"{root}/{LATEST_FILE}")
+    else:
+        path = Path(registry_dir) / LATEST_FILE
+        if not path.is_file():
+            return None
+        text = path.read_bytes()
+    try:
+        latest = json.loads(text)
+    except ValueError as err:  # UnicodeDecodeError included
+        raise RegistryIntegrityError(f"{where}: not JSON ({err})") from None
+    if latest is None:  # JSON null: nothing registered yet
+        return None
+    entry = latest.get("entry") if isinstance(latest, dict) else None
+    if not isinstance(entry, str) or not _ENTRY_NAME.fullmatch(entry):
+        raise RegistryIntegrityError(
+            f"{where}: 'entry' is {str(entry)[:80]!r}, not the name of an entry of this "
+            "registry (<model>-<hex digits>): refusing to follow it")
+    return latest
 
 
 def _check_info(info: Any, where: str) -> dict:
@@ -375,18 +419,25 @@ def verify_entry(entry: str | os.PathLike[str]) -> dict:
     entry = Path(entry)
     path = entry / ENTRY_FILE
     try:
-        info = json.loads(path.read_text())
+        mode = path.lstat().st_mode
     except FileNotFoundError:
         raise FileNotFoundError(f"{entry}: not a complete registry entry (no {ENTRY_FILE})") \
             from None
+    if not stat.S_ISREG(mode):  # a symlink is not followed, a FIFO would block the read
+        raise RegistryIntegrityError(f"{path}: not a regular file: refusing to use it")
+    try:
+        info = json.loads(path.read_text())
     except ValueError as err:
         raise RegistryIntegrityError(f"{path}: not JSON ({err})") from None
     expected = _check_info(info, str(entry))[FILES_KEY]
-    found = file_hashes(entry)
+    files, others = _walk(entry)
+    found = {rel: file_sha256(entry / rel) for rel in files if rel != ENTRY_FILE}
     problems = [f"{rel} changed" for rel in sorted(expected)
                 if rel in found and found[rel] != expected[rel]]
-    problems += [f"{rel} missing" for rel in sorted(set(expected) - set(found))]
+    problems += [f"{rel} missing" for rel in sorted(set(expected) - set(found) - set(others))]
     problems += [f"{rel} added" for rel in sorted(set(found) - set(expected))]
+    problems += [f"{rel} {'changed into' if rel in expected else 'added as'} {what}"
+                 for rel, what in others.items()]
     if problems:
         raise RegistryIntegrityError(
             f"{entry}: the entry's files are not those registered ({'; '.join(problems)}): "
