@@ -61,3 +61,33 @@ def test_tasks_run_as_the_images_own_user():
         assert (context["runAsUser"], context["runAsGroup"]) == (str(RUN_AS_USER),) * 2
         assert context["runAsNonRoot"] is True
     assert RUN_AS_USER > 10000  # matches no user of the node
+
+
+# -- issue 24 -----------------------------------------------------------------------------
+
+
+def test_augment_image_size_has_an_upper_bound(tmp_path, capsys):
+    """100000 asked 30 GB per poster; the bound is checked where params, flags and the
+    pipeline's dict parameter are read, before anything is written."""
+    from postergenre.cli import main
+    from postergenre.configs import AugmentConfig
+    from postergenre.typed_config import ConfigError, from_mapping
+
+    with pytest.raises(ConfigError, match=r"augment\.image_size: 100000 must be <= 1024"):
+        from_mapping(AugmentConfig, {"image_size": 100000}, "augment")
+    assert from_mapping(AugmentConfig, {"image_size": 1024}, "augment").image_size == 1024
+    assert main(["augment", "--data", str(tmp_path), "--split", str(tmp_path), "--out",
+                 str(tmp_path / "out"), "--image-size", "100000"]) == 2
+    assert "augment.image_size: 100000 must be <= 1024" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_model_name_with_a_trailing_newline_is_refused():
+    """`$` matches before a final newline: `cnn\\n` passed as a model name."""
+    from postergenre.configs import model_spec
+    from postergenre.typed_config import ConfigError
+
+    assert model_spec("cnn", {"kind": "scratch"}).name == "cnn"
+    with pytest.raises(ConfigError, match="a model name is lower-case letters"):
+        model_spec("cnn\n", {"kind": "scratch"})
+

@@ -49,6 +49,11 @@ def test_local_copies_posters_and_labels(tmp_path):
      r"\(tt0000001\): Sci-Fy"),
     (HEADER, "tt0000003,,,C,img/nope.jpg,Drama,", r"poster not found.*line 2 "
      r"\(tt0000003\).*img/nope\.jpg"),
+    # Issue 24: \d took any Unicode digit; a NUL ended the check with "embedded null byte".
+    (HEADER, "tt\u0661\u0662\u0663\u0664\u0665\u0666\u0667,,,A,img/a.jpg,Drama,",
+     r"bad imdb_id in 1 row\(s\): line 2"),
+    (HEADER, "tt0000004,,,D,img/a\0.jpg,Drama,",
+     r"NUL character in poster path in 1 row\(s\): line 2 \(tt0000004\): 'img/a\\x00\.jpg'"),
 ])
 def test_local_rejects_bad_tables_naming_the_problem(tmp_path, header, row, message):
     folder = _folder(tmp_path, [row], header)

@@ -513,3 +513,17 @@ def test_an_rgba_png_poster_is_accepted(tmp_path: Path) -> None:
     assert summary["rows_kept"] == 5
     kept = read_labels(tmp_path / "out").set_index("imdb_id")
     assert len(kept.loc["tt0000003", "phash"]) == 16
+
+
+def test_ids_are_ascii_digits_only(tmp_path: Path) -> None:
+    """Issue 24: the suite's `\\d` took any Unicode digit (Arabic-Indic ones here)."""
+    rows = [_row(n) for n in range(1, 21)]
+    rows[2]["imdb_id"] = "tt\u0661\u0662\u0663\u0664\u0665\u0666\u0667"
+    rows[3]["tmdb_id"] = "\u0661\u0662"
+    rows[4]["movielens_id"] = "\uff17"  # a full-width 7
+    data = _make_dataset(tmp_path, rows)
+    with pytest.raises(DataValidationError):
+        validate_dataset(data, tmp_path / "out", _config())
+    failed = {e["name"] for e in _summary(tmp_path / "out")["expectations"]
+              if not e["success"]}
+    assert failed == {"imdb_id_format", "tmdb_id_numeric", "movielens_id_numeric"}

@@ -169,7 +169,8 @@ class AugmentConfig:
                             low=0, high=1)
     seed: int = setting(0, "augmentation seed")
     image_size: int = setting(64, "square side of the stored posters in pixels "
-                              "(study: 128; VGG16 needs at least 32)", low=32)
+                              "(study: 128; VGG16 needs at least 32; at most 1024, 3 MB "
+                              "a decoded poster)", low=32, high=1024)
     shard_size: int = setting(1000, "records per TFRecord shard", low=1)
     jpeg_quality: int = setting(95, "JPEG quality of the stored posters", low=50, high=100)
     max_class_weight: float = setting(10.0, "cap on a genre's positive-example weight in "
@@ -346,7 +347,7 @@ class LinearProbeConfig:
 MODEL_KINDS: dict[str, type] = {"scratch": ScratchConfig, "transfer": TransferConfig,
                                 "linear_probe": LinearProbeConfig}
 # A model's name becomes a file name, a DVC stage name and a Kubeflow task name.
-_MODEL_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+_MODEL_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}\Z")
 # Names evaluate gives its baselines and the registry's model: no trained model may take them.
 RESERVED_NAMES = ("null", "most_frequent", "top3", "last_blessed")
 

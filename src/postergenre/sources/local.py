@@ -38,7 +38,7 @@ from postergenre.genres import join_genres, parse_genres, unknown_genres
 from postergenre.sources.outdir import building
 from postergenre.validation.frame import record_lines
 
-_IMDB_ID = re.compile(r"^tt\d{7,}$")
+_IMDB_ID = re.compile(r"tt[0-9]{7,}")  # fullmatch; [0-9]: \d takes any Unicode digit
 MAX_LISTED = 10  # bad rows named per problem in the error
 
 
@@ -59,7 +59,7 @@ def _check_rows(frame: pd.DataFrame, base: Path, csv: Path, root: Path) -> list[
         line = lines_of[i]
         imdb_id = row.imdb_id.strip()
         who = f"line {line} ({imdb_id or 'no imdb_id'})"
-        if not _IMDB_ID.match(imdb_id):
+        if not _IMDB_ID.fullmatch(imdb_id):
             problems.setdefault("bad imdb_id", []).append(f"{who}: {row.imdb_id!r}")
         elif imdb_id in seen:
             problems.setdefault("duplicate imdb_id", []).append(
@@ -75,6 +75,9 @@ def _check_rows(frame: pd.DataFrame, base: Path, csv: Path, root: Path) -> list[
         poster = row.poster.strip()
         if not poster:
             problems.setdefault("empty poster path", []).append(who)
+        elif "\0" in poster:  # no file name holds one (and the OS refuses it)
+            problems.setdefault("NUL character in poster path", []).append(
+                f"{who}: {poster!r}")
         elif poster_source(base, root, poster) is None:
             problems.setdefault(f"poster path outside the local folder {root}", []).append(
                 f"{who}: {poster}")
