@@ -91,3 +91,30 @@ def test_a_model_name_with_a_trailing_newline_is_refused():
     with pytest.raises(ConfigError, match="a model name is lower-case letters"):
         model_spec("cnn\n", {"kind": "scratch"})
 
+
+def test_every_pickle_of_a_weights_file_goes_through_the_restricted_unpickler(tmp_path):
+    """The README says so; the four small pickles around the state dict (magic number,
+    protocol, sys info, storage keys) were read with plain pickle.load, which runs any
+    callable a crafted file names."""
+    import pickle
+
+    from postergenre.training.backbones import read_legacy_torch_state_dict
+
+    marker = tmp_path / "ran"
+
+    class Payload:  # unpickled by plain pickle.load, it would create the marker file
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    for position in range(4):  # in place of each of the four small pickles
+        pickles = [0x1950A86A20F9469CFC6C, 1001, {"little_endian": True}, []]
+        pickles[position] = Payload()
+        path = tmp_path / f"crafted-{position}.pth"
+        with open(path, "wb") as handle:
+            for item in pickles[:3]:
+                pickle.dump(item, handle, protocol=2)
+            pickle.dump({}, handle, protocol=2)  # an empty state dict
+            pickle.dump(pickles[3], handle, protocol=2)
+        with pytest.raises(pickle.UnpicklingError, match="unexpected class"):
+            read_legacy_torch_state_dict(path)
+        assert not marker.exists(), f"pickle {position} ran its payload"

@@ -99,13 +99,14 @@ def read_legacy_torch_state_dict(path: str | os.PathLike[str]) -> dict[str, np.n
     """Read a legacy (pre-zip) `torch.save` state dict into numpy arrays, without torch."""
     path = Path(path)
     with path.open("rb") as handle:
-        if pickle.load(handle) != _LEGACY_MAGIC:  # noqa: S301 - plain ints only
+        # Every pickle of the file goes through the one restricted unpickler.
+        if _SafeUnpickler(handle).load() != _LEGACY_MAGIC:
             raise ValueError(f"{path}: not a legacy PyTorch file")
-        pickle.load(handle)  # noqa: S301 - protocol version
-        pickle.load(handle)  # noqa: S301 - sys info (endianness, sizes)
+        _SafeUnpickler(handle).load()  # protocol version
+        _SafeUnpickler(handle).load()  # sys info (endianness, sizes)
         unpickler = _SafeUnpickler(handle)
         state = unpickler.load()
-        keys = pickle.load(handle)  # noqa: S301 - a list of storage keys
+        keys = _SafeUnpickler(handle).load()  # a list of storage keys
         for key in keys:
             storage = unpickler.storages[key]
             numel = struct.unpack("<q", handle.read(8))[0]
