@@ -153,32 +153,18 @@ def _add_server_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _add_experiment_flags(p: argparse.ArgumentParser) -> None:
+    from postergenre.typed_config import add_params_flags
+
     g = p.add_argument_group("experiment (the defaults of the pipeline's section parameters)")
-    g.add_argument("--params", default=None, metavar="FILE",
-                   help="params file whose sections become the pipeline's parameter "
-                   "defaults (default: params.yaml)")
-    g.add_argument("--set", dest="overrides", action="append", default=[],
-                   metavar="SECTION.KEY=VALUE", help="override one setting of the params "
-                   "file, e.g. --set augment.image_size=32 or --set "
-                   "models.scratch_cnn.epochs=2 (repeatable)")
+    add_params_flags(g, "override one setting, e.g. --set augment.image_size=32 or --set "
+                     "models.scratch_cnn.epochs=2")
 
 
 def experiment_from_args(args: argparse.Namespace):
-    """The params file (default params.yaml) with --set applied, validated as a whole."""
-    from postergenre.configs import experiment_from_params
-    from postergenre.typed_config import (
-        DEFAULT_PARAMS,
-        parse_assignment,
-        read_params,
-        set_dotted,
-    )
+    """The run's params files merged (later wins) with --set applied, validated whole."""
+    from postergenre.configs import load_experiment
 
-    path = args.params or DEFAULT_PARAMS
-    params = read_params(path)
-    for text in args.overrides:
-        key, value = parse_assignment(text)
-        set_dotted(params, key, value)
-    return experiment_from_params(params, path)
+    return load_experiment(args.params, args.overrides)
 
 
 def add_pipeline_parser(sub, parents: list | None = None) -> None:

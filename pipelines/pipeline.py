@@ -102,7 +102,6 @@ def create_pipeline(settings: ClusterSettings | None = None,
         # A Collected channel is consumed once (kfp 2.17 fails to compile a shared one):
         # a fresh one per consumer.
         gate_task = ops.gate(evaluation=evaluate_task.outputs["evaluation"],
-                             evaluation_report=evaluate_task.outputs["report"],
                              models=dsl.Collected(train_task.outputs["model"]), config=gate,
                              data_version=data_version)
         with dsl.If(gate_task.outputs["Output"] == "blessed", name="blessed"):

@@ -14,19 +14,6 @@ import yaml
 from tests.conftest import REPO_ROOT
 
 BIN = Path(sys.executable).parent
-# Tiny settings: every stage runs in seconds; the stage graph is the real dvc.yaml.
-TINY_PARAMS = {
-    # 60 posters cannot give every genre the minimum support real data needs.
-    "validate": {"min_genre_support": 0},
-    "augment": {"image_size": 32},
-    "evaluate": {"bootstrap_resamples": 10, "report_posters": 2},
-}
-TINY_MODELS = {
-    "scratch_cnn": {"conv1_filters": 4, "conv2_filters": 4, "dense_units": 8, "epochs": 1},
-    "vgg16_transfer": {"dense_units": 8, "epochs": 1},
-}
-
-
 def _run(args, cwd):
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
@@ -60,18 +47,17 @@ def test_regenerated_demo_data_matches_data_dvc(tmp_path):
     assert "up to date" in status, status
 
 
-def tiny_project(tmp_path) -> tuple[Path, dict]:
-    """A project copy with 60 small demo posters and TINY_PARAMS written to params.yaml."""
+def tiny_project(tmp_path, added_model: str = "") -> tuple[Path, dict]:
+    """A project copy whose params.yaml is the repo's (plus `added_model`, an entry appended
+    to its models) with params-tiny.yaml laid over it, as `postergenre params` resolves it,
+    and the tiny demo data set."""
     project = _project_copy(tmp_path)
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    params["ingest"]["demo"].update({"n_posters": 60, "width": 48, "height": 72})
-    for stage, values in TINY_PARAMS.items():
-        params[stage].update(values)
-    for name, values in TINY_MODELS.items():
-        params["models"][name].update(values)
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (project / "params.yaml").write_text((project / "params.yaml").read_text() + added_model)
+    resolved = _run(["postergenre", "params", "--params", "params.yaml", "--params",
+                     str(REPO_ROOT / "params-tiny.yaml")], project)
+    (project / "params.yaml").write_text(resolved)
     _run(["postergenre", "ingest", "--source", "demo", "--out", "data"], project)
-    return project, params
+    return project, yaml.safe_load(resolved)
 
 
 @pytest.mark.slow
@@ -104,10 +90,14 @@ def _rounded(metrics: dict) -> dict:
 @pytest.mark.slow
 def test_dvc_repro_and_kfp_local_run_one_experiment(tmp_path):
     """The same params.yaml under both orchestrators: the same data, the same models, the
-    same metrics.json numbers (DVC calls the CLI, kfp.local the components)."""
-    project, _ = tiny_project(tmp_path)
-    _run(["dvc", "repro"], project)
+    same metrics.json numbers (DVC calls the CLI, kfp.local the components). A model added
+    to params.yaml, one entry and no other change, is trained by both."""
+    added = "  added_cnn:\n    kind: scratch\n    seed: 7\n"
+    project, _ = tiny_project(tmp_path, added)
+    first = _run(["dvc", "repro"], project)
+    assert "Running stage 'train@added_cnn'" in first
     by_dvc = json.loads((project / "reports" / "metrics.json").read_text())
+    assert "added_cnn" in by_dvc
 
     _run(["postergenre", "pipeline", "run", "--local", "--params", "params.yaml",
           "--pipeline-root", "kfp-root", "-p", "registry=kfp-registry"], project)
@@ -120,14 +110,18 @@ def test_dvc_repro_and_kfp_local_run_one_experiment(tmp_path):
 def test_every_stage_depends_on_the_package_and_reads_only_its_params_section():
     """No changed module can be missed (the package as a whole is a dependency), and each
     stage's command passes paths only: its settings come from its params section."""
-    stages = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]
-    for name, stage in stages.items():
+    graph = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())
+    (variables,) = graph["vars"]
+    assert variables["code"] == "src/postergenre"
+    for name, stage in graph["stages"].items():
         stage = stage.get("do", stage)
-        assert "src/postergenre" in stage["deps"], name
+        assert "${code}" in stage["deps"], name
         commands = stage["cmd"] if isinstance(stage["cmd"], list) else [stage["cmd"]]
         for command in commands:
-            # ${...} only for the foreach item (model name and kind), never a setting.
-            assert set(re.findall(r"\$\{([^}]*)\}", command)) <= {"key", "item.kind"}, name
+            # ${...} only for the foreach item (model name and kind) and the paths of
+            # `vars` (what `make real` points elsewhere), never a setting.
+            assert set(re.findall(r"\$\{([^}]*)\}", command)) <= {
+                "key", "item.kind", *variables}, name
 
 
 def test_no_component_imports_the_cli():

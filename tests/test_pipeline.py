@@ -8,10 +8,10 @@ import pytest
 import yaml
 
 from postergenre.cli import main
-from postergenre.configs import experiment_from_params
+from postergenre.configs import load_experiment
 from postergenre.pipelines.platform import ClusterSettings
 from postergenre.pipelines.runner import compile_pipeline, load_spec, parse_params, run_local
-from postergenre.typed_config import read_params, set_dotted
+from postergenre.typed_config import read_params
 from tests.conftest import REPO_ROOT
 
 TRAINING_TASKS = {"train"}
@@ -170,28 +170,9 @@ def test_a_bad_setting_is_named_before_anything_compiles(tmp_path, capsys):
     assert not out.exists()
 
 
-# Tiny settings for a whole local run: 48 posters, 32 px, one epoch. 48 posters miss some
-# genres, so no genre-support floor (tests/test_validate.py covers it); tiny models cannot
-# beat the null model, so no margins, and the blessed branch runs too (the gate's rules
-# are tested on their own).
-TINY_RUN = {
-    "ingest.demo.n_posters": 48, "ingest.demo.width": 48, "ingest.demo.height": 72,
-    "validate.min_genre_support": 0, "augment.image_size": 32,
-    "models.scratch_cnn.conv1_filters": 4, "models.scratch_cnn.conv2_filters": 4,
-    "models.scratch_cnn.dense_units": 8, "models.scratch_cnn.epochs": 1,
-    "models.scratch_cnn.batch_size": 16, "models.vgg16_transfer.dense_units": 8,
-    "models.vgg16_transfer.epochs": 1, "models.vgg16_transfer.batch_size": 16,
-    "gate.min_f1_micro_margin": -1.0, "gate.min_map_margin": -1.0,
-    "gate.max_hamming_loss_increase": 1.0, "gate.genres_per_movie_band": 100.0,
-    "evaluate.bootstrap_resamples": 20,
-}
-
-
-def tiny_experiment(overrides=TINY_RUN):
-    params = read_params(REPO_ROOT / "params.yaml")
-    for key, value in overrides.items():
-        set_dotted(params, key, value)
-    return experiment_from_params(params)
+def tiny_experiment():
+    """params.yaml with params-tiny.yaml over it: a whole run in seconds."""
+    return load_experiment([REPO_ROOT / "params.yaml", REPO_ROOT / "params-tiny.yaml"])
 
 
 @pytest.mark.slow

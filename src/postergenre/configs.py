@@ -13,12 +13,20 @@ builder in train.py, and an entry in params.yaml.
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from postergenre.typed_config import ConfigError, from_mapping, setting, to_mapping
+from postergenre.typed_config import (
+    ConfigError,
+    from_mapping,
+    load_params,
+    merge_params,
+    setting,
+    to_mapping,
+)
 
 # ---- ingest: one config per data source ------------------------------------------------------
 
@@ -143,6 +151,9 @@ class SplitConfig:
     validation_fraction: float = setting(0.2, "share of movies in validation (thresholds "
                                          "are tuned there)", low=0, high=1, low_open=True)
     seed: int = setting(42, "split seed")
+    assignment: str = setting("", "an imdb_id,split CSV (train / validation / test) to use "
+                              "as given instead of splitting: a fixed benchmark split "
+                              "('': split)")
 
     def __post_init__(self) -> None:
         if self.train_fraction + self.validation_fraction >= 1:
@@ -378,6 +389,9 @@ def model_spec(name: str, entry: Mapping[str, Any] | None, section: str = "model
     if not isinstance(entry, Mapping):
         raise ConfigError(f"{where}: expected a mapping with a kind and its settings")
     kind = entry.get("kind")
+    if kind is None:
+        raise ConfigError(f"{where}: no kind (an overlay that sets a model the params files "
+                          "before it do not train?)")
     if kind not in MODEL_KINDS:
         raise ConfigError(f"{where}.kind: {kind!r} is not one of {', '.join(MODEL_KINDS)}")
     settings = {k: v for k, v in entry.items() if k != "kind"}
@@ -456,6 +470,36 @@ STAGE_CONFIGS: dict[str, type] = {
     "gate": GateConfig,
 }
 MODELS_SECTION = "models"
+# Settings every model of a kind takes, over its own entry: what an overlay uses to change
+# all models at once without naming them (params-tiny.yaml makes every model tiny, so a
+# model added to params.yaml needs no entry there). Folded into `models` on loading.
+EVERY_MODEL_SECTION = "every_model"
+
+
+def fold_every_model(params: Mapping[str, Any]) -> dict[str, Any]:
+    """`params` with `every_model.KIND` laid over each model entry of that kind, and the
+    `every_model` section gone."""
+    every = params.get(EVERY_MODEL_SECTION) or {}
+    if not isinstance(every, Mapping):
+        raise ConfigError(f"{EVERY_MODEL_SECTION}: expected KIND: {{settings}}")
+    unknown = sorted(set(every) - set(MODEL_KINDS))
+    if unknown:
+        raise ConfigError(f"{EVERY_MODEL_SECTION}.{unknown[0]}: not a model kind; known: "
+                          f"{', '.join(MODEL_KINDS)}")
+    folded = {k: v for k, v in params.items() if k != EVERY_MODEL_SECTION}
+    models = folded.get(MODELS_SECTION)
+    if every and isinstance(models, Mapping):
+        folded[MODELS_SECTION] = {
+            name: merge_params(entry, every.get(entry.get("kind")) or {})
+            if isinstance(entry, Mapping) else entry for name, entry in models.items()}
+    return folded
+
+
+def load_run_params(files: Sequence[str | os.PathLike[str]] | None = None,
+                    overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """The params of a run, as every command reads them: the files merged in order (later
+    wins), the `--set` overrides, then `every_model` folded into the models."""
+    return fold_every_model(load_params(files, overrides))
 
 
 @dataclass(frozen=True)
@@ -471,8 +515,8 @@ class Experiment:
     gate: GateConfig
 
     def sections(self) -> dict[str, Any]:
-        """Every section as plain values: what params.yaml holds, and the pipeline's dict
-        parameters."""
+        """Every section with every value: the resolved settings of a run, and the
+        pipeline's dict parameters."""
         out = {name: to_mapping(getattr(self, name)) for name in STAGE_CONFIGS}
         out[MODELS_SECTION] = {spec.name: spec.as_entry() for spec in self.models}
         return out
@@ -480,25 +524,25 @@ class Experiment:
 
 def experiment_from_params(params: Mapping[str, Any], origin: str = "params") -> Experiment:
     """Validate every section of a params mapping; unknown sections are an error."""
+    params = fold_every_model(params)
     known = set(STAGE_CONFIGS) | {MODELS_SECTION}
     unknown = sorted(set(params) - known)
     if unknown:
         raise ConfigError(f"{origin}: unknown section {unknown[0]!r}; known: "
-                          f"{', '.join(sorted(known))}")
+                          f"{', '.join(sorted(known | {EVERY_MODEL_SECTION}))}")
     configs = {name: from_mapping(cls, params.get(name), name)
                for name, cls in STAGE_CONFIGS.items()}
     models = tuple(model_specs(params.get(MODELS_SECTION)))
     return Experiment(models=models, **configs)
 
 
-def load_experiment(path: str = "params.yaml") -> Experiment:
-    """Read and validate a params file (errors name the file and the key)."""
-    from postergenre.typed_config import read_params
-
+def load_experiment(files: Sequence[str | os.PathLike[str]] | None = None,
+                    overrides: Sequence[str] = ()) -> Experiment:
+    """Read, merge and validate a run's params files (errors name the files and the key)."""
+    origin = " + ".join(map(str, files or ["params.yaml"]))
     try:
-        return experiment_from_params(read_params(path), path)
+        return experiment_from_params(load_run_params(files, overrides), origin)
     except ConfigError as err:
         message = str(err)
-        raise ConfigError(message if message.startswith(path) else f"{path}: {message}") \
+        raise ConfigError(message if message.startswith(origin) else f"{origin}: {message}") \
             from None
-
