@@ -161,3 +161,20 @@ def test_models_are_named_entries_with_a_kind():
 def test_configs_are_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         SplitConfig().seed = 3  # type: ignore[misc]
+
+
+def test_a_yaml_alias_bomb_is_refused_naming_the_file(tmp_path):
+    """Nine lines that stand for 10^9 values: refused before anything expands them (a
+    walk, a merge, an error message), in a bounded number of steps."""
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    bomb = tmp_path / "params.yaml"
+    bomb.write_text("\n".join(lines) + "\nsplit: {seed: *a8}\n")
+    with pytest.raises(ConfigError, match=r"params\.yaml: expands to more than 100,000 values"):
+        read_params(bomb)
+
+
+def test_an_error_shows_a_huge_value_short():
+    with pytest.raises(ConfigError) as error:
+        from_mapping(SplitConfig, {"seed": [list(range(1000))] * 1000}, "split")
+    assert len(str(error.value)) < 200, str(error.value)
