@@ -12,25 +12,19 @@ import pytest
 
 from postergenre.configs import ValidateConfig
 from postergenre.data.labels import LABEL_COLUMNS, read_labels
-from postergenre.validation.rules import RULES
+from postergenre.validation.rules import RULES, resolve_severity
 from postergenre.validation.suite import load_suite_config
 from postergenre.validation.validate import DataValidationError, validate_dataset
 
 
 def _config(hard: tuple[str, ...] = (), soft: tuple[str, ...] = (), **settings) -> ValidateConfig:
-    """The default policy with `hard` / `soft` rules moved out of their default lists.
+    """The rules' own policy with `hard` / `soft` rules moved.
 
     Small tables cannot have every genre: support is off unless a test sets it (it is
     tested on its own below).
     """
-    defaults = ValidateConfig()
-    moved = set(hard) | set(soft)
-    return ValidateConfig(
-        soft_rules=tuple(r for r in defaults.soft_rules if r not in moved) + tuple(soft),
-        warn_rules=tuple(r for r in defaults.warn_rules if r not in moved),
-        hard_rules=tuple(hard),
-        **{"min_genre_support": 0, **settings},
-    )
+    return ValidateConfig(soft_rules=tuple(soft), hard_rules=tuple(hard),
+                          **{"min_genre_support": 0, **settings})
 
 
 def _poster(seed: int, height: int = 72, width: int = 48) -> np.ndarray:
@@ -366,20 +360,16 @@ def test_every_suite_rule_has_one_record_and_policy() -> None:
     suite_rules = {e["meta"]["rule"] for e in load_suite_config()["expectations"]}
     assert suite_rules == {rule.name for rule in RULES}
     assert len(RULES) == len({rule.name for rule in RULES})
-    # The config's default policy lists name exactly the rules whose own default is soft /
-    # warn, so params.yaml (which restates them) and the rule records cannot drift apart.
+    # The policy is declared once, in the records: the config moves nothing by default.
     defaults = ValidateConfig()
-    lists = {"soft": defaults.soft_rules, "warn": defaults.warn_rules,
-             "hard": defaults.hard_rules}
-    for rule in RULES:
-        named = {level for level, names in lists.items() if rule.name in names}
-        assert named == ({rule.severity} if rule.severity != "hard" else set()), rule.name
+    assert defaults.soft_rules == defaults.warn_rules == defaults.hard_rules == ()
+    assert resolve_severity(defaults) == {rule.name: rule.severity for rule in RULES}
 
 
 @pytest.mark.parametrize("policy", ["soft_rules", "warn_rules", "hard_rules"])
 def test_unknown_rule_in_policy(tmp_path: Path, policy: str) -> None:
     data = _make_dataset(tmp_path, [_row(1)])
-    config = ValidateConfig(**{"soft_rules": (), "warn_rules": (), policy: ("no_such_rule",)})
+    config = ValidateConfig(**{policy: ("no_such_rule",)})
     with pytest.raises(ValueError, match=f"{policy}: unknown rule 'no_such_rule'"):
         validate_dataset(data, tmp_path / "out", config)
     assert not (tmp_path / "out").exists()

@@ -97,24 +97,19 @@ SOURCES: tuple[str, ...] = ("demo", "tmdb", "local", "dvc")
 
 # ---- validate, split, augment -------------------------------------------------------------
 
-SOFT_POSTER_RULES = ("poster_exists", "poster_file_size", "poster_pixels", "poster_decodes",
-                     "poster_channels", "poster_min_width", "poster_min_height")
-# Real landscape artwork (about 1% of TMDb posters) is a poster all the same: reported, kept.
-WARN_RULES = ("poster_aspect", "poster_near_duplicate")
-
-
 @dataclass(frozen=True)
 class ValidateConfig:
-    """The great-expectations suite's bounds and each rule's policy (hard: stop the
-    pipeline; soft: move the rows to rejects.csv; warn: only report)."""
+    """The great-expectations suite's bounds, and the rules moved away from their own
+    policy (hard: stop the pipeline; soft: move the rows to rejects.csv; warn: only
+    report; each rule's own is in validation/rules.py)."""
 
     max_listed: int = setting(10, "offenders listed per failed rule", low=1)
-    soft_rules: tuple[str, ...] = setting(SOFT_POSTER_RULES, "rules whose rows go to "
+    # Each rule's own policy is in its record (validation/rules.py); these move rules away
+    # from it, and are empty unless a run says otherwise.
+    soft_rules: tuple[str, ...] = setting((), "rules moved to soft: their rows go to "
                                           "rejects.csv instead of stopping the pipeline")
-    warn_rules: tuple[str, ...] = setting(WARN_RULES, "rules that are "
-                                          "only reported")
-    hard_rules: tuple[str, ...] = setting((), "rules that stop the pipeline (beyond the "
-                                          "table rules, which always do)")
+    warn_rules: tuple[str, ...] = setting((), "rules moved to warn: only reported")
+    hard_rules: tuple[str, ...] = setting((), "rules moved to hard: they stop the pipeline")
     max_reject_fraction: float = setting(0.05, "stop when soft rules would reject more "
                                          "than this share of rows (a broken crawl)",
                                          low=0, high=1)
