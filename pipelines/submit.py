@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 IN_CLUSTER_HOST = "http://ml-pipeline.kubeflow.svc.cluster.local:8888"
 IN_CLUSTER_UI = "http://ml-pipeline-ui.kubeflow.svc.cluster.local"
-# README's port-forward of the UI (`kubectl port-forward svc/ml-pipeline-ui 8080:80`),
+# docs/kubeflow.md's port-forward of the UI (`kubectl port-forward svc/ml-pipeline-ui 8080:80`),
 # beside the API's on 8888.
 LOCAL_UI = "http://localhost:8080"
 UI_ENV = "KF_PIPELINES_UI_ENDPOINT"  # kfp.Client's variable for the same
@@ -249,7 +249,7 @@ def _api_call(what: str, call: Callable, *args, **kwargs):
 def ui_url(host: str | None, ui: str | None = None) -> str:
     """The KFP UI's base URL: `ui` (--ui-url), else $KF_PIPELINES_UI_ENDPOINT, else
     derived from the API's `host`: the in-cluster API -> the in-cluster UI service, a
-    port-forward of the API on 8888 -> README's port-forward of the UI (localhost:8080),
+    port-forward of the API on 8888 -> docs/kubeflow.md's port-forward of the UI (localhost:8080),
     anything else (Kubeflow's gateway .../pipeline, the UI's own port-forward, which
     proxies the API) -> the host itself."""
     ui = ui or os.environ.get(UI_ENV)

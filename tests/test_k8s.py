@@ -241,7 +241,7 @@ def test_kfp_install_is_pinned_to_a_backend_release():
 @pytest.mark.slow
 def test_checkov_finds_nothing_unjustified(tmp_path):
     """Run checkov (a security linter) over the rendered manifests when it is installed
-    (it is heavy, so not a project dependency: README "Run on Kubeflow" says how);
+    (it is heavy, so not a project dependency: docs/kubeflow.md says how);
     skipped checks carry their reason in the manifests' checkov annotations."""
     checkov = shutil.which("checkov")
     if checkov is None:

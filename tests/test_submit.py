@@ -286,7 +286,7 @@ def test_printed_links_go_to_the_ui(package, capsys, monkeypatch):
     assert re.search(r"run (run-\d+): https://kubeflow\.example\.com/pipeline/#/runs/details/"
                      r"\1$", out, flags=re.MULTILINE), out
     assert run_id
-    # Derived: the API's port-forward (8888) -> README's port-forward of the UI (8080).
+    # Derived: the API's port-forward (8888) -> docs/kubeflow.md's port-forward of the UI (8080).
     assert submit.ui_url("http://localhost:8888") == "http://localhost:8080"
     assert submit.ui_url(None) == "http://ml-pipeline-ui.kubeflow.svc.cluster.local"
     assert submit.ui_url("https://kf.example.com/pipeline") == "https://kf.example.com/pipeline"
