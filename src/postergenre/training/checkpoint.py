@@ -27,6 +27,11 @@ epoch (files first, `state.json` last), and read back from it at the start (the 
 copy is used only when the remote has none): that is how a retried Kubeflow task, a
 fresh pod with the same output URI, resumes.
 A remote that cannot be reached never stops training: it is logged and training goes on.
+
+Why not Keras' `BackupAndRestore`: it resumes from whatever its folder holds (no
+fingerprint, so a changed setting or data set would resume a stale run), keeps no
+best-epoch weights or early-stopping and plateau counters across phases, and writes only
+where Keras' own file layer reaches (not `s3://` through the project's credentials).
 """
 
 from __future__ import annotations
