@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import DEMO_MODELS, REPO_ROOT
 
 BIN = Path(sys.executable).parent
 def _run(args, cwd):
@@ -65,11 +65,11 @@ def test_repro_runs_once_and_a_gate_param_reruns_only_the_gate(tmp_path):
     project, params = tiny_project(tmp_path)
 
     first = _run(["dvc", "repro"], project)
-    for stage in ("validate", "split", "augment", "train@scratch_cnn",
-                  "train@vgg16_transfer", "evaluate", "gate"):
+    for stage in ("validate", "split", "augment", *(f"train@{m}" for m in DEMO_MODELS),
+                  "evaluate", "gate"):
         assert f"Running stage '{stage}'" in first
     metrics = _run(["dvc", "metrics", "show", "--json"], project)
-    assert "scratch_cnn" in metrics and "null" in metrics
+    assert DEMO_MODELS[0] in metrics and "null" in metrics
     assert (project / "reports" / "blessing.json").is_file()
 
     assert "Data and pipelines are up to date" in _run(["dvc", "repro"], project)
@@ -103,7 +103,7 @@ def test_dvc_repro_and_kfp_local_run_one_experiment(tmp_path):
           "--pipeline-root", "kfp-root", "-p", "registry=kfp-registry"], project)
     (by_kfp_path,) = (project / "kfp-root").glob("*/evaluate/evaluation/metrics.json")
     by_kfp = json.loads(by_kfp_path.read_text())
-    assert set(by_dvc) == set(by_kfp) >= {"scratch_cnn", "vgg16_transfer", "null", "top3"}
+    assert set(by_dvc) == set(by_kfp) >= {*DEMO_MODELS, "added_cnn", "null", "top3"}
     assert _rounded(by_kfp) == _rounded(by_dvc)
 
 

@@ -5,6 +5,7 @@ import json
 import pytest
 import yaml
 
+from tests.conftest import DEMO_MODELS
 from tests.test_dvc import _run, tiny_project
 
 
@@ -24,14 +25,15 @@ def test_metrics_diff_and_plots_show_after_two_runs(tmp_path):
     assert "Not judged yet" not in report and 'class="decision"' in report
     _commit(project, "first run")
 
-    params["models"]["scratch_cnn"]["seed"] = 1
-    params["models"]["scratch_cnn"]["learning_rate"] = 0.05
+    changed_model = DEMO_MODELS[0]
+    params["models"][changed_model]["seed"] = 1
+    params["models"][changed_model]["learning_rate"] = 0.05
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _run(["dvc", "repro"], project)
     changed = json.loads(_run(["dvc", "metrics", "diff", "--json"], project))
-    assert changed["reports/metrics/scratch_cnn.json"]
+    assert changed[f"reports/metrics/{changed_model}.json"]
     every = json.loads(_run(["dvc", "metrics", "diff", "--all", "--json"], project))
-    for name in ("scratch_cnn", "null", "top3"):
+    for name in (changed_model, "null", "top3"):
         assert {"f1_micro", "map_macro", "top_class"} <= set(
             every[f"reports/metrics/{name}.json"])
     # A row per model, a column per metric: the table fits 120 columns.

@@ -12,7 +12,7 @@ from postergenre.configs import load_experiment
 from postergenre.pipelines.platform import ClusterSettings
 from postergenre.pipelines.runner import compile_pipeline, load_spec, parse_params, run_local
 from postergenre.typed_config import read_params
-from tests.conftest import REPO_ROOT
+from tests.conftest import DEMO_MODELS, REPO_ROOT
 
 TRAINING_TASKS = {"train"}
 CPU_IMAGE = "registry.example/postergenre:test"
@@ -191,13 +191,13 @@ def test_local_run_of_the_whole_pipeline(tmp_path):
                             "register", "batch-predict"}
     # One training task per model (kfp.local names each iteration's folder).
     trained = sorted(run_dir.glob("for-loop-*-iteration-*/train"))
-    assert len(trained) == len(experiment.models) == 2
+    assert len(trained) == len(experiment.models) == len(DEMO_MODELS)
     names = set()
     for task in trained:
         out = json.loads((task / "executor_output.json").read_text())
         names.add(out["artifacts"]["model"]["artifacts"][0]["metadata"]["name"])
         assert (task / "model" / "model.keras").is_file()
-    assert names == {"scratch_cnn", "vgg16_transfer"}
+    assert names == set(DEMO_MODELS)
     # File artifacts exist on disk; metrics artifacts carry their values in metadata.
     for task, name, path in (("ingest", "dataset", "labels.csv"),
                              ("validate", "validated", "summary.json"),
@@ -213,8 +213,7 @@ def test_local_run_of_the_whole_pipeline(tmp_path):
     assert "BLESSED" in (run_dir / "gate" / "report").read_text()
     evaluate = outputs["evaluate"]["artifacts"]
     scalars = evaluate["metrics"]["artifacts"][0]["metadata"]
-    assert {"scratch_cnn.f1_micro", "vgg16_transfer.map_macro", "null.hamming_loss"} \
-        <= set(scalars)
+    assert {*(f"{m}.map_macro" for m in DEMO_MODELS), "null.hamming_loss"} <= set(scalars)
     roc = evaluate["roc"]["artifacts"][0]["metadata"]
     assert roc["model"] in names and len(roc["confidenceMetrics"]) > 2
     assert outputs["gate"]["parameterValues"]["Output"] == "blessed"

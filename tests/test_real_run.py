@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import DEMO_MODELS, REPO_ROOT
 
 BIN = Path(sys.executable).parent
 
@@ -44,7 +44,7 @@ def test_make_real_runs_every_stage_into_its_own_folder(tmp_path, tiny_data):
     # It ends with the summary: the metrics table and the gate's decision.
     assert "Gate: " in done.stdout and "Test-split metrics" in done.stdout
     models = yaml.safe_load((out / "params.yaml").read_text())["models"]
-    assert list(models) == ["scratch_cnn", "vgg16_transfer"]
+    assert list(models) == DEMO_MODELS
     metrics = json.loads((out / "reports" / "metrics.json").read_text())
     assert set(models) | {"null", "top3"} <= set(metrics)
     for name in models:
