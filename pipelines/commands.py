@@ -138,12 +138,16 @@ def cluster_settings(args: argparse.Namespace):
 
 
 def _package(args: argparse.Namespace, workdir: str, settings) -> str:
-    if args.package:
-        return args.package
-    from postergenre.pipelines.runner import compile_pipeline
+    """The package to run or upload: --package, else one compiled now; with --no-cache,
+    one in which no task of any DAG reuses a cached result."""
+    from postergenre.pipelines.runner import compile_pipeline, write_uncached
 
-    return str(compile_pipeline(Path(workdir) / "pipeline.yaml", settings,
-                                experiment_from_args(args)))
+    if not args.package:
+        return str(compile_pipeline(Path(workdir) / "pipeline.yaml", settings,
+                                    experiment_from_args(args)))
+    if settings.caching:
+        return args.package
+    return str(write_uncached(args.package, Path(workdir) / "uncached.yaml"))
 
 
 def _warn(args: argparse.Namespace, message: str) -> None:
@@ -177,8 +181,6 @@ def _submit(args: argparse.Namespace) -> int:
             package=package, params=params,
             experiment=args.experiment, run_name=args.run_name, namespace=args.namespace,
             pipeline_root=settings.pipeline_root or None,
-            # --no-cache also overrides a precompiled package's per-task settings.
-            enable_caching=None if settings.caching else False,
             service_account=args.service_account)
         if args.schedule:
             submit.cron_for_kfp(args.schedule)  # a bad expression before any network

@@ -278,7 +278,6 @@ class Submission:
     run_name: str | None = None
     namespace: str | None = None
     pipeline_root: str | None = None
-    enable_caching: bool | None = None
     service_account: str | None = None
 
 
@@ -297,7 +296,7 @@ def submit(client, job: Submission) -> str:
         "submit", client.create_run_from_pipeline_package, job.package,
         arguments=dict(job.params), run_name=run_name, experiment_name=job.experiment,
         namespace=job.namespace, pipeline_root=job.pipeline_root,
-        enable_caching=job.enable_caching, service_account=job.service_account)
+        service_account=job.service_account)
     return result.run_id
 
 
@@ -321,9 +320,8 @@ def schedule(client, job: Submission, cron: str, max_concurrency: int = 1) -> st
     recurring = _api_call(
         "schedule", client.create_recurring_run, experiment.experiment_id, name,
         cron_expression=cron, params=dict(job.params), pipeline_package_path=job.package,
-        pipeline_root=job.pipeline_root, enable_caching=job.enable_caching,
-        service_account=job.service_account, max_concurrency=max_concurrency,
-        no_catchup=True)
+        pipeline_root=job.pipeline_root, service_account=job.service_account,
+        max_concurrency=max_concurrency, no_catchup=True)
     return recurring.recurring_run_id
 
 

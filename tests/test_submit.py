@@ -65,15 +65,36 @@ def test_submit_creates_a_run_with_typed_parameters_and_the_token(package, capsy
     assert TOKEN not in out
 
 
-def test_no_cache_overrides_the_compiled_caching(package):
+def _cached_tasks(spec: dict) -> set[str]:
+    """The tasks of every DAG (the root's, the training ParallelFor's, the gate's dsl.If)
+    that may reuse a cached result."""
+    dags = [spec["root"]["dag"], *(c["dag"] for c in spec["components"].values() if "dag" in c)]
+    return {name for dag in dags for name, task in dag.get("tasks", {}).items()
+            if "dag" not in spec["components"][task["componentRef"]["name"]]
+            and task.get("cachingOptions", {}).get("enableCache")}
+
+
+def test_no_cache_overrides_the_compiled_caching_in_every_dag(package, capsys):
+    """kfp.Client's enable_caching=False reaches the root DAG's tasks only; the trainings
+    sit in the ParallelFor's DAG and batch-predict in the dsl.If's, so --no-cache rewrites
+    the package itself: no task of any DAG reuses a cached result, for a run, a
+    recurring run and an uploaded version alike."""
     with FakeKfp(token=TOKEN) as server:
         assert _submit(server, package) == 0
         assert _submit(server, package, "--no-cache") == 0
-    compiled, forced = (c["body"]["pipeline_spec"]["pipeline_spec"]["root"]["dag"]["tasks"]
+        assert _submit(server, package, "--no-cache", "--schedule", "0 3 * * 1") == 0
+        assert main(["pipeline", "upload", "--host", server.url, "--package", package,
+                     "--version", "v1", "--no-cache"]) == 0
+    compiled, forced = (c["body"]["pipeline_spec"]["pipeline_spec"]
                         for c in server.calls_to("POST", f"{API}/runs"))
-    assert compiled["ingest"]["cachingOptions"] == {}  # TMDb ingest: never cached
-    assert compiled["validate"]["cachingOptions"] == {"enableCache": True}
-    assert all(not t.get("cachingOptions", {}).get("enableCache") for t in forced.values())
+    assert compiled["root"]["dag"]["tasks"]["ingest"]["cachingOptions"] == {}  # never cached
+    assert _cached_tasks(compiled) == {"validate", "split", "augment", "train", "gate",
+                                       "batch-predict"}
+    assert _cached_tasks(forced) == set()
+    (recurring,) = server.calls_to("POST", f"{API}/recurringruns")
+    assert _cached_tasks(recurring["body"]["pipeline_spec"]["pipeline_spec"]) == set()
+    (uploaded,) = server.calls_to("POST", f"{API}/pipelines/upload_version")
+    assert _cached_tasks(uploaded["body"]["uploadfile"]["pipeline_spec"]) == set()
 
 
 def test_submit_compiles_with_the_given_images_when_no_package(capsys):
