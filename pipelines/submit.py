@@ -27,7 +27,12 @@ from pathlib import Path
 import kfp_server_api
 import urllib3
 
-from postergenre.pipelines.compat import missing_on, required_backend, version_key
+from postergenre.pipelines.compat import (
+    BACKEND_RELEASES,
+    missing_on,
+    required_backend,
+    version_key,
+)
 from postergenre.pipelines.runner import load_package, load_spec, parse_spec_params
 
 log = logging.getLogger(__name__)
@@ -42,6 +47,12 @@ UI_ENV = "KF_PIPELINES_UI_ENDPOINT"  # kfp.Client's variable for the same
 SA_TOKEN_PATH = "/var/run/secrets/kubeflow/pipelines/token"
 DEFAULT_TOKEN_ENV = "KFP_TOKEN"
 FINAL_STATES = {"SUCCEEDED", "FAILED", "SKIPPED", "CANCELED"}
+# The API server names its version in healthz's tag_name from a build argument that
+# release builds pass from 2.16.0 on (kubeflow/pipelines 94841d6c85): 2.5.0 to 2.15.0
+# answer 'unknown'. Its answer has had `pipeline_store` since 2.14.0 (ea20731060;
+# backend/src/apiserver/main.go at 2.14.0 writes it on every answer, 2.5.0 and before
+# never), which places such a server on one side of 2.14.0.
+HEALTHZ_PROBE = ("pipeline_store", "2.14.0")
 
 
 class KfpError(RuntimeError):
@@ -150,17 +161,41 @@ def server_version(health: Mapping) -> str | None:
     return tag.lstrip("v")
 
 
+def server_floor(health: Mapping) -> tuple[str, bool]:
+    """What a healthz answer that names no version (server_version None) says about the
+    server: (HEALTHZ_PROBE's release, True) when it is that release or newer, (the last
+    release before it, False) when it is that one or older."""
+    field, since = HEALTHZ_PROBE
+    if field in health:
+        return since, True
+    return max((r for r in BACKEND_RELEASES if version_key(r) < version_key(since)),
+               key=version_key), False
+
+
 def check_backend(health: Mapping, package: str, host: str = "the server") -> str | None:
     """Refuse (KfpError, one line) a compiled package that uses what the server's KFP
-    version lacks; return a warning when the server names no version."""
+    version lacks. A server that names no version is placed by HEALTHZ_PROBE: refused
+    when it is older than the pipeline's floor can be, a warning returned when the
+    pipeline needs more than the probe proves (that floor is then not checked)."""
     from postergenre.pipelines.platform import BACKEND_FEATURES
 
     spec, platform = load_package(package)
     needed, _ = required_backend(spec, platform)
     version = server_version(health)
+    named = f"{host} names no KFP version (healthz tag_name {health.get('tag_name')!r})"
     if version is None:
-        return (f"{host} names no KFP version (healthz tag_name "
-                f"{health.get('tag_name')!r}); this pipeline needs {needed} or newer")
+        floor, at_least = server_floor(health)
+        if at_least and version_key(needed) <= version_key(floor):
+            return None
+        if at_least:
+            return (f"{named}; it answers as KFP {floor} or newer, and this pipeline needs "
+                    f"{needed} or newer, which was not checked: a backend older than "
+                    f"{needed} refuses the run or fails its tasks")
+        version, runs = floor, f"and answers as KFP {floor} or older (no {HEALTHZ_PROBE[0]} " \
+                               f"in healthz, which {HEALTHZ_PROBE[1]} added)"
+        host = named
+    else:
+        runs = f"runs Kubeflow Pipelines {version}"
     missing = missing_on(version, spec, platform)
     if not missing:
         return None
@@ -168,7 +203,7 @@ def check_backend(health: Mapping, package: str, host: str = "the server") -> st
              if version_key(f.since) > version_key(version)]
     shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3
                                       else "")
-    raise KfpError(f"{host} runs Kubeflow Pipelines {version}, this pipeline needs {needed} "
+    raise KfpError(f"{host} {runs}, this pipeline needs {needed} "
                    f"or newer (it uses {shown}): compile it without "
                    f"{' / '.join(flags) or 'those settings'}, or upgrade the backend")
 

@@ -260,10 +260,29 @@ def test_submit_and_upload_refuse_what_the_servers_kfp_lacks(tmp_path, capsys):
     with FakeKfp(token=TOKEN, version="2.5.0") as server:
         assert main(["pipeline", "submit", "--host", server.url, "--package", newer]) == 2
     assert "dsl.Collected" in capsys.readouterr().err
-    # A server that names no version: the run goes ahead, with a warning.
-    with FakeKfp(token=TOKEN, version=None) as server:
+
+
+def test_a_server_that_names_no_version_is_placed_by_its_healthz(package, tmp_path, capsys):
+    """Release builds before 2.16.0 answer healthz with tag_name 'unknown': Kubeflow 1.10
+    (KFP 2.5.0) and 1.11 (2.15.0) alike. healthz's pipeline_store (2.14.0 on) tells them
+    apart: the older is refused, the newer runs the default pipeline, and a pipeline
+    that needs more than 2.14.0 goes ahead with a warning that says so."""
+    newer = str(compile_pipeline(tmp_path / "p.yaml", ClusterSettings(
+        **IMAGES, model_registry=REGISTRY, security_context=True)))
+    with FakeKfp(token=TOKEN, version="2.5.0", tag_name="unknown") as server:
+        assert _submit(server, package) == 2
+        assert not server.calls_to("POST", f"{API}/runs")
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert ("names no KFP version (healthz tag_name 'unknown') and answers as KFP 2.5.0 or older "
+            "(no pipeline_store in healthz, which 2.14.0 added), this pipeline needs 2.14.0 "
+            "or newer (it uses dsl.Collected") in err
+    with FakeKfp(token=TOKEN, version="2.15.0", tag_name="unknown") as server:
+        assert _submit(server, package) == 0
+        assert capsys.readouterr().err == ""
         assert _submit(server, newer) == 0
-    assert "names no KFP version" in capsys.readouterr().err
+    assert ("it answers as KFP 2.14.0 or newer, and this pipeline needs 2.16.0 or newer, "
+            "which was not checked") in capsys.readouterr().err
 
 
 def test_submit_needs_published_images_and_a_registry_outside_the_pod(tmp_path, capsys):
