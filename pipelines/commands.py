@@ -43,6 +43,9 @@ def _add_server_flags(p: argparse.ArgumentParser) -> None:
                    "Dex's authservice_session or oauth2-proxy's (never a flag value)")
     g.add_argument("--ca-cert", default=None, metavar="FILE",
                    help="CA bundle (PEM) that signed the API's TLS certificate")
+    g.add_argument("--allow-image-tags", action="store_true", help="run images given by "
+                   "tag (refused by default: KFP's cache key holds the image reference, so "
+                   "a tag pushed again reuses the old code's cached results)")
     g.add_argument("--ui-url", default=None, metavar="URL", help="the KFP UI, for the printed "
                    "links (default: $KF_PIPELINES_UI_ENDPOINT, else derived from --host: "
                    "http://localhost:8080 for a port-forward of the API on 8888)")
@@ -176,7 +179,9 @@ def _submit(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as workdir:
         package = _package(args, workdir, settings)
         params = submit.checked_params(package, args.param)
-        submit.check_package(package, params)
+        for warning in submit.check_package(package, params,
+                                            allow_tags=args.allow_image_tags):
+            _warn(args, warning)
         job = submit.Submission(
             package=package, params=params,
             experiment=args.experiment, run_name=args.run_name, namespace=args.namespace,
@@ -206,7 +211,8 @@ def _upload(args: argparse.Namespace) -> int:
     version = args.version or f"v{__version__}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
     with tempfile.TemporaryDirectory() as workdir:
         package = _package(args, workdir, cluster_settings(args))
-        for warning in submit.check_package(package, {}, run=False):
+        for warning in submit.check_package(package, {}, run=False,
+                                            allow_tags=args.allow_image_tags):
             _warn(args, warning)
         client = _client(args, package)
         pipeline_id, version_id = submit.upload(client, package, args.name, version,

@@ -62,6 +62,8 @@ NODE_SELECTOR_SHORTCUTS = {
     "gke": ("cloud.google.com/gke-accelerator", "nvidia-l4"),
     "eks": ("eks.amazonaws.com/nodegroup", "gpu"),
 }
+# Kubernetes' image pull policies (`image_pull_policy`).
+PULL_POLICIES = ("Always", "IfNotPresent", "Never")
 # `git_commit`'s value that stands for the compiling checkout's commit.
 COMPILING_CHECKOUT = "HEAD"
 
@@ -274,6 +276,10 @@ class ClusterSettings:
     image_pull_secrets: tuple[str, ...] = _setting(
         (), "Secret for pulling the images from a private registry (repeatable)",
         flag="image_pull_secret", metavar="NAME", repeat=True)
+    image_pull_policy: str = _setting(
+        "", "imagePullPolicy of every task, Always, IfNotPresent or Never ('': Always for an "
+        "image given by tag, so that a tag pushed again is pulled again; the node's default "
+        "for one pinned by digest)", metavar="POLICY")
     model_registry: str = _setting("", "default of the run parameter `registry`, e.g. "
                                    "s3://bucket/postergenre/registry (without it every run "
                                    "must pass -p registry=...)", metavar="URI")
@@ -334,6 +340,9 @@ class ClusterSettings:
         if not all(self.image_pull_secrets):
             raise ValueError(f"image_pull_secrets: {self.image_pull_secrets!r}, expected "
                              "Secret names")
+        if self.image_pull_policy not in ("", *PULL_POLICIES):
+            raise ValueError(f"image_pull_policy: {self.image_pull_policy!r} is not one of "
+                             f"{', '.join(PULL_POLICIES)} ('' for the default)")
         if self.retries < 0:
             raise ValueError(f"retries: {self.retries} (0 for none)")
         if int(self.retry_backoff_factor) != self.retry_backoff_factor \
@@ -408,6 +417,12 @@ class ClusterSettings:
     def stage_images(self) -> dict[str, str]:
         """Every stage -> its image (components.build_components' argument)."""
         return {stage: self.image_for(stage) for stage in STAGE_PROFILES}
+
+    def pull_policy(self, image: str) -> str | None:
+        """The imagePullPolicy of a task running `image` (None: the node's default)."""
+        if self.image_pull_policy:
+            return self.image_pull_policy
+        return None if pinned_by_digest(image) else "Always"
 
     def cached(self, stage: str) -> bool:
         """Whether `stage`'s task may reuse a cached result (its profile's cache policy)."""
@@ -495,6 +510,12 @@ def settings_from_args(args: argparse.Namespace) -> ClusterSettings:
         for field in dataclasses.fields(ClusterSettings) if hasattr(args, _dest(field.name))})
 
 
+def pinned_by_digest(image: str) -> bool:
+    """An image reference that names its content (`...@sha256:...`), not a tag that can
+    be pushed again."""
+    return "@sha256:" in image
+
+
 def is_remote_uri(location: str) -> bool:
     """s3://, gs://, ... but not a local path or file://."""
     return "://" in location and not location.startswith("file://")
@@ -580,6 +601,11 @@ def apply_cluster_settings(settings: ClusterSettings) -> None:
                                             run_as_group=RUN_AS_USER, run_as_non_root=True)
         if settings.image_pull_secrets:
             kubernetes.set_image_pull_secrets(task, list(settings.image_pull_secrets))
+        policy = settings.pull_policy(task.container_spec.image)
+        if policy:
+            # A node that holds an image by its tag does not pull it again unless told:
+            # a tag pushed again would run the old code.
+            kubernetes.set_image_pull_policy(task, policy)
         if "tmdb" in profile.secrets and settings.tmdb_secret:
             # The demo and DVC sources need no TMDb key, and a missing key is reported by
             # ingest itself, naming the variable.

@@ -208,11 +208,17 @@ def check_backend(health: Mapping, package: str, host: str = "the server") -> st
                    f"{' / '.join(flags) or 'those settings'}, or upgrade the backend")
 
 
-def check_package(package: str, params: Mapping, *, run: bool = True) -> list[str]:
-    """What makes a compiled package fail on any cluster: placeholder images (an error)
-    and a model registry inside the task's pod (an error for a run, else a warning,
-    returned)."""
-    from postergenre.pipelines.platform import PLACEHOLDER_IMAGE_PREFIX, is_remote_uri
+def check_package(package: str, params: Mapping, *, run: bool = True,
+                  allow_tags: bool = False) -> list[str]:
+    """What makes a compiled package fail on any cluster: placeholder images (an error),
+    images given by tag (an error unless `allow_tags`, then a warning) and a model
+    registry inside the task's pod (an error for a run, else a warning). Returns the
+    warnings."""
+    from postergenre.pipelines.platform import (
+        PLACEHOLDER_IMAGE_PREFIX,
+        is_remote_uri,
+        pinned_by_digest,
+    )
 
     spec = load_spec(package)
     executors = spec.get("deploymentSpec", {}).get("executors", {})
@@ -222,18 +228,29 @@ def check_package(package: str, params: Mapping, *, run: bool = True) -> list[st
         raise KfpError(f"{package} runs the placeholder image {placeholders[0]}, which "
                        "nothing publishes: build and push yours (make images) and compile "
                        "with --registry REGISTRY [--tag TAG] or --image and --gpu-image")
+    warnings = []
+    tagged = [image for image in images if not pinned_by_digest(image)]
+    if tagged:
+        # KFP's cache key holds the image reference, not what it pointed to when the
+        # result was cached: a tag pushed again reuses the old code's results.
+        message = (f"{package} runs {', '.join(tagged)} by tag: a cached result of the same "
+                   "tag is reused even after the tag is pushed again")
+        if not allow_tags:
+            raise KfpError(f"{message}; pin each image by digest (--tag sha256:... or "
+                           "--image ...@sha256:...), or pass --allow-image-tags")
+        warnings.append(f"{message} (--no-cache after pushing it again)")
     declared = spec["root"].get("inputDefinitions", {}).get("parameters", {})
     if "registry" not in declared:
-        return []
+        return warnings
     registry = params.get("registry", declared["registry"].get("defaultValue", ""))
     if is_remote_uri(str(registry)):
-        return []
+        return warnings
     message = (f"the model registry {registry!r} is a folder inside the task's pod, gone "
                "when it ends: pass -p registry=s3://bucket/prefix or compile with "
                "--model-registry s3://bucket/prefix")
     if run:
         raise KfpError(message)
-    return [f"{message} (each run must set registry)"]
+    return [*warnings, f"{message} (each run must set registry)"]
 
 
 def connect(host: str | None, auth: Auth, namespace: str | None = None, *,

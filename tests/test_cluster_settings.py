@@ -46,6 +46,7 @@ GIVEN = {
     "s3_config_map": (["--s3-config-map", "endpoint"], "endpoint"),
     "image_pull_secrets": (["--image-pull-secret", "a", "--image-pull-secret", "b"],
                            ("a", "b")),
+    "image_pull_policy": (["--image-pull-policy", "IfNotPresent"], "IfNotPresent"),
     "model_registry": (["--model-registry", "s3://b/registry"], "s3://b/registry"),
     "require_gpu": (["--no-require-gpu"], False),
     "retries": (["--retries", "0"], 0),

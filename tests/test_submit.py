@@ -17,7 +17,8 @@ from postergenre.pipelines.runner import compile_pipeline, parse_spec_params
 from tests.fake_kfp import API, FakeKfp
 
 TOKEN = "sentinel-kfp-token-7d1c"
-IMAGES = {"image": "registry.example/postergenre:1", "gpu_image": "registry.example/gpu:1"}
+IMAGES = {"image": "registry.example/postergenre@sha256:" + "a" * 64,
+          "gpu_image": "registry.example/gpu@sha256:" + "b" * 64}
 REGISTRY = "s3://bucket/postergenre/registry"
 IMAGE_FLAGS = ["--image", IMAGES["image"], "--gpu-image", IMAGES["gpu_image"]]
 
@@ -385,3 +386,28 @@ def test_private_ca(package, tls_cert, capsys):
         assert _submit(server, package, "--ca-cert", cert + ".missing") == 2
     assert "no such file" in capsys.readouterr().err
     assert len(server.calls_to("POST", f"{API}/runs")) == 1
+
+
+def test_images_given_by_tag_need_to_be_allowed(tmp_path, capsys):
+    """KFP's cache key holds the image reference: a tag pushed again would reuse the old
+    code's cached results, so submit and upload refuse tags unless --allow-image-tags
+    (the compiled tasks then pull them on every run: test_compile_golden)."""
+    tagged = str(compile_pipeline(tmp_path / "tags.yaml", ClusterSettings(
+        image="registry.example/postergenre:0.1.0", gpu_image=IMAGES["gpu_image"],
+        model_registry=REGISTRY)))
+    with FakeKfp(token=TOKEN) as server:
+        assert _submit(server, tagged) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1
+        assert ("runs registry.example/postergenre:0.1.0 by tag: a cached result of the same "
+                "tag is reused even after the tag is pushed again; pin each image by digest"
+                in err)
+        assert main(["pipeline", "upload", "--host", server.url, "--package", tagged]) == 2
+        assert main(["pipeline", "submit", "--host", server.url, "--registry",
+                     "registry.example/team", "--tag", "0.1.0",
+                     "--model-registry", REGISTRY]) == 2
+        assert "--allow-image-tags" in capsys.readouterr().err
+        assert not server.calls_to("POST", f"{API}/runs")
+        assert _submit(server, tagged, "--allow-image-tags") == 0
+        assert "(--no-cache after pushing it again)" in capsys.readouterr().err
+        assert len(server.calls_to("POST", f"{API}/runs")) == 1
