@@ -64,6 +64,9 @@ NODE_SELECTOR_SHORTCUTS = {
 }
 # Kubernetes' image pull policies (`image_pull_policy`).
 PULL_POLICIES = ("Always", "IfNotPresent", "Never")
+# Where the GPU image keeps docker/check_cuda.py (docker/Dockerfile.gpu), which the GPU
+# check Job runs with --gpu.
+GPU_CHECK_SCRIPT = "/opt/postergenre/check_cuda.py"
 # `git_commit`'s value that stands for the compiling checkout's commit.
 COMPILING_CHECKOUT = "HEAD"
 
