@@ -4,6 +4,7 @@ compile  -> the YAML IR with the cluster settings (platform.ClusterSettings, who
             fields make the cluster flags)
 run      -> the whole pipeline locally (kfp.local)
 submit   -> a run on a cluster (--watch to follow it, --schedule CRON for a recurring run)
+gpu-check -> a Job that checks the GPU node pool with the same settings
 upload   -> a new version of a pipeline on a cluster
 Nothing heavy is imported until a command runs.
 """
@@ -122,6 +123,15 @@ def add_pipeline_parser(sub, parents: list | None = None) -> None:
     s.add_argument("--schedule", metavar="CRON", default=None,
                    help="create a recurring run instead, e.g. '0 3 * * 1' (Mondays 03:00)")
 
+    g = psub.add_parser("gpu-check", help="write a Job that checks the GPU node pool: it "
+                        "lands where the training tasks land and runs the GPU image's check",
+                        parents=parents)
+    g.add_argument("--namespace", default="kubeflow", help="where the Job runs (a profile "
+                   "namespace on multi-user Kubeflow)")
+    g.add_argument("--output", default="-", help="YAML file to write ('-': standard "
+                   "output, e.g. | kubectl apply -f -)")
+    add_cluster_flags(g)
+
     u = psub.add_parser("upload", help="upload the pipeline as a new version",
                         parents=parents)
     _add_experiment_flags(u)
@@ -223,6 +233,26 @@ def _upload(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gpu_check(args: argparse.Namespace) -> int:
+    import yaml
+
+    from postergenre.pipelines.platform import DEFAULT_GPU_IMAGE, gpu_check_manifests
+
+    settings = cluster_settings(args)
+    if settings.gpu_image == DEFAULT_GPU_IMAGE:
+        _warn(args, f"--gpu-image: the placeholder {DEFAULT_GPU_IMAGE} is published by "
+              "nothing; pass the image you pushed (--registry REGISTRY [--tag TAG] or "
+              "--gpu-image)")
+    text = yaml.safe_dump_all(gpu_check_manifests(settings, args.namespace), sort_keys=False)
+    if args.output == "-":
+        sys.stdout.write(text)
+    else:
+        Path(args.output).write_text(text)
+        print(f"wrote {args.output}: kubectl apply -f {args.output} && kubectl -n "
+              f"{args.namespace} logs -f job/postergenre-gpu-check", file=sys.stderr)
+    return 0
+
+
 def run_pipeline_command(args: argparse.Namespace) -> int:
     """Dispatch `postergenre pipeline ACTION`; KFP API failures -> one line and exit code."""
     from postergenre.pipelines import runner, submit
@@ -246,6 +276,8 @@ def run_pipeline_command(args: argparse.Namespace) -> int:
                 print(f"  failed: {line}")
             print(f"artifacts: {outputs['run_dir']}")
             return 0
+        if args.pipeline_command == "gpu-check":
+            return _gpu_check(args)
         if args.pipeline_command == "submit":
             return _submit(args)
         return _upload(args)

@@ -58,7 +58,8 @@ RUN_AS_USER = 10001
 DEFAULT_GPU_NODE_LABEL = ("nvidia.com/gpu.present", "true")
 NODE_SELECTOR_SHORTCUTS = {
     "nvidia": DEFAULT_GPU_NODE_LABEL,
-    # The values of k8s/overlays/gpu-node-pool's examples; `gke:TYPE` / `eks:GROUP` for yours.
+    # The values of the GKE and EKS examples (k8s/gpu-node-pool); `gke:TYPE` / `eks:GROUP`
+    # for yours.
     "gke": ("cloud.google.com/gke-accelerator", "nvidia-l4"),
     "eks": ("eks.amazonaws.com/nodegroup", "gpu"),
 }
@@ -511,6 +512,67 @@ def settings_from_args(args: argparse.Namespace) -> ClusterSettings:
     return ClusterSettings.from_values({
         field.name: getattr(args, _dest(field.name))
         for field in dataclasses.fields(ClusterSettings) if hasattr(args, _dest(field.name))})
+
+
+GPU_CHECK_NAME = "postergenre-gpu-check"
+
+
+def gpu_check_manifests(settings: ClusterSettings, namespace: str) -> list[dict]:
+    """A one-off Job that lands where the training tasks land and asks for what they ask
+    for (node selector, toleration, accelerator, /dev/shm, resources, image and its pull
+    secrets and policy, all from `settings`, as the compiled pipeline has them), and runs
+    the GPU image's own check with --gpu (driver, CUDA, TensorFlow sees a GPU); and a
+    NetworkPolicy that shuts its pod off the network. No ServiceAccount is named (the
+    namespace's `default`, which every namespace has) and none's token is mounted; the
+    Istio sidecar of a Kubeflow profile namespace is kept out, or the Job never ends."""
+    labels = {"app.kubernetes.io/part-of": "postergenre",
+              "app.kubernetes.io/name": GPU_CHECK_NAME}
+    resources = settings.gpu_resources
+    gpus = {settings.gpu_type: str(settings.gpu_count)}
+    container: dict[str, Any] = {
+        "name": "gpu-check", "image": settings.gpu_image,
+        "command": ["python3", GPU_CHECK_SCRIPT, "--gpu"],
+        "resources": {
+            "requests": {"cpu": resources.cpu_request, "memory": resources.memory_request,
+                         **gpus},
+            "limits": {"cpu": resources.cpu_limit, "memory": resources.memory_limit, **gpus}},
+        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                            "capabilities": {"drop": ["ALL"]}},
+        "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"},
+                         {"name": "tmp", "mountPath": SCRATCH_MOUNT}]}
+    policy = settings.pull_policy(settings.gpu_image)
+    if policy:
+        container["imagePullPolicy"] = policy
+    pod: dict[str, Any] = {
+        "restartPolicy": "Never", "automountServiceAccountToken": False,
+        "securityContext": {"runAsNonRoot": True, "runAsUser": RUN_AS_USER,
+                            "runAsGroup": RUN_AS_USER,
+                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [container],
+        "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory",
+                                                  "sizeLimit": settings.shm_size}},
+                    {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}]}
+    if settings.node_label is not None:
+        pod["nodeSelector"] = dict([settings.node_label])
+    if settings.gpu_toleration:
+        pod["tolerations"] = [{"key": GPU_RESOURCE, "operator": "Exists",
+                               "effect": "NoSchedule"}]
+    if settings.image_pull_secrets:
+        pod["imagePullSecrets"] = [{"name": name} for name in settings.image_pull_secrets]
+    job = {"apiVersion": "batch/v1", "kind": "Job",
+           "metadata": {"name": GPU_CHECK_NAME, "namespace": namespace, "labels": labels},
+           "spec": {"backoffLimit": 0, "ttlSecondsAfterFinished": 3600,
+                    "activeDeadlineSeconds": 900,
+                    "template": {"metadata": {"labels": dict(labels), "annotations": {
+                        "sidecar.istio.io/inject": "false"}}, "spec": pod}}}
+    # The check needs no network (the kubelet, not the pod, pulls the image).
+    network = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+               "metadata": {"name": GPU_CHECK_NAME, "namespace": namespace,
+                            "labels": {"app.kubernetes.io/part-of": "postergenre"}},
+               "spec": {"podSelector": {"matchLabels": {
+                   "app.kubernetes.io/name": GPU_CHECK_NAME}},
+                   "policyTypes": ["Ingress", "Egress"]}}
+    return [job, network]
 
 
 def pinned_by_digest(image: str) -> bool:

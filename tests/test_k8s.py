@@ -20,7 +20,7 @@ from postergenre.pipelines.compat import BACKEND_RELEASES, LATEST_BACKEND, versi
 
 K8S = Path(__file__).resolve().parents[1] / "k8s"
 KUBERNETES_VERSION = "1.32.0"
-LOCAL = ["base", "overlays/standalone", "overlays/multi-user", "overlays/gpu-node-pool"]
+LOCAL = ["base", "overlays/standalone", "overlays/multi-user"]
 SENTINEL = "sentinel-value-never-committed"
 
 
@@ -167,9 +167,20 @@ def test_no_limitrange_where_kfp_itself_runs(tmp_path):
             assert kustomization.get("namespace") != "kubeflow", path
 
 
-def test_everything_that_runs_is_limited_and_non_root():
-    pods = [(o, spec) for name in LOCAL for o in render(K8S / name) for spec in _pod_specs(o)]
-    assert pods, "the GPU node-pool example runs a Job"
+def _gpu_check(tmp_path: Path, *flags: str) -> list[dict]:
+    """`postergenre pipeline gpu-check` with `flags`, as the objects it writes."""
+    from postergenre.cli import main
+
+    out = tmp_path / "gpu-check.yaml"
+    assert main(["pipeline", "gpu-check", "--output", str(out), *flags]) == 0
+    return [doc for doc in yaml.safe_load_all(out.read_text()) if doc]
+
+
+def test_everything_that_runs_is_limited_and_non_root(tmp_path):
+    generated = _gpu_check(tmp_path, "--gpu-image", "r.example/gpu@sha256:" + "e" * 64)
+    pods = [(o, spec) for o in [*(o for name in LOCAL for o in render(K8S / name)),
+                                *generated] for spec in _pod_specs(o)]
+    assert pods, "the GPU node-pool check runs a Job"
     for obj, spec in pods:
         assert spec["securityContext"]["runAsNonRoot"] is True, obj["metadata"]["name"]
         assert spec.get("automountServiceAccountToken") is False
@@ -183,19 +194,61 @@ def test_everything_that_runs_is_limited_and_non_root():
             assert context["capabilities"]["drop"] == ["ALL"]
 
 
-def test_gpu_example_matches_what_the_pipeline_compiles():
-    from postergenre.pipelines.platform import DEFAULT_GPU_NODE_LABEL, GPU_RESOURCE
+@pytest.mark.parametrize("flags", [
+    [], ["--node-selector", "gke:nvidia-tesla-t4"], ["--node-selector", "eks:gpu-a10"],
+    ["--node-selector", "nvidia", "--gpu-count", "2", "--gpu-task-memory", "48Gi",
+     "--shm-size", "2Gi", "--image-pull-secret", "regcred"],
+    ["--node-selector", "none", "--no-gpu-toleration", "--gpu-type", "amd.com/gpu"]])
+def test_gpu_check_lands_where_the_training_tasks_land(tmp_path, flags):
+    """The GPU check Job is made from the same settings as the compiled pipeline: with the
+    same flags it has the training task's node selector (the GPU operator's label, GKE's
+    or EKS's), toleration, accelerator, /dev/shm, resources, image and pull secrets, and
+    it runs the GPU image's check with --gpu (docker/check_cuda.py, copied to
+    GPU_CHECK_SCRIPT)."""
+    from postergenre.cli import main
+    from postergenre.pipelines.platform import GPU_CHECK_SCRIPT, RUN_AS_USER
 
-    (job,) = [o for o in render(K8S / "overlays/gpu-node-pool") if o["kind"] == "Job"]
-    spec = job["spec"]["template"]["spec"]
-    assert spec["nodeSelector"] == dict([DEFAULT_GPU_NODE_LABEL])
-    assert spec["tolerations"] == [{"key": GPU_RESOURCE, "operator": "Exists",
-                                    "effect": "NoSchedule"}]
-    container = spec["containers"][0]
-    assert container["resources"]["limits"][GPU_RESOURCE] == "1"
-    assert container["image"].startswith("ghcr.io/postergenre/postergenre-gpu:")
-    shm = next(v for v in spec["volumes"] if v["name"] == "dshm")
-    assert shm["emptyDir"]["medium"] == "Memory"
+    images = ["--image", "r.example/cpu@sha256:" + "c" * 64,
+              "--registry", "ghcr.io/acme", "--tag", "sha256:" + "d" * 64]
+    package = tmp_path / "p.yaml"
+    assert main(["pipeline", "compile", "--output", str(package), *images, *flags]) == 0
+    spec, platform = yaml.safe_load_all(package.read_text())
+    train = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train"]
+    container = spec["deploymentSpec"]["executors"]["exec-train"]["container"]
+    job, network = _gpu_check(tmp_path, *images, *flags, "--namespace", "team-a")
+    for obj in (job, network):
+        kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+        assert obj["metadata"]["namespace"] == "team-a"
+    pod = job["spec"]["template"]["spec"]
+    (check,) = pod["containers"]
+    assert check["image"] == container["image"] == "ghcr.io/acme/postergenre-gpu@sha256:" + \
+        "d" * 64
+    assert check["command"] == ["python3", GPU_CHECK_SCRIPT, "--gpu"]
+    assert pod.get("nodeSelector") == train.get("nodeSelector", {}).get("labels")
+    assert pod.get("tolerations") == train.get("tolerations")
+    gpu = container["resources"]["accelerator"]
+    for side in ("requests", "limits"):
+        assert check["resources"][side][gpu["resourceType"]] == gpu["resourceCount"]
+    assert (check["resources"]["requests"]["cpu"], check["resources"]["limits"]["cpu"],
+            check["resources"]["requests"]["memory"], check["resources"]["limits"]["memory"]) \
+        == tuple(container["resources"][k] for k in (
+            "resourceCpuRequest", "resourceCpuLimit", "resourceMemoryRequest",
+            "resourceMemoryLimit"))
+    (shm,) = [v for v in pod["volumes"] if v["name"] == "dshm"]
+    assert shm["emptyDir"] == {"medium": "Memory",
+                               "sizeLimit": train["emptyDirMounts"][0]["sizeLimit"]}
+    assert [s["name"] for s in pod.get("imagePullSecrets", [])] == \
+        [s["secretName"] for s in train.get("imagePullSecret", [])]
+    # Any namespace: no ServiceAccount named (multi-user profiles have no runner account
+    # in `kubeflow`), no token, no Istio sidecar (a Job with one never completes).
+    assert "serviceAccountName" not in pod and pod["automountServiceAccountToken"] is False
+    assert job["spec"]["template"]["metadata"]["annotations"] == {
+        "sidecar.istio.io/inject": "false"}
+    assert pod["securityContext"]["runAsUser"] == RUN_AS_USER
+    selected = network["spec"]["podSelector"]["matchLabels"].items()
+    assert selected <= job["spec"]["template"]["metadata"]["labels"].items()
+    assert network["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert "ingress" not in network["spec"] and "egress" not in network["spec"]
 
 
 def test_secret_templates_hold_names_and_keys_only(secrets_dir):
@@ -250,6 +303,8 @@ def test_checkov_finds_nothing_unjustified(tmp_path):
     for name in LOCAL[1:]:
         (tmp_path / f"{name.replace('/', '_')}.yaml").write_text(
             yaml.safe_dump_all(render(K8S / name)))
+    (tmp_path / "gpu-check.yaml").write_text(yaml.safe_dump_all(_gpu_check(
+        tmp_path, "--gpu-image", "r.example/gpu@sha256:" + "e" * 64)))
     done = subprocess.run([checkov, "-d", str(tmp_path), "--framework", "kubernetes",
                            "--compact", "--quiet", "--skip-download"],
                           capture_output=True, text=True, check=False)
