@@ -294,8 +294,10 @@ class ClusterSettings:
     retry_backoff_factor: float = _setting(2.0, "each further wait is this many times longer")
     retry_backoff_max: str = _setting("12h", "no retry after this long", metavar="DURATION")
     pipeline_root: str = _setting("", "where KFP writes artifacts, e.g. "
-                                  "s3://bucket/postergenre ('': the cluster's)",
-                                  metavar="URI")
+                                  "s3://bucket/postergenre, whose credentials KFP's launcher "
+                                  "reads from the kfp-launcher ConfigMap's providers "
+                                  "(k8s/components/s3-pipeline-root, or eks-irsa) ('': the "
+                                  "cluster's)", metavar="URI")
     caching: bool = _setting(True, "let tasks reuse cached results (--no-cache: none does)",
                              flag="cache")
     cache_ingest: bool = _setting(False, "cache ingest too (only for data pinned by "

@@ -261,6 +261,113 @@ def test_gpu_check_lands_where_the_training_tasks_land(tmp_path, flags):
     assert "ingress" not in network["spec"] and "egress" not in network["spec"]
 
 
+# The fields of kfp-launcher's `providers` that the backend reads, by JSON name, for an
+# s3:// root (kubeflow/pipelines 2.17.0, backend/src/v2/config/s3.go: S3ProviderConfig,
+# S3ProviderDefault, S3Credentials, S3SecretRef; env.go: BucketProviders). Its YAML
+# decoder ignores a field it does not know, so a misspelt one would fail only on a run.
+S3_PROVIDER_FIELDS = {
+    "providers": {"minio", "s3", "gs"}, "s3": {"default", "Overrides"},
+    "default": {"endpoint", "credentials", "region", "disableSSL", "forcePathStyle",
+                "maxRetries"},
+    "credentials": {"fromEnv", "secretRef"},
+    "secretRef": {"secretName", "accessKeyKey", "secretKeyKey"},
+}
+# What KFP 2.17.0 installs and these components patch (manifests/kustomize/base/pipeline:
+# kfp-launcher-configmap.yaml with the install's empty default root, ml-pipeline-ui-sa.yaml,
+# ml-pipeline-ui-deployment.yaml cut to its container), as stand-ins for the network.
+KFP_OBJECTS = [
+    {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "kfp-launcher"},
+     "data": {"defaultPipelineRoot": ""}},
+    {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "ml-pipeline-ui"}},
+    {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "ml-pipeline-ui"},
+     "spec": {"selector": {"matchLabels": {"app": "ml-pipeline-ui"}},
+              "template": {"metadata": {"labels": {"app": "ml-pipeline-ui"}},
+                           "spec": {"containers": [{
+                               "name": "ml-pipeline-ui",
+                               "image": "ghcr.io/kubeflow/kfp-frontend:2.17.0"}]}}}},
+]
+
+
+def _with_kfp(tmp_path: Path, component: str) -> dict[tuple[str, str], dict]:
+    """k8s/overlays/standalone beside KFP's own objects, with `component`: the objects by
+    (kind, name)."""
+    (tmp_path / "kfp.yaml").write_text(yaml.safe_dump_all(KFP_OBJECTS))
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump({
+        "namespace": "kubeflow",
+        "resources": ["kfp.yaml", _relative(K8S / "overlays/standalone", tmp_path)],
+        "components": [_relative(K8S / "components" / component, tmp_path)]}))
+    objects = render(tmp_path)
+    for obj in objects:
+        kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+    return {(o["kind"], o["metadata"]["name"]): o for o in objects}
+
+
+def _providers(objects: dict) -> dict:
+    launcher = objects[("ConfigMap", "kfp-launcher")]
+    assert launcher["data"]["defaultPipelineRoot"] == ""  # KFP's own key, kept
+    providers = yaml.safe_load(launcher["data"]["providers"])
+
+    def check(name: str, value: dict) -> None:
+        assert set(value) <= S3_PROVIDER_FIELDS[name], (name, set(value))
+        for key, inner in value.items():
+            if isinstance(inner, dict) and key in S3_PROVIDER_FIELDS:
+                check(key, inner)
+
+    check("providers", providers)
+    return providers["s3"]["default"]
+
+
+def test_s3_pipeline_root_gives_the_launcher_the_projects_keys(tmp_path):
+    """An s3:// pipeline root: kfp-launcher's providers.s3 names the bucket's region and
+    endpoint and the same Secret and keys the tasks get (one key pair for the bucket),
+    the runner account may read that Secret and no other new one, and KFP's own key of
+    the ConfigMap stays."""
+    from postergenre.pipelines.platform import S3_SECRET_KEYS, ClusterSettings
+
+    objects = _with_kfp(tmp_path, "s3-pipeline-root")
+    default = _providers(objects)
+    assert default["region"] and default["endpoint"]
+    ref = default["credentials"]["secretRef"]
+    assert default["credentials"]["fromEnv"] is False
+    assert ref["secretName"] == ClusterSettings().s3_secret
+    assert {ref["accessKeyKey"], ref["secretKeyKey"]} == set(S3_SECRET_KEYS)
+    role = objects[("Role", "postergenre-runner")]
+    before = _rules(next(o for o in render(K8S / "overlays/standalone") if o["kind"] == "Role"))
+    assert _rules(role) - before == {("", "secrets", "get", ref["secretName"])}
+    # KFP 2.17's UI on multi-user Kubeflow: its own environment, from the same Secret.
+    # (kubectl patch --patch-file reads it as kustomize does; kustomize wants it in its root)
+    (tmp_path / "ui").mkdir()
+    shutil.copy(K8S / "components/s3-pipeline-root/ml-pipeline-ui-env.yaml", tmp_path / "ui")
+    (tmp_path / "ui" / "kfp.yaml").write_text(yaml.safe_dump(KFP_OBJECTS[2]))
+    (tmp_path / "ui" / "kustomization.yaml").write_text(yaml.safe_dump({
+        "resources": ["kfp.yaml"], "patches": [{"path": "ml-pipeline-ui-env.yaml"}]}))
+    (ui,) = render(tmp_path / "ui")
+    kubernetes_validate.validate(ui, KUBERNETES_VERSION, strict=True)
+    env = {e["name"]: e.get("value", e.get("valueFrom"))
+           for e in ui["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["AWS_REGION"] == default["region"]
+    for key in S3_SECRET_KEYS:
+        assert env[key] == {"secretKeyRef": {"name": ref["secretName"], "key": key}}
+
+
+def test_eks_irsa_gives_the_runner_and_the_ui_a_role_and_no_keys(tmp_path):
+    """EKS with IRSA: the runner's and the UI's ServiceAccounts carry the role, the
+    launcher takes the pod's web identity (fromEnv) in the bucket's region, and no
+    Secret is named or readable."""
+    objects = _with_kfp(tmp_path, "eks-irsa")
+    default = _providers(objects)
+    assert default["credentials"] == {"fromEnv": True} and default["region"]
+    roles = {objects[("ServiceAccount", name)]["metadata"]["annotations"][
+        "eks.amazonaws.com/role-arn"] for name in ("postergenre-runner", "ml-pipeline-ui")}
+    assert len(roles) == 1 and re.fullmatch(r"arn:aws:iam::\d{12}:role/.+", roles.pop())
+    (container,) = objects[("Deployment", "ml-pipeline-ui")]["spec"]["template"]["spec"][
+        "containers"]
+    assert container["env"] == [{"name": "AWS_REGION", "value": default["region"]}]
+    role = objects[("Role", "postergenre-runner")]
+    assert _rules(role) == _rules(next(o for o in render(K8S / "overlays/standalone")
+                                       if o["kind"] == "Role"))
+
+
 def test_secret_templates_hold_names_and_keys_only(secrets_dir):
     from postergenre.pipelines.platform import S3_CONFIG_KEYS, S3_SECRET_KEYS, TMDB_SECRET_KEYS
 
