@@ -389,6 +389,21 @@ def test_secret_templates_hold_names_and_keys_only(secrets_dir):
     assert ignored.returncode == 0
 
 
+# The object store's Service in `kubeflow` and its ports, as the KFP release that
+# k8s/overlays/kfp-standalone installs ships it (kubeflow/pipelines 2.17.0,
+# manifests/kustomize/third-party/seaweedfs/base/seaweedfs/seaweedfs-service.yaml; 2.15.0
+# added SeaweedFS with a minio-service alias, which 2.16.0 dropped).
+OBJECT_STORE_SERVICES = {"2.17.0": {"seaweedfs": {8111, 8333, 9000, 9333, 19333, 18888, 8888}}}
+
+
+def test_the_endpoint_example_names_the_installed_object_store():
+    """The first in-cluster endpoint the S3 endpoint template suggests is a Service and
+    port of the KFP release the project installs."""
+    text = (K8S / "secrets/s3-endpoint.env.example").read_text()
+    service, port = re.search(r"http://([a-z0-9-]+)\.kubeflow:(\d+)", text).groups()
+    assert int(port) in OBJECT_STORE_SERVICES[LATEST_BACKEND][service]
+
+
 def test_kfp_install_is_pinned_to_a_backend_release():
     """kubeflow/pipelines tags backend releases X.Y.Z and SDK releases sdk-X.Y.Z: the SDK's
     2.17.3 has no backend tag. The install pins the newest backend release (2.17.0, the
