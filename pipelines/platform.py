@@ -63,6 +63,12 @@ NODE_SELECTOR_SHORTCUTS = {
     "gke": ("cloud.google.com/gke-accelerator", "nvidia-l4"),
     "eks": ("eks.amazonaws.com/nodegroup", "gpu"),
 }
+# What a model registry on a cluster must be (is_registry_uri). The images hold s3fs and no
+# other remote filesystem (no gcsfs), so a gs:// registry would fail in evaluate and
+# register; GCS is reached through its S3-compatible XML API with HMAC keys instead.
+REGISTRY_URI_HINT = ("expected an s3:// URI such as s3://bucket/postergenre/registry (a "
+                     "folder in a task's pod is gone when the pod ends; the images reach S3 "
+                     "and S3-compatible stores only, GCS through its XML API with HMAC keys)")
 # Kubernetes' image pull policies (`image_pull_policy`).
 PULL_POLICIES = ("Always", "IfNotPresent", "Never")
 # Where the GPU image keeps docker/check_cuda.py (docker/Dockerfile.gpu), which the GPU
@@ -272,8 +278,9 @@ class ClusterSettings:
                                 "read-access-token ('' for none)", metavar="NAME")
     s3_secret: str = _setting(
         "postergenre-s3", "Secret with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, given to "
-        "ingest, train, evaluate and register as POSTERGENRE_AWS_* ('' for none: IRSA / "
-        "Workload Identity, where the runs' service account has S3 access)", metavar="NAME")
+        "ingest, train, evaluate and register as POSTERGENRE_AWS_* ('' for none: EKS IRSA or "
+        "Pod Identity, where the runs' service account has S3 access; not GKE's Workload "
+        "Identity, whose GCP credentials no S3 client uses: give GKE keys)", metavar="NAME")
     s3_config_map: str = _setting("postergenre-s3", "ConfigMap with AWS_ENDPOINT_URL (MinIO "
                                   "or another S3-compatible store; '' for none)",
                                   metavar="NAME")
@@ -338,10 +345,8 @@ class ClusterSettings:
         if self.pipeline_root and "://" not in self.pipeline_root:
             raise ValueError(f"pipeline_root: {self.pipeline_root!r}, expected a URI such as "
                              "s3://bucket/pipeline-root")
-        if self.model_registry and not is_remote_uri(self.model_registry):
-            raise ValueError(f"model_registry: {self.model_registry!r}, expected a URI such "
-                             "as s3://bucket/postergenre/registry (a folder in a task's pod "
-                             "is gone when the pod ends)")
+        if self.model_registry and not is_registry_uri(self.model_registry):
+            raise ValueError(f"model_registry: {self.model_registry!r}, {REGISTRY_URI_HINT}")
         object.__setattr__(self, "image_pull_secrets", tuple(self.image_pull_secrets))
         if not all(self.image_pull_secrets):
             raise ValueError(f"image_pull_secrets: {self.image_pull_secrets!r}, expected "
@@ -583,9 +588,10 @@ def pinned_by_digest(image: str) -> bool:
     return "@sha256:" in image
 
 
-def is_remote_uri(location: str) -> bool:
-    """s3://, gs://, ... but not a local path or file://."""
-    return "://" in location and not location.startswith("file://")
+def is_registry_uri(location: str) -> bool:
+    """A model registry a cluster's tasks can share: s3:// (the images reach remote
+    storage through s3fs alone, postergenre.data.storage), not a folder in the pod."""
+    return location.startswith("s3://")
 
 
 def apply_gpu_node_pool(task: dsl.PipelineTask, settings: ClusterSettings) -> None:

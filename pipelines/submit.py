@@ -216,7 +216,8 @@ def check_package(package: str, params: Mapping, *, run: bool = True,
     warnings."""
     from postergenre.pipelines.platform import (
         PLACEHOLDER_IMAGE_PREFIX,
-        is_remote_uri,
+        REGISTRY_URI_HINT,
+        is_registry_uri,
         pinned_by_digest,
     )
 
@@ -243,11 +244,11 @@ def check_package(package: str, params: Mapping, *, run: bool = True,
     if "registry" not in declared:
         return warnings
     registry = params.get("registry", declared["registry"].get("defaultValue", ""))
-    if is_remote_uri(str(registry)):
+    if is_registry_uri(str(registry)):
         return warnings
-    message = (f"the model registry {registry!r} is a folder inside the task's pod, gone "
-               "when it ends: pass -p registry=s3://bucket/prefix or compile with "
-               "--model-registry s3://bucket/prefix")
+    message = (f"the model registry {registry!r}: {REGISTRY_URI_HINT}; pass "
+               "-p registry=s3://bucket/prefix or compile with --model-registry "
+               "s3://bucket/prefix")
     if run:
         raise KfpError(message)
     return [*warnings, f"{message} (each run must set registry)"]

@@ -288,7 +288,11 @@ def test_compile_cli_node_selector_shortcuts_pull_secrets_and_backend_features(t
     assert "--kfp-backend 2.15.0: --security-context needs 2.16.0" in capsys.readouterr().err
     assert main(["pipeline", "compile", "--output", str(out), *images,
                  "--model-registry", "registry"]) == 2
-    assert "model_registry: 'registry', expected a URI" in capsys.readouterr().err
+    assert "model_registry: 'registry', expected an s3:// URI" in capsys.readouterr().err
+    # GKE: the images reach GCS only through its S3-compatible API (no gcsfs).
+    assert main(["pipeline", "compile", "--output", str(out), *images,
+                 "--model-registry", "gs://bucket/registry"]) == 2
+    assert "GCS through its XML API with HMAC keys" in capsys.readouterr().err
 
 
 def test_project_s3_credentials_reach_aws_names_in_process_only():

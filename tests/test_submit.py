@@ -303,6 +303,9 @@ def test_submit_needs_published_images_and_a_registry_outside_the_pod(tmp_path, 
         # The registry parameter's default is a folder in the pod: given at submit, fine.
         assert _submit(server, local_registry) == 2
         assert "-p registry=s3://bucket/prefix" in capsys.readouterr().err
+        # gs:// is no registry for the images (s3fs only, no gcsfs): refused before the run.
+        assert _submit(server, local_registry, "-p", "registry=gs://bucket/registry") == 2
+        assert "GCS through its XML API with HMAC keys" in capsys.readouterr().err
         assert _submit(server, local_registry, "-p", f"registry={REGISTRY}") == 0
         # upload only warns: each run in the UI can set registry.
         assert main(["pipeline", "upload", "--host", server.url, "--package", local_registry,
