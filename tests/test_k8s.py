@@ -368,6 +368,29 @@ def test_eks_irsa_gives_the_runner_and_the_ui_a_role_and_no_keys(tmp_path):
                                        if o["kind"] == "Role"))
 
 
+def test_eks_gpu_group_can_scale_up_from_zero():
+    """An EKS group that starts at zero nodes grows only through Cluster Autoscaler, which
+    needs the group's IAM policy and, with no node to look at, node-template tags for
+    the label the compile selects (--node-selector eks), the GPU taint the tasks
+    tolerate and the GPU they ask for."""
+    from postergenre.pipelines.platform import GPU_RESOURCE, NODE_SELECTOR_SHORTCUTS
+
+    config = yaml.safe_load((K8S / "gpu-node-pool/eksctl-gpu-nodegroup.yaml").read_text())
+    (group,) = config["managedNodeGroups"]
+    label, value = NODE_SELECTOR_SHORTCUTS["eks"]
+    assert group["name"] == value
+    assert group["minSize"] == 0
+    assert group["iam"]["withAddonPolicies"]["autoScaler"] is True
+    assert group["propagateASGTags"] is True
+    template = "k8s.io/cluster-autoscaler/node-template"
+    (taint,) = group["taints"]
+    assert taint["key"] == GPU_RESOURCE and taint["effect"] == "NoSchedule"
+    assert group["tags"] == {
+        f"{template}/label/{label}": value,
+        f"{template}/taint/{taint['key']}": f"{taint['value']}:{taint['effect']}",
+        f"{template}/resources/{GPU_RESOURCE}": "1"}
+
+
 def test_secret_templates_hold_names_and_keys_only(secrets_dir):
     from postergenre.pipelines.platform import S3_CONFIG_KEYS, S3_SECRET_KEYS, TMDB_SECRET_KEYS
 
