@@ -175,8 +175,7 @@ def _client(args: argparse.Namespace, package: str):
     host = (args.host or submit.IN_CLUSTER_HOST).rstrip("/")
 
     def check(health: dict) -> None:
-        warning = submit.check_backend(health, package, host)
-        if warning:
+        for warning in submit.check_backend(health, package, host):
             _warn(args, warning)
 
     return submit.connect(args.host, auth, args.namespace, ca_cert=args.ca_cert, check=check)

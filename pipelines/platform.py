@@ -314,8 +314,11 @@ class ClusterSettings:
                                 "one it does not, e.g. 2.16.0 ('': none is on unless "
                                 "given)", metavar="VERSION")
     security_context: bool = _setting(False, "runAsUser/runAsGroup 10001 and runAsNonRoot "
-                                      "on every task (KFP 2.16.0+; without it tasks run as "
-                                      "the image's USER 10001 all the same)")
+                                      "on every task (KFP 2.16.0+, which also sets "
+                                      "allowPrivilegeEscalation: false, capabilities.drop "
+                                      "[ALL] and seccomp RuntimeDefault on every task by "
+                                      "itself; without it tasks run as the image's USER "
+                                      "10001 all the same)")
     optional_secrets: bool = _setting(False, "the TMDb and S3 Secrets and the S3 ConfigMap "
                                       "may be missing (KFP 2.15.0+; without it they must "
                                       "exist, even if empty)")

@@ -29,6 +29,8 @@ import urllib3
 
 from postergenre.pipelines.compat import (
     BACKEND_RELEASES,
+    HARDENING,
+    HARDENING_SINCE,
     missing_on,
     required_backend,
     version_key,
@@ -172,11 +174,12 @@ def server_floor(health: Mapping) -> tuple[str, bool]:
                key=version_key), False
 
 
-def check_backend(health: Mapping, package: str, host: str = "the server") -> str | None:
+def check_backend(health: Mapping, package: str, host: str = "the server") -> list[str]:
     """Refuse (KfpError, one line) a compiled package that uses what the server's KFP
-    version lacks. A server that names no version is placed by HEALTHZ_PROBE: refused
-    when it is older than the pipeline's floor can be, a warning returned when the
-    pipeline needs more than the probe proves (that floor is then not checked)."""
+    version lacks; return warnings. A server that names no version is placed by
+    HEALTHZ_PROBE: refused when it is older than the pipeline's floor can be, a warning
+    when the pipeline needs more than the probe proves (that floor is then not checked).
+    A server older than HARDENING_SINCE runs the tasks without HARDENING: a warning."""
     from postergenre.pipelines.platform import BACKEND_FEATURES
 
     spec, platform = load_package(package)
@@ -186,11 +189,11 @@ def check_backend(health: Mapping, package: str, host: str = "the server") -> st
     if version is None:
         floor, at_least = server_floor(health)
         if at_least and version_key(needed) <= version_key(floor):
-            return None
+            return [_unhardened(f"{host} (KFP {floor} or newer)")]
         if at_least:
-            return (f"{named}; it answers as KFP {floor} or newer, and this pipeline needs "
+            return [f"{named}; it answers as KFP {floor} or newer, and this pipeline needs "
                     f"{needed} or newer, which was not checked: a backend older than "
-                    f"{needed} refuses the run or fails its tasks")
+                    f"{needed} refuses the run or fails its tasks"]
         version, runs = floor, f"and answers as KFP {floor} or older (no {HEALTHZ_PROBE[0]} " \
                                f"in healthz, which {HEALTHZ_PROBE[1]} added)"
         host = named
@@ -198,7 +201,8 @@ def check_backend(health: Mapping, package: str, host: str = "the server") -> st
         runs = f"runs Kubeflow Pipelines {version}"
     missing = missing_on(version, spec, platform)
     if not missing:
-        return None
+        return ([_unhardened(f"{host} (KFP {version})")]
+                if version_key(version) < version_key(HARDENING_SINCE) else [])
     flags = [f.flag for f in BACKEND_FEATURES.values()
              if version_key(f.since) > version_key(version)]
     shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3
@@ -206,6 +210,11 @@ def check_backend(health: Mapping, package: str, host: str = "the server") -> st
     raise KfpError(f"{host} {runs}, this pipeline needs {needed} "
                    f"or newer (it uses {shown}): compile it without "
                    f"{' / '.join(flags) or 'those settings'}, or upgrade the backend")
+
+
+def _unhardened(server: str) -> str:
+    return (f"{server} may run the tasks without {', '.join(HARDENING)}: KFP sets them on "
+            f"every task from {HARDENING_SINCE} on, and a pipeline cannot ask for them")
 
 
 def check_package(package: str, params: Mapping, *, run: bool = True,

@@ -280,7 +280,7 @@ def test_a_server_that_names_no_version_is_placed_by_its_healthz(package, tmp_pa
             "or newer (it uses dsl.Collected") in err
     with FakeKfp(token=TOKEN, version="2.15.0", tag_name="unknown") as server:
         assert _submit(server, package) == 0
-        assert capsys.readouterr().err == ""
+        assert "names no KFP version" not in capsys.readouterr().err
         assert _submit(server, newer) == 0
     assert ("it answers as KFP 2.14.0 or newer, and this pipeline needs 2.16.0 or newer, "
             "which was not checked") in capsys.readouterr().err
@@ -414,3 +414,19 @@ def test_images_given_by_tag_need_to_be_allowed(tmp_path, capsys):
         assert _submit(server, tagged, "--allow-image-tags") == 0
         assert "(--no-cache after pushing it again)" in capsys.readouterr().err
         assert len(server.calls_to("POST", f"{API}/runs")) == 1
+
+
+def test_a_backend_before_2_16_is_said_to_leave_tasks_unhardened(package, capsys):
+    """allowPrivilegeEscalation, capabilities and seccomp cannot be asked for in a pipeline
+    spec; KFP sets them on every task from 2.16.0 on. On an older backend, submit says
+    which protections the tasks may run without."""
+    with FakeKfp(token=TOKEN, version="2.15.0") as server:
+        assert _submit(server, package) == 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert ("(KFP 2.15.0) may run the tasks without allowPrivilegeEscalation: false, "
+            "capabilities.drop: [ALL], seccompProfile: RuntimeDefault: KFP sets them on every "
+            "task from 2.16.0 on") in err
+    with FakeKfp(token=TOKEN, version="2.16.0") as server:
+        assert _submit(server, package) == 0
+    assert capsys.readouterr().err == ""
