@@ -44,7 +44,9 @@ def gate(evaluation: Input[Artifact], models: Input[list[Model]], blessing: Outp
     chosen = {m.metadata["name"]: m for m in models}.get(content["model"] or "")
     if chosen is not None:
         shutil.copytree(chosen.path, blessed_model.path)
-        blessed_model.metadata.update({**chosen.metadata, "decision": decision})
+        # Its own label in the UI, not the copied `display_name` of the training's output.
+        blessed_model.metadata.update({**chosen.metadata, "decision": decision,
+                                       "display_name": f"{content['model']} (blessed)"})
     else:
         os.makedirs(blessed_model.path, exist_ok=True)
         blessed_model.metadata["decision"] = decision

@@ -177,6 +177,8 @@ def tiny_experiment():
 
 @pytest.mark.slow
 def test_local_run_of_the_whole_pipeline(tmp_path):
+    from postergenre.lineage import LINEAGE_KEYS, LOCAL_IMAGE
+
     registry = tmp_path / "registry"
     experiment = tiny_experiment()
     print_before = builtins.print
@@ -195,8 +197,16 @@ def test_local_run_of_the_whole_pipeline(tmp_path):
     names = set()
     for task in trained:
         out = json.loads((task / "executor_output.json").read_text())
-        names.add(out["artifacts"]["model"]["artifacts"][0]["metadata"]["name"])
+        model = out["artifacts"]["model"]["artifacts"][0]["metadata"]
+        names.add(model["name"])
         assert (task / "model" / "model.keras").is_file()
+        # The UI's labels and the Compare view's metric keys name the model.
+        metrics = out["artifacts"]["metrics"]["artifacts"][0]["metadata"]
+        assert model["display_name"] == model["name"]
+        assert metrics["display_name"] == f"{model['name']} metrics"
+        assert f"{model['name']}.epochs_run" in metrics
+        assert not [k for k in metrics if not k.startswith(f"{model['name']}.")
+                    and k not in ("display_name", *LINEAGE_KEYS)], metrics
     assert names == set(DEMO_MODELS)
     # File artifacts exist on disk; metrics artifacts carry their values in metadata.
     for task, name, path in (("ingest", "dataset", "labels.csv"),
@@ -217,12 +227,14 @@ def test_local_run_of_the_whole_pipeline(tmp_path):
     roc = evaluate["roc"]["artifacts"][0]["metadata"]
     assert roc["model"] in names and len(roc["confidenceMetrics"]) > 2
     assert outputs["gate"]["parameterValues"]["Output"] == "blessed"
+    blessed = outputs["gate"]["artifacts"]["blessed_model"]["artifacts"][0]["metadata"]
+    assert blessed["display_name"] == f"{blessed['name']} (blessed)"
+    registered = outputs["register"]["artifacts"]["registered"]["artifacts"][0]["metadata"]
+    assert registered["display_name"] == f"{blessed['name']} (registered)"
     latest = json.loads((registry / "latest.json").read_text())
     assert latest["model"] in names
     assert (registry / latest["path"] / "model.keras").is_file()
     # Lineage on every output artifact of every task (kfp.local: image `local`).
-    from postergenre.lineage import LINEAGE_KEYS, LOCAL_IMAGE
-
     for task, out in outputs.items():
         for name, artifacts in out["artifacts"].items():
             metadata = artifacts["artifacts"][0]["metadata"]
@@ -268,7 +280,11 @@ def test_compile_cli_node_selector_shortcuts_pull_secrets_and_backend_features(t
     assert "--kfp-backend 2.15.0: --security-context needs 2.16.0" in capsys.readouterr().err
     assert main(["pipeline", "compile", "--output", str(out), *images,
                  "--model-registry", "registry"]) == 2
-    assert "model_registry: 'registry', expected a URI" in capsys.readouterr().err
+    assert "model_registry: 'registry', expected an s3:// URI" in capsys.readouterr().err
+    # GKE: the images reach GCS only through its S3-compatible API (no gcsfs).
+    assert main(["pipeline", "compile", "--output", str(out), *images,
+                 "--model-registry", "gs://bucket/registry"]) == 2
+    assert "GCS through its XML API with HMAC keys" in capsys.readouterr().err
 
 
 def test_project_s3_credentials_reach_aws_names_in_process_only():
