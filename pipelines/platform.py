@@ -394,7 +394,7 @@ class ClusterSettings:
         tag = self.tag or __version__
         base = self.registry.rstrip("/")
         sep = "@" if tag.startswith("sha256:") else ":"
-        return tuple(f"{base}/{IMAGE_NAMES[kind]}{sep}{tag}" for kind in ("cpu", "gpu"))
+        return f"{base}/{IMAGE_NAMES['cpu']}{sep}{tag}", f"{base}/{IMAGE_NAMES['gpu']}{sep}{tag}"
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> ClusterSettings:
@@ -502,7 +502,7 @@ def add_cluster_flags(parser: argparse.ArgumentParser) -> None:
         meta = field.metadata
         flag = "--" + (meta["flag"] or field.name).replace("_", "-")
         default = (field.default if field.default is not dataclasses.MISSING
-                   else field.default_factory())
+                   else field.default_factory())  # type: ignore[operator]
         shown = (",".join(default) or "none") if isinstance(default, tuple) else default
         text = f"{meta['help']} (default: {shown if shown != '' else repr('')})"
         kwargs: dict[str, Any] = {"dest": _dest(field.name), "default": argparse.SUPPRESS,

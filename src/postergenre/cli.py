@@ -92,7 +92,7 @@ def _stage_parser(sub, name: str, help_text: str, config: type | None = None,
 
 def _add_training_parser(sub, kind: str, config: type) -> None:
     p = _stage_parser(sub, f"train-{kind}", f"train a model of kind '{kind}': "
-                      f"{config.__doc__.splitlines()[0]}", config,
+                      f"{(config.__doc__ or '').splitlines()[0]}", config,
                       f"{MODELS_SECTION}.NAME")
     p.add_argument("--name", required=True, help="the model's name: its entry under "
                    f"'{MODELS_SECTION}' in params.yaml, and its name in every output")
@@ -436,6 +436,7 @@ def _train(kind: str, args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:  # noqa: C901 - a flat dispatch table
     cmd = args.command
+    config: Any  # each stage's own config class
     if cmd == "ingest":
         from postergenre.sources.ingest import ingest
 
@@ -594,9 +595,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Bad input, or a file that cannot be read or written (not found, a full disk, no
         # permission): one clear line naming the file / row / field / key, no traceback.
         # (ConfigError is a ValueError.)
-        if isinstance(err, OSError) and err.filename is not None and err.strerror:
-            err = f"{err.filename}: {err.strerror}"
-        print(f"postergenre {args.command}: error: {err}", file=sys.stderr)
+        said = (f"{err.filename}: {err.strerror}"
+                if isinstance(err, OSError) and err.filename is not None and err.strerror
+                else str(err))
+        print(f"postergenre {args.command}: error: {said}", file=sys.stderr)
         return 2
     return 0
 

@@ -525,8 +525,8 @@ def experiment_from_params(params: Mapping[str, Any], origin: str = "params") ->
     if unknown:
         raise ConfigError(f"{origin}: unknown section {unknown[0]!r}; known: "
                           f"{', '.join(sorted(known | {EVERY_MODEL_SECTION}))}")
-    configs = {name: from_mapping(cls, params.get(name), name)
-               for name, cls in STAGE_CONFIGS.items()}
+    configs: dict[str, Any] = {name: from_mapping(cls, params.get(name), name)
+                               for name, cls in STAGE_CONFIGS.items()}
     models = tuple(model_specs(params.get(MODELS_SECTION)))
     return Experiment(models=models, **configs)
 

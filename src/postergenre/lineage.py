@@ -57,7 +57,7 @@ def _plain(value: Any) -> Any:
     """A config as JSON values: ModelSpecs as their params entry, dataclasses with every
     field, mappings and sequences element by element."""
     if hasattr(value, "as_entry") and dataclasses.is_dataclass(value):
-        return _plain(value.as_entry())
+        return _plain(value.as_entry())  # type: ignore[union-attr]  # a ModelSpec
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         from postergenre.typed_config import to_mapping
 

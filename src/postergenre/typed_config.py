@@ -136,13 +136,13 @@ def _coerce(kind: str, value: Any, where: str) -> Any:  # noqa: C901 - one branc
         if value is None or value == "":
             return {}
         if isinstance(value, str):
-            pairs = {}
+            pairs: dict[str, Any] = {}
             for item in _split_items(value):
-                name, sep, number = item.partition("=")
+                name, sep, text = item.partition("=")
                 if not sep:
                     raise bad("NAME=NUMBER pairs, e.g. 'Drama=0.3,Comedy=0.2'")
-                pairs[name.strip()] = number
-            value = pairs
+                pairs[name.strip()] = text
+            return {k: _coerce("float", v, f"{where}.{k}") for k, v in pairs.items()}
         if isinstance(value, Mapping):
             return {str(k): _coerce("float", v, f"{where}.{k}") for k, v in value.items()}
         raise bad("a mapping of NAME: NUMBER")
@@ -178,7 +178,7 @@ def from_mapping(cls: type[C], values: Mapping[str, Any] | None, section: str) -
     if not isinstance(values, Mapping):
         raise ConfigError(f"{section}: expected a mapping of settings, got "
                           f"{_SHOWN.repr(values)}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(values) - set(fields))
     if unknown:
         raise ConfigError(f"{section}.{unknown[0]}: unknown setting; known: "
@@ -366,8 +366,9 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, title: str) -> 
                                metavar=metavar, help=text)
 
 
-def add_params_flags(parser: argparse.ArgumentParser, set_help: str = "override one "
-                     "setting of this stage's section, e.g. --set epochs=3") -> None:
+def add_params_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+                     set_help: str = "override one setting of this stage's section, e.g. "
+                     "--set epochs=3") -> None:
     """--params FILE (repeatable, later files win) and --set KEY=VALUE (repeatable)."""
     parser.add_argument("--params", metavar="FILE", action="append", default=None,
                         help=f"params file; repeat to lay overlays over it, later files win, "

@@ -181,7 +181,7 @@ def gate(
     config = config or GateConfig()
     evaluation, out = Path(evaluation_dir), Path(out_dir)
     metrics_path = evaluation / METRICS_FILE
-    metrics = _read(metrics_path, "metrics", required=True)
+    metrics: dict = _read(metrics_path, "metrics", required=True) or {}
     per_genre = _read(evaluation / PER_GENRE_FILE, "per-genre metrics")
     bootstrap = _read(evaluation / BOOTSTRAP_FILE, "bootstrap")
     thresholds = _read(evaluation / THRESHOLDS_FILE, "thresholds")
@@ -217,4 +217,4 @@ def gate(
         log.info("gate: blessed %s", chosen)
     else:
         log.warning("gate: rejected every model: %s", "; ".join(failed))
-    return blessing["decision"]
+    return str(blessing["decision"])
