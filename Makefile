@@ -6,7 +6,6 @@ BIN := $(CURDIR)/$(VENV)/bin
 STAMP := $(VENV)/.installed
 # dvc.yaml's stages call `postergenre` and `dvc` from the venv.
 export PATH := $(BIN):$(PATH)
-export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .PHONY: install run data repro summary plots screenshots real test lint compile local-run images container-run lock clean
 
@@ -41,9 +40,15 @@ repro: $(STAMP)
 summary: $(STAMP)
 	postergenre summary --metrics reports/metrics.json --blessing reports/blessing.json --registry registry
 
+# Ends with what changed and where to look next. On another CPU than the one that committed
+# dvc.lock the trained weights differ in their last bits, so dvc.lock and reports/ change.
 run: data repro summary
 	@git diff --quiet data.dvc 2>/dev/null && echo "data.dvc: unchanged (demo data identical to the committed version)" \
 		|| echo "data.dvc: changed (different demo settings or library versions); see git diff data.dvc"
+	@changed=$$(git status --porcelain --untracked-files=no -- dvc.lock reports 2>/dev/null | wc -l); \
+		if [ "$$changed" -gt 0 ]; then echo "this run changed $$changed committed files (dvc.lock, reports/): by how much: dvc metrics diff; which: git status"; \
+		else echo "dvc.lock and reports/: as committed"; fi
+	@echo "next: open reports/report.html; make plots (reports/plots-html/index.html); source .venv/bin/activate, then postergenre predict POSTER.jpg"
 
 # DVC's plots page with Vega inlined (it draws offline), from the locked vl-convert-python.
 plots: $(STAMP)

@@ -156,3 +156,22 @@ def test_a_full_disk_is_one_line_naming_the_file(tmp_path):
     assert re.fullmatch(rf"postergenre split: error: {re.escape(str(out))}/\w+\.csv: "
                         r"File too large", line), line
     assert not list(out.glob(".*.tmp"))
+
+
+def test_log_lines_share_the_stages_style_unless_verbose(capsys):
+    import logging
+
+    from postergenre.cli import configure_logging
+
+    try:
+        configure_logging(0)
+        logging.getLogger("postergenre.data.split").warning("near-duplicates %s", "apart")
+        logging.getLogger("postergenre.data.split").info("hidden")
+        assert capsys.readouterr().err == "warning: near-duplicates apart\n"
+        configure_logging(1)
+        logging.getLogger("postergenre.data.split").info("shown")
+        assert re.search(r"^\S+ \S+ INFO postergenre\.data\.split: shown$",
+                         capsys.readouterr().err.strip())
+    finally:
+        for number in (logging.WARNING, logging.ERROR, logging.CRITICAL):
+            logging.addLevelName(number, logging.getLevelName(number).upper())

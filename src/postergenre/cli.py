@@ -44,8 +44,10 @@ from postergenre.typed_config import (
     set_dotted,
 )
 
-# TensorFlow's C++ start-up chatter hides the stage's own output; keep warnings and errors.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow's C++ log lines (its start-up, oneDNN's notices, which print as errors
+# though nothing failed) hide the stage's own output: off by default, shown with -v
+# (main sets it before TensorFlow loads; a value in the environment wins).
+TF_LOG_LEVEL_BY_VERBOSITY = {0: "3", 1: "2", 2: "0"}
 
 
 def _model_pairs(values: Sequence[str]) -> dict[str, str]:
@@ -454,7 +456,8 @@ def run(args: argparse.Namespace) -> int:  # noqa: C901 - a flat dispatch table
         summary = validate_dataset(args.data, args.out, config, metrics_path=args.metrics,
                                    docs_path=args.docs)
         print(f"validate: {summary['rows_in']} rows in, {summary['rows_kept']} kept, "
-              f"{summary['rows_rejected']} rejected {summary['rejects']}")
+              f"{summary['rows_rejected']} rejected"
+              + (f" {summary['rejects']}" if summary["rejects"] else ""))
     elif cmd == "split":
         from postergenre.data.split import split_dataset
 
@@ -556,8 +559,14 @@ def configure_logging(verbosity: int) -> None:
     """Quiet by default (warnings and errors); -v: INFO; -vv: DEBUG."""
     level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 \
         else logging.DEBUG
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        force=True)
+    # By default one line style with the stages' own ("warning: ..."); with -v, the time
+    # and the logger of each line.
+    quiet = "%(levelname)s: %(message)s"
+    logging.basicConfig(level=level, force=True, format=quiet if verbosity <= 0
+                        else "%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if verbosity <= 0:
+        for number in (logging.WARNING, logging.ERROR, logging.CRITICAL):
+            logging.addLevelName(number, logging.getLevelName(number).lower())
     # Some libraries set their own loggers' levels (great-expectations logs at INFO
     # whatever the root says): the handler itself drops what is below the chosen level.
     for handler in logging.getLogger().handlers:
@@ -584,7 +593,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         fixed_hash_seed("postergenre.cli")
     parser = build_parser()
     args = parser.parse_args(argv)
-    configure_logging(getattr(args, "verbose", 0))
+    verbosity = getattr(args, "verbose", 0)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", TF_LOG_LEVEL_BY_VERBOSITY[min(verbosity, 2)])
+    configure_logging(verbosity)
     if getattr(args, "verbose", 0) < 1 and args.command in TENSORFLOW_COMMANDS:
         load_tensorflow_quietly()
     try:

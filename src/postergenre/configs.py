@@ -203,6 +203,11 @@ _IMAGE_SIZE_HELP = ("square side the model takes; the shards are resized to it i
                     "pipeline (0: the shards' augment.image_size)")
 
 
+def _weights_words(weights: str) -> str:
+    """How a model's description names its weights: 'none' reads as random."""
+    return "random weights" if weights == "none" else f"{weights} weights"
+
+
 def _check_image_size(size: int) -> None:
     if 0 < size < 32:
         raise ValueError(f"image_size {size} must be 0 (the shards' size) or at least 32")
@@ -319,7 +324,8 @@ class TransferConfig(TrainingConfig):
 
     def describe(self) -> str:
         tuned = ", last block fine-tuned" if self.fine_tune_epochs else ""
-        return f"frozen {self.backbone} ({self.weights} weights) + {self.head} head{tuned}"
+        return (f"frozen {self.backbone} ({_weights_words(self.weights)}) + {self.head} "
+                f"head{tuned}")
 
 
 @dataclass(frozen=True)
@@ -345,7 +351,7 @@ class LinearProbeConfig:
         _check_image_size(self.image_size)
 
     def describe(self) -> str:
-        return (f"linear probe: frozen {self.backbone} ({self.weights} weights), logistic "
+        return (f"linear probe: frozen {self.backbone} ({_weights_words(self.weights)}), logistic "
                 f"regression per genre (C {self.C:g})")
 
 
