@@ -12,6 +12,17 @@ import tensorflow as tf
 
 from postergenre.configs import LinearProbeConfig, ScratchConfig, TransferConfig, model_spec
 from postergenre.data.images import encode_jpeg
+from postergenre.training.device import (
+    NoGpuError,
+    cpu_has_bfloat16_units,
+    precision_policy,
+    seed_everything,
+    training_device,
+)
+from postergenre.training.features import base_features, feature_batches
+from postergenre.training.inputs import augment_batch, cached_images, image_batches
+from postergenre.training.linear_probe import fit_logistic_per_genre, standardise
+from postergenre.training.loop import compile_model, fit
 from postergenre.training.models import (
     WeightedBinaryCrossentropy,
     build_dense_head,
@@ -23,26 +34,9 @@ from postergenre.training.models import (
     join_base_and_head,
     split_at_last_block,
 )
-from postergenre.training.train import (
-    METADATA_FILE,
-    NoGpuError,
-    _fit,
-    _images,
-    _seed_everything,
-    augment_batch,
-    base_features,
-    cached_images,
-    compile_model,
-    cpu_has_bfloat16_units,
-    feature_batches,
-    fit_logistic_per_genre,
-    load_model,
-    precision_policy,
-    standardise,
-    train_model,
-    train_scratch,
-    training_device,
-)
+from postergenre.training.outputs import METADATA_FILE, load_model
+from postergenre.training.scratch import train_scratch
+from postergenre.training.train import train_model
 from postergenre.typed_config import ConfigError
 from tests.conftest import TINY_IMAGE
 
@@ -348,9 +342,9 @@ def test_fine_tuning_keeps_the_incoming_weights_when_no_epoch_beats_them():
     before = [w.copy() for w in model.get_weights()]
     x = np.random.default_rng(0).normal(size=(32, 4)).astype("float32")
     y = (x[:, :1] > 0).repeat(19, axis=1).astype("float32")
-    history = _fit(model, tf.data.Dataset.from_tensors((x, y)),
-                   tf.data.Dataset.from_tensors((x, y)), TransferConfig(stop_patience=2),
-                   epochs=3, phase="fine_tune", first_epoch=5, to_beat=-1.0)
+    history = fit(model, tf.data.Dataset.from_tensors((x, y)),
+                  tf.data.Dataset.from_tensors((x, y)), TransferConfig(stop_patience=2),
+                  epochs=3, phase="fine_tune", first_epoch=5, to_beat=-1.0)
     for kept, original in zip(model.get_weights(), before, strict=True):
         np.testing.assert_array_equal(kept, original)
     assert [e["epoch"] for e in history] == list(range(5, 5 + len(history)))
@@ -367,7 +361,7 @@ def test_fit_leaves_a_dataset_in_its_own_order_without_keras_warning():
     data = tf.data.Dataset.from_tensors((x, y))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        _fit(model, data, data, TransferConfig(), epochs=1)
+        fit(model, data, data, TransferConfig(), epochs=1)
     assert not [w for w in caught if "shuffle" in str(w.message)]
 
 
@@ -461,7 +455,7 @@ def test_streamed_features_train_the_head_as_the_in_memory_array_did(tmp_path):
     config = TransferConfig(epochs=4, deterministic=True, stop_patience=10, lr_patience=2)
     histories = []
     for steps_per_execution, stream in ((1, False), (8, True)):
-        _seed_everything(0, deterministic=True)
+        seed_everything(0, deterministic=True)
         model = build_head((24,), "flatten", dense_units=8, dropout=0.2)
         compile_model(model, manifest, config, 0.01, steps=10, epochs=4,
                       steps_per_execution=steps_per_execution)
@@ -473,7 +467,7 @@ def test_streamed_features_train_the_head_as_the_in_memory_array_did(tmp_path):
                      .shuffle(160, seed=0).batch(16))
             validation = tf.data.Dataset.from_tensor_slices(
                 (x[160:], y[160:].astype("float32"))).batch(16)
-        histories.append(_fit(model, train, validation, config))
+        histories.append(fit(model, train, validation, config))
     assert len(histories[0]) == len(histories[1]) == 4
     for old, new in zip(*histories, strict=True):
         assert new["val_loss"] == pytest.approx(old["val_loss"], abs=1e-6)
@@ -484,12 +478,12 @@ def test_deterministic_kernels_only_when_asked():
     from tensorflow.python.framework.config import is_op_determinism_enabled
 
     try:
-        _seed_everything(0, deterministic=True)
+        seed_everything(0, deterministic=True)
         assert is_op_determinism_enabled()
-        _seed_everything(0, deterministic=False)
+        seed_everything(0, deterministic=False)
         assert not is_op_determinism_enabled()
     finally:
-        _seed_everything(0, deterministic=True)  # as the other tests expect it
+        seed_everything(0, deterministic=True)  # as the other tests expect it
 
 
 def test_precision_and_batch_settings():
@@ -530,7 +524,7 @@ def test_bfloat16_units_are_read_from_the_cpu_flags(tmp_path):
 
 
 def test_cached_posters_are_the_streamed_ones_reshuffled_each_epoch(tiny_prepared):
-    streamed = [(x.numpy(), y.numpy()) for x, y in _images(tiny_prepared, "train", 16, 40)]
+    streamed = [(x.numpy(), y.numpy()) for x, y in image_batches(tiny_prepared, "train", 16, 40)]
     cached = cached_images(tiny_prepared, "train", 16, 40)
     for (x0, y0), (x1, y1) in zip(streamed, cached, strict=True):
         np.testing.assert_array_equal(x0, x1.numpy())  # resized after the cache, the same
