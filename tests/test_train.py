@@ -209,7 +209,7 @@ def test_efficientnet_lite0_imagenet_weights_see_a_cat():
     import cv2
     from skimage import data
 
-    from postergenre.training.backbones import build_efficientnet_lite0
+    from postergenre.training.lite0 import build_efficientnet_lite0
 
     model = build_efficientnet_lite0(224, include_top=True, weights="imagenet")
     cat = cv2.resize(data.chelsea(), (224, 224), interpolation=cv2.INTER_AREA)

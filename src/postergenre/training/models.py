@@ -157,7 +157,7 @@ def build_transfer_base(backbone: str, image_size: int, weights: str | None) -> 
     if backbone == "vgg16":
         return build_vgg16_base(image_size, weights)
     if backbone == "efficientnet_lite0":
-        from postergenre.training.backbones import build_efficientnet_lite0
+        from postergenre.training.lite0 import build_efficientnet_lite0
 
         lite = build_efficientnet_lite0(image_size, include_top=False,
                                         weights=resolve_weights(weights))
