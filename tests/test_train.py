@@ -2,6 +2,9 @@
 the new settings, serving."""
 
 import json
+import os
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -201,6 +204,23 @@ def test_saved_model_answers_jpeg_bytes(tiny_data, tiny_prepared, tmp_path):
     direct = load_model(tmp_path / "vgg").predict(
         resize(read_rgb(poster), TINY_IMAGE)[None].astype("float32"), verbose=0)
     np.testing.assert_allclose(probabilities[0], direct[0], atol=0.05)
+
+
+def test_a_saved_model_loads_in_a_fresh_process(tmp_path):
+    """evaluate, predict and batch-predict load model folders through load_model alone:
+    it must register the custom classes a saved model names (VggPreprocess in the base,
+    WeightedBinaryCrossentropy in the compiled loss) without the caller's imports."""
+    base = build_transfer_base("vgg16", 32, "none")
+    model = join_base_and_head(base, build_head(base.output_shape[1:]))
+    model.compile(loss=WeightedBinaryCrossentropy([2.0] * 19))
+    (tmp_path / "model").mkdir()
+    model.save(tmp_path / "model" / "model.keras")
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys; from postergenre.training.outputs import "
+         "load_model; print(load_model(sys.argv[1]).count_params())", str(tmp_path / "model")],
+        capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert loaded.returncode == 0, loaded.stderr[-2000:]
+    assert int(loaded.stdout.split()[-1]) == model.count_params()
 
 
 @pytest.mark.slow

@@ -18,6 +18,9 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+# Registers the custom classes a saved model names (VggPreprocess, the weighted loss):
+# load_model must find them whoever calls it (evaluate, predict, batch-predict).
+import postergenre.training.models  # noqa: F401
 from postergenre.atomic import write_json
 from postergenre.data.shards import decode_poster
 from postergenre.genres import GENRES
