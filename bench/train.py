@@ -61,6 +61,7 @@ from postergenre.data.shards import read_manifest  # noqa: E402
 from postergenre.data.split import split_dataset  # noqa: E402
 from postergenre.genres import encode_many  # noqa: E402
 from postergenre.sources.demo import generate_demo  # noqa: E402
+from postergenre.training.bases import build_transfer_base  # noqa: E402
 from postergenre.training.checkpoint import Checkpoint  # noqa: E402
 from postergenre.training.device import (  # noqa: E402
     precision_policy,
@@ -72,7 +73,6 @@ from postergenre.training.loop import compile_model, fit  # noqa: E402
 from postergenre.training.models import (  # noqa: E402
     build_dense_head,
     build_scratch_cnn,
-    build_transfer_base,
     join_base_and_head,
 )
 from postergenre.training.transfer import train_transfer  # noqa: E402

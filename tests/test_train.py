@@ -3,9 +3,12 @@ the new settings, serving."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 import warnings
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import keras
@@ -15,6 +18,8 @@ import tensorflow as tf
 
 from postergenre.configs import LinearProbeConfig, ScratchConfig, TransferConfig, model_spec
 from postergenre.data.images import encode_jpeg
+from postergenre.training.backbones import BACKBONES, Backbone
+from postergenre.training.bases import build_transfer_base, fetch_s3, split_at_last_block
 from postergenre.training.device import (
     NoGpuError,
     cpu_has_bfloat16_units,
@@ -32,10 +37,8 @@ from postergenre.training.models import (
     build_head,
     build_linear_probe,
     build_scratch_cnn,
-    build_transfer_base,
     head_parts,
     join_base_and_head,
-    split_at_last_block,
 )
 from postergenre.training.outputs import METADATA_FILE, load_model
 from postergenre.training.scratch import train_scratch
@@ -85,12 +88,66 @@ def test_gap_head_pools_normalises_drops_out_and_classifies():
 def test_trunk_and_last_block_make_the_base(backbone, weights):
     """The fine-tuning cache: the trunk's output through the last block is the base's."""
     base = build_transfer_base(backbone, 64, weights)
-    trunk, tail = split_at_last_block(base)
+    trunk, tail = split_at_last_block(base, backbone)
     images = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
     np.testing.assert_allclose(tail.predict(trunk.predict(images, verbose=0), verbose=0),
                                base.predict(images, verbose=0), rtol=1e-5, atol=1e-5)
     names = [layer.name for layer in tail.layers[1:]]
     assert names[0] == ("block5_conv1" if backbone == "vgg16" else "block15_expand_conv")
+
+
+def test_the_configs_read_the_backbone_table_without_tensorflow():
+    """The config's `backbone` choices are the table's names, and reading them (the CLI's
+    start, `pipeline compile`) loads neither TensorFlow nor Keras."""
+    probe = subprocess.run(
+        [sys.executable, "-c", "import sys; import postergenre.configs; "
+         "print(*sorted(sys.modules.keys() & {'keras', 'tensorflow'}) or ['none'])"],
+        capture_output=True, text=True, check=True)
+    assert probe.stdout.split() == ["none"]
+    with pytest.raises(ConfigError, match="'resnet' is not one of vgg16, efficientnet_lite0"):
+        model_spec("m", {"kind": "transfer", "backbone": "resnet"})
+
+
+def _residual_network(add: str) -> Callable[[int, str | None], keras.Model]:
+    """A toy backbone whose last block adds its input back (as ResNet's blocks do), the
+    add layer named `add`."""
+    def build(image_size: int, weights: str | None) -> keras.Model:
+        inputs = keras.Input((image_size, image_size, 3), name="image")
+        x = keras.layers.Conv2D(4, 3, padding="same", name="stem_conv")(inputs)
+        h = keras.layers.Conv2D(4, 3, padding="same", name="block1_conv")(x)
+        return keras.Model(inputs, keras.layers.Add(name=add)([x, h]), name="toy")
+    return build
+
+
+def _toy(add: str) -> Backbone:
+    return Backbone(build=_residual_network(add), preprocess=None, last_block=("block1_",),
+                    dense_convolutions=True)
+
+
+@pytest.mark.parametrize(("backbone", "entry", "refused"), [
+    ("toy", _toy("block1_add"), "block1_add merges 2 inputs (a residual connection)"),
+    # The add outside the block's names: before the table, this split silently, and the
+    # tail fine-tuned was another network than the base it was saved in.
+    ("toy", _toy("shortcut_add"), "it does not end at toy's output (a layer after "
+                                  "block1_conv, such as a residual connection's add)"),
+    # Lite0's second-to-last block keeps its channels, so it adds its input back.
+    ("efficientnet_lite0", replace(BACKBONES["efficientnet_lite0"], last_block=("block14_",)),
+     "block14_add merges 2 inputs (a residual connection)"),
+    ("vgg16", replace(BACKBONES["vgg16"], last_block=("block4_",)),
+     "it does not end at vgg16's output"),
+    ("vgg16", replace(BACKBONES["vgg16"], last_block=("block6_",)),
+     "vgg16 has no layer of that name"),
+])
+def test_fine_tuning_refuses_a_block_it_cannot_split(monkeypatch, backbone, entry, refused):
+    """Fine-tuning replays the last block on the trunk's cached output: a block that is
+    not a chain ending at the network's output would train another network than the one
+    saved, so it is refused, naming the backbone and the block."""
+    monkeypatch.setitem(BACKBONES, backbone, entry)
+    base = build_transfer_base(backbone, 32, "none")  # a frozen base alone is fine
+    message = (f"{backbone}: fine-tuning cannot split off the last block "
+               f"({entry.last_block[0]}*): {refused}")
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}"):
+        split_at_last_block(base, backbone)
 
 
 @pytest.mark.parametrize(("kind", "values", "message"), [
@@ -243,8 +300,6 @@ def test_efficientnet_lite0_imagenet_weights_see_a_cat():
 @pytest.mark.slow
 def test_pretrained_weights_from_s3(tmp_path, s3):  # s3: moto on loopback (conftest)
     """Air-gapped clusters: a weights file on S3 (moto on loopback) loads into the base."""
-    from postergenre.training.models import fetch_s3
-
     keras.utils.set_random_seed(1)
     vgg = keras.applications.VGG16(include_top=False, weights=None, input_shape=(32, 32, 3))
     local = tmp_path / "vgg16.weights.h5"
@@ -514,6 +569,10 @@ def test_precision_and_batch_settings():
         "float32"
     assert precision_policy("bfloat16", [], cpu_bfloat16=True, dense_convolutions=False) == \
         "mixed_bfloat16"  # asked for
+    # The backbone table says which is which.
+    assert [precision_policy("auto", [], cpu_bfloat16=True,
+                             dense_convolutions=BACKBONES[name].dense_convolutions)
+            for name in ("vgg16", "efficientnet_lite0")] == ["mixed_bfloat16", "float32"]
     assert precision_policy("off", [], cpu_bfloat16=True) == "float32"
     assert precision_policy("off", ["any GPU"]) == "float32"
     assert precision_policy("bfloat16", []) == "mixed_bfloat16"

@@ -4,7 +4,8 @@ The same code runs on the CPU and on GPUs: when TensorFlow sees a GPU, training 
 MirroredStrategy over every visible GPU, with `batch_size` per replica (0: 32 on the CPU,
 128 per GPU), and the `mixed_precision` the device suits (auto: float16 below compute
 capability 8, bfloat16 from 8; on the CPU bfloat16 where it has AMX units, for the
-scratch CNN and VGG16 but not EfficientNet-Lite0, else float32; float32 outputs).
+scratch CNN and the backbones of dense convolutions (training.backbones: VGG16, not
+EfficientNet-Lite0), else float32; float32 outputs).
 `deterministic` asks for deterministic kernels (same seed, same metrics) at a cost in
 speed.
 """
@@ -57,10 +58,6 @@ def _compute_capability(gpu: tf.config.PhysicalDevice) -> tuple[int, int]:
 # below AMX (ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16, the AVX512-BF16 instructions alone)
 # bfloat16 took 1.4x float32's time, and 3.3x without them: only AMX makes it pay.
 CPU_BFLOAT16_FLAG = "amx_bf16"
-# The backbones bfloat16 speeds up there: VGG16's dense convolutions run on AMX (as the
-# scratch CNN's do); EfficientNet-Lite0's depthwise ones do not, and took 1.35x
-# float32's time in bfloat16 (224 px, same machine), so auto keeps it in float32 on the CPU.
-CPU_BFLOAT16_BACKBONES = ("vgg16",)
 
 
 def cpu_has_bfloat16_units(cpuinfo: str | os.PathLike[str] = "/proc/cpuinfo") -> bool:

