@@ -15,6 +15,7 @@ import logging
 import math
 import os
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -197,10 +198,12 @@ def _counters(callback: keras.callbacks.Callback, *attrs: str) -> dict:
     return values
 
 
-def fit(model: keras.Model, train, validation, config: ScratchConfig | TransferConfig,
-        epochs: int | None = None, name: str = "", phase: str = "", first_epoch: int = 1,
-        to_beat: float | None = None, checkpoint: Checkpoint | None = None,
-        stage: str = "fit", earlier: list[dict] | None = None, **fit_args) -> list[dict]:
+def fit(model: keras.Model, train: tf.data.Dataset | np.ndarray,
+        validation: tf.data.Dataset | tuple[np.ndarray, np.ndarray],
+        config: ScratchConfig | TransferConfig, epochs: int | None = None, name: str = "",
+        phase: str = "", first_epoch: int = 1, to_beat: float | None = None,
+        checkpoint: Checkpoint | None = None, stage: str = "fit",
+        earlier: list[dict] | None = None, **fit_args: Any) -> list[dict]:
     """Fit with early stopping on the validation loss; leave the best epoch's weights in
     `model`, and return one dict per epoch (numbered from `first_epoch`).
 

@@ -8,10 +8,7 @@ Kubeflow component).
 - `linear_probe` (training.linear_probe): one logistic regression per genre on a frozen
   base's pooled features.
 
-What they share has a module each: where and in what precision they run
-(training.device), the posters they read (training.inputs), the frozen base's feature
-cache (training.features), the fit loop and its per-epoch checkpoint (training.loop) and
-the model folder they write (training.outputs).
+What they share has a module each (see the package's docstring).
 
 Faults: a trainer builds its model folder in `<model folder>.partial` and swaps it into
 place whole (postergenre.atomic.atomic_folder), so a kill at any moment leaves the
