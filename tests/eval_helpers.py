@@ -11,7 +11,7 @@ TINY_MODEL = {"conv1_filters": 4, "conv2_filters": 4, "dense_units": 8, "epochs"
 def train_tiny(prepared: Path, out: Path) -> Path:
     """A from-scratch CNN trained for one epoch: real weights, in a few seconds."""
     from postergenre.configs import ScratchConfig
-    from postergenre.training.train import train_scratch
+    from postergenre.training.scratch import train_scratch
 
     train_scratch(prepared, out, ScratchConfig(**TINY_MODEL), name="scratch")
     return out

@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from postergenre.training.backbones import BACKBONES
 from postergenre.typed_config import (
     ConfigError,
     from_mapping,
@@ -194,7 +195,7 @@ SCHEDULES = ("plateau", "cosine")
 # On-the-fly transforms of the CNN's training batches (augment's copies are on disk).
 BATCH_TRANSFORMS = ("flip", "crop", "brightness", "contrast")
 HEADS = ("gap", "flatten")
-BACKBONE_CHOICES = ("vgg16", "efficientnet_lite0")
+BACKBONE_CHOICES = tuple(BACKBONES)  # the table of training/backbones.py
 _BACKBONE_HELP = ("frozen pretrained base (efficientnet_lite0's ImageNet weights come with "
                   "the package, offline)")
 _WEIGHTS_HELP = ("'imagenet' (VGG16: Keras downloads it; Lite0: from the package), 'none' "

@@ -205,7 +205,7 @@ def score_all(
 ) -> tuple[dict[str, Scored], Labels, str | None]:
     """Thresholds (validation) and test scores for the models, baselines and last blessed."""
     from postergenre.serving.registry import fetch_latest
-    from postergenre.training.train import (
+    from postergenre.training.outputs import (
         load_model,  # TensorFlow loads only when models are scored
     )
 

@@ -148,7 +148,8 @@ def load_predictor(model_dir: str | os.PathLike[str] | None = None,
         raise ValueError(f"{entry or folder.parent}/thresholds.json: per_genre thresholds "
                          f"lack {', '.join(missing)}")
     thresholds = np.array([float(saved["per_genre"][g]) for g in GENRES])
-    from postergenre.training.train import load_model  # TensorFlow: only once the entry checked out
+    # TensorFlow loads only once the entry checked out.
+    from postergenre.training.outputs import load_model
 
     info = _model_info(entry, entry_info, model_path, thresholds_path,
                        file_sha256(thresholds_path) if thresholds_path else None)
@@ -161,7 +162,7 @@ def load_predictor(model_dir: str | os.PathLike[str] | None = None,
 def _model_info(entry: Path | None, entry_info: dict | None, model_path: Path,
                 thresholds_path: Path | None, thresholds_sha256: str | None) -> ModelInfo:
     """The entry's record (entry.json), or what a bare model folder says of itself."""
-    from postergenre.training.train import METADATA_FILE
+    from postergenre.training.outputs import METADATA_FILE
 
     metadata_path = model_path / METADATA_FILE
     metadata = json.loads(metadata_path.read_text()) if metadata_path.is_file() else {}
