@@ -246,8 +246,8 @@ def check_package(package: str, params: Mapping, *, run: bool = True,
         message = (f"{package} runs {', '.join(tagged)} by tag: a cached result of the same "
                    "tag is reused even after the tag is pushed again")
         if not allow_tags:
-            raise KfpError(f"{message}; pin each image by digest (--tag sha256:... or "
-                           "--image ...@sha256:...), or pass --allow-image-tags")
+            raise KfpError(f"{message}; pin each image by digest (--image ...@sha256:... "
+                           "--gpu-image ...@sha256:...), or pass --allow-image-tags")
         warnings.append(f"{message} (--no-cache after pushing it again)")
     declared = spec["root"].get("inputDefinitions", {}).get("parameters", {})
     if "registry" not in declared:

@@ -8,7 +8,8 @@ section as one dict parameter that its component validates back into the class.
 
 Models are data: `models` in params.yaml maps a model's name to its `kind` and the
 settings of that kind (`MODEL_KINDS`). Adding a kind means a config class here, a
-builder in train.py, and an entry in params.yaml.
+trainer module in training/ registered in `TRAINERS` (training/train.py), and an entry in
+params.yaml. Backbones are declared once, in training/backbones.py's `BACKBONES`.
 """
 
 from __future__ import annotations
