@@ -15,7 +15,7 @@ from postergenre.genres import GENRES
 from postergenre.serving.batch_predict import batch_predict, read_predictions, resolve_model
 from postergenre.serving.predict import load_predictor, predict_posters
 from postergenre.serving.registry import register
-from tests.eval_helpers import train_tiny
+from tests.helpers import train_tiny
 
 
 @pytest.fixture(scope="module")

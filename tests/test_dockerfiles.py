@@ -15,7 +15,7 @@ import pytest
 from packaging.utils import canonicalize_name
 
 from postergenre.pipelines.platform import GPU_CHECK_SCRIPT
-from tests.test_lock import IMAGE_LOCK, LOCK, parse_lock
+from tests.helpers import IMAGE_LOCK, LOCK, parse_lock
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILES = {"cpu": ROOT / "docker" / "Dockerfile.cpu", "gpu": ROOT / "docker" / "Dockerfile.gpu"}

@@ -1,10 +1,7 @@
 """The DVC side, with the real DVC CLI on a copy of the project's pipeline files."""
 
 import json
-import os
 import re
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -12,74 +9,43 @@ import pytest
 import yaml
 
 from tests.conftest import DEMO_MODELS, REPO_ROOT
+from tests.helpers import project_copy, run_ok, tiny_project
 
 BIN = Path(sys.executable).parent
-def _run(args, cwd):
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
-    assert done.returncode == 0, f"{' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
-    return done.stdout + done.stderr
-
-
-def _project_copy(tmp_path) -> Path:
-    """dvc.yaml, params.yaml, data.dvc, .dvc/config and the sources, in a fresh git repo."""
-    project = tmp_path / "project"
-    for name in ("dvc.yaml", "params.yaml", "data.dvc", ".dvcignore", ".gitignore"):
-        shutil.copy(REPO_ROOT / name, project / name) if project.exists() else (
-            project.mkdir(), shutil.copy(REPO_ROOT / name, project / name))
-    (project / ".dvc").mkdir()
-    shutil.copy(REPO_ROOT / ".dvc" / "config", project / ".dvc" / "config")
-    shutil.copytree(REPO_ROOT / ".dvc" / "plots", project / ".dvc" / "plots")
-    shutil.copytree(REPO_ROOT / "src", project / "src")
-    _run(["git", "init", "-q"], project)
-    return project
 
 
 @pytest.mark.slow
 def test_regenerated_demo_data_matches_data_dvc(tmp_path):
     """`make data` on a fresh clone records the very data version committed in data.dvc."""
-    project = _project_copy(tmp_path)
+    project = project_copy(tmp_path)
     # What `make data` runs: the demo settings come from params.yaml's ingest.demo.
-    _run(["postergenre", "ingest", "--source", "demo", "--out", "data"], project)
-    _run(["dvc", "add", "-q", "data"], project)
+    run_ok(["postergenre", "ingest", "--source", "demo", "--out", "data"], project)
+    run_ok(["dvc", "add", "-q", "data"], project)
     assert (project / "data.dvc").read_bytes() == (REPO_ROOT / "data.dvc").read_bytes()
-    status = _run(["dvc", "status", "data.dvc"], project)
+    status = run_ok(["dvc", "status", "data.dvc"], project)
     assert "up to date" in status, status
-
-
-def tiny_project(tmp_path, added_model: str = "") -> tuple[Path, dict]:
-    """A project copy whose params.yaml is the repo's (plus `added_model`, an entry appended
-    to its models) with params-tiny.yaml laid over it, as `postergenre params` resolves it,
-    and the tiny demo data set."""
-    project = _project_copy(tmp_path)
-    (project / "params.yaml").write_text((project / "params.yaml").read_text() + added_model)
-    resolved = _run(["postergenre", "params", "--params", "params.yaml", "--params",
-                     str(REPO_ROOT / "params-tiny.yaml")], project)
-    (project / "params.yaml").write_text(resolved)
-    _run(["postergenre", "ingest", "--source", "demo", "--out", "data"], project)
-    return project, yaml.safe_load(resolved)
 
 
 @pytest.mark.slow
 def test_repro_runs_once_and_a_gate_param_reruns_only_the_gate(tmp_path):
     project, params = tiny_project(tmp_path)
 
-    first = _run(["dvc", "repro"], project)
+    first = run_ok(["dvc", "repro"], project)
     for stage in ("validate", "split", "augment", *(f"train@{m}" for m in DEMO_MODELS),
                   "evaluate", "gate"):
         assert f"Running stage '{stage}'" in first
-    metrics = _run(["dvc", "metrics", "show", "--json"], project)
+    metrics = run_ok(["dvc", "metrics", "show", "--json"], project)
     assert DEMO_MODELS[0] in metrics and "null" in metrics
     assert (project / "reports" / "blessing.json").is_file()
 
-    assert "Data and pipelines are up to date" in _run(["dvc", "repro"], project)
+    assert "Data and pipelines are up to date" in run_ok(["dvc", "repro"], project)
 
     params["gate"]["min_map_margin"] = 0.2
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    third = _run(["dvc", "repro"], project)
+    third = run_ok(["dvc", "repro"], project)
     assert [line for line in third.splitlines() if line.startswith("Running stage")] == [
         "Running stage 'gate':"]
-    assert "up to date" in _run(["dvc", "status"], project)
+    assert "up to date" in run_ok(["dvc", "status"], project)
 
 
 def _rounded(metrics: dict) -> dict:
@@ -94,12 +60,12 @@ def test_dvc_repro_and_kfp_local_run_one_experiment(tmp_path):
     to params.yaml, one entry and no other change, is trained by both."""
     added = "  added_cnn:\n    kind: scratch\n    seed: 7\n"
     project, _ = tiny_project(tmp_path, added)
-    first = _run(["dvc", "repro"], project)
+    first = run_ok(["dvc", "repro"], project)
     assert "Running stage 'train@added_cnn'" in first
     by_dvc = json.loads((project / "reports" / "metrics.json").read_text())
     assert "added_cnn" in by_dvc
 
-    _run(["postergenre", "pipeline", "run", "--local", "--params", "params.yaml",
+    run_ok(["postergenre", "pipeline", "run", "--local", "--params", "params.yaml",
           "--pipeline-root", "kfp-root", "-p", "registry=kfp-registry"], project)
     (by_kfp_path,) = (project / "kfp-root").glob("*/evaluate/evaluation/metrics.json")
     by_kfp = json.loads(by_kfp_path.read_text())

@@ -16,7 +16,7 @@ from postergenre.evaluation.evaluate import evaluate_models
 from postergenre.evaluation.gate import gate
 from postergenre.evaluation.report import SECTIONS
 from postergenre.serving.registry import register
-from tests.eval_helpers import train_tiny
+from tests.helpers import train_tiny
 
 # Margins of -1 bless any model: for tests about the registry, not the model.
 ANYTHING_GOES = GateConfig(min_f1_micro_margin=-1.0, min_map_margin=-1.0,

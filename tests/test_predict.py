@@ -12,7 +12,7 @@ import pytest
 from postergenre.cli import main
 from postergenre.genres import GENRES
 from postergenre.serving.predict import expand_posters, load_predictor, predict_posters
-from tests.eval_helpers import train_tiny
+from tests.helpers import train_tiny
 
 
 @pytest.fixture(scope="module")

@@ -29,9 +29,8 @@ from postergenre.training.checkpoint import (
     checkpoint_for_output,
     default_checkpoint_dir,
 )
+from tests.helpers import TINY_FLAGS
 
-TINY_FLAGS = ["--conv1-filters", "4", "--conv2-filters", "8", "--dense-units", "16",
-              "--batch-size", "16", "--stop-patience", "20"]
 TINY_SCRATCH = {"conv1_filters": 4, "conv2_filters": 8, "dense_units": 16, "batch_size": 16,
                 "stop_patience": 20}
 EPOCHS = 6
