@@ -111,7 +111,8 @@ class Checkpoint:
         if self.remote is not None and local_dir is None:
             raise ValueError(f"checkpoint {location}: a remote checkpoint needs a local "
                              "working folder")
-        self.folder = Path(local_dir if self.remote is not None else location)
+        self.folder = Path(local_dir if local_dir is not None and self.remote is not None
+                           else location)
         self.parts = json.loads(json.dumps(parts, default=str))
         self.fingerprint = _digest(self.parts)
         self.state: dict | None = None

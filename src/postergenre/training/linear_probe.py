@@ -127,7 +127,7 @@ def train_linear_probe(prepared_dir: str | os.PathLike[str],
             standardise(features["train"], mean, variance), train_y, config)
         model = build_linear_probe(base, mean, variance, coef, intercept, name)
         seconds = time.perf_counter() - started
-    history = [{"epoch": 1}]
+    history: list[dict[str, float]] = [{"epoch": 1}]
     for split, y, prefix in (("train", train_y, ""), ("validation", val_y, "val_")):
         logits = standardise(features[split], mean, variance) @ coef.T + intercept
         p = 1.0 / (1.0 + np.exp(-logits))

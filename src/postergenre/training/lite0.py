@@ -64,6 +64,8 @@ class _TensorRef:
 
     def materialise(self) -> np.ndarray:
         flat = self.storage.data
+        if flat is None:
+            raise ValueError("a tensor whose storage was never read")
         if not self.shape:
             return flat[self.offset].copy()
         view = np.lib.stride_tricks.as_strided(

@@ -119,6 +119,7 @@ class KeepBestAndCheckpoint(keras.callbacks.Callback):
 
     def restore(self, state: dict) -> None:
         """Load a checkpoint state of this stage into the model and this callback."""
+        assert self.checkpoint is not None  # restored only from a checkpoint
         folder = self.checkpoint.folder
         self.entries = [e for e in state["history"] if e.get("stage") == self.stage]
         self.done, self.finished = int(state["epochs_done"]), bool(state["finished"])
@@ -150,8 +151,8 @@ class KeepBestAndCheckpoint(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs or {}
-        entry = {"epoch": self.first_epoch + epoch,
-                 **{k: float(v) for k, v in logs.items()}}
+        entry: dict[str, Any] = {"epoch": self.first_epoch + epoch,
+                                 **{k: float(v) for k, v in logs.items()}}
         if self.phase:
             entry["phase"] = self.phase
         self.entries.append(entry)
@@ -159,7 +160,7 @@ class KeepBestAndCheckpoint(keras.callbacks.Callback):
         self.finished = bool(self.model.stop_training) or self.done >= self.params["epochs"]
         current = logs.get("val_loss")
         improved = current is not None and float(current) < self.best_loss
-        if improved:
+        if current is not None and improved:
             self.best_loss = float(current)
             self.best_weights = self.model.get_weights()
         self._save(best=improved, epoch=self.done)
@@ -170,7 +171,8 @@ class KeepBestAndCheckpoint(keras.callbacks.Callback):
         if best:
             self.best_file = f"{self.stage}-best-e{epoch:04d}.npz"
             with open(self.checkpoint.new_file(self.best_file), "wb") as handle:
-                np.savez(handle, **{f"w{i}": w for i, w in enumerate(self.best_weights)})
+                weights = {f"w{i}": w for i, w in enumerate(self.best_weights or [])}
+                np.savez(handle, **weights)  # type: ignore[arg-type]
         last = f"{self.stage}-last-e{epoch:04d}.weights.h5"
         self.model.save_weights(self.checkpoint.new_file(last))
         callbacks = {"early_stopping": _counters(self.early_stopping, "wait", "best")}
