@@ -6,7 +6,6 @@ BIN := $(CURDIR)/$(VENV)/bin
 STAMP := $(VENV)/.installed
 # dvc.yaml's stages call `postergenre` and `dvc` from the venv.
 export PATH := $(BIN):$(PATH)
-export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .PHONY: install run data repro summary plots screenshots real test lint compile local-run images container-run lock clean
 
@@ -41,9 +40,15 @@ repro: $(STAMP)
 summary: $(STAMP)
 	postergenre summary --metrics reports/metrics.json --blessing reports/blessing.json --registry registry
 
+# Ends with what changed and where to look next. On another CPU than the one that committed
+# dvc.lock the trained weights differ in their last bits, so dvc.lock and reports/ change.
 run: data repro summary
 	@git diff --quiet data.dvc 2>/dev/null && echo "data.dvc: unchanged (demo data identical to the committed version)" \
 		|| echo "data.dvc: changed (different demo settings or library versions); see git diff data.dvc"
+	@changed=$$(git status --porcelain --untracked-files=no -- dvc.lock reports 2>/dev/null | wc -l); \
+		if [ "$$changed" -gt 0 ]; then echo "this run changed $$changed committed files (dvc.lock, reports/): by how much: dvc metrics diff; which: git status"; \
+		else echo "dvc.lock and reports/: as committed"; fi
+	@echo "next: open reports/report.html; make plots (reports/plots-html/index.html); source .venv/bin/activate, then postergenre predict POSTER.jpg"
 
 # DVC's plots page with Vega inlined (it draws offline), from the locked vl-convert-python.
 plots: $(STAMP)
@@ -53,14 +58,17 @@ plots: $(STAMP)
 screenshots: plots
 	scripts/screenshots.sh docs
 
-# Your own posters (a folder with labels.csv, the layout of ../shared/data): every stage
-# with the real-poster settings, into OUT (the demo run's data/ and outputs/ untouched).
+# Your own posters (a folder with labels.csv, the layout of ../shared/data): dvc.yaml's stages
+# with params.yaml and the real-poster overlay, in a DVC project of its own in OUT (the
+# demo run's data/ and outputs/ untouched; a rerun redoes only what changed).
 #   make real DATA=../shared/data/posters-movielens [SPLIT=split.csv] [OUT=outputs/real]
+#   REAL_PARAMS: the overlays over params.yaml (default params-real.yaml; several: quoted)
 REAL_PARAMS ?= params-real.yaml
 OUT ?= outputs/real
 real: $(STAMP)
 	@test -n "$(DATA)" || { echo "make real: set DATA=DIR, a folder with labels.csv and its posters" >&2; exit 2; }
-	scripts/run_on_posters.sh "$(DATA)" "$(OUT)" "$(REAL_PARAMS)" "$(SPLIT)"
+	scripts/run_on_posters.sh "$(DATA)" "$(OUT)" --params params.yaml \
+		$(foreach p,$(REAL_PARAMS),--params $(p)) $(if $(SPLIT),--set split.assignment=$(abspath $(SPLIT)))
 
 # tests/test_lock.py installs a lock with the oldest pips the install supports: their
 # wheels, hash-checked, once.
@@ -86,12 +94,10 @@ IMAGE_FLAGS = $(if $(REGISTRY),--registry $(REGISTRY) --tag $(TAG))
 compile: $(STAMP)
 	postergenre pipeline compile --output pipeline.yaml $(IMAGE_FLAGS)
 
-# The whole Kubeflow pipeline on this machine (kfp.local), with params.yaml made small.
+# The whole Kubeflow pipeline on this machine (kfp.local), at the tests' size.
+TINY = --params params.yaml --params params-tiny.yaml
 local-run: $(STAMP)
-	postergenre pipeline run --local -p registry=outputs/kfp-registry \
-		--set ingest.demo.n_posters=200 --set augment.image_size=32 \
-		--set models.scratch_cnn.epochs=3 --set models.vgg16_transfer.dense_units=64 \
-		--set models.vgg16_transfer.epochs=3
+	postergenre pipeline run --local $(TINY) -p registry=outputs/kfp-registry
 
 # Build both images (docker/Dockerfile.cpu, docker/Dockerfile.gpu) with docker, when its
 # daemon answers, else podman (which reads docker/containers.conf), and list their sizes:
@@ -108,19 +114,10 @@ images:
 # The whole pipeline on the demo data with every task in its image (kfp.local's
 # DockerRunner against docker or podman's Docker-compatible socket), read-only root, no
 # network, as UID 10001; ends with the gate's decision. Builds the images first (cached
-# layers: seconds when nothing changed). Tiny settings, as the tests use: a few minutes.
-CONTAINER_RUN_SETTINGS = --set ingest.demo.n_posters=48 --set ingest.demo.width=48 \
-	--set ingest.demo.height=72 --set validate.min_genre_support=0 --set augment.image_size=32 \
-	--set models.scratch_cnn.conv1_filters=4 --set models.scratch_cnn.conv2_filters=4 \
-	--set models.scratch_cnn.dense_units=8 --set models.scratch_cnn.epochs=1 \
-	--set models.scratch_cnn.batch_size=16 --set models.vgg16_transfer.dense_units=8 \
-	--set models.vgg16_transfer.epochs=1 --set models.vgg16_transfer.batch_size=16 \
-	--set gate.min_f1_micro_margin=-1.0 --set gate.min_map_margin=-1.0 \
-	--set gate.max_hamming_loss_increase=1.0 --set gate.genres_per_movie_band=100.0 \
-	--set evaluate.bootstrap_resamples=20
+# layers: seconds when nothing changed). At the tests' size: a few minutes.
 container-run: $(STAMP)
 	REGISTRY="$(or $(REGISTRY),localhost)" TAG="$(TAG)" BASE_IMAGE="$(BASE_IMAGE)" \
-		PYTHON=$(BIN)/python scripts/container_run.sh $(CONTAINER_RUN_SETTINGS)
+		PYTHON=$(BIN)/python scripts/container_run.sh $(TINY)
 
 # Re-pin every dependency of pyproject.toml's ranges (extras: dev), for CPython 3.11 on
 # Linux, with the sha256 of every file PyPI lists for each pinned version (every platform's

@@ -13,7 +13,7 @@ nothing to measure. Otherwise:
    (bilinear), batches and prefetches;
 3. two models from the library train on it: the study-size scratch CNN
    (`models.build_scratch_cnn` with the study's 64-128 filters and 256 dense units) and the
-   transfer model (`models.build_transfer_base` + `build_head` with TransferConfig's
+   transfer model (`bases.build_transfer_base` + `build_head` with TransferConfig's
    defaults: a frozen VGG16 base, random weights, the same compute as ImageNet's, and the
    gap head), end to end: every step runs the frozen base forward, as an epoch without the
    feature cache would. Loss only (no metrics, no callbacks): the figure is the model's.
@@ -137,12 +137,8 @@ def build(kind: str, size: int):
     import keras
 
     from postergenre.configs import ScratchConfig, TransferConfig
-    from postergenre.training.models import (
-        build_head,
-        build_scratch_cnn,
-        build_transfer_base,
-        join_base_and_head,
-    )
+    from postergenre.training.bases import build_transfer_base
+    from postergenre.training.models import build_head, build_scratch_cnn, join_base_and_head
 
     if kind == "scratch":
         model = build_scratch_cnn(size, ScratchConfig(**STUDY_SCRATCH))

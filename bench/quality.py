@@ -30,18 +30,19 @@ COLUMNS = ("map_macro", "f1_macro", "f1_micro", "top_class", "hamming_loss",
            "genres_per_movie")
 
 
-def models_of(params: Path) -> dict[str, str]:
-    """{name: kind} of the params file's models, as `postergenre models` lists them."""
+def models_of(overlay: Path) -> dict[str, str]:
+    """{name: kind} of the run's models, as `postergenre models` lists them."""
     listed = subprocess.run([str(Path(sys.executable).parent / "postergenre"), "models",
-                             "--params", str(params)], check=True, capture_output=True,
-                            text=True).stdout
+                             "--params", str(REPO / "params.yaml"), "--params", str(overlay)],
+                            check=True, capture_output=True, text=True).stdout
     return dict(line.split()[:2] for line in listed.splitlines() if line.strip())
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--params", type=Path, default=REPO / "params-real.yaml")
+    parser.add_argument("--params", type=Path, default=REPO / "params-real.yaml",
+                        help="the overlay over params.yaml (default: params-real.yaml)")
     parser.add_argument("--split", type=Path, default=None, help="a given imdb_id,split CSV")
     parser.add_argument("--keep", type=Path, default=None,
                         help="write the run here and keep it (default: a temporary folder)")
@@ -55,9 +56,10 @@ def main() -> int:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}"
            f"{os.environ['PATH']}"}
     started = time.perf_counter()
+    given = ["--set", f"split.assignment={args.split.resolve()}"] if args.split else []
     subprocess.run([str(REPO / "scripts" / "run_on_posters.sh"), str(args.data), str(out),
-                    str(args.params), str(args.split or "")], check=True, env=env,
-                   stdout=subprocess.DEVNULL)
+                    "--params", str(REPO / "params.yaml"), "--params", str(args.params),
+                    *given], check=True, env=env, stdout=subprocess.DEVNULL)
     seconds = time.perf_counter() - started
     metrics = json.loads((out / "reports" / "metrics.json").read_text())
     # The test split's size is in the full metrics (metrics.json keeps the compared few).

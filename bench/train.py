@@ -2,7 +2,7 @@
 
 Scratch CNN (the implementation's speed). Both sides train the same model from the same
 initial weights with the same optimiser, loss, AUC metric and callbacks
-(postergenre.training.train's `compile_model` and `_fit`: the progress bar, early stopping,
+(postergenre.training.loop's `compile_model` and `fit`: the progress bar, early stopping,
 the plateau schedule and the per-epoch checkpoint of weights and optimizer state), on the
 same training posters, with validation every epoch. What differs is the input, the
 execution and the precision:
@@ -61,23 +61,21 @@ from postergenre.data.shards import read_manifest  # noqa: E402
 from postergenre.data.split import split_dataset  # noqa: E402
 from postergenre.genres import encode_many  # noqa: E402
 from postergenre.sources.demo import generate_demo  # noqa: E402
+from postergenre.training.bases import build_transfer_base  # noqa: E402
 from postergenre.training.checkpoint import Checkpoint  # noqa: E402
+from postergenre.training.device import (  # noqa: E402
+    precision_policy,
+    seed_everything,
+    training_device,
+)
+from postergenre.training.inputs import augmented, cached_images  # noqa: E402
+from postergenre.training.loop import compile_model, fit  # noqa: E402
 from postergenre.training.models import (  # noqa: E402
     build_dense_head,
     build_scratch_cnn,
-    build_transfer_base,
     join_base_and_head,
 )
-from postergenre.training.train import (  # noqa: E402
-    _augmented,
-    _fit,
-    _seed_everything,
-    cached_images,
-    compile_model,
-    precision_policy,
-    train_transfer,
-    training_device,
-)
+from postergenre.training.transfer import train_transfer  # noqa: E402
 from postergenre.validation.validate import validate_dataset  # noqa: E402
 
 SCRATCH = {"conv1_filters": 16, "conv2_filters": 32, "dense_units": 128}
@@ -107,16 +105,16 @@ def scratch_run(side: str, config: ScratchConfig, prepared: Path, arrays: dict,
         if side == "ours":
             compile_model(model, manifest, config, config.learning_rate, steps,
                           config.epochs, config.clipnorm)
-            train = _augmented(cached_images(prepared, "train", config.batch_size, size,
-                                             shuffle=True, seed=0), config.augment, 0)
-            _fit(model, train, cached_images(prepared, "validation", config.batch_size, size),
-                 config, name="ours", checkpoint=checkpoint)
+            train = augmented(cached_images(prepared, "train", config.batch_size, size,
+                                            shuffle=True, seed=0), config.augment, 0)
+            fit(model, train, cached_images(prepared, "validation", config.batch_size, size),
+                config, name="ours", checkpoint=checkpoint)
         else:
             compile_model(model, manifest, config, config.learning_rate, steps,
                           config.epochs, config.clipnorm, steps_per_execution=1)
             x, y = arrays["train"]
-            _fit(model, x, arrays["validation"], config, name="study", checkpoint=checkpoint,
-                 y=y, batch_size=config.batch_size, shuffle=True)
+            fit(model, x, arrays["validation"], config, name="study", checkpoint=checkpoint,
+                y=y, batch_size=config.batch_size, shuffle=True)
     checkpoint.remove()
 
 
@@ -127,8 +125,8 @@ def transfer_study(config: TransferConfig, arrays: dict, size: int) -> None:
         model = join_base_and_head(base, build_dense_head(base.output_shape[1:], HEAD_UNITS))
         compile_model(model, {"class_weights": [1.0] * 19}, config, config.learning_rate,
                       1, config.epochs, steps_per_execution=1)
-        _fit(model, arrays["train"][0], arrays["validation"], config, name="study",
-             y=arrays["train"][1], batch_size=config.batch_size, shuffle=True)
+        fit(model, arrays["train"][0], arrays["validation"], config, name="study",
+            y=arrays["train"][1], batch_size=config.batch_size, shuffle=True)
 
 
 def main() -> None:
@@ -148,7 +146,7 @@ def main() -> None:
                         "the study's side trains in float32")
     args = parser.parse_args()
     print(load_line("start"))
-    _seed_everything(0, deterministic=False)  # the speed setting, on both sides
+    seed_everything(0, deterministic=False)  # the speed setting, on both sides
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         work = Path(tmp)
         generate_demo(work / "data", DemoSourceConfig(n_posters=args.posters, seed=0))

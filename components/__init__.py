@@ -1,14 +1,16 @@
 """Thin Kubeflow Pipelines components, one module per stage.
 
 Each module holds one plain function that maps KFP artifacts onto one library function
-of `postergenre`; `build_components(image, gpu_image)` turns them into lightweight Python
-components whose `base_image` is one of the project's two images (compile-time settings):
-the training stages run in the GPU image (TensorFlow's CUDA base), every other stage in
-the CPU image. No pip install at run time: both images hold the package and kfp.
+of `postergenre`; `build_components(images)` turns them into lightweight Python
+components, each with its stage's image as `base_image` (a compile-time setting: the
+cluster settings' stage profiles put the training stage in the GPU image, TensorFlow's
+CUDA base, and every other stage in the CPU image). No pip install at run time: both
+images hold the package and kfp.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from types import SimpleNamespace
 
 from kfp import dsl
@@ -25,10 +27,6 @@ from . import (
     validate,
 )
 
-DEFAULT_IMAGE = "ghcr.io/postergenre/postergenre:0.1.0"
-DEFAULT_GPU_IMAGE = "ghcr.io/postergenre/postergenre-gpu:0.1.0"
-# The stage that trains the models: GPU image, GPU node pool (pipelines/platform.py).
-GPU_STAGES = ("train",)
 STAGES = {
     "ingest": ingest.ingest,
     "validate": validate.validate,
@@ -42,11 +40,13 @@ STAGES = {
 }
 
 
-def build_components(image: str = DEFAULT_IMAGE, gpu_image: str | None = None) -> SimpleNamespace:
-    """Every stage as a KFP component: GPU_STAGES in `gpu_image` (default: `image`, so a
-    single image still works), the others in `image`."""
+def build_components(images: Mapping[str, str]) -> SimpleNamespace:
+    """Every stage as a KFP component in its image (`images`: stage -> image reference,
+    ClusterSettings.stage_images())."""
+    missing = [name for name in STAGES if name not in images]
+    if missing:
+        raise ValueError(f"no image for the stage(s) {', '.join(missing)}")
     return SimpleNamespace(**{
-        name: dsl.component(func, install_kfp_package=False,
-                            base_image=(gpu_image or image) if name in GPU_STAGES else image)
+        name: dsl.component(func, install_kfp_package=False, base_image=images[name])
         for name, func in STAGES.items()
     })

@@ -22,9 +22,11 @@ def evaluate(prepared: Input[Dataset], models: Input[list[Model]], metrics: Outp
     params.yaml's `evaluate` section."""
     import json
     import os
+    import shutil
 
     from postergenre.configs import EvaluateConfig
     from postergenre.evaluation.evaluate import evaluate_models
+    from postergenre.evaluation.layout import PER_GENRE_FILE, PLOTS_DIR, REPORT_FILE
     from postergenre.evaluation.metrics import NOT_CANDIDATES
     from postergenre.lineage import stamp, task_lineage
     from postergenre.typed_config import from_mapping
@@ -32,18 +34,15 @@ def evaluate(prepared: Input[Dataset], models: Input[list[Model]], metrics: Outp
     settings = from_mapping(EvaluateConfig, config, "evaluate")
     model_dirs = {m.metadata["name"]: m.path for m in models}
     out = evaluation.path
-    plots = os.path.join(out, "plots")
-    headline = evaluate_models(
-        prepared.path, model_dirs, os.path.join(out, "metrics.json"),
-        os.path.join(out, "per_genre.json"), plots, settings,
-        bootstrap_path=os.path.join(out, "bootstrap.json"),
-        thresholds_path=os.path.join(out, "thresholds.json"), report_path=report.path,
-        registry=registry or None, scores_dir=os.path.join(out, "scores"))
+    headline = evaluate_models(prepared.path, model_dirs, out, settings,
+                               registry=registry or None)
+    # The page as its own HTML artifact, which the UI renders.
+    shutil.copyfile(os.path.join(out, REPORT_FILE), report.path)
     for model_name, values in headline.items():
         for key, value in values.items():
             if value is not None:
                 metrics.log_metric(f"{model_name}.{key}", float(value))
-    with open(os.path.join(out, "per_genre.json")) as handle:
+    with open(os.path.join(out, PER_GENRE_FILE)) as handle:
         per_genre = json.load(handle)
     for model_name in model_dirs:
         for genre, row in per_genre[model_name].items():
@@ -52,7 +51,7 @@ def evaluate(prepared: Input[Dataset], models: Input[list[Model]], metrics: Outp
                     metrics.log_metric(f"{model_name}.{genre}.{key}", float(row[key]))
     candidates = [name for name in headline if name not in NOT_CANDIDATES]
     best = max(candidates, key=lambda name: headline[name]["map_macro"] or 0.0)
-    with open(os.path.join(plots, "roc.json")) as handle:
+    with open(os.path.join(out, PLOTS_DIR, "roc.json")) as handle:
         points = [p for p in json.load(handle) if p["model"] == best]
     roc.log_roc_curve([p["fpr"] for p in points], [p["tpr"] for p in points],
                       [p["threshold"] for p in points])

@@ -9,9 +9,9 @@ branch's register task takes this one model instead of the whole collection.
 from kfp.dsl import HTML, Artifact, Input, Model, Output
 
 
-def gate(evaluation: Input[Artifact], evaluation_report: Input[HTML],
-         models: Input[list[Model]], blessing: Output[Artifact], report: Output[HTML],
-         blessed_model: Output[Model], config: dict, data_version: str = "") -> str:
+def gate(evaluation: Input[Artifact], models: Input[list[Model]], blessing: Output[Artifact],
+         report: Output[HTML], blessed_model: Output[Model], config: dict,
+         data_version: str = "") -> str:
     """Return `blessed` or `rejected`; the blessing artifact records every rule, its value,
     threshold and baseline, and `report` is evaluate's page opening with the decision.
     `config` is params.yaml's `gate` section. When a model is blessed, `blessed_model` is a
@@ -20,21 +20,21 @@ def gate(evaluation: Input[Artifact], evaluation_report: Input[HTML],
     import json
     import os
     import shutil
+    import tempfile
 
     from postergenre.configs import GateConfig
     from postergenre.evaluation.gate import gate as run
+    from postergenre.evaluation.layout import BLESSING_FILE, DECIDED_REPORT_FILE
     from postergenre.lineage import stamp, task_lineage
     from postergenre.typed_config import from_mapping
 
-    def path(name: str) -> str:
-        return os.path.join(evaluation.path, name)
-
     settings = from_mapping(GateConfig, config, "gate")
     lineage = task_lineage(data_version, {"gate": settings})
-    decision = run(path("metrics.json"), blessing.path, settings,
-                   per_genre_path=path("per_genre.json"), bootstrap_path=path("bootstrap.json"),
-                   thresholds_path=path("thresholds.json"),
-                   evaluation_report_path=evaluation_report.path, report_path=report.path)
+    with tempfile.TemporaryDirectory() as decided:
+        decision = run(evaluation.path, decided, settings)
+        # Two artifacts of their own: the blessing register reads, the page the UI renders.
+        shutil.copyfile(os.path.join(decided, BLESSING_FILE), blessing.path)
+        shutil.copyfile(os.path.join(decided, DECIDED_REPORT_FILE), report.path)
     with open(blessing.path) as handle:
         content = json.load(handle)
     blessing.metadata.update({"decision": decision, "model": content["model"] or "",
@@ -44,7 +44,9 @@ def gate(evaluation: Input[Artifact], evaluation_report: Input[HTML],
     chosen = {m.metadata["name"]: m for m in models}.get(content["model"] or "")
     if chosen is not None:
         shutil.copytree(chosen.path, blessed_model.path)
-        blessed_model.metadata.update({**chosen.metadata, "decision": decision})
+        # Its own label in the UI, not the copied `display_name` of the training's output.
+        blessed_model.metadata.update({**chosen.metadata, "decision": decision,
+                                       "display_name": f"{content['model']} (blessed)"})
     else:
         os.makedirs(blessed_model.path, exist_ok=True)
         blessed_model.metadata["decision"] = decision

@@ -31,6 +31,7 @@ def register(blessing: Input[Artifact], model: Input[Model], registry: str,
     registered.metadata.update({
         "registry": registry, "registry_uri": f"{registry.rstrip('/')}/{entry_name}",
         "entry": entry_name, "model": name, "data_version": data_version,
+        "display_name": f"{name} (registered)",
         "metrics": {k: v for k, v in model.metadata.items() if k == "description"},
     })
     stamp(lineage, registered)

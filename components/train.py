@@ -35,9 +35,16 @@ def train(prepared: Input[Dataset], model: Output[Model], metrics: Output[Metric
     model.metadata.update({"name": name, **{k: info[k] for k in (
         "kind", "description", "image_size", "parameters", "best_epoch", "best_val_loss",
         "device", "data_version", "resumed_from_epoch") if info.get(k) is not None}})
+    # The KFP UI labels an artifact by its `display_name` (the output's name, `model`, unless
+    # the metadata sets one: backend/src/v2/metadata/client.go RecordArtifact), and its
+    # Compare view lists every training's metrics side by side: both carry the model's
+    # name, as evaluate's keys do (`model.metric`). Every training is one task of the
+    # ParallelFor, whose display name cannot name its item.
+    model.metadata["display_name"] = name
+    metrics.metadata["display_name"] = f"{name} metrics"
     for key in ("best_val_loss", "best_val_auc", "epochs_run", "train_images_per_second"):
         if info.get(key) is not None:
-            metrics.log_metric(key, float(info[key]))
+            metrics.log_metric(f"{name}.{key}", float(info[key]))
     # Where the model came from (gate and register hand it on to the registry entry); the
     # hashed sections are the same as under DVC (`{"models": {name: spec}}`).
     stamp(task_lineage(data_version, {"models": {name: spec}}), model, metrics)

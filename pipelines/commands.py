@@ -1,8 +1,10 @@
 """`postergenre pipeline ...`: the flags and the dispatch (cli.py only hooks this in).
 
-compile  -> the YAML IR with the cluster settings (platform.ClusterSettings)
+compile  -> the YAML IR with the cluster settings (platform.ClusterSettings, whose
+            fields make the cluster flags)
 run      -> the whole pipeline locally (kfp.local)
 submit   -> a run on a cluster (--watch to follow it, --schedule CRON for a recurring run)
+gpu-check -> a Job that checks the GPU node pool with the same settings
 upload   -> a new version of a pipeline on a cluster
 Nothing heavy is imported until a command runs.
 """
@@ -19,111 +21,6 @@ from pathlib import Path
 # Exit codes of `submit --watch` beside 0 (succeeded) and 2 (bad input).
 EXIT_RUN_FAILED = 1
 EXIT_CONNECTION_LOST = 3
-
-
-def _pair(value: str) -> tuple[str, str]:
-    """`request:limit` -> (request, limit); one value means both."""
-    request, _, limit = value.partition(":")
-    if not request:
-        raise argparse.ArgumentTypeError(f"expected REQUEST[:LIMIT], got {value!r}")
-    return request, limit or request
-
-
-def _node_selector(value: str) -> tuple[str, str] | None:
-    """KEY=VALUE, none, or a shortcut: nvidia, gke[:ACCELERATOR], eks[:NODEGROUP]."""
-    from postergenre.pipelines.platform import NODE_SELECTOR_SHORTCUTS
-
-    if value.lower() == "none":
-        return None
-    name, colon, label_value = value.partition(":")
-    if "=" not in value and name.lower() in NODE_SELECTOR_SHORTCUTS:
-        key, default = NODE_SELECTOR_SHORTCUTS[name.lower()]
-        if colon and not label_value:
-            raise argparse.ArgumentTypeError(f"{value!r}: give the value after the colon")
-        return key, label_value or default
-    key, sep, label = value.partition("=")
-    if not sep or not key or not label:
-        raise argparse.ArgumentTypeError(f"expected LABEL_KEY=VALUE, gke[:TYPE], "
-                                         f"eks[:NODEGROUP], nvidia or none, got {value!r}")
-    return key, label
-
-
-def _version(value: str) -> str:
-    from postergenre.pipelines.compat import version_key
-
-    try:
-        version_key(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a version such as 2.15.0, got "
-                                         f"{value!r}") from None
-    return value.lstrip("v")
-
-
-def _add_compile_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("cluster settings (compiled into the YAML)")
-    g.add_argument("--registry", help="image registry, e.g. ghcr.io/acme: images are "
-                   "REGISTRY/postergenre:TAG and REGISTRY/postergenre-gpu:TAG")
-    g.add_argument("--tag", default=None, help="image tag (default: the package version)")
-    g.add_argument("--image", default=None, help="CPU image, full reference (digest welcome: "
-                   "...@sha256:...); overrides --registry/--tag")
-    g.add_argument("--gpu-image", default=None, help="GPU image for the training tasks")
-    g.add_argument("--gpu-type", default="nvidia.com/gpu", help="accelerator resource name")
-    g.add_argument("--gpu-count", type=int, default=1, help="GPUs per training task")
-    g.add_argument("--node-selector", type=_node_selector, default="nvidia.com/gpu.present=true",
-                   metavar="KEY=VALUE", help="GPU node-pool label; default "
-                   "nvidia.com/gpu.present=true (NVIDIA's GPU operator only); 'gke[:TYPE]' "
-                   "is cloud.google.com/gke-accelerator=TYPE (default nvidia-l4), "
-                   "'eks[:GROUP]' eks.amazonaws.com/nodegroup=GROUP (default gpu), 'none' "
-                   "for no selector")
-    g.add_argument("--no-gpu-toleration", dest="gpu_toleration", action="store_false",
-                   help="do not tolerate the nvidia.com/gpu:NoSchedule taint")
-    g.add_argument("--shm-size", default="8Gi", help="/dev/shm (memory) of training tasks")
-    g.add_argument("--cpu", type=_pair, default=("1", "2"), metavar="REQ[:LIM]",
-                   help="CPU of every non-training task")
-    g.add_argument("--memory", type=_pair, default=("4G", "8G"), metavar="REQ[:LIM]")
-    g.add_argument("--gpu-task-cpu", type=_pair, default=("4", "8"), metavar="REQ[:LIM]")
-    g.add_argument("--gpu-task-memory", type=_pair, default=("16G", "32G"), metavar="REQ[:LIM]")
-    g.add_argument("--tmdb-secret", default="postergenre-tmdb", help="Secret with the TMDb "
-                   "keys api-key / read-access-token ('' for none)")
-    g.add_argument("--s3-secret", default="postergenre-s3", help="Secret with "
-                   "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, given to ingest, train, "
-                   "evaluate and register as POSTERGENRE_AWS_* ('' for none: IRSA / Workload "
-                   "Identity, where the runs' service account has S3 access)")
-    g.add_argument("--s3-config-map", default="postergenre-s3", help="ConfigMap with "
-                   "AWS_ENDPOINT_URL (MinIO or another S3-compatible store; '' for none)")
-    g.add_argument("--image-pull-secret", dest="image_pull_secrets", action="append",
-                   default=[], metavar="NAME", help="Secret for pulling the images from a "
-                   "private registry (repeatable)")
-    g.add_argument("--model-registry", default=None, metavar="URI", help="default of the run "
-                   "parameter `registry`, e.g. s3://bucket/postergenre/registry (without it "
-                   "every run must pass -p registry=...)")
-    g.add_argument("--no-require-gpu", dest="require_gpu", action="store_false",
-                   help="let training run on the CPU when the pod sees no GPU (default: "
-                   "fail at once)")
-    g.add_argument("--retries", type=int, default=2, help="retries of a failed task")
-    g.add_argument("--retry-backoff", default="60s", metavar="DURATION",
-                   help="wait before the first retry")
-    g.add_argument("--retry-backoff-factor", type=float, default=2.0,
-                   help="each further wait is this many times longer")
-    g.add_argument("--retry-backoff-max", default="12h", metavar="DURATION",
-                   help="no retry after this long")
-    b = p.add_argument_group("settings only newer Kubeflow Pipelines backends understand "
-                             "(off by default: the pipeline then runs on KFP 2.14.0+)")
-    b.add_argument("--kfp-backend", type=_version, default=None, metavar="VERSION",
-                   help="turn on every setting below that this KFP backend version knows "
-                   "(and refuse one it does not), e.g. 2.16.0")
-    b.add_argument("--security-context", action=argparse.BooleanOptionalAction, default=None,
-                   help="runAsUser/runAsGroup 10001 and runAsNonRoot on every task (KFP "
-                   "2.16.0+; without it tasks run as the image's USER 10001 all the same)")
-    b.add_argument("--optional-secrets", action=argparse.BooleanOptionalAction, default=None,
-                   help="the TMDb and S3 Secrets and the S3 ConfigMap may be missing (KFP "
-                   "2.15.0+; without it they must exist, even if empty)")
-    g.add_argument("--pipeline-root", default=None, help="where KFP writes artifacts, e.g. "
-                   "s3://bucket/postergenre (default: the cluster's)")
-    g.add_argument("--no-cache", dest="caching", action="store_false",
-                   help="no task reuses a cached result")
-    g.add_argument("--cache-ingest", action="store_true", help="cache ingest too (only for "
-                   "data pinned by data_version; a TMDb crawl must not be cached)")
 
 
 def _add_server_flags(p: argparse.ArgumentParser) -> None:
@@ -147,42 +44,33 @@ def _add_server_flags(p: argparse.ArgumentParser) -> None:
                    "Dex's authservice_session or oauth2-proxy's (never a flag value)")
     g.add_argument("--ca-cert", default=None, metavar="FILE",
                    help="CA bundle (PEM) that signed the API's TLS certificate")
+    g.add_argument("--allow-image-tags", action="store_true", help="run images given by "
+                   "tag (refused by default: KFP's cache key holds the image reference, so "
+                   "a tag pushed again reuses the old code's cached results)")
     g.add_argument("--ui-url", default=None, metavar="URL", help="the KFP UI, for the printed "
                    "links (default: $KF_PIPELINES_UI_ENDPOINT, else derived from --host: "
                    "http://localhost:8080 for a port-forward of the API on 8888)")
 
 
 def _add_experiment_flags(p: argparse.ArgumentParser) -> None:
+    from postergenre.typed_config import add_params_flags
+
     g = p.add_argument_group("experiment (the defaults of the pipeline's section parameters)")
-    g.add_argument("--params", default=None, metavar="FILE",
-                   help="params file whose sections become the pipeline's parameter "
-                   "defaults (default: params.yaml)")
-    g.add_argument("--set", dest="overrides", action="append", default=[],
-                   metavar="SECTION.KEY=VALUE", help="override one setting of the params "
-                   "file, e.g. --set augment.image_size=32 or --set "
-                   "models.scratch_cnn.epochs=2 (repeatable)")
+    add_params_flags(g, "override one setting, e.g. --set augment.image_size=32 or --set "
+                     "models.scratch_cnn.epochs=2")
 
 
 def experiment_from_args(args: argparse.Namespace):
-    """The params file (default params.yaml) with --set applied, validated as a whole."""
-    from postergenre.configs import experiment_from_params
-    from postergenre.typed_config import (
-        DEFAULT_PARAMS,
-        parse_assignment,
-        read_params,
-        set_dotted,
-    )
+    """The run's params files merged (later wins) with --set applied, validated whole."""
+    from postergenre.configs import load_experiment
 
-    path = args.params or DEFAULT_PARAMS
-    params = read_params(path)
-    for text in args.overrides:
-        key, value = parse_assignment(text)
-        set_dotted(params, key, value)
-    return experiment_from_params(params, path)
+    return load_experiment(args.params, args.overrides)
 
 
 def add_pipeline_parser(sub, parents: list | None = None) -> None:
     """The `pipeline` subcommand and its actions, on cli.py's subparsers."""
+    from postergenre.pipelines.platform import add_cluster_flags
+
     parents = parents or []
     p = sub.add_parser("pipeline", help="compile, run, submit or upload the Kubeflow pipeline",
                        parents=parents)
@@ -191,7 +79,7 @@ def add_pipeline_parser(sub, parents: list | None = None) -> None:
     c = psub.add_parser("compile", help="write the pipeline's YAML IR", parents=parents)
     c.add_argument("--output", default="pipeline.yaml", help="YAML file to write")
     _add_experiment_flags(c)
-    _add_compile_flags(c)
+    add_cluster_flags(c)
 
     r = psub.add_parser("run", help="run the whole pipeline locally", parents=parents)
     r.add_argument("--local", action="store_true", required=True,
@@ -206,7 +94,7 @@ def add_pipeline_parser(sub, parents: list | None = None) -> None:
     s = psub.add_parser("submit", help="run the pipeline on a Kubeflow cluster",
                         parents=parents)
     _add_experiment_flags(s)
-    _add_compile_flags(s)
+    add_cluster_flags(s)
     _add_server_flags(s)
     s.add_argument("--experiment", default="postergenre")
     s.add_argument("--run-name", default=None)
@@ -221,10 +109,19 @@ def add_pipeline_parser(sub, parents: list | None = None) -> None:
     s.add_argument("--schedule", metavar="CRON", default=None,
                    help="create a recurring run instead, e.g. '0 3 * * 1' (Mondays 03:00)")
 
+    g = psub.add_parser("gpu-check", help="write a Job that checks the GPU node pool: it "
+                        "lands where the training tasks land and runs the GPU image's check",
+                        parents=parents)
+    g.add_argument("--namespace", default="kubeflow", help="where the Job runs (a profile "
+                   "namespace on multi-user Kubeflow)")
+    g.add_argument("--output", default="-", help="YAML file to write ('-': standard "
+                   "output, e.g. | kubectl apply -f -)")
+    add_cluster_flags(g)
+
     u = psub.add_parser("upload", help="upload the pipeline as a new version",
                         parents=parents)
     _add_experiment_flags(u)
-    _add_compile_flags(u)
+    add_cluster_flags(u)
     _add_server_flags(u)
     u.add_argument("--name", default="postergenre", help="pipeline name in the UI")
     u.add_argument("--version", default=None,
@@ -234,53 +131,22 @@ def add_pipeline_parser(sub, parents: list | None = None) -> None:
 
 def cluster_settings(args: argparse.Namespace):
     """The compile flags -> ClusterSettings (a ValueError names a bad one)."""
-    from postergenre import __version__
-    from postergenre.components import DEFAULT_GPU_IMAGE, DEFAULT_IMAGE
-    from postergenre.pipelines.compat import version_key
-    from postergenre.pipelines.platform import BACKEND_FEATURES, ClusterSettings, Resources
+    from postergenre.pipelines.platform import settings_from_args
 
-    tag = args.tag or __version__
-    if args.registry:
-        registry = args.registry.rstrip("/")
-        sep = "@" if tag.startswith("sha256:") else ":"
-        image, gpu_image = (f"{registry}/postergenre{sep}{tag}",
-                            f"{registry}/postergenre-gpu{sep}{tag}")
-    else:
-        image, gpu_image = DEFAULT_IMAGE, DEFAULT_GPU_IMAGE
-    features = (ClusterSettings.features_for(args.kfp_backend) if args.kfp_backend
-                else dict.fromkeys(BACKEND_FEATURES, False))
-    for name in BACKEND_FEATURES:
-        if getattr(args, name) is not None:
-            features[name] = getattr(args, name)
-    settings = ClusterSettings(
-        image=args.image or image, gpu_image=args.gpu_image or gpu_image,
-        gpu_type=args.gpu_type, gpu_count=args.gpu_count, node_selector=args.node_selector,
-        gpu_toleration=args.gpu_toleration, shm_size=args.shm_size,
-        cpu_resources=Resources(*args.cpu, *args.memory),
-        gpu_resources=Resources(*args.gpu_task_cpu, *args.gpu_task_memory),
-        tmdb_secret=args.tmdb_secret, s3_secret=args.s3_secret,
-        s3_config_map=args.s3_config_map, pipeline_root=args.pipeline_root,
-        caching=args.caching, cache_ingest=args.cache_ingest,
-        model_registry=args.model_registry, image_pull_secrets=tuple(args.image_pull_secrets),
-        require_gpu=args.require_gpu, retries=args.retries, retry_backoff=args.retry_backoff,
-        retry_backoff_factor=args.retry_backoff_factor,
-        retry_backoff_max=args.retry_backoff_max, **features)
-    if args.kfp_backend and version_key(settings.min_backend_version()) > version_key(
-            args.kfp_backend):
-        too_new = [BACKEND_FEATURES[n].flag for n in settings.features()
-                   if version_key(BACKEND_FEATURES[n].since) > version_key(args.kfp_backend)]
-        raise ValueError(f"--kfp-backend {args.kfp_backend}: {', '.join(too_new)} needs "
-                         f"{settings.min_backend_version()} or newer")
-    return settings
+    return settings_from_args(args)
 
 
-def _package(args: argparse.Namespace, workdir: str) -> str:
-    if args.package:
+def _package(args: argparse.Namespace, workdir: str, settings) -> str:
+    """The package to run or upload: --package, else one compiled now; with --no-cache,
+    one in which no task of any DAG reuses a cached result."""
+    from postergenre.pipelines.runner import compile_pipeline, write_uncached
+
+    if not args.package:
+        return str(compile_pipeline(Path(workdir) / "pipeline.yaml", settings,
+                                    experiment_from_args(args)))
+    if settings.caching:
         return args.package
-    from postergenre.pipelines.runner import compile_pipeline
-
-    return str(compile_pipeline(Path(workdir) / "pipeline.yaml", cluster_settings(args),
-                                experiment_from_args(args)))
+    return str(write_uncached(args.package, Path(workdir) / "uncached.yaml"))
 
 
 def _warn(args: argparse.Namespace, message: str) -> None:
@@ -295,8 +161,7 @@ def _client(args: argparse.Namespace, package: str):
     host = (args.host or submit.IN_CLUSTER_HOST).rstrip("/")
 
     def check(health: dict) -> None:
-        warning = submit.check_backend(health, package, host)
-        if warning:
+        for warning in submit.check_backend(health, package, host):
             _warn(args, warning)
 
     return submit.connect(args.host, auth, args.namespace, ca_cert=args.ca_cert, check=check)
@@ -305,16 +170,17 @@ def _client(args: argparse.Namespace, package: str):
 def _submit(args: argparse.Namespace) -> int:
     from postergenre.pipelines import submit
 
+    settings = cluster_settings(args)
     with tempfile.TemporaryDirectory() as workdir:
-        package = _package(args, workdir)
+        package = _package(args, workdir, settings)
         params = submit.checked_params(package, args.param)
-        submit.check_package(package, params)
+        for warning in submit.check_package(package, params,
+                                            allow_tags=args.allow_image_tags):
+            _warn(args, warning)
         job = submit.Submission(
             package=package, params=params,
             experiment=args.experiment, run_name=args.run_name, namespace=args.namespace,
-            pipeline_root=args.pipeline_root,
-            # --no-cache also overrides a precompiled package's per-task settings.
-            enable_caching=None if args.caching else False,
+            pipeline_root=settings.pipeline_root or None,
             service_account=args.service_account)
         if args.schedule:
             submit.cron_for_kfp(args.schedule)  # a bad expression before any network
@@ -339,8 +205,9 @@ def _upload(args: argparse.Namespace) -> int:
 
     version = args.version or f"v{__version__}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
     with tempfile.TemporaryDirectory() as workdir:
-        package = _package(args, workdir)
-        for warning in submit.check_package(package, {}, run=False):
+        package = _package(args, workdir, cluster_settings(args))
+        for warning in submit.check_package(package, {}, run=False,
+                                            allow_tags=args.allow_image_tags):
             _warn(args, warning)
         client = _client(args, package)
         pipeline_id, version_id = submit.upload(client, package, args.name, version,
@@ -348,6 +215,26 @@ def _upload(args: argparse.Namespace) -> int:
     ui = submit.ui_url(args.host, args.ui_url)
     print(f"pipeline {args.name!r} ({pipeline_id}) version {version!r} ({version_id}): "
           f"{ui}/#/pipelines/details/{pipeline_id}")
+    return 0
+
+
+def _gpu_check(args: argparse.Namespace) -> int:
+    import yaml
+
+    from postergenre.pipelines.platform import DEFAULT_GPU_IMAGE, gpu_check_manifests
+
+    settings = cluster_settings(args)
+    if settings.gpu_image == DEFAULT_GPU_IMAGE:
+        _warn(args, f"--gpu-image: the placeholder {DEFAULT_GPU_IMAGE} is published by "
+              "nothing; pass the image you pushed (--registry REGISTRY [--tag TAG] or "
+              "--gpu-image)")
+    text = yaml.safe_dump_all(gpu_check_manifests(settings, args.namespace), sort_keys=False)
+    if args.output == "-":
+        sys.stdout.write(text)
+    else:
+        Path(args.output).write_text(text)
+        print(f"wrote {args.output}: kubectl apply -f {args.output} && kubectl -n "
+              f"{args.namespace} logs -f job/postergenre-gpu-check", file=sys.stderr)
     return 0
 
 
@@ -374,6 +261,8 @@ def run_pipeline_command(args: argparse.Namespace) -> int:
                 print(f"  failed: {line}")
             print(f"artifacts: {outputs['run_dir']}")
             return 0
+        if args.pipeline_command == "gpu-check":
+            return _gpu_check(args)
         if args.pipeline_command == "submit":
             return _submit(args)
         return _upload(args)

@@ -113,6 +113,16 @@ TWINNED_SINCE = dict.fromkeys([
     f"{_RESOURCES}.AcceleratorConfig.resourceType",
     f"{_RESOURCES}.AcceleratorConfig.resourceCount",
 ], "2.4.1")
+# What a pipeline spec cannot carry (kfp_kubernetes.SecurityContext has runAsUser,
+# runAsGroup and runAsNonRoot only; its privileged and capability fields were removed:
+# kubernetes_platform/proto/kubernetes_executor_config.proto at 2.17.0) but the backend
+# sets on every task's container itself from 2.16.0 on
+# (backend/src/v2/compiler/argocompiler/security_context.go,
+# applyUserContainerSecurityContext; absent at 2.14.0 and 2.15.0). No backend sets or
+# carries readOnlyRootFilesystem.
+HARDENING_SINCE = "2.16.0"
+HARDENING = ("allowPrivilegeEscalation: false", "capabilities.drop: [ALL]",
+             "seccompProfile: RuntimeDefault")
 # Proto fields the installed SDK knows but no backend release does yet.
 UNRELEASED = "unreleased"
 

@@ -58,9 +58,9 @@ def create_pipeline(settings: ClusterSettings | None = None,
         sections["models"] = {name: {**entry, "require_gpu": True}
                               for name, entry in sections["models"].items()}
     model_names = [spec.name for spec in experiment.models]
-    ops = build_components(settings.image, settings.gpu_image)
+    ops = build_components(settings.stage_images())
 
-    @dsl.pipeline(name=PIPELINE_NAME, pipeline_root=settings.pipeline_root,
+    @dsl.pipeline(name=PIPELINE_NAME, pipeline_root=settings.pipeline_root or None,
                   description="Movie genres from posters: ingest, validate, split, augment, "
                   f"train {', '.join(model_names)}, evaluate against the null model, gate, "
                   f"register. {settings.backend_note()}")
@@ -102,7 +102,6 @@ def create_pipeline(settings: ClusterSettings | None = None,
         # A Collected channel is consumed once (kfp 2.17 fails to compile a shared one):
         # a fresh one per consumer.
         gate_task = ops.gate(evaluation=evaluate_task.outputs["evaluation"],
-                             evaluation_report=evaluate_task.outputs["report"],
                              models=dsl.Collected(train_task.outputs["model"]), config=gate,
                              data_version=data_version)
         with dsl.If(gate_task.outputs["Output"] == "blessed", name="blessed"):

@@ -117,6 +117,24 @@ def load_package(package: str | os.PathLike[str]) -> tuple[dict, dict]:
     return spec, (docs[1] if len(docs) > 1 and isinstance(docs[1], dict) else {})
 
 
+def write_uncached(package: str | os.PathLike[str], output: str | os.PathLike[str]) -> Path:
+    """A copy of the compiled `package` at `output` in which no task of any DAG (the
+    root's, a ParallelFor's, a dsl.If's) reuses a cached result. kfp.Client's
+    `enable_caching=False` rewrites the root DAG's tasks only (kfp 2.17.3,
+    `client._override_caching_options`), which leaves the trainings and batch-predict
+    cached."""
+    spec, platform = load_package(package)
+    dags = [spec["root"]["dag"], *(component["dag"] for component in
+                                   spec.get("components", {}).values() if "dag" in component)]
+    for dag in dags:
+        for task in dag.get("tasks", {}).values():
+            task.setdefault("cachingOptions", {}).pop("enableCache", None)
+    output = Path(output)
+    output.write_text(yaml.safe_dump_all([spec, platform] if platform else [spec],
+                                         sort_keys=False))
+    return output
+
+
 def spec_parameters(spec: Mapping) -> dict[str, type]:
     """The run-time parameters a compiled pipeline declares, with their Python types."""
     declared = spec["root"].get("inputDefinitions", {}).get("parameters", {})

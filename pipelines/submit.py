@@ -27,14 +27,21 @@ from pathlib import Path
 import kfp_server_api
 import urllib3
 
-from postergenre.pipelines.compat import missing_on, required_backend, version_key
+from postergenre.pipelines.compat import (
+    BACKEND_RELEASES,
+    HARDENING,
+    HARDENING_SINCE,
+    missing_on,
+    required_backend,
+    version_key,
+)
 from postergenre.pipelines.runner import load_package, load_spec, parse_spec_params
 
 log = logging.getLogger(__name__)
 
 IN_CLUSTER_HOST = "http://ml-pipeline.kubeflow.svc.cluster.local:8888"
 IN_CLUSTER_UI = "http://ml-pipeline-ui.kubeflow.svc.cluster.local"
-# README's port-forward of the UI (`kubectl port-forward svc/ml-pipeline-ui 8080:80`),
+# docs/kubeflow.md's port-forward of the UI (`kubectl port-forward svc/ml-pipeline-ui 8080:80`),
 # beside the API's on 8888.
 LOCAL_UI = "http://localhost:8080"
 UI_ENV = "KF_PIPELINES_UI_ENDPOINT"  # kfp.Client's variable for the same
@@ -42,6 +49,12 @@ UI_ENV = "KF_PIPELINES_UI_ENDPOINT"  # kfp.Client's variable for the same
 SA_TOKEN_PATH = "/var/run/secrets/kubeflow/pipelines/token"
 DEFAULT_TOKEN_ENV = "KFP_TOKEN"
 FINAL_STATES = {"SUCCEEDED", "FAILED", "SKIPPED", "CANCELED"}
+# The API server names its version in healthz's tag_name from a build argument that
+# release builds pass from 2.16.0 on (kubeflow/pipelines 94841d6c85): 2.5.0 to 2.15.0
+# answer 'unknown'. Its answer has had `pipeline_store` since 2.14.0 (ea20731060;
+# backend/src/apiserver/main.go at 2.14.0 writes it on every answer, 2.5.0 and before
+# never), which places such a server on one side of 2.14.0.
+HEALTHZ_PROBE = ("pipeline_store", "2.14.0")
 
 
 class KfpError(RuntimeError):
@@ -150,34 +163,72 @@ def server_version(health: Mapping) -> str | None:
     return tag.lstrip("v")
 
 
-def check_backend(health: Mapping, package: str, host: str = "the server") -> str | None:
+def server_floor(health: Mapping) -> tuple[str, bool]:
+    """What a healthz answer that names no version (server_version None) says about the
+    server: (HEALTHZ_PROBE's release, True) when it is that release or newer, (the last
+    release before it, False) when it is that one or older."""
+    field, since = HEALTHZ_PROBE
+    if field in health:
+        return since, True
+    return max((r for r in BACKEND_RELEASES if version_key(r) < version_key(since)),
+               key=version_key), False
+
+
+def check_backend(health: Mapping, package: str, host: str = "the server") -> list[str]:
     """Refuse (KfpError, one line) a compiled package that uses what the server's KFP
-    version lacks; return a warning when the server names no version."""
+    version lacks; return warnings. A server that names no version is placed by
+    HEALTHZ_PROBE: refused when it is older than the pipeline's floor can be, a warning
+    when the pipeline needs more than the probe proves (that floor is then not checked).
+    A server older than HARDENING_SINCE runs the tasks without HARDENING: a warning."""
     from postergenre.pipelines.platform import BACKEND_FEATURES
 
     spec, platform = load_package(package)
     needed, _ = required_backend(spec, platform)
     version = server_version(health)
+    named = f"{host} names no KFP version (healthz tag_name {health.get('tag_name')!r})"
     if version is None:
-        return (f"{host} names no KFP version (healthz tag_name "
-                f"{health.get('tag_name')!r}); this pipeline needs {needed} or newer")
+        floor, at_least = server_floor(health)
+        if at_least and version_key(needed) <= version_key(floor):
+            return [_unhardened(f"{host} (KFP {floor} or newer)")]
+        if at_least:
+            return [f"{named}; it answers as KFP {floor} or newer, and this pipeline needs "
+                    f"{needed} or newer, which was not checked: a backend older than "
+                    f"{needed} refuses the run or fails its tasks"]
+        version, runs = floor, f"and answers as KFP {floor} or older (no {HEALTHZ_PROBE[0]} " \
+                               f"in healthz, which {HEALTHZ_PROBE[1]} added)"
+        host = named
+    else:
+        runs = f"runs Kubeflow Pipelines {version}"
     missing = missing_on(version, spec, platform)
     if not missing:
-        return None
+        return ([_unhardened(f"{host} (KFP {version})")]
+                if version_key(version) < version_key(HARDENING_SINCE) else [])
     flags = [f.flag for f in BACKEND_FEATURES.values()
              if version_key(f.since) > version_key(version)]
     shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3
                                       else "")
-    raise KfpError(f"{host} runs Kubeflow Pipelines {version}, this pipeline needs {needed} "
+    raise KfpError(f"{host} {runs}, this pipeline needs {needed} "
                    f"or newer (it uses {shown}): compile it without "
                    f"{' / '.join(flags) or 'those settings'}, or upgrade the backend")
 
 
-def check_package(package: str, params: Mapping, *, run: bool = True) -> list[str]:
-    """What makes a compiled package fail on any cluster: placeholder images (an error)
-    and a model registry inside the task's pod (an error for a run, else a warning,
-    returned)."""
-    from postergenre.pipelines.platform import PLACEHOLDER_IMAGE_PREFIX, is_remote_uri
+def _unhardened(server: str) -> str:
+    return (f"{server} may run the tasks without {', '.join(HARDENING)}: KFP sets them on "
+            f"every task from {HARDENING_SINCE} on, and a pipeline cannot ask for them")
+
+
+def check_package(package: str, params: Mapping, *, run: bool = True,
+                  allow_tags: bool = False) -> list[str]:
+    """What makes a compiled package fail on any cluster: placeholder images (an error),
+    images given by tag (an error unless `allow_tags`, then a warning) and a model
+    registry inside the task's pod (an error for a run, else a warning). Returns the
+    warnings."""
+    from postergenre.pipelines.platform import (
+        PLACEHOLDER_IMAGE_PREFIX,
+        REGISTRY_URI_HINT,
+        is_registry_uri,
+        pinned_by_digest,
+    )
 
     spec = load_spec(package)
     executors = spec.get("deploymentSpec", {}).get("executors", {})
@@ -187,18 +238,29 @@ def check_package(package: str, params: Mapping, *, run: bool = True) -> list[st
         raise KfpError(f"{package} runs the placeholder image {placeholders[0]}, which "
                        "nothing publishes: build and push yours (make images) and compile "
                        "with --registry REGISTRY [--tag TAG] or --image and --gpu-image")
+    warnings = []
+    tagged = [image for image in images if not pinned_by_digest(image)]
+    if tagged:
+        # KFP's cache key holds the image reference, not what it pointed to when the
+        # result was cached: a tag pushed again reuses the old code's results.
+        message = (f"{package} runs {', '.join(tagged)} by tag: a cached result of the same "
+                   "tag is reused even after the tag is pushed again")
+        if not allow_tags:
+            raise KfpError(f"{message}; pin each image by digest (--image ...@sha256:... "
+                           "--gpu-image ...@sha256:...), or pass --allow-image-tags")
+        warnings.append(f"{message} (--no-cache after pushing it again)")
     declared = spec["root"].get("inputDefinitions", {}).get("parameters", {})
     if "registry" not in declared:
-        return []
+        return warnings
     registry = params.get("registry", declared["registry"].get("defaultValue", ""))
-    if is_remote_uri(str(registry)):
-        return []
-    message = (f"the model registry {registry!r} is a folder inside the task's pod, gone "
-               "when it ends: pass -p registry=s3://bucket/prefix or compile with "
-               "--model-registry s3://bucket/prefix")
+    if is_registry_uri(str(registry)):
+        return warnings
+    message = (f"the model registry {registry!r}: {REGISTRY_URI_HINT}; pass "
+               "-p registry=s3://bucket/prefix or compile with --model-registry "
+               "s3://bucket/prefix")
     if run:
         raise KfpError(message)
-    return [f"{message} (each run must set registry)"]
+    return [*warnings, f"{message} (each run must set registry)"]
 
 
 def connect(host: str | None, auth: Auth, namespace: str | None = None, *,
@@ -249,7 +311,7 @@ def _api_call(what: str, call: Callable, *args, **kwargs):
 def ui_url(host: str | None, ui: str | None = None) -> str:
     """The KFP UI's base URL: `ui` (--ui-url), else $KF_PIPELINES_UI_ENDPOINT, else
     derived from the API's `host`: the in-cluster API -> the in-cluster UI service, a
-    port-forward of the API on 8888 -> README's port-forward of the UI (localhost:8080),
+    port-forward of the API on 8888 -> docs/kubeflow.md's port-forward of the UI (localhost:8080),
     anything else (Kubeflow's gateway .../pipeline, the UI's own port-forward, which
     proxies the API) -> the host itself."""
     ui = ui or os.environ.get(UI_ENV)
@@ -278,7 +340,6 @@ class Submission:
     run_name: str | None = None
     namespace: str | None = None
     pipeline_root: str | None = None
-    enable_caching: bool | None = None
     service_account: str | None = None
 
 
@@ -297,7 +358,7 @@ def submit(client, job: Submission) -> str:
         "submit", client.create_run_from_pipeline_package, job.package,
         arguments=dict(job.params), run_name=run_name, experiment_name=job.experiment,
         namespace=job.namespace, pipeline_root=job.pipeline_root,
-        enable_caching=job.enable_caching, service_account=job.service_account)
+        service_account=job.service_account)
     return result.run_id
 
 
@@ -321,9 +382,8 @@ def schedule(client, job: Submission, cron: str, max_concurrency: int = 1) -> st
     recurring = _api_call(
         "schedule", client.create_recurring_run, experiment.experiment_id, name,
         cron_expression=cron, params=dict(job.params), pipeline_package_path=job.package,
-        pipeline_root=job.pipeline_root, enable_caching=job.enable_caching,
-        service_account=job.service_account, max_concurrency=max_concurrency,
-        no_catchup=True)
+        pipeline_root=job.pipeline_root, service_account=job.service_account,
+        max_concurrency=max_concurrency, no_catchup=True)
     return recurring.recurring_run_id
 
 

@@ -3,7 +3,7 @@ DockerRunner (every task in its image), then the gate's decision, as
 `postergenre pipeline run --local` prints it. $DOCKER_HOST names the engine's socket.
 
     python scripts/container_run.py --image IMAGE [--gpu-image IMAGE] [--root DIR]
-        [--params FILE] [--set SECTION.KEY=VALUE ...] [-p KEY=VALUE ...]
+        [--params FILE ...] [--set SECTION.KEY=VALUE ...] [-p KEY=VALUE ...]
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import sys
 
 from postergenre.pipelines.commands import experiment_from_args
 from postergenre.pipelines.runner import parse_params, run_in_containers
+from postergenre.typed_config import add_params_flags
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,9 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image", required=True, help="the CPU image (every task but train)")
     parser.add_argument("--gpu-image", default=None, help="the training tasks' image")
     parser.add_argument("--root", default="outputs/kfp-containers", help="pipeline root")
-    parser.add_argument("--params", default=None, metavar="FILE")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="SECTION.KEY=VALUE")
+    add_params_flags(parser, "override one setting, e.g. --set augment.image_size=32")
     parser.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
     try:

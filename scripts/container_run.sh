@@ -3,7 +3,7 @@
 # real image (kfp.local's DockerRunner: postergenre.pipelines.runner.run_in_containers),
 # ending with the gate's decision, as `make local-run` does.
 #
-#   scripts/container_run.sh [--params FILE] [--set SECTION.KEY=VALUE ...] [-p KEY=VALUE ...]
+#   scripts/container_run.sh [--params FILE ...] [--set SECTION.KEY=VALUE ...] [-p KEY=VALUE ...]
 #
 # Environment:
 #   IMAGES       the images to build and use: `cpu gpu` (default; training in the GPU

@@ -1,39 +1,45 @@
 #!/usr/bin/env bash
 # The whole pipeline on a poster folder of your own (the labels.csv layout of
-# ../shared/data), with a real-poster settings file, into its own output folder: the
-# same CLI stages dvc.yaml runs, without touching the demo run's data/ or outputs/.
-#   scripts/run_on_posters.sh DATA OUT PARAMS [SPLIT_CSV]     (what `make real` runs)
+# ../shared/data), into its own folder, leaving the demo run's data/ and outputs/ alone.
+# It runs the stage graph of dvc.yaml itself: OUT becomes a DVC project of its own, holding
+# params.yaml (the run's params files resolved by `postergenre params`) and dvc.yaml (the
+# repository's, its variables pointing at DATA and this checkout's package); `dvc repro`
+# runs there, so a rerun redoes only what changed. Outputs: OUT/outputs, OUT/reports,
+# OUT/registry, as in the repository.
+#   scripts/run_on_posters.sh DATA OUT [--params FILE ...] [--set KEY=VALUE ...]
+# (what `make real` runs: --params params.yaml --params params-real.yaml)
 set -euo pipefail
-if [ $# -lt 3 ]; then
-  echo "usage: $0 DATA_DIR OUT_DIR PARAMS_FILE [SPLIT_CSV]" >&2
+if [ $# -lt 2 ]; then
+  echo "usage: $0 DATA_DIR OUT_DIR [--params FILE ...] [--set KEY=VALUE ...]" >&2
   exit 2
 fi
-data=$1 out=$2 params=$3 split_csv=${4:-}
-[ -f "$data/labels.csv" ] || { echo "$data/labels.csv not found: DATA is a folder with labels.csv and the posters it names" >&2; exit 2; }
-[ -f "$params" ] || { echo "$params not found" >&2; exit 2; }
-mkdir -p "$out/reports"
-p=(--params "$params")
-set -x
-postergenre validate "${p[@]}" --data "$data" --out "$out/validated" \
-  --metrics "$out/reports/validation.json" --docs "$out/reports/data_docs.html"
-postergenre split "${p[@]}" --labels "$out/validated/labels.csv" --out "$out/split" \
-  ${split_csv:+--assignment "$split_csv"}
-postergenre augment "${p[@]}" --data "$data" --split "$out/split" --out "$out/prepared"
-postergenre models "${p[@]}" | while read -r name kind _; do
-  postergenre "train-$kind" "${p[@]}" --name "$name" --prepared "$out/prepared" \
-    --out "$out/models/$name" --data-version "local:$data"
-done
-postergenre evaluate "${p[@]}" --prepared "$out/prepared" --models-root "$out/models" \
-  --metrics "$out/reports/metrics.json" --per-genre "$out/reports/per_genre.json" \
-  --plots "$out/reports/plots" --bootstrap "$out/reports/bootstrap.json" \
-  --thresholds "$out/reports/thresholds.json" --report "$out/reports/evaluation.html" \
-  --scores "$out/reports/scores" --registry "$out/registry"
-postergenre gate "${p[@]}" --metrics "$out/reports/metrics.json" \
-  --blessing "$out/reports/blessing.json" --per-genre "$out/reports/per_genre.json" \
-  --bootstrap "$out/reports/bootstrap.json" --thresholds "$out/reports/thresholds.json" \
-  --evaluation-report "$out/reports/evaluation.html" --report "$out/reports/report.html"
-postergenre register "${p[@]}" --blessing "$out/reports/blessing.json" \
-  --registry "$out/registry" --models-root "$out/models" --data-version "local:$data"
-set +x
+repo=$(cd "$(dirname "$0")/.." && pwd)
+[ -f "$1/labels.csv" ] || { echo "$1/labels.csv not found: DATA is a folder with labels.csv and the posters it names" >&2; exit 2; }
+data=$(cd "$1" && pwd)
+mkdir -p "$2"
+out=$(cd "$2" && pwd)
+shift 2
+
+# The run's settings, checked before anything runs (a bad value stops here).
+postergenre params "$@" > "$out/params.yaml.partial"
+mv "$out/params.yaml.partial" "$out/params.yaml"
+if [ ! -d "$out/.dvc" ]; then
+  (cd "$out" && dvc init --no-scm -q)
+fi
+cp "$repo/.dvcignore" "$out/.dvcignore"
+mkdir -p "$out/.dvc/plots" && cp "$repo"/.dvc/plots/*.json "$out/.dvc/plots/"
+python - "$repo/dvc.yaml" "$out/dvc.yaml" "$data" "$repo/src/postergenre" <<'PY'
+import sys
+
+import yaml
+
+source, target, data, code = sys.argv[1:]
+graph = yaml.safe_load(open(source, encoding="utf-8"))
+graph["vars"] = [{"data": data, "data_version_from": data, "code": code}]
+with open(target, "w", encoding="utf-8") as handle:
+    handle.write(f"# Written by scripts/run_on_posters.sh from {source}: edit that one.\n")
+    yaml.safe_dump(graph, handle, sort_keys=False)
+PY
+(cd "$out" && dvc repro -q) || { echo "dvc repro failed in $out (the error above); 'cd $out && dvc repro' names the stage" >&2; exit 1; }
 postergenre summary --metrics "$out/reports/metrics.json" \
   --blessing "$out/reports/blessing.json" --registry "$out/registry"

@@ -6,10 +6,14 @@ import os
 from pathlib import Path
 
 import pytest
+import yaml
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# The demo's models, as params.yaml names them: tests derive from this, so adding a model
+# to params.yaml needs no change here.
+DEMO_MODELS: list[str] = list(yaml.safe_load((REPO_ROOT / "params.yaml").read_text())["models"])
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
 # Small enough for a 2-core CI machine, large enough that every split has most genres.

@@ -3,8 +3,10 @@ pipeline submit / upload` make, answered the way the real API server answers the
 (JSON field names, filters, multipart uploads, 4xx on bad input), and recorded.
 
 Runs report the states a test scripts (`run_states`), one per GET, so `--watch` can
-be driven through success, failure and a server that goes away. healthz names the KFP
-version it plays (`version`, the real server's `tag_name`); `cookie` makes it demand a
+be driven through success, failure and a server that goes away. healthz answers as the
+KFP version it plays (`version`): its `tag_name` (`tag_name` to name another, e.g.
+'unknown' as release builds before 2.16.0 do), and `pipeline_store` from 2.14.0 on, as
+the real server does; `cookie` makes it demand a
 session cookie (Dex / oauth2-proxy), `tls=(cert, key)` serve HTTPS.
 """
 
@@ -26,10 +28,11 @@ class FakeKfp:
     """`with FakeKfp(token="t") as kfp:` serves on 127.0.0.1:<free port> (kfp.url)."""
 
     def __init__(self, token: str | None = None, run_states: list[str] | None = None, *,
-                 version: str | None = "2.17.0", cookie: str | None = None,
-                 tls: tuple[str, str] | None = None):
+                 version: str = "2.17.0", tag_name: str | None = None,
+                 cookie: str | None = None, tls: tuple[str, str] | None = None):
         self.token = token
         self.version = version
+        self.tag_name = version if tag_name is None else tag_name
         self.cookie = cookie
         self.scheme = "https" if tls else "http"
         self.run_states = list(run_states or ["RUNNING", "SUCCEEDED"])
@@ -80,9 +83,9 @@ class FakeKfp:
         if self.cookie is not None and self.cookie not in (cookie or "").split("; "):
             return 401, {"code": 16, "message": "Unauthenticated: no session cookie"}
         if (method, path) == ("GET", f"{API}/healthz"):
-            health = {"commit_sha": "0123abc", "multi_user": False, "pipeline_store": "database"}
-            if self.version is not None:
-                health["tag_name"] = self.version
+            health = {"commit_sha": "0123abc", "tag_name": self.tag_name, "multi_user": False}
+            if tuple(map(int, self.version.split("."))) >= (2, 14, 0):
+                health["pipeline_store"] = "database"
             return 200, health
         if (method, path) == ("GET", f"{API}/experiments"):
             found = _filtered(self.experiments.values(), query)

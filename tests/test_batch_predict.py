@@ -15,7 +15,7 @@ from postergenre.genres import GENRES
 from postergenre.serving.batch_predict import batch_predict, read_predictions, resolve_model
 from postergenre.serving.predict import load_predictor, predict_posters
 from postergenre.serving.registry import register
-from tests.eval_helpers import train_tiny
+from tests.helpers import train_tiny
 
 
 @pytest.fixture(scope="module")
@@ -130,15 +130,12 @@ def test_batch_predict_reproduces_evaluates_numbers_for_the_blessed_model(
     from postergenre.evaluation.gate import gate
 
     work = tmp_path / "eval"
-    evaluate_models(tiny_prepared, {"scratch": model_dir}, work / "metrics.json",
-                    work / "per_genre.json", work / "plots",
-                    EvaluateConfig(bootstrap_resamples=0, report_posters=0),
-                    thresholds_path=work / "thresholds.json")
+    evaluate_models(tiny_prepared, {"scratch": model_dir}, work,
+                    EvaluateConfig(bootstrap_resamples=0, report_posters=0))
     # Bless the tiny model whatever it learned: this test is about what is served.
     anything = GateConfig(min_f1_micro_margin=-1, min_map_margin=-1,
                           max_hamming_loss_increase=1, genres_per_movie_band=100)
-    assert gate(work / "metrics.json", work / "blessing.json", anything,
-                thresholds_path=work / "thresholds.json") == BLESSED
+    assert gate(work, work, anything) == BLESSED
     register(work / "blessing.json", {"scratch": model_dir}, tmp_path / "registry")
     batch_predict(tmp_path / "registry", tmp_path / "out", prepared_dir=tiny_prepared)
 

@@ -59,12 +59,17 @@ def test_tree_cpu_counts_work_done_in_a_grandchild_process():
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="Linux /proc")
-def test_settle_waits_for_work_left_running_below_a_child():
+def test_settle_waits_for_work_left_running_below_a_child(tmp_path):
     """As augment leaves its workers (the fork server's children) to end on their own:
-    the wall time stops when the call returns, the CPU clock after they have ended."""
+    the CPU clock is read after they have ended. The worker does its work only once the
+    call has returned (it waits for a file the settle step writes), so the CPU it counts
+    can only have been taken after the wall clock stopped; no timing is assumed."""
+    go = tmp_path / "go"
+    worker = (f"import os, time\nwhile not os.path.exists({str(go)!r}): time.sleep(0.01)\n"
+              + BURN.format(seconds=0.6))
     server = ("import subprocess, sys, time\n"
-              f"worker = subprocess.Popen([sys.executable, '-c', {BURN.format(seconds=0.6)!r}])\n"
-              "print('started', flush=True)\nworker.wait()\ntime.sleep(30)")
+              f"worker = subprocess.Popen([sys.executable, '-c', {worker!r}])\n"
+              "print('started', flush=True)\nworker.wait()\ntime.sleep(600)")
     started: list[subprocess.Popen] = []
 
     def call() -> None:
@@ -72,9 +77,13 @@ def test_settle_waits_for_work_left_running_below_a_child():
                                         text=True))
         assert started[0].stdout.readline().strip() == "started"
 
+    def settle() -> None:
+        go.touch()
+        measure.grandchildren_ended(timeout_s=600)
+
     try:
-        run = measure.measure(call, tree=True, settle=measure.grandchildren_ended)
-        assert run.wall_s < 0.6 <= run.cpu_s
+        run = measure.measure(call, tree=True, settle=settle)
+        assert run.cpu_s >= 0.6
         assert started[0].poll() is None  # the "fork server" itself is not waited for
     finally:
         for process in started:

@@ -14,8 +14,8 @@ from postergenre.typed_config import config_from_args, describe_fields
 
 # One training command per model kind, generated from configs.MODEL_KINDS.
 STAGES = ("ingest", "validate", "split", "augment", *(f"train-{k}" for k in MODEL_KINDS),
-          "evaluate", "gate", "register", "models", "summary", "predict", "batch-predict",
-          "pipeline")
+          "evaluate", "gate", "register", "models", "params", "summary", "predict",
+          "batch-predict", "pipeline")
 
 
 def _help(*args: str) -> str:
@@ -71,7 +71,7 @@ def test_unknown_or_bad_setting_is_named(tmp_path, capsys):
     params.write_text("split:\n  train_fraction: 0.6\n")
     assert main(["split", "--labels", "l.csv", "--out", str(tmp_path / "o"),
                  "--params", str(params), "--train-fraction", "lots"]) == 2
-    assert "split.train_fraction: 'lots' is not a number" in capsys.readouterr().err
+    assert "split.train_fraction: 'lots' is not a finite number" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
 
@@ -99,9 +99,10 @@ def test_bad_labels_table_fails_with_the_row_named(tiny_data, tmp_path, capsys):
 
 
 def test_missing_input_is_named(tmp_path, capsys):
-    assert main(["gate", "--metrics", str(tmp_path / "nope.json"),
-                 "--blessing", str(tmp_path / "b.json")]) == 2
-    assert "nope.json" in capsys.readouterr().err
+    assert main(["gate", "--evaluation", str(tmp_path / "nope"),
+                 "--out", str(tmp_path / "out")]) == 2
+    assert f"{tmp_path / 'nope' / 'metrics.json'} (run evaluate first)" in \
+        capsys.readouterr().err
 
 
 def test_malformed_model_flag_is_a_usage_error(tmp_path):
@@ -155,3 +156,22 @@ def test_a_full_disk_is_one_line_naming_the_file(tmp_path):
     assert re.fullmatch(rf"postergenre split: error: {re.escape(str(out))}/\w+\.csv: "
                         r"File too large", line), line
     assert not list(out.glob(".*.tmp"))
+
+
+def test_log_lines_share_the_stages_style_unless_verbose(capsys):
+    import logging
+
+    from postergenre.cli import configure_logging
+
+    try:
+        configure_logging(0)
+        logging.getLogger("postergenre.data.split").warning("near-duplicates %s", "apart")
+        logging.getLogger("postergenre.data.split").info("hidden")
+        assert capsys.readouterr().err == "warning: near-duplicates apart\n"
+        configure_logging(1)
+        logging.getLogger("postergenre.data.split").info("shown")
+        assert re.search(r"^\S+ \S+ INFO postergenre\.data\.split: shown$",
+                         capsys.readouterr().err.strip())
+    finally:
+        for number in (logging.WARNING, logging.ERROR, logging.CRITICAL):
+            logging.addLevelName(number, logging.getLevelName(number).upper())

@@ -492,3 +492,28 @@ def test_ingest_gets_bounded_scratch_space(compiled, tmp_path):
     assert "emptyDirMounts" not in ingest
     with pytest.raises(ValueError, match="ingest_scratch"):
         ClusterSettings(**IMAGES, ingest_scratch="lots")
+
+
+def test_an_image_given_by_tag_is_pulled_on_every_run(tmp_path, compiled):
+    """A node that holds `repo:tag` does not pull it again (imagePullPolicy defaults to
+    IfNotPresent): tagged images get Always, so a tag pushed again is what runs; images
+    pinned by digest (the golden file's) keep the node's default; image_pull_policy
+    sets one for every task (e.g. IfNotPresent where nodes cannot reach the registry)."""
+    _, _, executors = compiled
+    assert not any("imagePullPolicy" in e for e in executors.values())
+    tags = {"image": "r.example/postergenre:0.1.0", "gpu_image": "r.example/gpu:0.1.0"}
+    _, spec, platform = _compile(tmp_path / "tags.yaml", ClusterSettings(**tags))
+    labels = [info["component"]["executorLabel"] for info in _tasks(spec).values()]
+    assert len(labels) == 9
+    assert {_executors(platform)[label]["imagePullPolicy"] for label in labels} == {"Always"}
+    _, spec, platform = _compile(tmp_path / "mixed.yaml", ClusterSettings(
+        image=IMAGES["image"], gpu_image=tags["gpu_image"]))
+    policies = {name: _executors(platform)[info["component"]["executorLabel"]].get(
+        "imagePullPolicy") for name, info in _tasks(spec).items()}
+    assert policies.pop("train") == "Always"
+    assert set(policies.values()) == {None}
+    _, spec, platform = _compile(tmp_path / "ifnotpresent.yaml", ClusterSettings(
+        **tags, image_pull_policy="IfNotPresent"))
+    assert {e["imagePullPolicy"] for e in _executors(platform).values()} == {"IfNotPresent"}
+    with pytest.raises(ValueError, match="image_pull_policy"):
+        ClusterSettings(image_pull_policy="Sometimes")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_pipeline import TINY_RUN
+from tests.conftest import DEMO_MODELS
 
 ROOT = Path(__file__).resolve().parents[1]
 TAG = "test"  # apart from `make images`' tags, sharing their layers
@@ -115,8 +115,8 @@ def test_the_whole_pipeline_runs_with_every_task_in_the_image(cpu_image, tmp_pat
     root = tmp_path / "root"
     env = {**ENV, "IMAGES": "cpu", "SKIP_BUILD": "1", "ROOT": str(root),
            "PYTHON": sys.executable}
-    sets = [f"--set={key}={value}" for key, value in TINY_RUN.items()]
-    run = subprocess.run([str(ROOT / "scripts" / "container_run.sh"), *sets], cwd=ROOT,
+    tiny = ["--params", "params.yaml", "--params", "params-tiny.yaml"]
+    run = subprocess.run([str(ROOT / "scripts" / "container_run.sh"), *tiny], cwd=ROOT,
                          env=env, capture_output=True, text=True, timeout=1200, check=False)
     output = run.stdout + run.stderr
     assert run.returncode == 0, output[-6000:]
@@ -129,7 +129,7 @@ def test_the_whole_pipeline_runs_with_every_task_in_the_image(cpu_image, tmp_pat
     tasks = {name.rsplit("/", 1)[-1] for name in outputs}
     assert tasks == {"ingest", "validate", "split", "augment", "train", "evaluate", "gate",
                      "register", "batch-predict"}, sorted(outputs)
-    assert sum(name.endswith("/train") for name in outputs) == 2
+    assert sum(name.endswith("/train") for name in outputs) == len(DEMO_MODELS)
     # Each task ran in the image (its lineage names it; kfp.local's subprocess runner
     # would say `local`), as the image's user, and wrote only into the pipeline root.
     for name, out in outputs.items():

@@ -12,7 +12,7 @@ import pytest
 
 from postergenre.configs import ValidateConfig
 from postergenre.validation.validate import DataValidationError, validate_dataset
-from tests.test_validate import _config, _jpeg, _make_dataset, _poster, _row
+from tests.helpers import jpeg_bytes, label_row, make_dataset, poster_art, validate_config
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -58,8 +58,8 @@ window.addEventListener("load", function () {
 
 def _landscape_dataset(root: Path) -> Path:
     """20 posters, one of them landscape artwork: poster_aspect flags it (warn only)."""
-    data = _make_dataset(root, [_row(n) for n in range(1, 21)])
-    (data / "posters" / "tt0000003.jpg").write_bytes(_jpeg(_poster(3, 48, 96)))
+    data = make_dataset(root, [label_row(n) for n in range(1, 21)])
+    (data / "posters" / "tt0000003.jpg").write_bytes(jpeg_bytes(poster_art(3, 48, 96)))
     return data
 
 
@@ -85,10 +85,10 @@ def test_a_warn_only_rule_is_a_warning_not_a_failure(tmp_path: Path) -> None:
 
 
 def test_a_failed_hard_rule_fails_the_page(tmp_path: Path) -> None:
-    data = _make_dataset(tmp_path, [_row(n) for n in range(1, 6)],
+    data = make_dataset(tmp_path, [label_row(n) for n in range(1, 6)],
                          skip_posters=("posters/tt0000002.jpg",))
     with pytest.raises(DataValidationError):
-        validate_dataset(data, tmp_path / "out", _config(hard=("poster_exists",)))
+        validate_dataset(data, tmp_path / "out", validate_config(hard=("poster_exists",)))
     text = re.sub(r"<[^>]+>|\s+", " ", (tmp_path / "out" / "data_docs.html").read_text())
     assert re.search(r"Status: +Failed", text)
     assert "failed (hard rule: the stage stops)" in text
@@ -96,8 +96,8 @@ def test_a_failed_hard_rule_fails_the_page(tmp_path: Path) -> None:
 
 
 def test_a_clean_table_succeeds(tmp_path: Path) -> None:
-    data = _make_dataset(tmp_path, [_row(n) for n in range(1, 6)])
-    validate_dataset(data, tmp_path / "out", _config())
+    data = make_dataset(tmp_path, [label_row(n) for n in range(1, 6)])
+    validate_dataset(data, tmp_path / "out", validate_config())
     text = re.sub(r"<[^>]+>|\s+", " ", (tmp_path / "out" / "data_docs.html").read_text())
     assert re.search(r"Status: +Succeeded ", text) and "warn only" not in text
 
@@ -154,13 +154,13 @@ def test_data_docs_render_styled_with_the_network_blocked(tmp_path: Path) -> Non
 def test_values_from_the_data_are_escaped_on_the_page(tmp_path: Path) -> None:
     """Issue 24: a third-party labels.csv is validated as it is (`make real`); what a rule
     flags must show on the page as text, never run as markup."""
-    rows = [_row(n) for n in range(1, 21)]
+    rows = [label_row(n) for n in range(1, 21)]
     rows[3]["tmdb_id"] = "<script>alert(1)</script>"
     rows[4]["imdb_id"] = '"><img src=x onerror=alert(2)>'
     rows[5]["genres"] = "Drama|<b>Bold</b> & co"
-    data = _make_dataset(tmp_path, rows)
+    data = make_dataset(tmp_path, rows)
     with pytest.raises(DataValidationError):  # malformed ids are hard rules
-        validate_dataset(data, tmp_path / "out", _config())
+        validate_dataset(data, tmp_path / "out", validate_config())
     html = (tmp_path / "out" / "data_docs.html").read_text()
     for hostile in ("<script>alert", "<img src=x", "<b>Bold"):
         assert hostile not in html

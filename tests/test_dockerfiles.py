@@ -4,7 +4,9 @@ as a whole: instructions with continuation lines joined, comments dropped, per s
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +14,8 @@ from pathlib import Path
 import pytest
 from packaging.utils import canonicalize_name
 
-from tests.test_lock import IMAGE_LOCK, LOCK, parse_lock
+from postergenre.pipelines.platform import GPU_CHECK_SCRIPT
+from tests.helpers import IMAGE_LOCK, LOCK, parse_lock
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILES = {"cpu": ROOT / "docker" / "Dockerfile.cpu", "gpu": ROOT / "docker" / "Dockerfile.gpu"}
@@ -127,7 +130,9 @@ def test_multi_stage_build_installs_the_lock_hashed_then_the_package(kind):
                      r"--wheel-dir /wheels \.$", wheel), wheel
     # final: the builder's venv, then only the package unhashed, checked, and pip removed.
     copies = [a for k, a in built["final"] if k == "COPY"]
-    assert copies == ["--from=builder /opt/venv /opt/venv", "--from=package /wheels /opt/wheels"]
+    check = ["--from=builder /opt/postergenre/check_cuda.py " + GPU_CHECK_SCRIPT]
+    assert copies == ["--from=builder /opt/venv /opt/venv", *(check if kind == "gpu" else []),
+                      "--from=package /wheels /opt/wheels"]
     commands = [c.strip() for k, a in built["final"] if k == "RUN" for c in a.split("&&")]
     pips = [c for c in commands if "pip install" in c]
     assert len(pips) == 1 and re.search(
@@ -201,6 +206,56 @@ def test_check_cuda_names_each_missing_cuda_wheel():
     assert run.returncode == 1, run.stdout + run.stderr
     assert "'is_cuda_build': True" in run.stdout
     assert "check_cuda: nvidia-cudnn-cu12 is not installed" in run.stderr
+
+
+# A stand-in for the node's driver: cuDriverGetVersion answers the version it was built with.
+FAKE_DRIVER = """
+int cuDriverGetVersion(int *version) { *version = VERSION; return 0; }
+"""
+
+
+def _fake_driver(folder: Path, version: int) -> Path:
+    if shutil.which("gcc") is None:
+        pytest.skip("needs gcc to build a stand-in libcuda.so.1")
+    folder.mkdir(parents=True)
+    source = folder / "libcuda.c"
+    source.write_text(FAKE_DRIVER)
+    library = folder / "libcuda.so.1"
+    subprocess.run(["gcc", "-shared", "-fPIC", f"-DVERSION={version}", "-o", str(library),
+                    str(source)], check=True, capture_output=True)
+    source.unlink()
+    return library
+
+
+def _check_driver(env_path: str) -> list:
+    """check_cuda.check_driver() in a process whose LD_LIBRARY_PATH is `env_path` (the
+    loader reads it when the process starts)."""
+    run = subprocess.run(
+        [sys.executable, "-c", "import json, check_cuda; "
+         "print(json.dumps(check_cuda.check_driver()))"],
+        cwd=ROOT / "docker", env={"LD_LIBRARY_PATH": env_path, "PATH": "/usr/bin:/bin"},
+        capture_output=True, text=True, timeout=60, check=True)
+    return json.loads(run.stdout)
+
+
+def test_gpu_image_finds_the_driver_where_gke_mounts_it(tmp_path):
+    """GKE's device plugin mounts the node's driver at /usr/local/nvidia/lib64, outside the
+    loader's folders: the GPU image's LD_LIBRARY_PATH holds it, and check_cuda loads
+    libcuda.so.1 from there by its soname, as the CUDA runtime does. Here a stand-in
+    driver sits under a temporary prefix in place of /."""
+    env = env_of(stages(DOCKERFILES["gpu"])["final"])
+    assert "/usr/local/nvidia/lib64" in env["LD_LIBRARY_PATH"].split(":")
+    library = _fake_driver(tmp_path / "usr/local/nvidia/lib64", 12040)
+    rooted = env["LD_LIBRARY_PATH"].replace("/usr/local/nvidia", f"{tmp_path}/usr/local/nvidia")
+    assert _check_driver(rooted) == ["12.4", str(library)]
+    supported, why = _check_driver("")
+    assert supported is None and why.startswith("libcuda.so.1 does not load")
+    sys.path.insert(0, str(ROOT / "docker"))
+    try:
+        import check_cuda
+    finally:
+        sys.path.remove(str(ROOT / "docker"))
+    assert check_cuda.too_old("11.8", "12.5.82") and not check_cuda.too_old("12.2", "12.5.82")
 
 
 def test_kfp_and_kfp_kubernetes_are_locked_to_one_version():

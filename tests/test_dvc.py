@@ -1,99 +1,51 @@
 """The DVC side, with the real DVC CLI on a copy of the project's pipeline files."""
 
 import json
-import os
 import re
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import DEMO_MODELS, REPO_ROOT
+from tests.helpers import project_copy, run_ok, tiny_project
 
 BIN = Path(sys.executable).parent
-# Tiny settings: every stage runs in seconds; the stage graph is the real dvc.yaml.
-TINY_PARAMS = {
-    # 60 posters cannot give every genre the minimum support real data needs.
-    "validate": {"min_genre_support": 0},
-    "augment": {"image_size": 32},
-    "evaluate": {"bootstrap_resamples": 10, "report_posters": 2},
-}
-TINY_MODELS = {
-    "scratch_cnn": {"conv1_filters": 4, "conv2_filters": 4, "dense_units": 8, "epochs": 1},
-    "vgg16_transfer": {"dense_units": 8, "epochs": 1},
-}
-
-
-def _run(args, cwd):
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
-    assert done.returncode == 0, f"{' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
-    return done.stdout + done.stderr
-
-
-def _project_copy(tmp_path) -> Path:
-    """dvc.yaml, params.yaml, data.dvc, .dvc/config and the sources, in a fresh git repo."""
-    project = tmp_path / "project"
-    for name in ("dvc.yaml", "params.yaml", "data.dvc", ".dvcignore", ".gitignore"):
-        shutil.copy(REPO_ROOT / name, project / name) if project.exists() else (
-            project.mkdir(), shutil.copy(REPO_ROOT / name, project / name))
-    (project / ".dvc").mkdir()
-    shutil.copy(REPO_ROOT / ".dvc" / "config", project / ".dvc" / "config")
-    shutil.copytree(REPO_ROOT / ".dvc" / "plots", project / ".dvc" / "plots")
-    shutil.copytree(REPO_ROOT / "src", project / "src")
-    _run(["git", "init", "-q"], project)
-    return project
 
 
 @pytest.mark.slow
 def test_regenerated_demo_data_matches_data_dvc(tmp_path):
     """`make data` on a fresh clone records the very data version committed in data.dvc."""
-    project = _project_copy(tmp_path)
+    project = project_copy(tmp_path)
     # What `make data` runs: the demo settings come from params.yaml's ingest.demo.
-    _run(["postergenre", "ingest", "--source", "demo", "--out", "data"], project)
-    _run(["dvc", "add", "-q", "data"], project)
+    run_ok(["postergenre", "ingest", "--source", "demo", "--out", "data"], project)
+    run_ok(["dvc", "add", "-q", "data"], project)
     assert (project / "data.dvc").read_bytes() == (REPO_ROOT / "data.dvc").read_bytes()
-    status = _run(["dvc", "status", "data.dvc"], project)
+    status = run_ok(["dvc", "status", "data.dvc"], project)
     assert "up to date" in status, status
-
-
-def tiny_project(tmp_path) -> tuple[Path, dict]:
-    """A project copy with 60 small demo posters and TINY_PARAMS written to params.yaml."""
-    project = _project_copy(tmp_path)
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    params["ingest"]["demo"].update({"n_posters": 60, "width": 48, "height": 72})
-    for stage, values in TINY_PARAMS.items():
-        params[stage].update(values)
-    for name, values in TINY_MODELS.items():
-        params["models"][name].update(values)
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    _run(["postergenre", "ingest", "--source", "demo", "--out", "data"], project)
-    return project, params
 
 
 @pytest.mark.slow
 def test_repro_runs_once_and_a_gate_param_reruns_only_the_gate(tmp_path):
     project, params = tiny_project(tmp_path)
 
-    first = _run(["dvc", "repro"], project)
-    for stage in ("validate", "split", "augment", "train@scratch_cnn",
-                  "train@vgg16_transfer", "evaluate", "gate"):
+    first = run_ok(["dvc", "repro"], project)
+    for stage in ("validate", "split", "augment", *(f"train@{m}" for m in DEMO_MODELS),
+                  "evaluate", "gate"):
         assert f"Running stage '{stage}'" in first
-    metrics = _run(["dvc", "metrics", "show", "--json"], project)
-    assert "scratch_cnn" in metrics and "null" in metrics
+    metrics = run_ok(["dvc", "metrics", "show", "--json"], project)
+    assert DEMO_MODELS[0] in metrics and "null" in metrics
     assert (project / "reports" / "blessing.json").is_file()
 
-    assert "Data and pipelines are up to date" in _run(["dvc", "repro"], project)
+    assert "Data and pipelines are up to date" in run_ok(["dvc", "repro"], project)
 
     params["gate"]["min_map_margin"] = 0.2
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    third = _run(["dvc", "repro"], project)
+    third = run_ok(["dvc", "repro"], project)
     assert [line for line in third.splitlines() if line.startswith("Running stage")] == [
         "Running stage 'gate':"]
-    assert "up to date" in _run(["dvc", "status"], project)
+    assert "up to date" in run_ok(["dvc", "status"], project)
 
 
 def _rounded(metrics: dict) -> dict:
@@ -104,30 +56,38 @@ def _rounded(metrics: dict) -> dict:
 @pytest.mark.slow
 def test_dvc_repro_and_kfp_local_run_one_experiment(tmp_path):
     """The same params.yaml under both orchestrators: the same data, the same models, the
-    same metrics.json numbers (DVC calls the CLI, kfp.local the components)."""
-    project, _ = tiny_project(tmp_path)
-    _run(["dvc", "repro"], project)
+    same metrics.json numbers (DVC calls the CLI, kfp.local the components). A model added
+    to params.yaml, one entry and no other change, is trained by both."""
+    added = "  added_cnn:\n    kind: scratch\n    seed: 7\n"
+    project, _ = tiny_project(tmp_path, added)
+    first = run_ok(["dvc", "repro"], project)
+    assert "Running stage 'train@added_cnn'" in first
     by_dvc = json.loads((project / "reports" / "metrics.json").read_text())
+    assert "added_cnn" in by_dvc
 
-    _run(["postergenre", "pipeline", "run", "--local", "--params", "params.yaml",
+    run_ok(["postergenre", "pipeline", "run", "--local", "--params", "params.yaml",
           "--pipeline-root", "kfp-root", "-p", "registry=kfp-registry"], project)
     (by_kfp_path,) = (project / "kfp-root").glob("*/evaluate/evaluation/metrics.json")
     by_kfp = json.loads(by_kfp_path.read_text())
-    assert set(by_dvc) == set(by_kfp) >= {"scratch_cnn", "vgg16_transfer", "null", "top3"}
+    assert set(by_dvc) == set(by_kfp) >= {*DEMO_MODELS, "added_cnn", "null", "top3"}
     assert _rounded(by_kfp) == _rounded(by_dvc)
 
 
 def test_every_stage_depends_on_the_package_and_reads_only_its_params_section():
     """No changed module can be missed (the package as a whole is a dependency), and each
     stage's command passes paths only: its settings come from its params section."""
-    stages = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]
-    for name, stage in stages.items():
+    graph = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())
+    (variables,) = graph["vars"]
+    assert variables["code"] == "src/postergenre"
+    for name, stage in graph["stages"].items():
         stage = stage.get("do", stage)
-        assert "src/postergenre" in stage["deps"], name
+        assert "${code}" in stage["deps"], name
         commands = stage["cmd"] if isinstance(stage["cmd"], list) else [stage["cmd"]]
         for command in commands:
-            # ${...} only for the foreach item (model name and kind), never a setting.
-            assert set(re.findall(r"\$\{([^}]*)\}", command)) <= {"key", "item.kind"}, name
+            # ${...} only for the foreach item (model name and kind) and the paths of
+            # `vars` (what `make real` points elsewhere), never a setting.
+            assert set(re.findall(r"\$\{([^}]*)\}", command)) <= {
+                "key", "item.kind", *variables}, name
 
 
 def test_no_component_imports_the_cli():

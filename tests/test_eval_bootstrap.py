@@ -100,6 +100,6 @@ def test_evaluate_names_a_reference_model_that_is_not_trained_before_scoring(tmp
 
     # No prepared data at all: the setting is checked before anything is read or scored.
     with pytest.raises(ValueError, match=r"evaluate.reference_model: 'probe' .*\['cnn'\]"):
-        evaluate_models(tmp_path / "prepared", {"cnn": tmp_path / "cnn"}, tmp_path / "m.json",
-                 tmp_path / "g.json", tmp_path / "plots", EvaluateConfig(reference_model="probe"))
-    assert not (tmp_path / "m.json").exists()
+        evaluate_models(tmp_path / "prepared", {"cnn": tmp_path / "cnn"}, tmp_path / "out",
+                        EvaluateConfig(reference_model="probe"))
+    assert not (tmp_path / "out").exists()

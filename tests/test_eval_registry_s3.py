@@ -16,7 +16,7 @@ GOOD = {"f1_micro": 0.5, "map_macro": 0.4, "hamming_loss": 0.1, **CARD}
 
 def test_s3_registry_is_write_once_and_latest_points_at_a_complete_entry(tmp_path, s3):
     (tmp_path / "metrics.json").write_text(json.dumps({"scratch": GOOD, **BASE}))
-    gate(tmp_path / "metrics.json", tmp_path / "blessing.json")
+    gate(tmp_path, tmp_path)
     registry = "s3://models/postergenre"
     first_dir = tmp_path / "one"
     first_dir.mkdir()

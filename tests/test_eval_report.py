@@ -16,7 +16,7 @@ from postergenre.evaluation.evaluate import evaluate_models
 from postergenre.evaluation.gate import gate
 from postergenre.evaluation.report import SECTIONS
 from postergenre.serving.registry import register
-from tests.eval_helpers import train_tiny
+from tests.helpers import train_tiny
 
 # Margins of -1 bless any model: for tests about the registry, not the model.
 ANYTHING_GOES = GateConfig(min_f1_micro_margin=-1.0, min_map_margin=-1.0,
@@ -25,11 +25,8 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def _evaluate(prepared, model, out, registry=None):
-    evaluate_models(prepared, {"scratch": model}, out / "metrics.json", out / "per_genre.json",
-                    out / "plots", EvaluateConfig(bootstrap_resamples=20, report_posters=4),
-                    bootstrap_path=out / "bootstrap.json",
-                    thresholds_path=out / "thresholds.json", report_path=out / "report.html",
-                    registry=registry)
+    evaluate_models(prepared, {"scratch": model}, out,
+                    EvaluateConfig(bootstrap_resamples=20, report_posters=4), registry=registry)
     return {name: json.loads((out / f"{name}.json").read_text())
             for name in ("metrics", "per_genre", "bootstrap", "thresholds")}
 
@@ -91,17 +88,15 @@ def test_blessed_model_is_rescored_and_compared(evaluated, tiny_prepared, tmp_pa
     registry = tmp_path / "registry"
     blessing = tmp_path / "blessing.json"
     # Margins of -1 bless the tiny model whatever it learned: this test is about the registry.
-    gate(work / "first" / "metrics.json", blessing, ANYTHING_GOES,
-         thresholds_path=work / "first" / "thresholds.json")
+    gate(work / "first", tmp_path, ANYTHING_GOES)
     register(blessing, {"scratch": model}, registry)
     result = _evaluate(tiny_prepared, model, tmp_path / "second", registry=registry)
     assert "last_blessed" in result["metrics"]
     assert result["bootstrap"]["reference"] == "last_blessed"
     diff = result["bootstrap"]["differences"]["scratch"]["map_macro"]
     assert diff["low"] == diff["high"] == 0  # the same model, paired on the same movies
-    assert gate(tmp_path / "second" / "metrics.json", tmp_path / "b2.json", ANYTHING_GOES,
-                bootstrap_path=tmp_path / "second" / "bootstrap.json") == "blessed"
-    rules = json.loads((tmp_path / "b2.json").read_text())["rules"]
+    assert gate(tmp_path / "second", tmp_path / "b2", ANYTHING_GOES) == "blessed"
+    rules = json.loads((tmp_path / "b2" / "blessing.json").read_text())["rules"]
     assert {"f1_micro_vs_last_blessed", "map_macro_vs_last_blessed"} <= {r["rule"] for r in rules}
 
 
@@ -113,9 +108,7 @@ def test_report_opens_in_headless_chromium_with_every_section(evaluated, tmp_pat
     work, _, _ = evaluated
     first = work / "first"
     report = tmp_path / "report.html"
-    gate(first / "metrics.json", tmp_path / "blessing.json", ANYTHING_GOES,
-         thresholds_path=first / "thresholds.json", evaluation_report_path=first / "report.html",
-         report_path=report)
+    gate(first, tmp_path, ANYTHING_GOES)
     # A copy that records its own width once drawn in a 1280 px window: its tables fit.
     measured = tmp_path / "measured.html"
     measured.write_text(report.read_text().replace(
@@ -174,8 +167,7 @@ def test_a_test_shard_cut_to_half_its_records_stops_evaluate(tmp_path):
     with pytest.raises(ValueError, match=message):
         read_labels_of_splits(prepared)
     with pytest.raises(ValueError, match=message):  # before any model is loaded
-        evaluate_models(prepared, {"scratch": tmp_path / "no-model"}, tmp_path / "m.json",
-                        tmp_path / "pg.json", tmp_path / "plots")
+        evaluate_models(prepared, {"scratch": tmp_path / "no-model"}, tmp_path / "out")
 
 
 def test_a_bit_flipped_shard_is_named(tmp_path):

@@ -33,9 +33,9 @@ def _train_and_gate(data: Path, labels_csv: Path, work: Path) -> tuple[str, dict
     split_dataset(labels_csv, work / "split", EXPERIMENT.split)
     augment_and_shard(data, work / "split", work / "prepared", EXPERIMENT.augment)
     train_model(work / "prepared", work / "model", TRANSFER)
-    evaluate_models(work / "prepared", {TRANSFER.name: work / "model"}, work / "metrics.json",
-                    work / "per_genre.json", work / "plots", EXPERIMENT.evaluate)
-    decision = gate(work / "metrics.json", work / "blessing.json", EXPERIMENT.gate)
+    evaluate_models(work / "prepared", {TRANSFER.name: work / "model"}, work / "evaluation",
+                    EXPERIMENT.evaluate)
+    decision = gate(work / "evaluation", work, EXPERIMENT.gate)
     return decision, json.loads((work / "blessing.json").read_text())
 
 

@@ -21,13 +21,10 @@ TOP3 = {"f1_micro": 0.35, "map_macro": 0.12, "hamming_loss": 0.2, "genres_per_mo
 BASE = {"null": NULL, "most_frequent": TOP1, "top3": TOP3}
 
 
-PATHS = ("per_genre_path", "bootstrap_path", "thresholds_path")
-
-
-def gate(metrics_path, blessing_path, **kwargs):
-    """The gate with settings as keywords (a GateConfig) beside the input paths."""
-    paths = {key: kwargs.pop(key) for key in PATHS if key in kwargs}
-    return gate_with_config(metrics_path, blessing_path, GateConfig(**kwargs), **paths)
+def gate(metrics_path, **settings):
+    """The gate with settings as keywords (a GateConfig) on the evaluation folder that
+    holds `metrics_path`; the blessing goes into the same folder."""
+    return gate_with_config(metrics_path.parent, metrics_path.parent, GateConfig(**settings))
 
 
 def _write(tmp_path, metrics):
@@ -37,7 +34,7 @@ def _write(tmp_path, metrics):
 
 
 def _blessing(tmp_path, metrics, **settings):
-    decision = gate(_write(tmp_path, metrics), tmp_path / "blessing.json", **settings)
+    decision = gate(_write(tmp_path, metrics), **settings)
     return decision, json.loads((tmp_path / "blessing.json").read_text())
 
 
@@ -125,7 +122,7 @@ def test_missing_or_nan_metric_fails_closed(tmp_path, bad):
         model["map_macro"] = bad
     path = tmp_path / "metrics.json"
     path.write_text(json.dumps({"scratch": model, **BASE}))
-    assert gate(path, tmp_path / "b.json") == REJECTED
+    assert gate(path) == REJECTED
 
 
 def test_best_passing_model_is_chosen(tmp_path):
@@ -147,7 +144,7 @@ def test_margins_are_parameters(tmp_path):
 
 def test_gate_needs_a_model(tmp_path):
     with pytest.raises(ValueError, match="no model to gate"):
-        gate(_write(tmp_path, {**BASE}), tmp_path / "b.json")
+        gate(_write(tmp_path, {**BASE}))
 
 
 GOOD = {"f1_micro": 0.5, "map_macro": 0.4, "hamming_loss": 0.1, **CARD}
@@ -159,9 +156,8 @@ def _with_blessed(tmp_path, f1_low, map_low, **settings):
     boot = {"reference_entry": "scratch-abc", "differences": {"scratch": {
         "f1_micro": {"estimate": 0.0, "low": f1_low, "high": 0.1},
         "map_macro": {"estimate": 0.0, "low": map_low, "high": 0.1}}}}
-    (tmp_path / "boot.json").write_text(json.dumps(boot))
-    decision = gate(_write(tmp_path, metrics), tmp_path / "blessing.json",
-                    bootstrap_path=tmp_path / "boot.json", **settings)
+    (tmp_path / "bootstrap.json").write_text(json.dumps(boot))
+    decision = gate(_write(tmp_path, metrics), **settings)
     return decision, json.loads((tmp_path / "blessing.json").read_text())
 
 
@@ -183,8 +179,8 @@ def test_within_epsilon_of_last_blessed_passes_and_records_the_reference(tmp_pat
 
 def test_blessed_model_without_bootstrap_fails_closed(tmp_path):
     metrics = {"scratch": GOOD, **BASE, "last_blessed": GOOD}
-    assert gate(_write(tmp_path, metrics), tmp_path / "b.json") == REJECTED
-    blessing = json.loads((tmp_path / "b.json").read_text())
+    assert gate(_write(tmp_path, metrics)) == REJECTED
+    blessing = json.loads((tmp_path / "blessing.json").read_text())
     assert any("f1_micro_vs_last_blessed" in line for line in blessing["failed_rules"])
 
 
@@ -198,37 +194,36 @@ def _per_genre(ap_scratch, ap_blessed):
 
 
 def test_per_genre_floors_and_maximum_regression(tmp_path):
-    (tmp_path / "pg.json").write_text(json.dumps(_per_genre(0.30, 0.42)))
-    decision, blessing = _with_blessed(tmp_path, 0.0, 0.0, per_genre_path=tmp_path / "pg.json",
+    (tmp_path / "per_genre.json").write_text(json.dumps(_per_genre(0.30, 0.42)))
+    decision, blessing = _with_blessed(tmp_path, 0.0, 0.0,
                                        genre_ap_floors={"Drama": 0.35}, max_genre_ap_drop=0.1)
     assert decision == REJECTED
     failed = {r["rule"] for r in blessing["rules"] if not r["passed"]}
     assert "ap_floor_Drama" in failed and "ap_drop_Drama_vs_last_blessed" in failed
     assert "ap_drop_Western_vs_last_blessed" not in {r["rule"] for r in blessing["rules"]}
     # Within the allowed drop and above the floor: blessed.
-    decision, _ = _with_blessed(tmp_path, 0.0, 0.0, per_genre_path=tmp_path / "pg.json",
+    decision, _ = _with_blessed(tmp_path, 0.0, 0.0,
                                 genre_ap_floors={"Drama": 0.25}, max_genre_ap_drop=0.15)
     assert decision == BLESSED
 
 
 def test_floor_on_a_genre_without_test_examples_fails_closed(tmp_path):
-    (tmp_path / "pg.json").write_text(json.dumps(_per_genre(0.5, 0.5)))
-    decision, blessing = _with_blessed(tmp_path, 0.0, 0.0, per_genre_path=tmp_path / "pg.json",
+    (tmp_path / "per_genre.json").write_text(json.dumps(_per_genre(0.5, 0.5)))
+    decision, blessing = _with_blessed(tmp_path, 0.0, 0.0,
                                        genre_ap_floors={"Western": 0.1})
     assert decision == REJECTED and "ap_floor_Western" in blessing["failed_rules"][0]
 
 
 def test_unknown_genre_floor_is_named(tmp_path):
     with pytest.raises(ValueError, match="Cartoon"):
-        gate(_write(tmp_path, {"scratch": GOOD, **BASE}), tmp_path / "b.json",
+        gate(_write(tmp_path, {"scratch": GOOD, **BASE}),
              genre_ap_floors={"Cartoon": 0.1})
 
 
 def test_thresholds_travel_with_the_blessing_into_the_registry(tmp_path):
     thresholds = {"scratch": {"global": 0.4, "per_genre": {"Drama": 0.3}}}
-    (tmp_path / "thr.json").write_text(json.dumps(thresholds))
-    gate(_write(tmp_path, {"scratch": GOOD, **BASE}), tmp_path / "blessing.json",
-         thresholds_path=tmp_path / "thr.json")
+    (tmp_path / "thresholds.json").write_text(json.dumps(thresholds))
+    gate(_write(tmp_path, {"scratch": GOOD, **BASE}))
     entry = register(tmp_path / "blessing.json", {"scratch": _model_dir(tmp_path, "m", b"x")},
                      tmp_path / "reg", data_version="abc123")
     assert json.loads((entry / "thresholds.json").read_text()) == thresholds["scratch"]
@@ -279,9 +274,8 @@ THRESHOLDS = {"global": 0.4, "per_genre": dict.fromkeys(GENRES, 0.3)}
 def _blessed(tmp_path, thresholds=True):
     """A blessing of `scratch` (with per-genre thresholds unless told otherwise)."""
     if thresholds:
-        (tmp_path / "thr.json").write_text(json.dumps({"scratch": THRESHOLDS}))
-    gate(_write(tmp_path, {"scratch": GOOD, **BASE}), tmp_path / "blessing.json",
-         thresholds_path=tmp_path / "thr.json" if thresholds else None)
+        (tmp_path / "thresholds.json").write_text(json.dumps({"scratch": THRESHOLDS}))
+    gate(_write(tmp_path, {"scratch": GOOD, **BASE}))
     return tmp_path / "blessing.json"
 
 
@@ -462,9 +456,7 @@ def _page(tmp_path):
 
 def test_report_opens_with_the_rejection_and_the_rules_that_failed(tmp_path):
     page = _page(tmp_path)
-    gate_with_config(_write(tmp_path, {"scratch": dict(NULL), **BASE}),
-                     tmp_path / "blessing.json", GateConfig(),
-                     evaluation_report_path=page, report_path=tmp_path / "report.html")
+    gate(_write(tmp_path, {"scratch": dict(NULL), **BASE}))
     report = (tmp_path / "report.html").read_text()
     assert "Not judged yet" not in report and "Not judged yet" in page.read_text()
     decision = report[report.index("id='decision'"):report.index("id='headline'")]
@@ -473,11 +465,9 @@ def test_report_opens_with_the_rejection_and_the_rules_that_failed(tmp_path):
 
 def test_report_of_a_blessing_names_the_model_and_its_served_thresholds(tmp_path):
     thresholds = {"scratch": {"global": 0.4, "per_genre": {"Drama": 0.31, "Western": 0.07}}}
-    (tmp_path / "thr.json").write_text(json.dumps(thresholds))
-    gate_with_config(_write(tmp_path, {"scratch": GOOD, **BASE}), tmp_path / "blessing.json",
-                     GateConfig(), thresholds_path=tmp_path / "thr.json",
-                     evaluation_report_path=_page(tmp_path),
-                     report_path=tmp_path / "report.html")
+    (tmp_path / "thresholds.json").write_text(json.dumps(thresholds))
+    _page(tmp_path)
+    gate(_write(tmp_path, {"scratch": GOOD, **BASE}))
     report = (tmp_path / "report.html").read_text()
     assert "BLESSED" in report and "<code>scratch</code>" in report
     assert "<th>Western</th>" in report and "<td>0.07</td>" in report
@@ -485,23 +475,19 @@ def test_report_of_a_blessing_names_the_model_and_its_served_thresholds(tmp_path
 
 
 def test_a_page_without_the_placeholder_is_named_and_the_blessing_is_kept(tmp_path):
-    page = tmp_path / "old.html"
-    page.write_text("<html><body>an old page</body></html>")
-    with pytest.raises(ValueError, match="old.html: no gate-decision placeholder"):
-        gate_with_config(_write(tmp_path, {"scratch": GOOD, **BASE}),
-                         tmp_path / "blessing.json", GateConfig(),
-                         evaluation_report_path=page, report_path=tmp_path / "report.html")
+    (tmp_path / "evaluation.html").write_text("<html><body>an old page</body></html>")
+    with pytest.raises(ValueError, match="evaluation.html: no gate-decision placeholder"):
+        gate(_write(tmp_path, {"scratch": GOOD, **BASE}))
     assert json.loads((tmp_path / "blessing.json").read_text())["decision"] == BLESSED
     assert not (tmp_path / "report.html").exists()
 
 
-def test_a_report_without_evaluates_page_or_the_reverse_is_a_clear_error(tmp_path):
-    metrics = _write(tmp_path, {"scratch": GOOD, **BASE})
-    for paths in ({"report_path": tmp_path / "r.html"},
-                  {"evaluation_report_path": _page(tmp_path)}):
-        with pytest.raises(ValueError, match="give both evaluate's page and the report"):
-            gate_with_config(metrics, tmp_path / "blessing.json", GateConfig(), **paths)
-    assert not (tmp_path / "blessing.json").exists() and not (tmp_path / "r.html").exists()
+def test_without_evaluates_page_the_blessing_is_written_and_no_report(tmp_path):
+    evaluation, out = tmp_path / "evaluation", tmp_path / "out"
+    evaluation.mkdir()
+    _write(evaluation, {"scratch": GOOD, **BASE})
+    assert gate_with_config(evaluation, out, GateConfig()) == BLESSED
+    assert sorted(p.name for p in out.iterdir()) == ["blessing.json"]
 
 
 # -- issue 24: latest.json and an entry's files are checked, not followed ------------------

@@ -20,7 +20,7 @@ from postergenre.pipelines.compat import BACKEND_RELEASES, LATEST_BACKEND, versi
 
 K8S = Path(__file__).resolve().parents[1] / "k8s"
 KUBERNETES_VERSION = "1.32.0"
-LOCAL = ["base", "overlays/standalone", "overlays/multi-user", "overlays/gpu-node-pool"]
+LOCAL = ["base", "overlays/standalone", "overlays/multi-user"]
 SENTINEL = "sentinel-value-never-committed"
 
 
@@ -84,14 +84,24 @@ def test_namespaces_and_runner_identity():
     assert {("ServiceAccount", "postergenre-runner"), ("Role", "postergenre-runner"),
             ("RoleBinding", "postergenre-runner")} <= kinds
     role = next(o for o in standalone if o["kind"] == "Role")
-    for rule in role["rules"]:
-        assert "*" not in rule["verbs"] and "*" not in rule["resources"], rule
-        assert "persistentvolumeclaims" not in rule["resources"], rule
-        if "secrets" in rule["resources"]:
-            assert rule["resourceNames"] == ["mlpipeline-minio-artifact"]
+    # Exactly what KFP's driver and launcher (2.14.0-2.17.0) and Argo's executor call with
+    # the run's identity: a pod read, one ConfigMap, one Secret, the task results. No
+    # verb that changes a pod: in `kubeflow` that would reach KFP's own pods.
+    assert _rules(role) == {
+        ("", "pods", "get", None), ("", "configmaps", "get", "kfp-launcher"),
+        ("", "secrets", "get", "mlpipeline-minio-artifact"),
+        ("argoproj.io", "workflowtaskresults", "create", None),
+        ("argoproj.io", "workflowtaskresults", "patch", None)}
     overlay = yaml.safe_load((K8S / "overlays/multi-user/kustomization.yaml").read_text())
     multi = render(K8S / "overlays/multi-user")
     assert {o["metadata"].get("namespace") for o in multi} == {overlay["namespace"]}
+
+
+def _rules(role: dict) -> set[tuple]:
+    """A Role's rules as (apiGroup, resource, verb, resourceName or None) rows."""
+    return {(group, resource, verb, name) for rule in role["rules"]
+            for group in rule["apiGroups"] for resource in rule["resources"]
+            for verb in rule["verbs"] for name in rule.get("resourceNames", [None])}
 
 
 def test_no_volume_that_no_task_mounts(tmp_path):
@@ -167,9 +177,20 @@ def test_no_limitrange_where_kfp_itself_runs(tmp_path):
             assert kustomization.get("namespace") != "kubeflow", path
 
 
-def test_everything_that_runs_is_limited_and_non_root():
-    pods = [(o, spec) for name in LOCAL for o in render(K8S / name) for spec in _pod_specs(o)]
-    assert pods, "the GPU node-pool example runs a Job"
+def _gpu_check(tmp_path: Path, *flags: str) -> list[dict]:
+    """`postergenre pipeline gpu-check` with `flags`, as the objects it writes."""
+    from postergenre.cli import main
+
+    out = tmp_path / "gpu-check.yaml"
+    assert main(["pipeline", "gpu-check", "--output", str(out), *flags]) == 0
+    return [doc for doc in yaml.safe_load_all(out.read_text()) if doc]
+
+
+def test_everything_that_runs_is_limited_and_non_root(tmp_path):
+    generated = _gpu_check(tmp_path, "--gpu-image", "r.example/gpu@sha256:" + "e" * 64)
+    pods = [(o, spec) for o in [*(o for name in LOCAL for o in render(K8S / name)),
+                                *generated] for spec in _pod_specs(o)]
+    assert pods, "the GPU node-pool check runs a Job"
     for obj, spec in pods:
         assert spec["securityContext"]["runAsNonRoot"] is True, obj["metadata"]["name"]
         assert spec.get("automountServiceAccountToken") is False
@@ -183,19 +204,191 @@ def test_everything_that_runs_is_limited_and_non_root():
             assert context["capabilities"]["drop"] == ["ALL"]
 
 
-def test_gpu_example_matches_what_the_pipeline_compiles():
-    from postergenre.pipelines.platform import DEFAULT_GPU_NODE_LABEL, GPU_RESOURCE
+@pytest.mark.parametrize("flags", [
+    [], ["--node-selector", "gke:nvidia-tesla-t4"], ["--node-selector", "eks:gpu-a10"],
+    ["--node-selector", "nvidia", "--gpu-count", "2", "--gpu-task-memory", "48Gi",
+     "--shm-size", "2Gi", "--image-pull-secret", "regcred"],
+    ["--node-selector", "none", "--no-gpu-toleration", "--gpu-type", "amd.com/gpu"]])
+def test_gpu_check_lands_where_the_training_tasks_land(tmp_path, flags):
+    """The GPU check Job is made from the same settings as the compiled pipeline: with the
+    same flags it has the training task's node selector (the GPU operator's label, GKE's
+    or EKS's), toleration, accelerator, /dev/shm, resources, image and pull secrets, and
+    it runs the GPU image's check with --gpu (docker/check_cuda.py, copied to
+    GPU_CHECK_SCRIPT)."""
+    from postergenre.cli import main
+    from postergenre.pipelines.platform import GPU_CHECK_SCRIPT, RUN_AS_USER
 
-    (job,) = [o for o in render(K8S / "overlays/gpu-node-pool") if o["kind"] == "Job"]
-    spec = job["spec"]["template"]["spec"]
-    assert spec["nodeSelector"] == dict([DEFAULT_GPU_NODE_LABEL])
-    assert spec["tolerations"] == [{"key": GPU_RESOURCE, "operator": "Exists",
-                                    "effect": "NoSchedule"}]
-    container = spec["containers"][0]
-    assert container["resources"]["limits"][GPU_RESOURCE] == "1"
-    assert container["image"].startswith("ghcr.io/postergenre/postergenre-gpu:")
-    shm = next(v for v in spec["volumes"] if v["name"] == "dshm")
-    assert shm["emptyDir"]["medium"] == "Memory"
+    images = ["--image", "r.example/cpu@sha256:" + "c" * 64,
+              "--registry", "ghcr.io/acme", "--tag", "sha256:" + "d" * 64]
+    package = tmp_path / "p.yaml"
+    assert main(["pipeline", "compile", "--output", str(package), *images, *flags]) == 0
+    spec, platform = yaml.safe_load_all(package.read_text())
+    train = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train"]
+    container = spec["deploymentSpec"]["executors"]["exec-train"]["container"]
+    job, network = _gpu_check(tmp_path, *images, *flags, "--namespace", "team-a")
+    for obj in (job, network):
+        kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+        assert obj["metadata"]["namespace"] == "team-a"
+    pod = job["spec"]["template"]["spec"]
+    (check,) = pod["containers"]
+    assert check["image"] == container["image"] == "ghcr.io/acme/postergenre-gpu@sha256:" + \
+        "d" * 64
+    assert check["command"] == ["python3", GPU_CHECK_SCRIPT, "--gpu"]
+    assert pod.get("nodeSelector") == train.get("nodeSelector", {}).get("labels")
+    assert pod.get("tolerations") == train.get("tolerations")
+    gpu = container["resources"]["accelerator"]
+    for side in ("requests", "limits"):
+        assert check["resources"][side][gpu["resourceType"]] == gpu["resourceCount"]
+    assert (check["resources"]["requests"]["cpu"], check["resources"]["limits"]["cpu"],
+            check["resources"]["requests"]["memory"], check["resources"]["limits"]["memory"]) \
+        == tuple(container["resources"][k] for k in (
+            "resourceCpuRequest", "resourceCpuLimit", "resourceMemoryRequest",
+            "resourceMemoryLimit"))
+    (shm,) = [v for v in pod["volumes"] if v["name"] == "dshm"]
+    assert shm["emptyDir"] == {"medium": "Memory",
+                               "sizeLimit": train["emptyDirMounts"][0]["sizeLimit"]}
+    assert [s["name"] for s in pod.get("imagePullSecrets", [])] == \
+        [s["secretName"] for s in train.get("imagePullSecret", [])]
+    # Any namespace: no ServiceAccount named (multi-user profiles have no runner account
+    # in `kubeflow`), no token, no Istio sidecar (a Job with one never completes).
+    assert "serviceAccountName" not in pod and pod["automountServiceAccountToken"] is False
+    assert job["spec"]["template"]["metadata"]["annotations"] == {
+        "sidecar.istio.io/inject": "false"}
+    assert pod["securityContext"]["runAsUser"] == RUN_AS_USER
+    selected = network["spec"]["podSelector"]["matchLabels"].items()
+    assert selected <= job["spec"]["template"]["metadata"]["labels"].items()
+    assert network["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert "ingress" not in network["spec"] and "egress" not in network["spec"]
+
+
+# The fields of kfp-launcher's `providers` that the backend reads, by JSON name, for an
+# s3:// root (kubeflow/pipelines 2.17.0, backend/src/v2/config/s3.go: S3ProviderConfig,
+# S3ProviderDefault, S3Credentials, S3SecretRef; env.go: BucketProviders). Its YAML
+# decoder ignores a field it does not know, so a misspelt one would fail only on a run.
+S3_PROVIDER_FIELDS = {
+    "providers": {"minio", "s3", "gs"}, "s3": {"default", "Overrides"},
+    "default": {"endpoint", "credentials", "region", "disableSSL", "forcePathStyle",
+                "maxRetries"},
+    "credentials": {"fromEnv", "secretRef"},
+    "secretRef": {"secretName", "accessKeyKey", "secretKeyKey"},
+}
+# What KFP 2.17.0 installs and these components patch (manifests/kustomize/base/pipeline:
+# kfp-launcher-configmap.yaml with the install's empty default root, ml-pipeline-ui-sa.yaml,
+# ml-pipeline-ui-deployment.yaml cut to its container), as stand-ins for the network.
+KFP_OBJECTS = [
+    {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "kfp-launcher"},
+     "data": {"defaultPipelineRoot": ""}},
+    {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "ml-pipeline-ui"}},
+    {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "ml-pipeline-ui"},
+     "spec": {"selector": {"matchLabels": {"app": "ml-pipeline-ui"}},
+              "template": {"metadata": {"labels": {"app": "ml-pipeline-ui"}},
+                           "spec": {"containers": [{
+                               "name": "ml-pipeline-ui",
+                               "image": "ghcr.io/kubeflow/kfp-frontend:2.17.0"}]}}}},
+]
+
+
+def _with_kfp(tmp_path: Path, component: str) -> dict[tuple[str, str], dict]:
+    """k8s/overlays/standalone beside KFP's own objects, with `component`: the objects by
+    (kind, name)."""
+    (tmp_path / "kfp.yaml").write_text(yaml.safe_dump_all(KFP_OBJECTS))
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump({
+        "namespace": "kubeflow",
+        "resources": ["kfp.yaml", _relative(K8S / "overlays/standalone", tmp_path)],
+        "components": [_relative(K8S / "components" / component, tmp_path)]}))
+    objects = render(tmp_path)
+    for obj in objects:
+        kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+    return {(o["kind"], o["metadata"]["name"]): o for o in objects}
+
+
+def _providers(objects: dict) -> dict:
+    launcher = objects[("ConfigMap", "kfp-launcher")]
+    assert launcher["data"]["defaultPipelineRoot"] == ""  # KFP's own key, kept
+    providers = yaml.safe_load(launcher["data"]["providers"])
+
+    def check(name: str, value: dict) -> None:
+        assert set(value) <= S3_PROVIDER_FIELDS[name], (name, set(value))
+        for key, inner in value.items():
+            if isinstance(inner, dict) and key in S3_PROVIDER_FIELDS:
+                check(key, inner)
+
+    check("providers", providers)
+    return providers["s3"]["default"]
+
+
+def test_s3_pipeline_root_gives_the_launcher_the_projects_keys(tmp_path):
+    """An s3:// pipeline root: kfp-launcher's providers.s3 names the bucket's region and
+    endpoint and the same Secret and keys the tasks get (one key pair for the bucket),
+    the runner account may read that Secret and no other new one, and KFP's own key of
+    the ConfigMap stays."""
+    from postergenre.pipelines.platform import S3_SECRET_KEYS, ClusterSettings
+
+    objects = _with_kfp(tmp_path, "s3-pipeline-root")
+    default = _providers(objects)
+    assert default["region"] and default["endpoint"]
+    ref = default["credentials"]["secretRef"]
+    assert default["credentials"]["fromEnv"] is False
+    assert ref["secretName"] == ClusterSettings().s3_secret
+    assert {ref["accessKeyKey"], ref["secretKeyKey"]} == set(S3_SECRET_KEYS)
+    role = objects[("Role", "postergenre-runner")]
+    before = _rules(next(o for o in render(K8S / "overlays/standalone") if o["kind"] == "Role"))
+    assert _rules(role) - before == {("", "secrets", "get", ref["secretName"])}
+    # KFP 2.17's UI on multi-user Kubeflow: its own environment, from the same Secret.
+    # (kubectl patch --patch-file reads it as kustomize does; kustomize wants it in its root)
+    (tmp_path / "ui").mkdir()
+    shutil.copy(K8S / "components/s3-pipeline-root/ml-pipeline-ui-env.yaml", tmp_path / "ui")
+    (tmp_path / "ui" / "kfp.yaml").write_text(yaml.safe_dump(KFP_OBJECTS[2]))
+    (tmp_path / "ui" / "kustomization.yaml").write_text(yaml.safe_dump({
+        "resources": ["kfp.yaml"], "patches": [{"path": "ml-pipeline-ui-env.yaml"}]}))
+    (ui,) = render(tmp_path / "ui")
+    kubernetes_validate.validate(ui, KUBERNETES_VERSION, strict=True)
+    env = {e["name"]: e.get("value", e.get("valueFrom"))
+           for e in ui["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["AWS_REGION"] == default["region"]
+    for key in S3_SECRET_KEYS:
+        assert env[key] == {"secretKeyRef": {"name": ref["secretName"], "key": key}}
+
+
+def test_eks_irsa_gives_the_runner_and_the_ui_a_role_and_no_keys(tmp_path):
+    """EKS with IRSA: the runner's and the UI's ServiceAccounts carry the role, the
+    launcher takes the pod's web identity (fromEnv) in the bucket's region, and no
+    Secret is named or readable."""
+    objects = _with_kfp(tmp_path, "eks-irsa")
+    default = _providers(objects)
+    assert default["credentials"] == {"fromEnv": True} and default["region"]
+    roles = {objects[("ServiceAccount", name)]["metadata"]["annotations"][
+        "eks.amazonaws.com/role-arn"] for name in ("postergenre-runner", "ml-pipeline-ui")}
+    assert len(roles) == 1 and re.fullmatch(r"arn:aws:iam::\d{12}:role/.+", roles.pop())
+    (container,) = objects[("Deployment", "ml-pipeline-ui")]["spec"]["template"]["spec"][
+        "containers"]
+    assert container["env"] == [{"name": "AWS_REGION", "value": default["region"]}]
+    role = objects[("Role", "postergenre-runner")]
+    assert _rules(role) == _rules(next(o for o in render(K8S / "overlays/standalone")
+                                       if o["kind"] == "Role"))
+
+
+def test_eks_gpu_group_can_scale_up_from_zero():
+    """An EKS group that starts at zero nodes grows only through Cluster Autoscaler, which
+    needs the group's IAM policy and, with no node to look at, node-template tags for
+    the label the compile selects (--node-selector eks), the GPU taint the tasks
+    tolerate and the GPU they ask for."""
+    from postergenre.pipelines.platform import GPU_RESOURCE, NODE_SELECTOR_SHORTCUTS
+
+    config = yaml.safe_load((K8S / "gpu-node-pool/eksctl-gpu-nodegroup.yaml").read_text())
+    (group,) = config["managedNodeGroups"]
+    label, value = NODE_SELECTOR_SHORTCUTS["eks"]
+    assert group["name"] == value
+    assert group["minSize"] == 0
+    assert group["iam"]["withAddonPolicies"]["autoScaler"] is True
+    assert group["propagateASGTags"] is True
+    template = "k8s.io/cluster-autoscaler/node-template"
+    (taint,) = group["taints"]
+    assert taint["key"] == GPU_RESOURCE and taint["effect"] == "NoSchedule"
+    assert group["tags"] == {
+        f"{template}/label/{label}": value,
+        f"{template}/taint/{taint['key']}": f"{taint['value']}:{taint['effect']}",
+        f"{template}/resources/{GPU_RESOURCE}": "1"}
 
 
 def test_secret_templates_hold_names_and_keys_only(secrets_dir):
@@ -217,6 +410,21 @@ def test_secret_templates_hold_names_and_keys_only(secrets_dir):
     ignored = subprocess.run(["git", "check-ignore", "-q", str(K8S / "secrets" / "s3.env")],
                              cwd=K8S, check=False)
     assert ignored.returncode == 0
+
+
+# The object store's Service in `kubeflow` and its ports, as the KFP release that
+# k8s/overlays/kfp-standalone installs ships it (kubeflow/pipelines 2.17.0,
+# manifests/kustomize/third-party/seaweedfs/base/seaweedfs/seaweedfs-service.yaml; 2.15.0
+# added SeaweedFS with a minio-service alias, which 2.16.0 dropped).
+OBJECT_STORE_SERVICES = {"2.17.0": {"seaweedfs": {8111, 8333, 9000, 9333, 19333, 18888, 8888}}}
+
+
+def test_the_endpoint_example_names_the_installed_object_store():
+    """The first in-cluster endpoint the S3 endpoint template suggests is a Service and
+    port of the KFP release the project installs."""
+    text = (K8S / "secrets/s3-endpoint.env.example").read_text()
+    service, port = re.search(r"http://([a-z0-9-]+)\.kubeflow:(\d+)", text).groups()
+    assert int(port) in OBJECT_STORE_SERVICES[LATEST_BACKEND][service]
 
 
 def test_kfp_install_is_pinned_to_a_backend_release():
@@ -241,7 +449,7 @@ def test_kfp_install_is_pinned_to_a_backend_release():
 @pytest.mark.slow
 def test_checkov_finds_nothing_unjustified(tmp_path):
     """Run checkov (a security linter) over the rendered manifests when it is installed
-    (it is heavy, so not a project dependency: README "Run on Kubeflow" says how);
+    (it is heavy, so not a project dependency: docs/kubeflow.md says how);
     skipped checks carry their reason in the manifests' checkov annotations."""
     checkov = shutil.which("checkov")
     if checkov is None:
@@ -250,6 +458,8 @@ def test_checkov_finds_nothing_unjustified(tmp_path):
     for name in LOCAL[1:]:
         (tmp_path / f"{name.replace('/', '_')}.yaml").write_text(
             yaml.safe_dump_all(render(K8S / name)))
+    (tmp_path / "gpu-check.yaml").write_text(yaml.safe_dump_all(_gpu_check(
+        tmp_path, "--gpu-image", "r.example/gpu@sha256:" + "e" * 64)))
     done = subprocess.run([checkov, "-d", str(tmp_path), "--framework", "kubernetes",
                            "--compact", "--quiet", "--skip-download"],
                           capture_output=True, text=True, check=False)

@@ -112,12 +112,13 @@ def test_local_lineage_reads_data_dvc_and_git(repo):
 def test_a_models_params_hash_is_the_same_under_dvc_and_kfp_local(repo, monkeypatch):
     """The CLI's registry lineage and the training task's hash the same `models` entry
     the same way: params.yaml's entry (DVC) and the compiled default kfp.local runs."""
+    from postergenre.configs import load_run_params
     from postergenre.pipelines.runner import pipeline_parameters
 
     monkeypatch.chdir(repo)
     params = yaml.safe_load((repo / "params.yaml").read_text())
     names = list(params["models"])
-    lineages = local_model_lineages(names, "params.yaml")
+    lineages = local_model_lineages(names, load_run_params(["params.yaml"]))
     compiled = pipeline_parameters()["models"].default
     for name in names:
         trained = task_lineage(MD5, {"models": {name: model_spec(name, compiled[name])}},
@@ -125,7 +126,7 @@ def test_a_models_params_hash_is_the_same_under_dvc_and_kfp_local(repo, monkeypa
         assert lineages[name]["params_hash"] == trained.params_hash, name
         assert lineages[name]["data_version"] == MD5
         assert lineages[name]["image"] == LOCAL_IMAGE
-    assert local_model_lineages(["not_in_params"], "params.yaml")["not_in_params"][
+    assert local_model_lineages(["not_in_params"], params)["not_in_params"][
         "params_hash"] == ""
 
 
@@ -190,8 +191,7 @@ def _blessing(tmp_path: Path, model: str = "scratch_cnn") -> Path:
         {model: good, "null": null, "most_frequent": top1, "top3": top3}))
     (evaluation / "thresholds.json").write_text(json.dumps(
         {model: {"global": 0.4, "per_genre": {"Drama": 0.3}}}))
-    assert gate(evaluation / "metrics.json", tmp_path / "blessing.json", GateConfig(),
-                thresholds_path=evaluation / "thresholds.json") == "blessed"
+    assert gate(evaluation, tmp_path, GateConfig()) == "blessed"
     return tmp_path / "blessing.json"
 
 
@@ -281,12 +281,11 @@ def test_gate_component_hands_on_the_models_lineage(tmp_path, monkeypatch):
     blessed = _artifact(dsl.Model, tmp_path / "blessed")
     from postergenre.evaluation.report import DECISION_END, DECISION_START
 
-    page = tmp_path / "evaluation.html"
+    page = evaluation / "evaluation.html"
     page.write_text(f"<html><body>{DECISION_START}{DECISION_END}</body></html>")
     report = _artifact(dsl.HTML, tmp_path / "report.html")
-    decision = gate_component.gate(_artifact(dsl.Artifact, tmp_path / "evaluation"),
-                                   _artifact(dsl.HTML, page), [model], blessing, report,
-                                   blessed, config={}, data_version=MD5)
+    decision = gate_component.gate(_artifact(dsl.Artifact, evaluation), [model], blessing,
+                                   report, blessed, config={}, data_version=MD5)
     assert decision == "blessed"
     assert "BLESSED" in (tmp_path / "report.html").read_text()
     assert report.metadata["params_hash"] == blessing.metadata["params_hash"]

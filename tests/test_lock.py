@@ -11,7 +11,6 @@ import subprocess
 import sys
 import tomllib
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -22,47 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 import check_lock  # noqa: E402
 
-LOCK = ROOT / "requirements.lock"
-IMAGE_LOCK = ROOT / "docker" / "requirements-image.lock"  # the images' subset
-SHA256 = re.compile(r"--hash=sha256:([0-9a-f]{64})$")
-
-
-@dataclass(frozen=True)
-class Entry:
-    line: int  # 1-based, where the requirement starts
-    text: str  # the requirement with its continuation lines joined
-    name: str
-    version: str
-    hashes: tuple[str, ...]
-
-
-def parse_lock(text: str, source: str = "requirements.lock") -> list[Entry]:
-    """The requirements of a pip requirements file, continuation lines joined, comments
-    dropped; raises naming the line when one is not `name==version --hash=sha256:...`."""
-    logical: list[tuple[int, str]] = []
-    pending, start = "", 0
-    for number, raw in enumerate(text.splitlines(), 1):
-        stripped = raw.strip()
-        if not pending and (not stripped or stripped.startswith("#")):
-            continue
-        if not pending:
-            start = number
-        pending += " " + stripped.removesuffix("\\").strip()
-        if not stripped.endswith("\\"):
-            logical.append((start, pending.strip()))
-            pending = ""
-    assert not pending, f"{source} line {start}: continuation never ends"
-    entries = []
-    for number, line in logical:
-        requirement, *options = line.split()
-        match = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([A-Za-z0-9.+!_-]+)", requirement)
-        assert match, f"{source} line {number}: {requirement!r} is not name==version"
-        hashes = [SHA256.match(o) for o in options]
-        bad = [o for o, h in zip(options, hashes, strict=True) if not h]
-        assert not bad, f"{source} line {number}: {bad} is not --hash=sha256:<64 hex>"
-        entries.append(Entry(number, line, match.group(1), match.group(2),
-                             tuple(h.group(1) for h in hashes if h)))
-    return entries
+from tests.helpers import IMAGE_LOCK, LOCK, parse_lock  # noqa: E402
 
 
 def make_commands(*args: str) -> list[str]:

@@ -8,11 +8,11 @@ import pytest
 import yaml
 
 from postergenre.cli import main
-from postergenre.configs import experiment_from_params
+from postergenre.configs import load_experiment
 from postergenre.pipelines.platform import ClusterSettings
 from postergenre.pipelines.runner import compile_pipeline, load_spec, parse_params, run_local
-from postergenre.typed_config import read_params, set_dotted
-from tests.conftest import REPO_ROOT
+from postergenre.typed_config import read_params
+from tests.conftest import DEMO_MODELS, REPO_ROOT
 
 TRAINING_TASKS = {"train"}
 CPU_IMAGE = "registry.example/postergenre:test"
@@ -170,32 +170,15 @@ def test_a_bad_setting_is_named_before_anything_compiles(tmp_path, capsys):
     assert not out.exists()
 
 
-# Tiny settings for a whole local run: 48 posters, 32 px, one epoch. 48 posters miss some
-# genres, so no genre-support floor (tests/test_validate.py covers it); tiny models cannot
-# beat the null model, so no margins, and the blessed branch runs too (the gate's rules
-# are tested on their own).
-TINY_RUN = {
-    "ingest.demo.n_posters": 48, "ingest.demo.width": 48, "ingest.demo.height": 72,
-    "validate.min_genre_support": 0, "augment.image_size": 32,
-    "models.scratch_cnn.conv1_filters": 4, "models.scratch_cnn.conv2_filters": 4,
-    "models.scratch_cnn.dense_units": 8, "models.scratch_cnn.epochs": 1,
-    "models.scratch_cnn.batch_size": 16, "models.vgg16_transfer.dense_units": 8,
-    "models.vgg16_transfer.epochs": 1, "models.vgg16_transfer.batch_size": 16,
-    "gate.min_f1_micro_margin": -1.0, "gate.min_map_margin": -1.0,
-    "gate.max_hamming_loss_increase": 1.0, "gate.genres_per_movie_band": 100.0,
-    "evaluate.bootstrap_resamples": 20,
-}
-
-
-def tiny_experiment(overrides=TINY_RUN):
-    params = read_params(REPO_ROOT / "params.yaml")
-    for key, value in overrides.items():
-        set_dotted(params, key, value)
-    return experiment_from_params(params)
+def tiny_experiment():
+    """params.yaml with params-tiny.yaml over it: a whole run in seconds."""
+    return load_experiment([REPO_ROOT / "params.yaml", REPO_ROOT / "params-tiny.yaml"])
 
 
 @pytest.mark.slow
 def test_local_run_of_the_whole_pipeline(tmp_path):
+    from postergenre.lineage import LINEAGE_KEYS, LOCAL_IMAGE
+
     registry = tmp_path / "registry"
     experiment = tiny_experiment()
     print_before = builtins.print
@@ -210,13 +193,21 @@ def test_local_run_of_the_whole_pipeline(tmp_path):
                             "register", "batch-predict"}
     # One training task per model (kfp.local names each iteration's folder).
     trained = sorted(run_dir.glob("for-loop-*-iteration-*/train"))
-    assert len(trained) == len(experiment.models) == 2
+    assert len(trained) == len(experiment.models) == len(DEMO_MODELS)
     names = set()
     for task in trained:
         out = json.loads((task / "executor_output.json").read_text())
-        names.add(out["artifacts"]["model"]["artifacts"][0]["metadata"]["name"])
+        model = out["artifacts"]["model"]["artifacts"][0]["metadata"]
+        names.add(model["name"])
         assert (task / "model" / "model.keras").is_file()
-    assert names == {"scratch_cnn", "vgg16_transfer"}
+        # The UI's labels and the Compare view's metric keys name the model.
+        metrics = out["artifacts"]["metrics"]["artifacts"][0]["metadata"]
+        assert model["display_name"] == model["name"]
+        assert metrics["display_name"] == f"{model['name']} metrics"
+        assert f"{model['name']}.epochs_run" in metrics
+        assert not [k for k in metrics if not k.startswith(f"{model['name']}.")
+                    and k not in ("display_name", *LINEAGE_KEYS)], metrics
+    assert names == set(DEMO_MODELS)
     # File artifacts exist on disk; metrics artifacts carry their values in metadata.
     for task, name, path in (("ingest", "dataset", "labels.csv"),
                              ("validate", "validated", "summary.json"),
@@ -232,17 +223,18 @@ def test_local_run_of_the_whole_pipeline(tmp_path):
     assert "BLESSED" in (run_dir / "gate" / "report").read_text()
     evaluate = outputs["evaluate"]["artifacts"]
     scalars = evaluate["metrics"]["artifacts"][0]["metadata"]
-    assert {"scratch_cnn.f1_micro", "vgg16_transfer.map_macro", "null.hamming_loss"} \
-        <= set(scalars)
+    assert {*(f"{m}.map_macro" for m in DEMO_MODELS), "null.hamming_loss"} <= set(scalars)
     roc = evaluate["roc"]["artifacts"][0]["metadata"]
     assert roc["model"] in names and len(roc["confidenceMetrics"]) > 2
     assert outputs["gate"]["parameterValues"]["Output"] == "blessed"
+    blessed = outputs["gate"]["artifacts"]["blessed_model"]["artifacts"][0]["metadata"]
+    assert blessed["display_name"] == f"{blessed['name']} (blessed)"
+    registered = outputs["register"]["artifacts"]["registered"]["artifacts"][0]["metadata"]
+    assert registered["display_name"] == f"{blessed['name']} (registered)"
     latest = json.loads((registry / "latest.json").read_text())
     assert latest["model"] in names
     assert (registry / latest["path"] / "model.keras").is_file()
     # Lineage on every output artifact of every task (kfp.local: image `local`).
-    from postergenre.lineage import LINEAGE_KEYS, LOCAL_IMAGE
-
     for task, out in outputs.items():
         for name, artifacts in out["artifacts"].items():
             metadata = artifacts["artifacts"][0]["metadata"]
@@ -288,7 +280,11 @@ def test_compile_cli_node_selector_shortcuts_pull_secrets_and_backend_features(t
     assert "--kfp-backend 2.15.0: --security-context needs 2.16.0" in capsys.readouterr().err
     assert main(["pipeline", "compile", "--output", str(out), *images,
                  "--model-registry", "registry"]) == 2
-    assert "model_registry: 'registry', expected a URI" in capsys.readouterr().err
+    assert "model_registry: 'registry', expected an s3:// URI" in capsys.readouterr().err
+    # GKE: the images reach GCS only through its S3-compatible API (no gcsfs).
+    assert main(["pipeline", "compile", "--output", str(out), *images,
+                 "--model-registry", "gs://bucket/registry"]) == 2
+    assert "GCS through its XML API with HMAC keys" in capsys.readouterr().err
 
 
 def test_project_s3_credentials_reach_aws_names_in_process_only():

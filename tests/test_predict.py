@@ -12,7 +12,7 @@ import pytest
 from postergenre.cli import main
 from postergenre.genres import GENRES
 from postergenre.serving.predict import expand_posters, load_predictor, predict_posters
-from tests.eval_helpers import train_tiny
+from tests.helpers import train_tiny
 
 
 @pytest.fixture(scope="module")
@@ -91,9 +91,10 @@ def test_gradcam_on_a_nested_vgg16_model_whose_base_reuses_the_input_name():
     import numpy as np
 
     from postergenre.serving.gradcam import gradcam
-    from postergenre.training.models import build_dense_head, build_vgg16_base, join_base_and_head
+    from postergenre.training.bases import build_transfer_base
+    from postergenre.training.models import build_dense_head, join_base_and_head
 
-    base = build_vgg16_base(32, None)
+    base = build_transfer_base("vgg16", 32, "none")
     model = join_base_and_head(base, build_dense_head(base.output_shape[1:], 8))
     images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3))
     heat = gradcam(model, images, np.array([0, 5]))

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from postergenre.reproducible import normalize_keras_archive, source_date
-from tests.test_train_resume import TINY_FLAGS
+from tests.helpers import TINY_FLAGS
 
 
 def _files(folder: Path) -> dict[str, str]:

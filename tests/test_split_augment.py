@@ -206,7 +206,7 @@ def test_a_given_split_is_used_as_given(tiny_split, tmp_path):
         return table
 
     given = _given_split(tiny_split, tmp_path, move_first_test_movie_to_train)
-    manifest = split_dataset(labels, tmp_path / "out", SplitConfig(), given)
+    manifest = split_dataset(labels, tmp_path / "out", SplitConfig(assignment=str(given)))
     moved = pd.read_csv(given, dtype=str).set_index("imdb_id")["split"]
     for split in SPLITS:
         assert _ids(tmp_path / "out", split) == set(moved[moved == split].index)
@@ -226,7 +226,7 @@ def test_a_bad_given_split_is_named(tiny_split, tmp_path, mutate, message):
     labels = tiny_split.parent / "validated" / "labels.csv"
     given = _given_split(tiny_split, tmp_path, mutate)
     with pytest.raises(ValueError, match=message):
-        split_dataset(labels, tmp_path / "out", SplitConfig(), given)
+        split_dataset(labels, tmp_path / "out", SplitConfig(assignment=str(given)))
     assert not (tmp_path / "out").exists()
 
 
@@ -241,8 +241,8 @@ def test_a_given_split_that_separates_near_duplicates_warns_naming_them(
                           "split": (["train", "test"] + ["train", "validation", "test"] * 999)
                           [:len(labels)]})
     table.to_csv(tmp_path / "given.csv", index=False)
-    split_dataset(tmp_path / "labels.csv", tmp_path / "out", SplitConfig(),
-                  tmp_path / "given.csv")
+    split_dataset(tmp_path / "labels.csv", tmp_path / "out",
+                  SplitConfig(assignment=str(tmp_path / "given.csv")))
     assert f"{a} (train), {b} (test)" in caplog.text
 
 

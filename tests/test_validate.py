@@ -6,68 +6,22 @@ import json
 from pathlib import Path
 
 import cv2
-import numpy as np
 import pandas as pd
 import pytest
 
 from postergenre.configs import ValidateConfig
 from postergenre.data.labels import LABEL_COLUMNS, read_labels
-from postergenre.validation.rules import RULES
+from postergenre.validation.rules import RULES, resolve_severity
 from postergenre.validation.suite import load_suite_config
 from postergenre.validation.validate import DataValidationError, validate_dataset
-
-
-def _config(hard: tuple[str, ...] = (), soft: tuple[str, ...] = (), **settings) -> ValidateConfig:
-    """The default policy with `hard` / `soft` rules moved out of their default lists.
-
-    Small tables cannot have every genre: support is off unless a test sets it (it is
-    tested on its own below).
-    """
-    defaults = ValidateConfig()
-    moved = set(hard) | set(soft)
-    return ValidateConfig(
-        soft_rules=tuple(r for r in defaults.soft_rules if r not in moved) + tuple(soft),
-        warn_rules=tuple(r for r in defaults.warn_rules if r not in moved),
-        hard_rules=tuple(hard),
-        **{"min_genre_support": 0, **settings},
-    )
-
-
-def _poster(seed: int, height: int = 72, width: int = 48) -> np.ndarray:
-    """Blocky random colour art: distinct posters have distinct perceptual hashes."""
-    small = np.random.default_rng(seed).integers(0, 256, (6, 4, 3), dtype=np.uint8)
-    return cv2.resize(small, (width, height), interpolation=cv2.INTER_NEAREST)
-
-
-def _write_poster(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    assert cv2.imwrite(str(path), _poster(int(path.stem[2:])))
-
-
-def _row(n: int, genres: str = "Drama|Comedy") -> dict[str, str]:
-    imdb_id = f"tt{n:07d}"
-    return {
-        "imdb_id": imdb_id,
-        "tmdb_id": str(1000 + n),
-        "movielens_id": str(n),
-        "title": f"Movie {n}",
-        "poster": f"posters/{imdb_id}.jpg",
-        "genres": genres,
-        "source_genres": genres,
-    }
-
-
-def _make_dataset(
-    root: Path, rows: list[dict[str, str]], skip_posters: tuple[str, ...] = ()
-) -> Path:
-    """Write labels.csv (line 2 = rows[0]) and an 8x8 JPEG per row unless skipped."""
-    data = root / "data"
-    data.mkdir(parents=True)
-    pd.DataFrame(rows, columns=list(LABEL_COLUMNS)).to_csv(data / "labels.csv", index=False)
-    for row in rows:
-        if row["poster"] and row["poster"] not in skip_posters:
-            _write_poster(data / row["poster"])
-    return data
+from tests.helpers import (
+    jpeg_bytes,
+    label_row,
+    make_dataset,
+    poster_art,
+    validate_config,
+    write_poster,
+)
 
 
 def _summary(out: Path) -> dict:
@@ -79,11 +33,11 @@ def _failed_rules(summary: dict) -> set[str]:
 
 
 def test_clean_table_passes(tmp_path: Path) -> None:
-    rows = [_row(n) for n in range(1, 6)]
-    data = _make_dataset(tmp_path, rows)
+    rows = [label_row(n) for n in range(1, 6)]
+    data = make_dataset(tmp_path, rows)
     out = tmp_path / "out"
 
-    summary = validate_dataset(data, out, _config())
+    summary = validate_dataset(data, out, validate_config())
 
     assert summary == _summary(out)
     assert summary["success"] is True
@@ -132,13 +86,13 @@ def test_clean_table_passes(tmp_path: Path) -> None:
     ids=["unknown_genre", "duplicate_id", "no_genre", "empty_id"],
 )
 def test_each_rule_rejects_its_row(tmp_path: Path, change, rule: str, expected: str) -> None:
-    rows = [_row(n) for n in range(1, 11)]
+    rows = [label_row(n) for n in range(1, 11)]
     change(rows)
-    data = _make_dataset(tmp_path, rows)
+    data = make_dataset(tmp_path, rows)
     out = tmp_path / "out"
 
     with pytest.raises(DataValidationError) as caught:
-        validate_dataset(data, out, _config())
+        validate_dataset(data, out, validate_config())
 
     message = str(caught.value)
     assert str(data / "labels.csv") in message
@@ -151,12 +105,12 @@ def test_each_rule_rejects_its_row(tmp_path: Path, change, rule: str, expected: 
 
 
 def test_missing_poster_hard(tmp_path: Path) -> None:
-    rows = [_row(n) for n in range(1, 6)]
-    data = _make_dataset(tmp_path, rows, skip_posters=("posters/tt0000004.jpg",))
+    rows = [label_row(n) for n in range(1, 6)]
+    data = make_dataset(tmp_path, rows, skip_posters=("posters/tt0000004.jpg",))
     out = tmp_path / "out"
 
     with pytest.raises(DataValidationError) as caught:
-        validate_dataset(data, out, _config(max_reject_fraction=0.1))
+        validate_dataset(data, out, validate_config(max_reject_fraction=0.1))
 
     expected = "labels.csv line 5 (tt0000004): poster file not found: posters/tt0000004.jpg"
     assert expected in str(caught.value)
@@ -170,15 +124,15 @@ def test_missing_poster_hard(tmp_path: Path) -> None:
 
 
 def test_all_problems_reported_at_once(tmp_path: Path) -> None:
-    rows = [_row(n) for n in range(1, 11)]
+    rows = [label_row(n) for n in range(1, 11)]
     rows[1]["genres"] = "Film-Noir"
     rows[3]["genres"] = ""
     rows[6]["imdb_id"] = "tt0000001"
-    data = _make_dataset(tmp_path, rows, skip_posters=("posters/tt0000009.jpg",))
+    data = make_dataset(tmp_path, rows, skip_posters=("posters/tt0000009.jpg",))
     out = tmp_path / "out"
 
     with pytest.raises(DataValidationError) as caught:
-        validate_dataset(data, out, _config(hard=("poster_exists",)))
+        validate_dataset(data, out, validate_config(hard=("poster_exists",)))
 
     message = str(caught.value)
     assert "4 validation rules failed" in message
@@ -195,12 +149,12 @@ def test_all_problems_reported_at_once(tmp_path: Path) -> None:
 
 
 def test_more_offenders_than_max_listed(tmp_path: Path) -> None:
-    rows = [_row(n, genres="Drama|Noir") for n in range(1, 16)]
-    data = _make_dataset(tmp_path, rows)
+    rows = [label_row(n, genres="Drama|Noir") for n in range(1, 16)]
+    data = make_dataset(tmp_path, rows)
     out = tmp_path / "out"
 
     with pytest.raises(DataValidationError) as caught:
-        validate_dataset(data, out, _config(max_listed=3))
+        validate_dataset(data, out, validate_config(max_listed=3))
 
     message = str(caught.value)
     assert "line 4 (tt0000003): unknown genre 'Noir'" in message
@@ -212,24 +166,24 @@ def test_more_offenders_than_max_listed(tmp_path: Path) -> None:
 
 
 def test_line_numbers_follow_multiline_titles(tmp_path: Path) -> None:
-    rows = [_row(n) for n in range(1, 4)]
+    rows = [label_row(n) for n in range(1, 4)]
     rows[0]["title"] = "A title\nover two lines"
     rows[2]["genres"] = "Cartoon"
-    data = _make_dataset(tmp_path, rows)
+    data = make_dataset(tmp_path, rows)
 
     with pytest.raises(DataValidationError, match=r"line 5 \(tt0000003\): unknown genre"):
-        validate_dataset(data, tmp_path / "out", _config())
+        validate_dataset(data, tmp_path / "out", validate_config())
 
 
 def test_failure_removes_stale_outputs(tmp_path: Path) -> None:
-    rows = [_row(n) for n in range(1, 4)]
-    data = _make_dataset(tmp_path, rows)
+    rows = [label_row(n) for n in range(1, 4)]
+    data = make_dataset(tmp_path, rows)
     out = tmp_path / "out"
-    validate_dataset(data, out, _config())
+    validate_dataset(data, out, validate_config())
     (data / "posters" / "tt0000001.jpg").unlink()
 
     with pytest.raises(DataValidationError):
-        validate_dataset(data, out, _config(max_reject_fraction=0.0))
+        validate_dataset(data, out, validate_config(max_reject_fraction=0.0))
 
     assert not (out / "labels.csv").exists()
     assert not (out / "rejects.csv").exists()
@@ -239,45 +193,39 @@ def test_failure_removes_stale_outputs(tmp_path: Path) -> None:
 def test_missing_labels_file(tmp_path: Path) -> None:
     (tmp_path / "data").mkdir()
     with pytest.raises(FileNotFoundError, match="labels.csv"):
-        validate_dataset(tmp_path / "data", tmp_path / "out", _config())
+        validate_dataset(tmp_path / "data", tmp_path / "out", validate_config())
 
 
 def test_missing_column(tmp_path: Path) -> None:
-    data = _make_dataset(tmp_path, [_row(1)])
+    data = make_dataset(tmp_path, [label_row(1)])
     table = pd.read_csv(data / "labels.csv", dtype=str).drop(columns=["genres"])  # required
     table.to_csv(data / "labels.csv", index=False)
 
     with pytest.raises(DataValidationError) as caught:
-        validate_dataset(data, tmp_path / "out", _config())
+        validate_dataset(data, tmp_path / "out", validate_config())
 
     assert str(data / "labels.csv") in str(caught.value)
     assert "genres" in str(caught.value)
 
 
 def test_out_dir_must_differ_from_data_dir(tmp_path: Path) -> None:
-    data = _make_dataset(tmp_path, [_row(1)])
+    data = make_dataset(tmp_path, [label_row(1)])
     with pytest.raises(ValueError, match="out_dir"):
-        validate_dataset(data, data, _config())
+        validate_dataset(data, data, validate_config())
 
 
 def test_header_only_table(tmp_path: Path) -> None:
     # Issue 13: an empty data set is a broken export, not a valid one; the file is named.
-    data = _make_dataset(tmp_path, [])
+    data = make_dataset(tmp_path, [])
     with pytest.raises(DataValidationError,
                        match=rf"{data / 'labels.csv'}: no data rows \(only a header\)"):
-        validate_dataset(data, tmp_path / "out", _config())
+        validate_dataset(data, tmp_path / "out", validate_config())
     assert not (tmp_path / "out" / "labels.csv").exists()
-
-
-def _jpeg(image: np.ndarray) -> bytes:
-    ok, data = cv2.imencode(".jpg", image)
-    assert ok
-    return data.tobytes()
 
 
 def _bomb_header() -> bytes:
     """A valid JPEG whose frame header claims 20000x30000 pixels (a decompression bomb)."""
-    data = bytearray(_jpeg(_poster(99)))
+    data = bytearray(jpeg_bytes(poster_art(99)))
     sof = data.index(b"\xff\xc0")  # baseline frame header: length(2) precision(1) H(2) W(2)
     data[sof + 5 : sof + 9] = (30000).to_bytes(2, "big") + (20000).to_bytes(2, "big")
     return bytes(data)
@@ -291,12 +239,14 @@ POSTER_CASES = [
      "not a JPEG, PNG, WebP or BMP file; not decoded"),
     ("poster_decodes", lambda p: p.write_bytes(p.read_bytes()[:-40]),
      "tt0000003.jpg: "),  # OpenCV refuses it, or the end-of-image marker check does
-    ("poster_channels", lambda p: p.write_bytes(_jpeg(_poster(3)[:, :, 0])), "1 channel(s)"),
-    ("poster_min_width", lambda p: p.write_bytes(_jpeg(_poster(3, 36, 24))), "24 px wide"),
+    ("poster_channels", lambda p: p.write_bytes(jpeg_bytes(poster_art(3)[:, :, 0])),
+     "1 channel(s)"),
+    ("poster_min_width", lambda p: p.write_bytes(jpeg_bytes(poster_art(3, 36, 24))), "24 px wide"),
     ("poster_pixels", lambda p: p.write_bytes(_bomb_header()), "20000x30000 pixels exceeds"),
-    ("poster_aspect", lambda p: p.write_bytes(_jpeg(_poster(3, 48, 96))), "height/width 0.50"),
+    ("poster_aspect", lambda p: p.write_bytes(jpeg_bytes(poster_art(3, 48, 96))),
+     "height/width 0.50"),
     # The same artwork, decoded and re-encoded: other bytes, the same picture.
-    ("poster_near_duplicate", lambda p: p.write_bytes(_jpeg(
+    ("poster_near_duplicate", lambda p: p.write_bytes(jpeg_bytes(
         cv2.imread(str(p.with_name("tt0000001.jpg"))))),
      "is a near-duplicate of tt0000001 (line 2, Hamming distance"),
 ]
@@ -305,13 +255,13 @@ POSTER_CASES = [
 @pytest.mark.parametrize(("rule", "damage", "words"), POSTER_CASES,
                          ids=[f"{c[0]}-{i}" for i, c in enumerate(POSTER_CASES)])
 def test_each_poster_rule_fires_hard_and_soft(tmp_path: Path, rule, damage, words) -> None:
-    rows = [_row(n) for n in range(1, 21)]
-    data = _make_dataset(tmp_path, rows)
+    rows = [label_row(n) for n in range(1, 21)]
+    data = make_dataset(tmp_path, rows)
     damage(data / "posters" / "tt0000003.jpg")
 
     # Hard: the stage stops and names the row.
     with pytest.raises(DataValidationError) as caught:
-        validate_dataset(data, tmp_path / "hard", _config(hard=(rule,)))
+        validate_dataset(data, tmp_path / "hard", validate_config(hard=(rule,)))
     assert "labels.csv line 4 (tt0000003): " in str(caught.value)
     assert words in str(caught.value)
     failed = {e["name"] for e in _summary(tmp_path / "hard")["expectations"]
@@ -320,7 +270,7 @@ def test_each_poster_rule_fires_hard_and_soft(tmp_path: Path, rule, damage, word
 
     # Soft: the row moves to rejects with its reason; rejects + kept = rows in.
     summary = validate_dataset(data, tmp_path / "soft",
-                               _config(soft=(rule,), max_reject_fraction=0.1))
+                               validate_config(soft=(rule,), max_reject_fraction=0.1))
     assert summary["rejects"] == {rule: 1}
     assert summary["rows_kept"] + summary["rows_rejected"] == summary["rows_in"] == 20
     rejects = pd.read_csv(tmp_path / "soft" / "rejects.csv", dtype=str)
@@ -330,12 +280,12 @@ def test_each_poster_rule_fires_hard_and_soft(tmp_path: Path, rule, damage, word
 
 
 def test_near_duplicates_are_kept_and_grouped_by_default(tmp_path: Path) -> None:
-    rows = [_row(n) for n in range(1, 11)]
-    data = _make_dataset(tmp_path, rows)
+    rows = [label_row(n) for n in range(1, 11)]
+    data = make_dataset(tmp_path, rows)
     copy = data / "posters" / "tt0000007.jpg"
-    copy.write_bytes(_jpeg(cv2.resize(cv2.imread(str(data / "posters" / "tt0000002.jpg")),
+    copy.write_bytes(jpeg_bytes(cv2.resize(cv2.imread(str(data / "posters" / "tt0000002.jpg")),
                                       (40, 60), interpolation=cv2.INTER_AREA)))
-    summary = validate_dataset(data, tmp_path / "out", _config())
+    summary = validate_dataset(data, tmp_path / "out", validate_config())
     assert summary["success"] and summary["rows_kept"] == 10
     assert summary["near_duplicate_groups"] == 1
     kept = read_labels(tmp_path / "out").set_index("imdb_id")
@@ -344,10 +294,11 @@ def test_near_duplicates_are_kept_and_grouped_by_default(tmp_path: Path) -> None
 
 
 def test_genre_support_names_the_genre(tmp_path: Path) -> None:
-    rows = [_row(n, "Drama|Comedy" if n > 2 else "Western|Drama") for n in range(1, 8)]
-    data = _make_dataset(tmp_path, rows)
+    rows = [label_row(n, "Drama|Comedy" if n > 2 else "Western|Drama") for n in range(1, 8)]
+    data = make_dataset(tmp_path, rows)
     with pytest.raises(DataValidationError) as caught:
-        validate_dataset(data, tmp_path / "out", _config(min_genre_support=3, max_listed=20))
+        validate_dataset(data, tmp_path / "out",
+                         validate_config(min_genre_support=3, max_listed=20))
     message = str(caught.value)
     assert "genre 'Western': 2 movie(s), fewer than min_genre_support=3" in message
     assert "genre 'Action': 0 movie(s)" in message
@@ -355,7 +306,7 @@ def test_genre_support_names_the_genre(tmp_path: Path) -> None:
 
 
 def test_default_config_asks_for_genre_support(tmp_path: Path) -> None:
-    data = _make_dataset(tmp_path, [_row(n) for n in range(1, 7)])
+    data = make_dataset(tmp_path, [label_row(n) for n in range(1, 7)])
     with pytest.raises(DataValidationError) as caught:
         validate_dataset(data, tmp_path / "out")
     assert "genre 'Drama'" not in str(caught.value)
@@ -367,41 +318,37 @@ def test_every_suite_rule_has_one_record_and_policy() -> None:
     suite_rules = {e["meta"]["rule"] for e in load_suite_config()["expectations"]}
     assert suite_rules == {rule.name for rule in RULES}
     assert len(RULES) == len({rule.name for rule in RULES})
-    # The config's default policy lists name exactly the rules whose own default is soft /
-    # warn, so params.yaml (which restates them) and the rule records cannot drift apart.
+    # The policy is declared once, in the records: the config moves nothing by default.
     defaults = ValidateConfig()
-    lists = {"soft": defaults.soft_rules, "warn": defaults.warn_rules,
-             "hard": defaults.hard_rules}
-    for rule in RULES:
-        named = {level for level, names in lists.items() if rule.name in names}
-        assert named == ({rule.severity} if rule.severity != "hard" else set()), rule.name
+    assert defaults.soft_rules == defaults.warn_rules == defaults.hard_rules == ()
+    assert resolve_severity(defaults) == {rule.name: rule.severity for rule in RULES}
 
 
 @pytest.mark.parametrize("policy", ["soft_rules", "warn_rules", "hard_rules"])
 def test_unknown_rule_in_policy(tmp_path: Path, policy: str) -> None:
-    data = _make_dataset(tmp_path, [_row(1)])
-    config = ValidateConfig(**{"soft_rules": (), "warn_rules": (), policy: ("no_such_rule",)})
+    data = make_dataset(tmp_path, [label_row(1)])
+    config = ValidateConfig(**{policy: ("no_such_rule",)})
     with pytest.raises(ValueError, match=f"{policy}: unknown rule 'no_such_rule'"):
         validate_dataset(data, tmp_path / "out", config)
     assert not (tmp_path / "out").exists()
 
 
 def test_missing_optional_column_is_reported_once(tmp_path: Path) -> None:
-    data = _make_dataset(tmp_path, [_row(n) for n in range(1, 4)])
+    data = make_dataset(tmp_path, [label_row(n) for n in range(1, 4)])
     pd.read_csv(data / "labels.csv", dtype=str).drop(columns=["tmdb_id"]).to_csv(
         data / "labels.csv", index=False)
     with pytest.raises(DataValidationError, match=r"missing column\(s\) 'tmdb_id'"):
-        validate_dataset(data, tmp_path / "out", _config())
+        validate_dataset(data, tmp_path / "out", validate_config())
     assert [s["name"] for s in _summary(tmp_path / "out")["skipped"]] == ["tmdb_id_numeric"]
 
 
 def test_metrics_and_data_docs(tmp_path: Path) -> None:
     from html.parser import HTMLParser
 
-    rows = [_row(n) for n in range(1, 31)]
-    data = _make_dataset(tmp_path, rows, skip_posters=("posters/tt0000005.jpg",))
+    rows = [label_row(n) for n in range(1, 31)]
+    data = make_dataset(tmp_path, rows, skip_posters=("posters/tt0000005.jpg",))
     out = tmp_path / "out"
-    validate_dataset(data, out, _config())
+    validate_dataset(data, out, validate_config())
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["rows_in"] == 30 and metrics["rows_kept"] == 29
     assert metrics["rejects"] == {"poster_exists": 1} and metrics["flagged"]["poster_exists"] == 1
@@ -445,9 +392,9 @@ def test_metrics_and_data_docs(tmp_path: Path) -> None:
 
 def test_landscape_artwork_is_kept_with_a_warning_by_default(tmp_path: Path) -> None:
     """About 1% of real TMDb posters are landscape artwork: a poster all the same."""
-    rows = [_row(n) for n in range(1, 21)]
-    data = _make_dataset(tmp_path, rows)
-    (data / "posters" / "tt0000003.jpg").write_bytes(_jpeg(_poster(3, 48, 96)))
+    rows = [label_row(n) for n in range(1, 21)]
+    data = make_dataset(tmp_path, rows)
+    (data / "posters" / "tt0000003.jpg").write_bytes(jpeg_bytes(poster_art(3, 48, 96)))
     summary = validate_dataset(data, tmp_path / "out", ValidateConfig(min_genre_support=0))
     assert summary["rows_kept"] == 20 and summary["rejects"] == {}
     (aspect,) = [e for e in summary["expectations"] if e["name"] == "poster_aspect"]
@@ -468,25 +415,25 @@ def test_an_empty_or_latin1_table_is_named(tmp_path: Path, content: bytes, words
     data.mkdir()
     (data / "labels.csv").write_bytes(content)
     with pytest.raises(DataValidationError, match=rf"{data / 'labels.csv'}: {words}"):
-        validate_dataset(data, tmp_path / "out", _config())
+        validate_dataset(data, tmp_path / "out", validate_config())
 
 
 def test_a_poster_path_out_of_the_data_folder_is_never_read(tmp_path: Path) -> None:
-    rows = [_row(n) for n in range(1, 21)]
+    rows = [label_row(n) for n in range(1, 21)]
     outside = tmp_path / "elsewhere" / "tt0000099.jpg"  # a perfectly good poster...
-    _write_poster(outside)
+    write_poster(outside)
     rows[2]["poster"] = "../elsewhere/tt0000099.jpg"  # ...but not in the data set
     rows[3]["poster"] = str(outside)
-    data = _make_dataset(tmp_path, rows)
+    data = make_dataset(tmp_path, rows)
 
     # Soft (the default): both rows are rejected as posters not in the data set.
-    summary = validate_dataset(data, tmp_path / "soft", _config(max_reject_fraction=0.2))
+    summary = validate_dataset(data, tmp_path / "soft", validate_config(max_reject_fraction=0.2))
     assert summary["rejects"] == {"poster_exists": 2}
     rejects = pd.read_csv(tmp_path / "soft" / "rejects.csv", dtype=str)
     assert list(rejects["imdb_id"]) == ["tt0000003", "tt0000004"]
     # Hard: the stage stops, naming the lines and the paths.
     with pytest.raises(DataValidationError) as caught:
-        validate_dataset(data, tmp_path / "hard", _config(hard=("poster_exists",)))
+        validate_dataset(data, tmp_path / "hard", validate_config(hard=("poster_exists",)))
     message = str(caught.value)
     assert "line 4 (tt0000003): poster file not found: ../elsewhere/tt0000099.jpg" in message
     assert f"line 5 (tt0000004): poster file not found: {outside}" in message
@@ -494,22 +441,22 @@ def test_a_poster_path_out_of_the_data_folder_is_never_read(tmp_path: Path) -> N
 
 def test_the_data_folder_may_symlink_its_posters_folder(tmp_path: Path) -> None:
     # What DVC's symlink cache and the CLI tests do: the paths as written stay inside.
-    store = _make_dataset(tmp_path / "store", [_row(n) for n in range(1, 4)])
+    store = make_dataset(tmp_path / "store", [label_row(n) for n in range(1, 4)])
     data = tmp_path / "data"
     data.mkdir()
     (data / "posters").symlink_to(store / "posters")
     (data / "labels.csv").write_bytes((store / "labels.csv").read_bytes())
-    assert validate_dataset(data, tmp_path / "out", _config())["rows_kept"] == 3
+    assert validate_dataset(data, tmp_path / "out", validate_config())["rows_kept"] == 3
 
 
 def test_an_rgba_png_poster_is_accepted(tmp_path: Path) -> None:
-    rows = [_row(n) for n in range(1, 6)]
+    rows = [label_row(n) for n in range(1, 6)]
     rows[2]["poster"] = "posters/tt0000003.png"
-    data = _make_dataset(tmp_path, rows, skip_posters=("posters/tt0000003.png",))
-    rgba = cv2.cvtColor(_poster(3), cv2.COLOR_BGR2BGRA)
+    data = make_dataset(tmp_path, rows, skip_posters=("posters/tt0000003.png",))
+    rgba = cv2.cvtColor(poster_art(3), cv2.COLOR_BGR2BGRA)
     rgba[:10, :, 3] = 0  # partly transparent
     assert cv2.imwrite(str(data / "posters" / "tt0000003.png"), rgba)
-    summary = validate_dataset(data, tmp_path / "out", _config(hard=("poster_channels",)))
+    summary = validate_dataset(data, tmp_path / "out", validate_config(hard=("poster_channels",)))
     assert summary["rows_kept"] == 5
     kept = read_labels(tmp_path / "out").set_index("imdb_id")
     assert len(kept.loc["tt0000003", "phash"]) == 16
@@ -517,13 +464,13 @@ def test_an_rgba_png_poster_is_accepted(tmp_path: Path) -> None:
 
 def test_ids_are_ascii_digits_only(tmp_path: Path) -> None:
     """Issue 24: the suite's `\\d` took any Unicode digit (Arabic-Indic ones here)."""
-    rows = [_row(n) for n in range(1, 21)]
+    rows = [label_row(n) for n in range(1, 21)]
     rows[2]["imdb_id"] = "tt\u0661\u0662\u0663\u0664\u0665\u0666\u0667"
     rows[3]["tmdb_id"] = "\u0661\u0662"
     rows[4]["movielens_id"] = "\uff17"  # a full-width 7
-    data = _make_dataset(tmp_path, rows)
+    data = make_dataset(tmp_path, rows)
     with pytest.raises(DataValidationError):
-        validate_dataset(data, tmp_path / "out", _config())
+        validate_dataset(data, tmp_path / "out", validate_config())
     failed = {e["name"] for e in _summary(tmp_path / "out")["expectations"]
               if not e["success"]}
     assert failed == {"imdb_id_format", "tmdb_id_numeric", "movielens_id_numeric"}

@@ -29,6 +29,7 @@ from postergenre.configs import (
     IngestConfig,
     SplitConfig,
     ValidateConfig,
+    load_run_params,
     model_spec,
 )
 from postergenre.typed_config import (
@@ -39,13 +40,14 @@ from postergenre.typed_config import (
     config_from_args,
     describe_fields,
     parse_assignment,
-    read_params,
     section_of,
     set_dotted,
 )
 
-# TensorFlow's C++ start-up chatter hides the stage's own output; keep warnings and errors.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow's C++ log lines (its start-up, oneDNN's notices, which print as errors
+# though nothing failed) hide the stage's own output: off by default, shown with -v
+# (main sets it before TensorFlow loads; a value in the environment wins).
+TF_LOG_LEVEL_BY_VERBOSITY = {0: "3", 1: "2", 2: "0"}
 
 
 def _model_pairs(values: Sequence[str]) -> dict[str, str]:
@@ -92,7 +94,7 @@ def _stage_parser(sub, name: str, help_text: str, config: type | None = None,
 
 def _add_training_parser(sub, kind: str, config: type) -> None:
     p = _stage_parser(sub, f"train-{kind}", f"train a model of kind '{kind}': "
-                      f"{config.__doc__.splitlines()[0]}", config,
+                      f"{(config.__doc__ or '').splitlines()[0]}", config,
                       f"{MODELS_SECTION}.NAME")
     p.add_argument("--name", required=True, help="the model's name: its entry under "
                    f"'{MODELS_SECTION}' in params.yaml, and its name in every output")
@@ -111,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="postergenre", formatter_class=_Formatter,
         description="Predict a movie's genres from its poster. Each stage subcommand is one "
         "pipeline stage (what dvc.yaml and the Kubeflow components run); its settings come "
-        f"from its section of {DEFAULT_PARAMS} (see `postergenre STAGE --help`).",
+        f"from its section of {DEFAULT_PARAMS} and any overlays given with --params (see "
+        "`postergenre STAGE --help`; `postergenre params` prints a run's settings).",
     )
     parser.add_argument("--version", action="version", version=f"postergenre {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0,
@@ -142,8 +145,6 @@ def build_parser() -> argparse.ArgumentParser:
                       SplitConfig, "split")
     p.add_argument("--labels", required=True, help="validated labels.csv (or its folder)")
     p.add_argument("--out", required=True, help="folder for train/validation/test.csv")
-    p.add_argument("--assignment", metavar="CSV", default=None, help="an imdb_id,split CSV "
-                   "(train / validation / test) to use as given instead of splitting")
 
     p = _stage_parser(sub, "augment", "resize into shards; upsample rare genres in the "
                       "training split only", AugmentConfig, "augment")
@@ -158,43 +159,39 @@ def build_parser() -> argparse.ArgumentParser:
                       EvaluateConfig, "evaluate")
     p.add_argument("--prepared", required=True, help="augment's output folder (shards)")
     _add_model_flags(p)
-    p.add_argument("--metrics", required=True, help="headline metrics JSON (DVC metrics)")
-    p.add_argument("--per-genre", required=True, help="per-genre metrics JSON")
-    p.add_argument("--plots", required=True, help="folder for ROC / PR curves (DVC plots)")
-    p.add_argument("--bootstrap", help="bootstrap intervals JSON to write")
-    p.add_argument("--thresholds", help="decision thresholds JSON to write")
-    p.add_argument("--report", help="HTML report to write")
-    p.add_argument("--scores", help="folder for per-movie scores and predicted genres "
-                   "(validation/NAME.csv, test/NAME.csv)")
+    p.add_argument("--out", required=True, help="folder to write: metrics.json (DVC "
+                   "metrics: metrics/NAME.json), metrics_all.json, per_genre.json, "
+                   "bootstrap.json, thresholds.json, evaluation.html, plots/ (DVC plots), "
+                   "scores/ (every movie's scores)")
     p.add_argument("--registry", help="registry (folder or s3://): its latest blessed model "
                    "is re-scored for the gate's comparison")
 
     p = _stage_parser(sub, "gate", "bless a model only if it beats the baselines and the "
                       "last blessed model", GateConfig, "gate")
-    p.add_argument("--metrics", required=True, help="evaluate's metrics JSON")
-    p.add_argument("--blessing", required=True, help="blessing JSON to write")
-    p.add_argument("--per-genre", help="per-genre metrics JSON (per-genre rules)")
-    p.add_argument("--bootstrap", help="bootstrap JSON (comparison with the last blessed)")
-    p.add_argument("--thresholds", help="thresholds JSON (copied into the blessing)")
-    p.add_argument("--evaluation-report", help="evaluate's HTML page (with --report)")
-    p.add_argument("--report", help="HTML report to write: evaluate's page opening with "
-                   "the decision, the rules that failed and the served thresholds")
+    p.add_argument("--evaluation", required=True, help="evaluate's --out folder")
+    p.add_argument("--out", required=True, help="folder to write: blessing.json (the "
+                   "decision, every rule, the served thresholds) and report.html "
+                   "(evaluate's page opening with the decision)")
 
     p = _stage_parser(sub, "register", "copy the blessed model into the registry")
     p.add_argument("--blessing", required=True, help="the gate's blessing JSON")
     _add_model_flags(p)
-    p.add_argument("--params", metavar="FILE", default=None, help="params file whose "
-                   f"'{MODELS_SECTION}' names the models of --models-root (default: "
-                   f"{DEFAULT_PARAMS})")
+    _add_params_files_flag(p, f"whose '{MODELS_SECTION}' names the models of --models-root")
     p.add_argument("--registry", required=True, help="registry folder or s3://bucket/prefix")
     p.add_argument("--data-version", default=None,
-                   help="data version to record (default: the md5 in --data-dvc)")
-    p.add_argument("--data-dvc", default="data.dvc", help=".dvc file of the poster data")
+                   help="data version to record (default: read from --data-dvc)")
+    p.add_argument("--data-dvc", default="data.dvc", help=".dvc file of the poster data (its "
+                   "md5 is the version), or the poster folder itself (its content hash)")
 
-    p = _stage_parser(sub, "models", "list the models of a params file (name, kind, what "
-                      "it is): what dvc.yaml and the pipeline train")
-    p.add_argument("--params", metavar="FILE", default=None,
-                   help=f"params file (default: {DEFAULT_PARAMS})")
+    p = _stage_parser(sub, "models", "list the models of a run (name, kind, what it is): "
+                      "what dvc.yaml and the pipeline train")
+    _add_params_files_flag(p, "")
+
+    p = _stage_parser(sub, "params", "print a run's settings: its params files merged "
+                      "(later wins) with --set applied, checked")
+    add_params_flags(p, "override one setting, e.g. --set models.scratch_cnn.epochs=3")
+    p.add_argument("--all", action="store_true", help="every setting of every stage and "
+                   "model, defaults included (default: only what the files set)")
 
     p = _stage_parser(sub, "summary", "print the metrics table and the gate's decision")
     p.add_argument("--metrics", required=True, help="evaluate's metrics JSON")
@@ -243,6 +240,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_params_files_flag(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--params", metavar="FILE", action="append", default=None,
+                   help=f"params file {what}; repeat for overlays, later files win "
+                   f"(default: {DEFAULT_PARAMS})".replace("  ", " "))
+
+
 def _add_model_flags(p: argparse.ArgumentParser) -> None:
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument("--model", action="append", metavar="NAME=DIR",
@@ -252,21 +255,15 @@ def _add_model_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _model_dirs(args: argparse.Namespace) -> dict[str, str]:
-    """--model NAME=DIR pairs, or the params file's model names under --models-root."""
+    """--model NAME=DIR pairs, or the run's model names under --models-root."""
     if args.model:
         return _model_pairs(args.model)
-    params_file = _params_file(args) or DEFAULT_PARAMS
-    models = section_of(read_params(params_file), MODELS_SECTION)
+    models = section_of(load_run_params(args.params), MODELS_SECTION)
     if not isinstance(models, Mapping) or not models:
-        raise ConfigError(f"{params_file}: no '{MODELS_SECTION}' section to find the models "
-                          f"of --models-root {args.models_root} by")
+        raise ConfigError(f"{' + '.join(args.params or [DEFAULT_PARAMS])}: no "
+                          f"'{MODELS_SECTION}' section to find the models of --models-root "
+                          f"{args.models_root} by")
     return {str(name): str(Path(args.models_root) / str(name)) for name in models}
-
-
-def _params_file(args: argparse.Namespace) -> str | None:
-    if args.params is not None:
-        return args.params
-    return DEFAULT_PARAMS if Path(DEFAULT_PARAMS).is_file() else None
 
 
 def model_config_from_args(kind: str, args: argparse.Namespace) -> Any:
@@ -275,21 +272,20 @@ def model_config_from_args(kind: str, args: argparse.Namespace) -> Any:
     name = args.name
     section = f"{MODELS_SECTION}.{name}"
     entry: dict[str, Any] = {"kind": kind}
-    params_file = _params_file(args)
-    if params_file is not None:
-        params = read_params(params_file)
-        found = section_of(params, section)
-        models = section_of(params, MODELS_SECTION)
-        if found is None and isinstance(models, Mapping) and models:
-            raise ConfigError(f"{params_file}: no model {name!r} under '{MODELS_SECTION}'; "
-                              f"known: {', '.join(map(str, models))}")
-        if found is not None:
-            if not isinstance(found, Mapping):
-                raise ConfigError(f"{params_file}: {section}: expected a mapping of settings")
-            if found.get("kind") != kind:
-                raise ConfigError(f"{params_file}: {section}.kind is {found.get('kind')!r}; "
-                                  f"use `postergenre train-{found.get('kind')}`")
-            entry = dict(found)
+    params = load_run_params(args.params)
+    origin = " + ".join(args.params or [DEFAULT_PARAMS])
+    found = section_of(params, section)
+    models = section_of(params, MODELS_SECTION)
+    if found is None and isinstance(models, Mapping) and models:
+        raise ConfigError(f"{origin}: no model {name!r} under '{MODELS_SECTION}'; "
+                          f"known: {', '.join(map(str, models))}")
+    if found is not None:
+        if not isinstance(found, Mapping):
+            raise ConfigError(f"{origin}: {section}: expected a mapping of settings")
+        if found.get("kind") != kind:
+            raise ConfigError(f"{origin}: {section}.kind is {found.get('kind')!r}; "
+                              f"use `postergenre train-{found.get('kind')}`")
+        entry = dict(found)
     for text in args.overrides:
         key, value = parse_assignment(text)
         set_dotted(entry, key, value)
@@ -309,7 +305,9 @@ def _summary(args: argparse.Namespace) -> int:
           "most_frequent / top3 = the training split's 1 / 3 most frequent genres):")
     print(metrics_table(metrics))
     # evaluate writes bootstrap.json beside metrics.json; read it there unless told.
-    bootstrap = Path(args.bootstrap or Path(args.metrics).with_name("bootstrap.json"))
+    from postergenre.evaluation.layout import BOOTSTRAP_FILE
+
+    bootstrap = Path(args.bootstrap or Path(args.metrics).with_name(BOOTSTRAP_FILE))
     if bootstrap.is_file():
         boot = json.loads(bootstrap.read_text())
         print(f"\n{int(boot['confidence'] * 100)}% paired bootstrap intervals "
@@ -403,6 +401,22 @@ def _pipeline(args: argparse.Namespace) -> int:
     return run_pipeline_command(args)
 
 
+def _print_params(args: argparse.Namespace) -> int:
+    """The run's settings as YAML: what its files set, or with --all every value."""
+    import yaml
+
+    from postergenre.configs import experiment_from_params
+
+    params = load_run_params(args.params, args.overrides)
+    origin = " + ".join(args.params or [DEFAULT_PARAMS])
+    experiment = experiment_from_params(params, origin)  # checked either way
+    shown = experiment.sections() if args.all else params
+    print(f"# {origin}" + "".join(f" --set {o}" for o in args.overrides)
+          + (" (every setting)" if args.all else ""))
+    print(yaml.safe_dump(shown, sort_keys=False, allow_unicode=True), end="")
+    return 0
+
+
 def _log_settings(stage: str, config: Any) -> None:
     from postergenre.typed_config import to_mapping
 
@@ -427,6 +441,7 @@ def _train(kind: str, args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:  # noqa: C901 - a flat dispatch table
     cmd = args.command
+    config: Any  # each stage's own config class
     if cmd == "ingest":
         from postergenre.sources.ingest import ingest
 
@@ -444,13 +459,14 @@ def run(args: argparse.Namespace) -> int:  # noqa: C901 - a flat dispatch table
         summary = validate_dataset(args.data, args.out, config, metrics_path=args.metrics,
                                    docs_path=args.docs)
         print(f"validate: {summary['rows_in']} rows in, {summary['rows_kept']} kept, "
-              f"{summary['rows_rejected']} rejected {summary['rejects']}")
+              f"{summary['rows_rejected']} rejected"
+              + (f" {summary['rejects']}" if summary["rejects"] else ""))
     elif cmd == "split":
         from postergenre.data.split import split_dataset
 
         config = config_from_args(SplitConfig, cmd, args)
         _log_settings(cmd, config)
-        manifest = split_dataset(args.labels, args.out, config, args.assignment)
+        manifest = split_dataset(args.labels, args.out, config)
         print("split: " + ", ".join(f"{k} {v}" for k, v in manifest["counts"].items())
               + " movies")
     elif cmd == "augment":
@@ -469,11 +485,8 @@ def run(args: argparse.Namespace) -> int:  # noqa: C901 - a flat dispatch table
 
         config = config_from_args(EvaluateConfig, cmd, args)
         _log_settings(cmd, config)
-        headline = evaluate_models(args.prepared, _model_dirs(args), args.metrics,
-                                   args.per_genre, args.plots, config,
-                                   bootstrap_path=args.bootstrap,
-                                   thresholds_path=args.thresholds, report_path=args.report,
-                                   registry=args.registry, scores_dir=args.scores)
+        headline = evaluate_models(args.prepared, _model_dirs(args), args.out, config,
+                                   registry=args.registry)
         print("evaluate: " + ", ".join(f"{name} mAP {values['map_macro']:.3f}"
                                        for name, values in headline.items()))
     elif cmd == "gate":
@@ -481,10 +494,7 @@ def run(args: argparse.Namespace) -> int:  # noqa: C901 - a flat dispatch table
 
         config = config_from_args(GateConfig, cmd, args)
         _log_settings(cmd, config)
-        decision = gate(args.metrics, args.blessing, config, per_genre_path=args.per_genre,
-                        bootstrap_path=args.bootstrap, thresholds_path=args.thresholds,
-                        evaluation_report_path=args.evaluation_report,
-                        report_path=args.report)
+        decision = gate(args.evaluation, args.out, config)
         print(f"gate: {decision}")
     elif cmd == "register":
         from postergenre.lineage import local_model_lineages
@@ -492,16 +502,18 @@ def run(args: argparse.Namespace) -> int:  # noqa: C901 - a flat dispatch table
 
         version = args.data_version or data_version_of(args.data_dvc)
         model_dirs = _model_dirs(args)
-        lineage = local_model_lineages(model_dirs, _params_file(args), version, args.data_dvc)
+        lineage = local_model_lineages(model_dirs, load_run_params(args.params), version,
+                                       args.data_dvc)
         entry = register(args.blessing, model_dirs, args.registry, version,
                          data_source_of(args.data_dvc, version), lineage=lineage)
         print(f"registered {entry}" if entry else "not blessed: nothing registered")
     elif cmd == "models":
         from postergenre.configs import model_specs
 
-        params_file = _params_file(args) or DEFAULT_PARAMS
-        for spec in model_specs(section_of(read_params(params_file), MODELS_SECTION)):
+        for spec in model_specs(section_of(load_run_params(args.params), MODELS_SECTION)):
             print(f"{spec.name} {spec.kind} {spec.describe()}")
+    elif cmd == "params":
+        return _print_params(args)
     elif cmd == "predict":
         return _predict(args)
     elif cmd == "batch-predict":
@@ -550,8 +562,14 @@ def configure_logging(verbosity: int) -> None:
     """Quiet by default (warnings and errors); -v: INFO; -vv: DEBUG."""
     level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 \
         else logging.DEBUG
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        force=True)
+    # By default one line style with the stages' own ("warning: ..."); with -v, the time
+    # and the logger of each line.
+    quiet = "%(levelname)s: %(message)s"
+    logging.basicConfig(level=level, force=True, format=quiet if verbosity <= 0
+                        else "%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if verbosity <= 0:
+        for number in (logging.WARNING, logging.ERROR, logging.CRITICAL):
+            logging.addLevelName(number, logging.getLevelName(number).lower())
     # Some libraries set their own loggers' levels (great-expectations logs at INFO
     # whatever the root says): the handler itself drops what is below the chosen level.
     for handler in logging.getLogger().handlers:
@@ -578,7 +596,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         fixed_hash_seed("postergenre.cli")
     parser = build_parser()
     args = parser.parse_args(argv)
-    configure_logging(getattr(args, "verbose", 0))
+    verbosity = getattr(args, "verbose", 0)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", TF_LOG_LEVEL_BY_VERBOSITY[min(verbosity, 2)])
+    configure_logging(verbosity)
     if getattr(args, "verbose", 0) < 1 and args.command in TENSORFLOW_COMMANDS:
         load_tensorflow_quietly()
     try:
@@ -589,9 +609,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Bad input, or a file that cannot be read or written (not found, a full disk, no
         # permission): one clear line naming the file / row / field / key, no traceback.
         # (ConfigError is a ValueError.)
-        if isinstance(err, OSError) and err.filename is not None and err.strerror:
-            err = f"{err.filename}: {err.strerror}"
-        print(f"postergenre {args.command}: error: {err}", file=sys.stderr)
+        said = (f"{err.filename}: {err.strerror}"
+                if isinstance(err, OSError) and err.filename is not None and err.strerror
+                else str(err))
+        print(f"postergenre {args.command}: error: {said}", file=sys.stderr)
         return 2
     return 0
 

@@ -8,17 +8,27 @@ section as one dict parameter that its component validates back into the class.
 
 Models are data: `models` in params.yaml maps a model's name to its `kind` and the
 settings of that kind (`MODEL_KINDS`). Adding a kind means a config class here, a
-builder in train.py, and an entry in params.yaml.
+trainer module in training/ registered in `TRAINERS` (training/train.py), and an entry in
+params.yaml. Backbones are declared once, in training/backbones.py's `BACKBONES`.
 """
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from postergenre.typed_config import ConfigError, from_mapping, setting, to_mapping
+from postergenre.training.backbones import BACKBONES
+from postergenre.typed_config import (
+    ConfigError,
+    from_mapping,
+    load_params,
+    merge_params,
+    setting,
+    to_mapping,
+)
 
 # ---- ingest: one config per data source ------------------------------------------------------
 
@@ -89,24 +99,19 @@ SOURCES: tuple[str, ...] = ("demo", "tmdb", "local", "dvc")
 
 # ---- validate, split, augment -------------------------------------------------------------
 
-SOFT_POSTER_RULES = ("poster_exists", "poster_file_size", "poster_pixels", "poster_decodes",
-                     "poster_channels", "poster_min_width", "poster_min_height")
-# Real landscape artwork (about 1% of TMDb posters) is a poster all the same: reported, kept.
-WARN_RULES = ("poster_aspect", "poster_near_duplicate")
-
-
 @dataclass(frozen=True)
 class ValidateConfig:
-    """The great-expectations suite's bounds and each rule's policy (hard: stop the
-    pipeline; soft: move the rows to rejects.csv; warn: only report)."""
+    """The great-expectations suite's bounds, and the rules moved away from their own
+    policy (hard: stop the pipeline; soft: move the rows to rejects.csv; warn: only
+    report; each rule's own is in validation/rules.py)."""
 
     max_listed: int = setting(10, "offenders listed per failed rule", low=1)
-    soft_rules: tuple[str, ...] = setting(SOFT_POSTER_RULES, "rules whose rows go to "
+    # Each rule's own policy is in its record (validation/rules.py); these move rules away
+    # from it, and are empty unless a run says otherwise.
+    soft_rules: tuple[str, ...] = setting((), "rules moved to soft: their rows go to "
                                           "rejects.csv instead of stopping the pipeline")
-    warn_rules: tuple[str, ...] = setting(WARN_RULES, "rules that are "
-                                          "only reported")
-    hard_rules: tuple[str, ...] = setting((), "rules that stop the pipeline (beyond the "
-                                          "table rules, which always do)")
+    warn_rules: tuple[str, ...] = setting((), "rules moved to warn: only reported")
+    hard_rules: tuple[str, ...] = setting((), "rules moved to hard: they stop the pipeline")
     max_reject_fraction: float = setting(0.05, "stop when soft rules would reject more "
                                          "than this share of rows (a broken crawl)",
                                          low=0, high=1)
@@ -143,6 +148,9 @@ class SplitConfig:
     validation_fraction: float = setting(0.2, "share of movies in validation (thresholds "
                                          "are tuned there)", low=0, high=1, low_open=True)
     seed: int = setting(42, "split seed")
+    assignment: str = setting("", "an imdb_id,split CSV (train / validation / test) to use "
+                              "as given instead of splitting: a fixed benchmark split "
+                              "('': split)")
 
     def __post_init__(self) -> None:
         if self.train_fraction + self.validation_fraction >= 1:
@@ -189,13 +197,18 @@ SCHEDULES = ("plateau", "cosine")
 # On-the-fly transforms of the CNN's training batches (augment's copies are on disk).
 BATCH_TRANSFORMS = ("flip", "crop", "brightness", "contrast")
 HEADS = ("gap", "flatten")
-BACKBONE_CHOICES = ("vgg16", "efficientnet_lite0")
+BACKBONE_CHOICES = tuple(BACKBONES)  # the table of training/backbones.py
 _BACKBONE_HELP = ("frozen pretrained base (efficientnet_lite0's ImageNet weights come with "
                   "the package, offline)")
 _WEIGHTS_HELP = ("'imagenet' (VGG16: Keras downloads it; Lite0: from the package), 'none' "
                  "(random), a weights file, or an s3:// URI")
 _IMAGE_SIZE_HELP = ("square side the model takes; the shards are resized to it in the input "
                     "pipeline (0: the shards' augment.image_size)")
+
+
+def _weights_words(weights: str) -> str:
+    """How a model's description names its weights: 'none' reads as random."""
+    return "random weights" if weights == "none" else f"{weights} weights"
 
 
 def _check_image_size(size: int) -> None:
@@ -314,7 +327,8 @@ class TransferConfig(TrainingConfig):
 
     def describe(self) -> str:
         tuned = ", last block fine-tuned" if self.fine_tune_epochs else ""
-        return f"frozen {self.backbone} ({self.weights} weights) + {self.head} head{tuned}"
+        return (f"frozen {self.backbone} ({_weights_words(self.weights)}) + {self.head} "
+                f"head{tuned}")
 
 
 @dataclass(frozen=True)
@@ -340,7 +354,7 @@ class LinearProbeConfig:
         _check_image_size(self.image_size)
 
     def describe(self) -> str:
-        return (f"linear probe: frozen {self.backbone} ({self.weights} weights), logistic "
+        return (f"linear probe: frozen {self.backbone} ({_weights_words(self.weights)}), logistic "
                 f"regression per genre (C {self.C:g})")
 
 
@@ -379,6 +393,9 @@ def model_spec(name: str, entry: Mapping[str, Any] | None, section: str = "model
     if not isinstance(entry, Mapping):
         raise ConfigError(f"{where}: expected a mapping with a kind and its settings")
     kind = entry.get("kind")
+    if kind is None:
+        raise ConfigError(f"{where}: no kind (an overlay that sets a model the params files "
+                          "before it do not train?)")
     if kind not in MODEL_KINDS:
         raise ConfigError(f"{where}.kind: {kind!r} is not one of {', '.join(MODEL_KINDS)}")
     settings = {k: v for k, v in entry.items() if k != "kind"}
@@ -457,6 +474,36 @@ STAGE_CONFIGS: dict[str, type] = {
     "gate": GateConfig,
 }
 MODELS_SECTION = "models"
+# Settings every model of a kind takes, over its own entry: what an overlay uses to change
+# all models at once without naming them (params-tiny.yaml makes every model tiny, so a
+# model added to params.yaml needs no entry there). Folded into `models` on loading.
+EVERY_MODEL_SECTION = "every_model"
+
+
+def fold_every_model(params: Mapping[str, Any]) -> dict[str, Any]:
+    """`params` with `every_model.KIND` laid over each model entry of that kind, and the
+    `every_model` section gone."""
+    every = params.get(EVERY_MODEL_SECTION) or {}
+    if not isinstance(every, Mapping):
+        raise ConfigError(f"{EVERY_MODEL_SECTION}: expected KIND: {{settings}}")
+    unknown = sorted(set(every) - set(MODEL_KINDS))
+    if unknown:
+        raise ConfigError(f"{EVERY_MODEL_SECTION}.{unknown[0]}: not a model kind; known: "
+                          f"{', '.join(MODEL_KINDS)}")
+    folded = {k: v for k, v in params.items() if k != EVERY_MODEL_SECTION}
+    models = folded.get(MODELS_SECTION)
+    if every and isinstance(models, Mapping):
+        folded[MODELS_SECTION] = {
+            name: merge_params(entry, every.get(entry.get("kind")) or {})
+            if isinstance(entry, Mapping) else entry for name, entry in models.items()}
+    return folded
+
+
+def load_run_params(files: Sequence[str | os.PathLike[str]] | None = None,
+                    overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """The params of a run, as every command reads them: the files merged in order (later
+    wins), the `--set` overrides, then `every_model` folded into the models."""
+    return fold_every_model(load_params(files, overrides))
 
 
 @dataclass(frozen=True)
@@ -472,8 +519,8 @@ class Experiment:
     gate: GateConfig
 
     def sections(self) -> dict[str, Any]:
-        """Every section as plain values: what params.yaml holds, and the pipeline's dict
-        parameters."""
+        """Every section with every value: the resolved settings of a run, and the
+        pipeline's dict parameters."""
         out = {name: to_mapping(getattr(self, name)) for name in STAGE_CONFIGS}
         out[MODELS_SECTION] = {spec.name: spec.as_entry() for spec in self.models}
         return out
@@ -481,25 +528,25 @@ class Experiment:
 
 def experiment_from_params(params: Mapping[str, Any], origin: str = "params") -> Experiment:
     """Validate every section of a params mapping; unknown sections are an error."""
+    params = fold_every_model(params)
     known = set(STAGE_CONFIGS) | {MODELS_SECTION}
     unknown = sorted(set(params) - known)
     if unknown:
         raise ConfigError(f"{origin}: unknown section {unknown[0]!r}; known: "
-                          f"{', '.join(sorted(known))}")
-    configs = {name: from_mapping(cls, params.get(name), name)
-               for name, cls in STAGE_CONFIGS.items()}
+                          f"{', '.join(sorted(known | {EVERY_MODEL_SECTION}))}")
+    configs: dict[str, Any] = {name: from_mapping(cls, params.get(name), name)
+                               for name, cls in STAGE_CONFIGS.items()}
     models = tuple(model_specs(params.get(MODELS_SECTION)))
     return Experiment(models=models, **configs)
 
 
-def load_experiment(path: str = "params.yaml") -> Experiment:
-    """Read and validate a params file (errors name the file and the key)."""
-    from postergenre.typed_config import read_params
-
+def load_experiment(files: Sequence[str | os.PathLike[str]] | None = None,
+                    overrides: Sequence[str] = ()) -> Experiment:
+    """Read, merge and validate a run's params files (errors name the files and the key)."""
+    origin = " + ".join(map(str, files or ["params.yaml"]))
     try:
-        return experiment_from_params(read_params(path), path)
+        return experiment_from_params(load_run_params(files, overrides), origin)
     except ConfigError as err:
         message = str(err)
-        raise ConfigError(message if message.startswith(path) else f"{path}: {message}") \
+        raise ConfigError(message if message.startswith(origin) else f"{origin}: {message}") \
             from None
-

@@ -57,7 +57,7 @@ def _plain(value: Any) -> Any:
     """A config as JSON values: ModelSpecs as their params entry, dataclasses with every
     field, mappings and sequences element by element."""
     if hasattr(value, "as_entry") and dataclasses.is_dataclass(value):
-        return _plain(value.as_entry())
+        return _plain(value.as_entry())  # type: ignore[union-attr]  # a ModelSpec
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         from postergenre.typed_config import to_mapping
 
@@ -95,17 +95,6 @@ def git_commit(repo: str | os.PathLike[str] = ".") -> str:
     return f"{commit}-dirty" if dirty.returncode == 0 and dirty.stdout.strip() else commit
 
 
-def dvc_data_version(dvc_file: str | os.PathLike[str] = "data.dvc") -> str:
-    """The md5 a `.dvc` file records for its tracked folder ("" when there is none)."""
-    import yaml
-
-    path = Path(dvc_file)
-    if not path.is_file():
-        return ""
-    outs = (yaml.safe_load(path.read_text()) or {}).get("outs") or [{}]
-    return str(outs[0].get("md5") or "")
-
-
 def task_lineage(data_version: str, sections: Mapping[str, Any],
                  environ: Mapping[str, str] | None = None) -> Lineage:
     """A Kubeflow task's lineage: the image and commit the pipeline compiled in (pod
@@ -121,10 +110,15 @@ def task_lineage(data_version: str, sections: Mapping[str, Any],
 def local_lineage(sections: Mapping[str, Any], data_version: str | None = None,
                   dvc_file: str | os.PathLike[str] = "data.dvc",
                   repo: str | os.PathLike[str] = ".") -> Lineage:
-    """The lineage of a stage run by the CLI (under DVC): `data_version`, else the md5
-    in `dvc_file`; the commit of `repo`; image `local`."""
-    return Lineage(data_version=data_version or dvc_data_version(dvc_file),
-                   git_commit=git_commit(repo), params_hash=params_hash(sections),
+    """The lineage of a stage run by the CLI (under DVC): `data_version`, else the one
+    `dvc_file` gives (`serving.registry.data_version_of`); the commit of `repo`, else (a
+    DVC project outside git, as `make real` makes) of the checkout the package runs from;
+    image `local`."""
+    from postergenre.serving.registry import data_version_of
+
+    commit = git_commit(repo) or git_commit(Path(__file__).resolve().parent)
+    return Lineage(data_version=data_version or data_version_of(dvc_file) or "",
+                   git_commit=commit, params_hash=params_hash(sections),
                    image=LOCAL_IMAGE)
 
 
@@ -133,16 +127,16 @@ def lineage_of(metadata: Mapping[str, Any]) -> dict[str, str]:
     return {key: str(metadata[key]) for key in LINEAGE_KEYS if key in metadata}
 
 
-def local_model_lineages(names: list[str] | Mapping[str, Any], params_file: str | None,
+def local_model_lineages(names: list[str] | Mapping[str, Any], params: Mapping[str, Any],
                          data_version: str | None = None,
                          dvc_file: str | os.PathLike[str] = "data.dvc") -> dict[str, dict]:
     """{model name: lineage} for models trained by the CLI under DVC: each model's
-    params hash covers its `models` entry in `params_file` (as the training task's does
-    on Kubeflow); a model the file does not name gets an empty params hash (unknown)."""
+    params hash covers its resolved `models` entry in the run's `params` (as the training
+    task's does on Kubeflow); a model the params do not name gets an empty params hash
+    (unknown)."""
     from postergenre.configs import MODELS_SECTION, model_spec
-    from postergenre.typed_config import read_params, section_of
 
-    models = section_of(read_params(params_file), MODELS_SECTION) if params_file else None
+    models = params.get(MODELS_SECTION)
     models = models if isinstance(models, Mapping) else {}
     out = {}
     for name in names:

@@ -7,13 +7,21 @@ from that one declaration: the values `params.yaml` may hold (unknown keys and b
 are errors naming `section.key`), the CLI's flags and `--help` (with defaults), and the
 Kubeflow pipeline's dict parameter (a component validates its dict back into the config).
 Nothing here imports more than the standard library and PyYAML.
+
+Why not pydantic 2 (in the lock): it would replace only the coercion and bounds below, not
+what the one `setting(...)` declaration also generates (flags, `--help`, the KFP
+parameters, the params-file merge), at the cost of a second way to declare a field and of
+errors that span several lines instead of one naming `section.key`.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import math
 import os
+import reprlib
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -23,6 +31,13 @@ import yaml
 
 C = TypeVar("C")
 DEFAULT_PARAMS = "params.yaml"
+# What a params file may expand to, in values: a YAML alias bomb (a few lines that stand
+# for billions of values) is refused before anything walks it.
+MAX_PARAMS_VALUES = 100_000
+# Error messages show a value this way: short, however large or deeply nested it is.
+_SHOWN = reprlib.Repr()  # keyword arguments from Python 3.12 on
+_SHOWN.maxlevel, _SHOWN.maxdict, _SHOWN.maxlist, _SHOWN.maxtuple = 2, 4, 4, 4
+_SHOWN.maxstring = _SHOWN.maxother = 60
 
 
 class ConfigError(ValueError):
@@ -72,7 +87,7 @@ def _split_items(text: str) -> list[str]:
 
 def _coerce(kind: str, value: Any, where: str) -> Any:  # noqa: C901 - one branch per kind
     def bad(expected: str) -> ConfigError:
-        return ConfigError(f"{where}: {value!r} is not {expected}")
+        return ConfigError(f"{where}: {_SHOWN.repr(value)} is not {expected}")
 
     if kind == "bool":
         if isinstance(value, bool):
@@ -94,16 +109,15 @@ def _coerce(kind: str, value: Any, where: str) -> Any:  # noqa: C901 - one branc
                 pass
         raise bad("an integer")
     if kind == "float":
-        if isinstance(value, bool):
-            raise bad("a number")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise bad("a number")
+        number = None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            number = float(value)
+        elif isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                number = float(value)
+        if number is None or not math.isfinite(number):  # NaN passes every bound
+            raise bad("a finite number")
+        return number
     if kind == "str":
         if isinstance(value, str):
             return value
@@ -122,13 +136,13 @@ def _coerce(kind: str, value: Any, where: str) -> Any:  # noqa: C901 - one branc
         if value is None or value == "":
             return {}
         if isinstance(value, str):
-            pairs = {}
+            pairs: dict[str, Any] = {}
             for item in _split_items(value):
-                name, sep, number = item.partition("=")
+                name, sep, text = item.partition("=")
                 if not sep:
                     raise bad("NAME=NUMBER pairs, e.g. 'Drama=0.3,Comedy=0.2'")
-                pairs[name.strip()] = number
-            value = pairs
+                pairs[name.strip()] = text
+            return {k: _coerce("float", v, f"{where}.{k}") for k, v in pairs.items()}
         if isinstance(value, Mapping):
             return {str(k): _coerce("float", v, f"{where}.{k}") for k, v in value.items()}
         raise bad("a mapping of NAME: NUMBER")
@@ -142,7 +156,8 @@ def _check_bounds(field: dataclasses.Field, value: Any, where: str) -> None:
     if choices is not None:
         bad = [v for v in items if v not in choices]
         if bad:
-            raise ConfigError(f"{where}: {bad[0]!r} is not one of {', '.join(map(str, choices))}")
+            raise ConfigError(f"{where}: {_SHOWN.repr(bad[0])} is not one of "
+                              f"{', '.join(map(str, choices))}")
     low, high = meta.get("low"), meta.get("high")
     if low is not None and (value < low or (meta.get("low_open") and value == low)):
         sign = ">" if meta.get("low_open") else ">="
@@ -161,8 +176,9 @@ def from_mapping(cls: type[C], values: Mapping[str, Any] | None, section: str) -
     if values is None:
         values = {}
     if not isinstance(values, Mapping):
-        raise ConfigError(f"{section}: expected a mapping of settings, got {values!r}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+        raise ConfigError(f"{section}: expected a mapping of settings, got "
+                          f"{_SHOWN.repr(values)}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(values) - set(fields))
     if unknown:
         raise ConfigError(f"{section}.{unknown[0]}: unknown setting; known: "
@@ -217,10 +233,11 @@ def describe_fields(cls: type) -> list[tuple[str, str, Any, str]]:
     return rows
 
 
-# ---- params.yaml -------------------------------------------------------------------------
+# ---- params files ---------------------------------------------------------------------------
 
 def read_params(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """A params file as a dict; a clear error naming the file if it is not YAML."""
+    """A params file as a dict; a clear error naming the file if it is not YAML, or if it
+    expands to more than MAX_PARAMS_VALUES values."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: params file not found")
@@ -230,7 +247,57 @@ def read_params(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ConfigError(f"{path}: not a YAML file ({err})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    _check_size(data, path)
     return data
+
+
+def _check_size(data: Any, path: Path) -> None:
+    """Count values as a reader would see them (an alias counts each time it is used),
+    stopping at the budget: the walk costs MAX_PARAMS_VALUES steps at most."""
+    budget = MAX_PARAMS_VALUES
+    todo = [data]
+    while todo:
+        value = todo.pop()
+        budget -= 1
+        if budget < 0:
+            raise ConfigError(f"{path}: expands to more than {MAX_PARAMS_VALUES:,} values "
+                              "(YAML aliases?); a params file holds settings, not data")
+        if isinstance(value, Mapping):
+            todo.extend(value.values())
+        elif isinstance(value, list):
+            todo.extend(value)
+
+
+def merge_params(base: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
+    """`overlay` over `base`: mappings merge key by key, anything else is replaced, and a
+    key set to null in the overlay is removed (e.g. a model the overlay does not train)."""
+    merged = {key: _deep_copy(value) for key, value in base.items()}
+    for key, value in overlay.items():
+        if value is None:
+            merged.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = merge_params(merged[key], value)
+        else:
+            merged[key] = _deep_copy(value)
+    return merged
+
+
+def load_params(files: Sequence[str | os.PathLike[str]] | None = None,
+                overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """The params of a run: each file over the one before (`merge_params`; no files:
+    params.yaml in the current folder, if there is one), then each `KEY.SUB=VALUE`
+    override. The one loader every command uses."""
+    if isinstance(files, (str, os.PathLike)):
+        files = [files]
+    if not files:
+        files = [DEFAULT_PARAMS] if Path(DEFAULT_PARAMS).is_file() else []
+    params: dict[str, Any] = {}
+    for path in files:
+        params = merge_params(params, read_params(path))
+    for text in overrides:
+        key, value = parse_assignment(text)
+        set_dotted(params, key, value)
+    return params
 
 
 def section_of(params: Mapping[str, Any], section: str) -> Any:
@@ -299,28 +366,30 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, title: str) -> 
                                metavar=metavar, help=text)
 
 
-def add_params_flags(parser: argparse.ArgumentParser) -> None:
-    """--params FILE and --set KEY=VALUE (repeatable)."""
-    parser.add_argument("--params", metavar="FILE", default=None,
-                        help=f"params file to read this stage's section from (default: "
+def add_params_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+                     set_help: str = "override one setting of this stage's section, e.g. "
+                     "--set epochs=3") -> None:
+    """--params FILE (repeatable, later files win) and --set KEY=VALUE (repeatable)."""
+    parser.add_argument("--params", metavar="FILE", action="append", default=None,
+                        help=f"params file; repeat to lay overlays over it, later files win, "
+                        f"e.g. --params {DEFAULT_PARAMS} --params params-tiny.yaml (default: "
                         f"{DEFAULT_PARAMS} in the current folder, if there is one)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY=VALUE", help="override one setting, e.g. --set epochs=3 "
-                        "(repeatable; applied after the params file, before flags)")
+                        metavar="KEY=VALUE", help=f"{set_help} (repeatable; applied after "
+                        "the params files, before flags)")
 
 
-def config_from_args(cls: type[C], section: str, args: argparse.Namespace) -> C:
-    """The stage's config: defaults < params file section < --set < flags."""
-    params_file = args.params
-    if params_file is None and Path(DEFAULT_PARAMS).is_file():
-        params_file = DEFAULT_PARAMS
-    values: dict[str, Any] = {}
-    if params_file is not None:
-        found = section_of(read_params(params_file), section)
-        if found is not None:
-            if not isinstance(found, Mapping):
-                raise ConfigError(f"{params_file}: {section}: expected a mapping of settings")
-            values = _deep_copy(found)
+def config_from_args(cls: type[C], section: str, args: argparse.Namespace,
+                     params: Mapping[str, Any] | None = None) -> C:
+    """The stage's config: defaults < params files' section < --set < flags. `params`:
+    the run's params if already loaded (else `load_params(args.params)`); --set keys are
+    relative to `section`."""
+    if params is None:
+        params = load_params(args.params)
+    found = section_of(params, section)
+    if found is not None and not isinstance(found, Mapping):
+        raise ConfigError(f"{section}: expected a mapping of settings")
+    values = _deep_copy(found) if found is not None else {}
     for text in args.overrides:
         key, value = parse_assignment(text)
         set_dotted(values, key, value)
@@ -340,5 +409,6 @@ def _deep_copy(value: Any) -> Any:
 
 
 __all__ = ["ConfigError", "DEFAULT_PARAMS", "add_config_flags", "add_params_flags",
-           "config_from_args", "describe_fields", "from_mapping", "parse_assignment",
-           "read_params", "section_of", "set_dotted", "setting", "to_mapping"]
+           "config_from_args", "describe_fields", "from_mapping", "load_params",
+           "merge_params", "parse_assignment", "read_params", "section_of", "set_dotted",
+           "setting", "to_mapping"]

@@ -38,6 +38,7 @@ import os
 import stat
 import struct
 import warnings
+from typing import Any
 
 import cv2
 import numpy as np
@@ -232,11 +233,11 @@ def header_size(data: bytes) -> tuple[int, int] | None:
     """(width, height) from the header of a poster in one of POSTER_FORMATS, without
     decoding; None when `data` is none of them or its header cannot be read."""
     kind = image_format(data)
+    readers: dict[str, Any] = {"PNG": _png_size, "WebP": _webp_size, "BMP": _bmp_size}
     if kind == "JPEG":
         size = jpeg_size(data) or _pillow_jpeg_size(data)
     else:
-        size = {"PNG": _png_size, "WebP": _webp_size, "BMP": _bmp_size}.get(
-            kind, lambda _: None)(data)
+        size = readers[kind](data) if kind in readers else None
     return size if size and size[0] > 0 and size[1] > 0 else None
 
 

@@ -163,14 +163,16 @@ def _distinct_pairs(values: np.ndarray, max_distance: int) -> tuple[np.ndarray, 
     if (max_distance >= _BITS
             or _COST_RATIO * _candidate_count(values, blocks) >= n * (n - 1) // 2):
         return _pairs_blocked(values, max_distance, [])
-    found_i, found_j = [empty], [empty]
+    found_i: list[np.ndarray] = [empty]
+    found_j: list[np.ndarray] = [empty]
     for k, (shift, width) in enumerate(blocks):
         earlier = [_mask(*block) for block in blocks[:k]]
         i, j = _pairs_in_block(values, max_distance, shift, width, earlier)
         found_i += i
         found_j += j
-    i, j = np.concatenate(found_i).astype(np.int64), np.concatenate(found_j).astype(np.int64)
-    return np.minimum(i, j), np.maximum(i, j)
+    first = np.concatenate(found_i).astype(np.int64)
+    second = np.concatenate(found_j).astype(np.int64)
+    return np.minimum(first, second), np.maximum(first, second)
 
 
 def _present(hashes: Sequence[int | None]) -> tuple[np.ndarray, np.ndarray]:

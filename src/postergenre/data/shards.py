@@ -139,6 +139,7 @@ def write_shards(
                     names.append(f"{prefix}-{len(names):05d}.tfrecord")
                     # A large buffer: the records are a few KB each, written one by one.
                     shard = open(out / names[-1], "wb", buffering=1 << 20)  # noqa: SIM115
+                assert shard is not None  # opened above for the first record
                 shard.write(data)
             count += 1
         if shard is not None:
@@ -310,7 +311,8 @@ def record_batches(prepared_dir: str | os.PathLike[str], split: str,
 
 def labels_of(prepared_dir: str | os.PathLike[str], split: str) -> tuple[np.ndarray, list[str]]:
     """The (n, 19) label matrix and movie ids of a split, in read order, without images."""
-    labels, ids = [], []
+    labels: list[np.ndarray] = []
+    ids: list[str] = []
     for batch in record_batches(prepared_dir, split, ("labels", "imdb_id")):
         column = batch.column(batch.schema.get_field_index("labels"))
         labels.append(column.flatten().to_numpy().reshape(-1, NUM_GENRES).astype(np.uint8))

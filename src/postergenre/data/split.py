@@ -111,16 +111,16 @@ def split_dataset(
     labels_path: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
     config: SplitConfig | None = None,
-    assignment_path: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Write `train.csv`, `validation.csv`, `test.csv` and `manifest.json` into `out_dir`.
 
     Every movie lands in exactly one split; the test fraction is what is left. The manifest
     holds counts, per-genre counts, each file's sha256 and `content_hash` (the assignment).
-    `assignment_path`: an `imdb_id,split` CSV to use as given instead (a fixed benchmark
+    `config.assignment`: an `imdb_id,split` CSV to use as given instead (a fixed benchmark
     split), checked by `read_assignment`.
     """
     config = config or SplitConfig()
+    assignment_path = config.assignment or None
     train_fraction, validation_fraction, seed = (config.train_fraction,
                                                  config.validation_fraction, config.seed)
     labels = read_labels(labels_path)

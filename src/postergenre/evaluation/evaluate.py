@@ -42,8 +42,18 @@ from postergenre.genres import GENRES
 
 log = logging.getLogger(__name__)
 # Written beside metrics.json: every metric, and one small file per model for DVC.
-ALL_METRICS_FILE = "metrics_all.json"
-DVC_METRICS_DIR = "metrics"
+from postergenre.evaluation.layout import (  # noqa: E402 - the folder's names
+    ALL_METRICS_FILE,
+    BOOTSTRAP_FILE,
+    DVC_METRICS_DIR,
+    METRICS_FILE,
+    PER_GENRE_FILE,
+    PLOTS_DIR,
+    REPORT_FILE,
+    SCORES_DIR,
+    THRESHOLDS_FILE,
+)
+
 # The DVC plots evaluate writes into its plots folder (every scorer in each file).
 ROC_FILE, PR_FILE, HISTORY_FILE = "roc.json", "pr.json", "history.json"
 # Extra headline keys: the same F1s with the per-genre thresholds (what `predict` uses).
@@ -183,7 +193,7 @@ def score_all(
 ) -> tuple[dict[str, Scored], Labels, str | None]:
     """Thresholds (validation) and test scores for the models, baselines and last blessed."""
     from postergenre.serving.registry import fetch_latest
-    from postergenre.training.train import (
+    from postergenre.training.outputs import (
         load_model,  # TensorFlow loads only when models are scored
     )
 
@@ -222,19 +232,14 @@ def score_all(
 def evaluate_models(
     prepared_dir: str | os.PathLike[str],
     model_dirs: Mapping[str, str | os.PathLike[str]],
-    metrics_path: str | os.PathLike[str],
-    per_genre_path: str | os.PathLike[str],
-    plots_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
     config: EvaluateConfig | None = None,
     *,
-    bootstrap_path: str | os.PathLike[str] | None = None,
-    thresholds_path: str | os.PathLike[str] | None = None,
-    report_path: str | os.PathLike[str] | None = None,
     registry: str | os.PathLike[str] | None = None,
-    scores_dir: str | os.PathLike[str] | None = None,
 ) -> dict:
-    """Write headline metrics (DVC metrics), per-genre tables, curves, bootstrap intervals,
-    thresholds and (optionally) the HTML report; return the headline metrics."""
+    """Write into `out_dir` the headline metrics (DVC metrics), per-genre tables, curves
+    (PLOTS_DIR), bootstrap intervals, thresholds, every movie's scores (SCORES_DIR) and the
+    HTML report, each under its fixed name; return the headline metrics."""
     config = config or EvaluateConfig()
     versus = _reference_model(config.reference_model, model_dirs)  # before hours of scoring
     scored, labels, reference_entry = score_all(prepared_dir, model_dirs, registry, config)
@@ -253,7 +258,8 @@ def evaluate_models(
         versus=versus)
     boot["reference_entry"] = reference_entry
 
-    plots = Path(plots_dir)
+    out = Path(out_dir)
+    plots = out / PLOTS_DIR
     plots.mkdir(parents=True, exist_ok=True)
     # One file per plot, one row per point with the scorer's name in `model`: the DVC
     # template (.dvc/plots/by_model.json) draws one line per model, so a new model in
@@ -275,20 +281,16 @@ def evaluate_models(
 
     write_genre_curve_figures(evaluation, plots, models=list(model_dirs))
 
-    write_metrics(headline, metrics_path)
-    write_json(per_genre_path, _clean(per_genre))
-    if bootstrap_path:
-        write_json(bootstrap_path, _clean(boot))
-    if thresholds_path:
-        write_json(thresholds_path, {
-            name: s.point.as_json(config.threshold_shrinkage, config.max_positive_ratio)
-            for name, s in scored.items()})
-    if scores_dir:
-        write_movie_scores(scored, labels, scores_dir)
-    if report_path:
-        from postergenre.evaluation.report import write_report
+    write_metrics(headline, out / METRICS_FILE)
+    write_json(out / PER_GENRE_FILE, _clean(per_genre))
+    write_json(out / BOOTSTRAP_FILE, _clean(boot))
+    write_json(out / THRESHOLDS_FILE, {
+        name: s.point.as_json(config.threshold_shrinkage, config.max_positive_ratio)
+        for name, s in scored.items()})
+    write_movie_scores(scored, labels, out / SCORES_DIR)
+    from postergenre.evaluation.report import write_report
 
-        write_report(evaluation, report_path, prepared_dir, n_posters=config.report_posters)
+    write_report(evaluation, out / REPORT_FILE, prepared_dir, n_posters=config.report_posters)
     return headline
 
 

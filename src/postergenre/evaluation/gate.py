@@ -29,6 +29,15 @@ from pathlib import Path
 
 from postergenre.atomic import write_json
 from postergenre.configs import GateConfig
+from postergenre.evaluation.layout import (
+    BLESSING_FILE,
+    BOOTSTRAP_FILE,
+    DECIDED_REPORT_FILE,
+    METRICS_FILE,
+    PER_GENRE_FILE,
+    REPORT_FILE,
+    THRESHOLDS_FILE,
+)
 from postergenre.evaluation.metrics import BASELINES, LAST_BLESSED, NOT_CANDIDATES, TOP3
 from postergenre.typed_config import to_mapping
 
@@ -153,36 +162,29 @@ def evaluate_rules(metrics: Mapping[str, Mapping], config: GateConfig | None = N
     return rules
 
 
-def _read(path: str | os.PathLike[str] | None, what: str) -> dict | None:
-    if path is None:
-        return None
-    path = Path(path)
+def _read(path: Path, what: str, *, required: bool = False) -> dict | None:
     if not path.is_file():
-        raise FileNotFoundError(f"{what} file not found: {path} (run evaluate first)")
+        if required:
+            raise FileNotFoundError(f"{what} file not found: {path} (run evaluate first)")
+        return None
     return json.loads(path.read_text())
 
 
 def gate(
-    metrics_path: str | os.PathLike[str],
-    blessing_path: str | os.PathLike[str],
+    evaluation_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
     config: GateConfig | None = None,
-    *,
-    per_genre_path: str | os.PathLike[str] | None = None,
-    bootstrap_path: str | os.PathLike[str] | None = None,
-    thresholds_path: str | os.PathLike[str] | None = None,
-    evaluation_report_path: str | os.PathLike[str] | None = None,
-    report_path: str | os.PathLike[str] | None = None,
 ) -> str:
-    """Decide `blessed` or `rejected`, write the blessing file, and return the decision.
-    Given evaluate's HTML page and `report_path`, also write the report a person reads:
-    that page opening with this decision."""
-    if (evaluation_report_path is None) != (report_path is None):
-        raise ValueError("gate: give both evaluate's page and the report to write, or neither")
+    """Decide `blessed` or `rejected` from evaluate's folder, write BLESSING_FILE into
+    `out_dir`, and return the decision. Where the folder holds evaluate's page, also write
+    DECIDED_REPORT_FILE, the report a person reads: that page opening with this decision."""
     config = config or GateConfig()
-    metrics = _read(metrics_path, "metrics")
-    per_genre = _read(per_genre_path, "per-genre metrics")
-    bootstrap = _read(bootstrap_path, "bootstrap")
-    thresholds = _read(thresholds_path, "thresholds")
+    evaluation, out = Path(evaluation_dir), Path(out_dir)
+    metrics_path = evaluation / METRICS_FILE
+    metrics: dict = _read(metrics_path, "metrics", required=True) or {}
+    per_genre = _read(evaluation / PER_GENRE_FILE, "per-genre metrics")
+    bootstrap = _read(evaluation / BOOTSTRAP_FILE, "bootstrap")
+    thresholds = _read(evaluation / THRESHOLDS_FILE, "thresholds")
     candidates = [m for m in metrics if m not in NOT_CANDIDATES]
     if not candidates:
         raise ValueError(f"{metrics_path}: no model to gate, only {sorted(metrics)}")
@@ -206,13 +208,13 @@ def gate(
         "rules": rules,
         "settings": settings,
     }
-    write_json(blessing_path, blessing)
-    if report_path is not None:
+    write_json(out / BLESSING_FILE, blessing)
+    if (evaluation / REPORT_FILE).is_file():
         from postergenre.evaluation.report import write_decided_report
 
-        write_decided_report(evaluation_report_path, blessing, report_path)
+        write_decided_report(evaluation / REPORT_FILE, blessing, out / DECIDED_REPORT_FILE)
     if chosen:
         log.info("gate: blessed %s", chosen)
     else:
         log.warning("gate: rejected every model: %s", "; ".join(failed))
-    return blessing["decision"]
+    return str(blessing["decision"])

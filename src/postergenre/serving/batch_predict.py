@@ -32,7 +32,7 @@ from postergenre.atomic import write_json
 from postergenre.genres import GENRES
 
 log = logging.getLogger(__name__)
-SIGNATURE = "serve_examples"  # the endpoint train.export_serving adds for RunInference
+SIGNATURE = "serve_examples"  # the endpoint training.outputs.export_serving adds for RunInference
 OUTPUT_KEY = "probabilities"
 PREDICTIONS_PREFIX = "predictions"
 ERRORS_FILE = "errors.csv"
@@ -116,7 +116,7 @@ def saved_model_for(model_dir: Path, work_dir: Path) -> Path:
         graphs = loader_impl.parse_saved_model(str(saved)).meta_graphs
         if any(SIGNATURE in graph.signature_def for graph in graphs):
             return saved
-    from postergenre.training.train import export_serving, load_model
+    from postergenre.training.outputs import export_serving, load_model
 
     model = load_model(model_dir)
     log.info("batch_predict: %s lacks %r; re-exporting from model.keras", saved, SIGNATURE)

@@ -32,7 +32,7 @@ def feature_layer(model: keras.Model) -> keras.layers.Layer:
     """The model's last top-level layer with a spatial (4-D) output: the last Conv2D
     when it sits at the top level, else the nested base that ends in one."""
     candidates = [layer for layer in model.layers[1:]
-                  if len(getattr(layer, "output", None).shape or ()) == 4]
+                  if len(getattr(getattr(layer, "output", None), "shape", None) or ()) == 4]
     convs = [layer for layer in candidates if isinstance(layer, keras.layers.Conv2D)]
     if convs:
         return convs[-1]

@@ -36,6 +36,7 @@ import urllib.request
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -90,7 +91,7 @@ class ModelInfo:
 class Predictor:
     """A loaded model and its decision thresholds."""
 
-    model: object
+    model: Any  # a keras.Model (not imported here: TensorFlow loads only when used)
     thresholds: np.ndarray
     source: str
     info: ModelInfo | None = None
@@ -145,7 +146,7 @@ def load_predictor(model_dir: str | os.PathLike[str] | None = None,
         entry_info = verify_entry(entry) if entry is not None else None
     folder = Path(model_dir)
     if entry is not None:
-        saved = require_thresholds(entry)
+        saved: dict | None = require_thresholds(entry)
         model_path = entry / MODEL_FOLDER
         thresholds_path: Path | None = entry / THRESHOLDS_FILE
     else:
@@ -157,12 +158,14 @@ def load_predictor(model_dir: str | os.PathLike[str] | None = None,
                         DEFAULT_THRESHOLD)
             saved = {"per_genre": dict.fromkeys(GENRES, DEFAULT_THRESHOLD)}
             thresholds_path = None
+    assert saved is not None
     missing = [g for g in GENRES if g not in saved["per_genre"]]
     if missing:
         raise ValueError(f"{entry or folder.parent}/thresholds.json: per_genre thresholds "
                          f"lack {', '.join(missing)}")
     thresholds = np.array([float(saved["per_genre"][g]) for g in GENRES])
-    from postergenre.training.train import load_model  # TensorFlow: only once the entry checked out
+    # TensorFlow loads only once the entry checked out.
+    from postergenre.training.outputs import load_model
 
     info = _model_info(entry, entry_info, model_path, thresholds_path,
                        file_sha256(thresholds_path) if thresholds_path else None)
@@ -175,7 +178,7 @@ def load_predictor(model_dir: str | os.PathLike[str] | None = None,
 def _model_info(entry: Path | None, entry_info: dict | None, model_path: Path,
                 thresholds_path: Path | None, thresholds_sha256: str | None) -> ModelInfo:
     """The entry's record (entry.json), or what a bare model folder says of itself."""
-    from postergenre.training.train import METADATA_FILE
+    from postergenre.training.outputs import METADATA_FILE
 
     metadata_path = model_path / METADATA_FILE
     metadata = json.loads(metadata_path.read_text()) if metadata_path.is_file() else {}
@@ -287,7 +290,7 @@ def predict_posters(predictor: Predictor, posters: Sequence[str], batch_size: in
 
 
 def _explain(predictor: Predictor, pixels: np.ndarray, probabilities: np.ndarray,
-             good: Sequence[PosterResult], originals: Sequence[np.ndarray],
+             good: Sequence[PosterResult], originals: Sequence[np.ndarray | None],
              results: list[PosterResult], folder: Path) -> None:
     """Write each poster's captioned Grad-CAM overlay for its top genre."""
     import cv2
@@ -297,6 +300,7 @@ def _explain(predictor: Predictor, pixels: np.ndarray, probabilities: np.ndarray
     top = probabilities.argmax(axis=1)
     heat = gradcam(predictor.model, pixels, top)
     for result, rgb, h, g in zip(good, originals, heat, top, strict=True):
+        assert rgb is not None and result.probabilities is not None  # kept for --explain
         caption = f"{GENRES[g]} {result.probabilities[g]:.2f}"
         path = folder / _explain_name(results.index(result), result.poster)
         image = captioned_overlay(rgb, h, caption)

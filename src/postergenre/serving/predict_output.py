@@ -47,6 +47,7 @@ def top_k(probabilities: np.ndarray, k: int) -> list[tuple[str, float]]:
 def ranked_genres(result: PosterResult) -> list[int]:
     """Indices of the poster's genres (at or above threshold), most probable first."""
     p = result.probabilities
+    assert p is not None  # ranked only for a scored poster
     return [int(g) for g in np.argsort(-p, kind="stable") if GENRES[g] in result.genres]
 
 
@@ -71,6 +72,7 @@ def prediction_document(predictor: Predictor, results: Sequence[PosterResult],
                         k: int = DEFAULT_TOP_K) -> dict[str, Any]:
     """Everything predict reports, as plain JSON-ready data."""
     info = predictor.info
+    assert info is not None  # Predictor fills it in
     model = asdict(info)
     model["thresholds"] = {"path": model.pop("thresholds"),
                            "sha256": model.pop("thresholds_sha256")}
@@ -103,7 +105,8 @@ def format_table(document: dict[str, Any]) -> str:
              f"thresholds  {model['thresholds']['path'] or 'none: 0.5 for every genre'}", ""]
     # Top-k before the genres: its width is fixed, while a poor model may put many genres
     # above their thresholds.
-    rows = [("poster", f"top {document['top_k']}", "genres (at or above threshold)")]
+    rows: list[tuple[str, str, str | None]] = [
+        ("poster", f"top {document['top_k']}", "genres (at or above threshold)")]
     for record in document["posters"]:
         if record["error"] is None:
             rows.append((record["poster"], _pairs(record["top_k"]),

@@ -132,21 +132,29 @@ def file_hashes(entry: str | os.PathLike[str]) -> dict[str, str]:
     return {rel: file_sha256(root / rel) for rel in _walk(root)[0] if rel != ENTRY_FILE}
 
 
-def data_version_of(dvc_file: str | os.PathLike[str]) -> str | None:
-    """The data version DVC records for a tracked folder: the md5 in its `.dvc` file."""
+def data_version_of(source: str | os.PathLike[str]) -> str | None:
+    """The version of the poster data: the md5 DVC records in a `.dvc` file, or, given the
+    poster folder itself (`make real`), `sha256:` and a hash of its files' names and
+    contents; None when there is neither."""
     import yaml
 
-    path = Path(dvc_file)
+    path = Path(source)
+    if path.is_dir():
+        digest = hashlib.sha256()
+        for name, sha in file_hashes(path).items():
+            digest.update(f"{name}\0{sha}\n".encode())
+        return f"sha256:{digest.hexdigest()}"
     if not path.is_file():
         return None
     outs = (yaml.safe_load(path.read_text()) or {}).get("outs") or [{}]
     return outs[0].get("md5")
 
 
-def data_source_of(dvc_file: str | os.PathLike[str], data_version: str | None) -> str | None:
-    """What the data a `.dvc` file tracks is: "demo" (every row of its labels.csv is a
-    synthetic poster of `sources.demo`) or "real"; None when unknown (no .dvc file, its
-    data not checked out, or `data_version` is not the version the .dvc file records).
+def data_source_of(source: str | os.PathLike[str], data_version: str | None) -> str | None:
+    """What the poster data is: "demo" (every row of its labels.csv is a synthetic poster
+    of `sources.demo`) or "real"; None when unknown (no .dvc file, its data not checked
+    out, or `data_version` is not the data's version). `source`: a `.dvc` file, or the
+    poster folder itself.
 
     Recorded in the entry so that predict can warn that a model trained on demo data says
     nothing about real posters (nothing else in an entry tells the two apart).
@@ -156,12 +164,17 @@ def data_source_of(dvc_file: str | os.PathLike[str], data_version: str | None) -
     from postergenre.data.labels import LABELS_FILE, read_labels
     from postergenre.sources.demo import DEMO_ID_BASE
 
-    path = Path(dvc_file)
+    path = Path(source)
     if data_version is None or data_version_of(path) != data_version:
         return None
-    outs = (yaml.safe_load(path.read_text()) or {}).get("outs") or [{}]
-    labels = path.parent / str(outs[0].get("path", "")) / LABELS_FILE
-    if not outs[0].get("path") or not labels.is_file():
+    if path.is_dir():
+        labels = path / LABELS_FILE
+    else:
+        outs = (yaml.safe_load(path.read_text()) or {}).get("outs") or [{}]
+        if not outs[0].get("path"):
+            return None
+        labels = path.parent / str(outs[0]["path"]) / LABELS_FILE
+    if not labels.is_file():
         return None
     table = read_labels(labels)
     demo = [_is_demo_row(imdb_id, title, DEMO_ID_BASE)

@@ -545,6 +545,7 @@ def _motif_mask(
     units of 1/_UNIT px), rotated by `rot` degrees."""
     mask = np.zeros((height, width), dtype=np.uint8)
     m = _Motif(int(cx), int(cy), int(r), int(rot), width, height)
+    s: _Samples | None
     if kind == "grid":
         s = _Samples(0, 0, width, height)
     else:  # every motif stays within 1.6 r (+ a line width) of its centre

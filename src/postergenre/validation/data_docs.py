@@ -234,7 +234,7 @@ def _renderer(severity: Mapping[str, Severity], success: bool) -> Any:
     def policy_of(evr: Any) -> str | None:
         if evr.success or (evr.exception_info or {}).get("raised_exception"):
             return None  # passed, or gx itself failed to evaluate it (its own warning)
-        return severity.get((evr.expectation_config.meta or {}).get("rule"), "hard")
+        return severity.get(str((evr.expectation_config.meta or {}).get("rule")), "hard")
 
     class PolicySections(ValidationResultsColumnSectionRenderer):
         def render(self, validation_results: list, suite_parameters: Any = None) -> Any:
@@ -259,7 +259,7 @@ def _renderer(severity: Mapping[str, Severity], success: bool) -> Any:
             super().__init__()
             self._column_section_renderer = PolicySections()
 
-        def _render_validation_header(self, validation_results: Any) -> Any:
+        def _render_validation_header(self, validation_results: Any) -> Any:  # type: ignore[override]
             block = super()._render_validation_header(validation_results)
             flagged = {policy_of(evr) for evr in validation_results.results} - {None}
             if not success:
@@ -273,7 +273,8 @@ def _renderer(severity: Mapping[str, Severity], success: bool) -> Any:
             params["html_success_icon"] = f'<i class="fas {icon}" aria-hidden="true"></i>'
             return block
 
-        def _render_validation_statistics(self, validation_results: Any) -> Any:
+        def _render_validation_statistics(  # type: ignore[override]
+                self, validation_results: Any) -> Any:
             block = super()._render_validation_statistics(validation_results)
             policies = [policy_of(evr) for evr in validation_results.results]
             block.table += [["Flagged by warn-only rules (rows kept)", policies.count("warn")],
@@ -346,6 +347,6 @@ def render_data_docs(result: Any, severity: Mapping[str, Severity], success: boo
     # Our templates first: the page, and the action card whose buttons need no jQuery.
     view.env.loader = ChoiceLoader([
         DictLoader({PAGE_TEMPLATE_NAME: PAGE_TEMPLATE, "page_action_card.j2": ACTION_CARD}),
-        view.env.loader])
+        view.env.loader])  # type: ignore[list-item]
     return view.render(document, template=PAGE_TEMPLATE_NAME, stylesheet=STYLESHEET,
                        script=SCRIPT)

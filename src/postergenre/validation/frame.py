@@ -77,8 +77,9 @@ def validation_frame(
         else:
             first = imdb_ids[group] or f"line {lines[group]}"
             duplicate_of.append(first)
-            detail.append(f"line {lines[group]}, Hamming distance "
-                          f"{hamming(hashes[i], hashes[group])} bits")
+            a, b = hashes[i], hashes[group]
+            assert a is not None and b is not None  # grouped only when both were hashed
+            detail.append(f"line {lines[group]}, Hamming distance {hamming(a, b)} bits")
     frame = pd.DataFrame({
         LINE_COLUMN: pd.Series(lines, dtype="int64"),
         **{c: labels[c].to_numpy(dtype=object) for c in labels.columns if c in LABEL_COLUMNS},
@@ -92,7 +93,8 @@ def validation_frame(
         pixels=_nullable((p.pixels for p in probes), "Int64"),
         width=_nullable((p.width for p in probes), "Int64"),
         height=_nullable((p.height for p in probes), "Int64"),
-        aspect=_nullable((p.height / p.width if p.width else None for p in probes), "float64"),
+        aspect=_nullable((p.height / p.width if p.width and p.height is not None else None
+                          for p in probes), "float64"),
         decodes=_nullable(p.decodes for p in probes),
         channels=_nullable((p.channels for p in probes), "Int64"),
         problem=_nullable(p.problem for p in probes),

@@ -3,8 +3,9 @@
 A rule is one or more expectations of the great-expectations suite
 (`resources/postergenre_suite.json`, whose `meta.rule` names the rule) plus what the suite
 cannot hold: the rule's default policy, whether its offenders are rows or the table, and
-how to say what is wrong with an offender. ValidateConfig's `soft_rules` / `warn_rules` /
-`hard_rules` move rules away from their default policy.
+how to say what is wrong with an offender. The policy is declared here only:
+ValidateConfig's `soft_rules` / `warn_rules` / `hard_rules` (empty by default) move rules
+away from it for a run.
 
 Order matters twice: the report lists rules in this order, and a row breaking several soft
 rules is rejected for the first of them. The poster rules are ordered cheapest check first,
@@ -102,6 +103,7 @@ RULES: tuple[Rule, ...] = (
          lambda row: f"poster {row['poster']}: {int(row['width'])} px wide"),
     Rule("poster_min_height", "soft",
          lambda row: f"poster {row['poster']}: {int(row['height'])} px high"),
+    # Real landscape artwork (about 1% of TMDb posters) is a poster all the same: reported.
     Rule("poster_aspect", "warn",
          lambda row: f"poster {row['poster']}: height/width {row['aspect']:.2f}"),
     Rule("poster_near_duplicate", "warn",

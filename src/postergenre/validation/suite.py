@@ -92,7 +92,8 @@ def run_suite(
 
     # gx logs its own set-up at INFO on import; the stage reports what matters itself.
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
-    run, skipped = [], []
+    run: list[Any] = []
+    skipped: list[Any] = []
     for expectation in suite_config["expectations"]:
         column = expectation["kwargs"].get("column")
         (skipped if column is not None and column not in frame.columns else run).append(

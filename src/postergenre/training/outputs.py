@@ -1,0 +1,144 @@
+"""The model folder a trainer writes, and how it is read back.
+
+A model folder holds `model.keras` (raw RGB pixels in [0, 255] -> 19 probabilities),
+`saved_model/` (a SavedModel whose `serving_default` takes JPEG bytes), `metadata.json`
+(genres in order, image size, preprocessing, data version), `history.json` (one entry per
+epoch: loss, val_loss, val_auc; the linear probe has one), `training.json` (with
+`resumed_from_epoch`: the checkpoint's last finished epoch when the run resumed, else
+null), `timing.json` (seconds and images per second: the clock, kept out of DVC's hash
+by .dvcignore) and `dvclive/` (per-epoch metrics and plots for DVC).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+# Registers the custom classes a saved model names (VggPreprocess, the weighted loss):
+# load_model must find them whoever calls it (evaluate, predict, batch-predict).
+import postergenre.training.models  # noqa: F401
+from postergenre.atomic import write_json
+from postergenre.data.shards import decode_poster
+from postergenre.genres import GENRES
+from postergenre.reproducible import (
+    export_variables_in_name_order,
+    normalize_keras_archive,
+    normalize_saved_model_fingerprint,
+)
+
+log = logging.getLogger(__name__)
+
+
+MODEL_FILE = "model.keras"
+SAVED_MODEL_DIR = "saved_model"
+METADATA_FILE = "metadata.json"
+TIMING_FILE = "timing.json"
+TIMING_KEYS = ("seconds", "feature_seconds", "train_images_per_second")
+PREPROCESSING = ("decode JPEG to RGB uint8, resize the whole poster to a square of "
+                 "image_size pixels (area interpolation), float32 in [0, 255]; the model "
+                 "scales its own input")
+
+
+def _write_dvclive(live_dir: Path, history: list[dict]) -> None:
+    """DVC's per-epoch metrics and plots (what dvclive's Keras callback writes), from the
+    whole history: a resumed run's folder has every epoch too."""
+    try:
+        from dvclive import Live
+        from dvclive.utils import standardize_metric_name
+
+        # dvcyaml=None: the project's dvc.yaml declares the plots; no experiment commits.
+        live = Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=None)
+    except Exception as err:  # noqa: BLE001 - logging must never stop training
+        # dvclive reads the git state (it fails in a repository with no commit yet).
+        log.warning("dvclive disabled (%s); per-epoch numbers stay in history.json", err)
+        return
+    for entry in history:
+        for key, value in entry.items():
+            if key not in ("epoch", "phase"):
+                live.log_metric(standardize_metric_name(key, "dvclive.keras"), value)
+        live.next_step()
+    live.end()
+
+
+def export_serving(model: keras.Model, path: str | os.PathLike[str], image_size: int) -> Path:
+    """A SavedModel whose `serving_default` takes JPEG (or PNG) bytes, returns 19 probabilities.
+
+    TF Serving, or any client that can send a string tensor, needs no Python code of ours.
+    A second endpoint, `serve_examples`, takes serialized `tf.train.Example`s as the shards
+    hold them (the `image` feature) and returns the same probabilities: the signature
+    tfx-bsl's RunInference feeds (one string input, a dict of outputs) in `batch_predict`.
+    """
+    path = Path(path)
+
+    def decode(data: tf.Tensor) -> tf.Tensor:
+        image = tf.image.resize(decode_poster(data), [image_size, image_size], method="area")
+        return tf.cast(image, tf.float32)
+
+    def probabilities(image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
+        images = tf.map_fn(decode, image_bytes, fn_output_signature=tf.float32)
+        return {"probabilities": tf.cast(model(images, training=False), tf.float32)}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+    def serve(image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
+        return probabilities(image_bytes)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def serve_examples(examples: tf.Tensor) -> dict[str, tf.Tensor]:
+        # Only the image is parsed: scoring needs no labels (a catalogue has none).
+        features = {"image": tf.io.FixedLenFeature([], tf.string)}
+        return probabilities(tf.io.parse_example(examples, features)["image"])
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serving_default", serve)
+    archive.add_endpoint("serve_examples", serve_examples)
+    with export_variables_in_name_order():
+        archive.write_out(str(path), verbose=False)
+    return path
+
+
+def write_outputs(model: keras.Model, model_dir: Path, history: list[dict], info: dict,
+                  data_version: str, live: bool = False) -> dict:
+    """Write the model folder's files into `model_dir` (the partial folder); with
+    `live`, dvclive's per-epoch files from `history` too."""
+    model_dir.mkdir(parents=True, exist_ok=True)
+    if live:
+        _write_dvclive(model_dir / "dvclive", history)
+    model.save(model_dir / MODEL_FILE)
+    normalize_keras_archive(model_dir / MODEL_FILE)
+    export_serving(model, model_dir / SAVED_MODEL_DIR, int(info["image_size"]))
+    normalize_saved_model_fingerprint(model_dir / SAVED_MODEL_DIR)
+    write_json(model_dir / METADATA_FILE, {
+        "model": info["model"], "genres": list(GENRES), "image_size": info["image_size"],
+        "input": "float32 RGB pixels in [0, 255], shape (batch, size, size, 3)",
+        "preprocessing": PREPROCESSING, "serving_signature": "serving_default: "
+        "image_bytes (string, JPEG/PNG) -> probabilities (float32, 19)",
+        "data_version": data_version,
+    })
+    write_json(model_dir / "history.json", history)
+    best = min(history, key=lambda e: e["val_loss"]) if history else {}
+    info = {**info, "best_epoch": best.get("epoch"), "best_val_loss": best.get("val_loss"),
+            "best_val_auc": best.get("val_auc"), "epochs_run": len(history),
+            "genres": list(GENRES), "data_version": data_version}
+    # The clock's figures in their own file, which .dvcignore keeps out of DVC's hash of
+    # the model folder (reproducible.py); training.json is the same on every rerun.
+    write_json(model_dir / TIMING_FILE, {k: info[k] for k in TIMING_KEYS if k in info})
+    write_json(model_dir / "training.json",
+               {k: v for k, v in info.items() if k not in TIMING_KEYS})
+    return info
+
+
+def throughput(history: list[dict], seconds: float, examples: int) -> float:
+    return round(examples * max(len(history), 1) / max(seconds, 1e-9), 1)
+
+
+def load_model(model_dir: str | os.PathLike[str]) -> keras.Model:
+    """Load a trained model folder's `model.keras` (no optimizer state needed)."""
+    path = Path(model_dir) / MODEL_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: is {model_dir} the output of a train step?")
+    return keras.models.load_model(path, compile=False)
