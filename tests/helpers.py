@@ -176,3 +176,35 @@ def parse_lock(text: str, source: str = "requirements.lock") -> list[Entry]:
         entries.append(Entry(number, line, match.group(1), match.group(2),
                              tuple(h.group(1) for h in hashes if h)))
     return entries
+
+
+# ---- hostile images --------------------------------------------------------------------------
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    import struct
+    import zlib
+
+    return (struct.pack(">I", len(data)) + kind + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+
+def png_text_bomb() -> bytes:
+    """A PNG declaring 20000 x 20000 pixels whose zTXt chunk (before the pixels) inflates
+    past Pillow's text limit: Pillow cannot read its header."""
+    import struct
+    import zlib
+
+    header = struct.pack(">IIBBBBB", 20000, 20000, 8, 0, 0, 0, 0)
+    text = b"Comment\0\0" + zlib.compress(b"a" * (2 << 20), 9)
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"zTXt", text)
+            + png_chunk(b"IDAT", zlib.compress(bytes(20001 * 4))) + png_chunk(b"IEND", b""))
+
+
+def radiance_hdr() -> bytes:
+    """A Radiance .hdr image: OpenCV decodes it; it is no poster format."""
+    import cv2
+    import numpy as np
+
+    ok, data = cv2.imencode(".hdr", np.full((72, 48, 3), 0.5, np.float32))
+    assert ok
+    return data.tobytes()

@@ -335,10 +335,10 @@ def test_probe_never_decodes_a_header_it_cannot_read_or_a_format_it_does_not_tak
     taken for "no size" and decoded in full; a Radiance .hdr was decoded (OpenCV reads
     it), though it is no poster format."""
     from postergenre.data.probe import probe_poster
-    from tests.test_predict import _png_chunk, _radiance_hdr, _text_bomb
+    from tests.helpers import png_chunk, png_text_bomb, radiance_hdr
 
-    cases = {"text-bomb.png": _text_bomb(), "poster.hdr": _radiance_hdr(),
-             "cut.png": b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", b"\0" * 5)}
+    cases = {"text-bomb.png": png_text_bomb(), "poster.hdr": radiance_hdr(),
+             "cut.png": b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", b"\0" * 5)}
     for name, data in cases.items():
         (tmp_path / name).write_bytes(data)
     probes = {name: probe_poster(tmp_path / name, 40_000_000) for name in cases}

@@ -12,7 +12,7 @@ import pytest
 from postergenre.cli import main
 from postergenre.genres import GENRES
 from postergenre.serving.predict import expand_posters, load_predictor, predict_posters
-from tests.helpers import train_tiny
+from tests.helpers import png_text_bomb, radiance_hdr, train_tiny
 
 
 @pytest.fixture(scope="module")
@@ -405,36 +405,6 @@ def test_top_k_and_records_without_a_model():
 # -- issue 24: one guard before every decode; one bad poster is one error line ----------
 
 
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    import struct
-    import zlib
-
-    return (struct.pack(">I", len(data)) + kind + data
-            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
-
-
-def _text_bomb() -> bytes:
-    """A PNG declaring 20000 x 20000 pixels whose zTXt chunk (before the pixels) inflates
-    past Pillow's text limit: Pillow cannot read its header."""
-    import struct
-    import zlib
-
-    header = struct.pack(">IIBBBBB", 20000, 20000, 8, 0, 0, 0, 0)
-    text = b"Comment\0\0" + zlib.compress(b"a" * (2 << 20), 9)
-    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"zTXt", text)
-            + _png_chunk(b"IDAT", zlib.compress(bytes(20001 * 4))) + _png_chunk(b"IEND", b""))
-
-
-def _radiance_hdr() -> bytes:
-    """A Radiance .hdr image: OpenCV decodes it; it is no poster format."""
-    import cv2
-    import numpy as np
-
-    ok, data = cv2.imencode(".hdr", np.full((72, 48, 3), 0.5, np.float32))
-    assert ok
-    return data.tobytes()
-
-
 def _wide_bmp(width: int = 2_000_000) -> bytes:
     """A 2,000,000 x 1 BMP (6 MB, 2 Mpx): past OpenCV's own side limit, whose check is an
     assertion (cv2.error), not a None."""
@@ -465,8 +435,8 @@ def test_headers_that_cannot_be_read_and_other_formats_are_refused_naming_the_fi
         tiny_data, tmp_path, monkeypatch):
     good = sorted((tiny_data / "posters").iterdir())[0]
     bomb, hdr = tmp_path / "text-bomb.png", tmp_path / "poster.hdr"
-    bomb.write_bytes(_text_bomb())
-    hdr.write_bytes(_radiance_hdr())
+    bomb.write_bytes(png_text_bomb())
+    hdr.write_bytes(radiance_hdr())
     by_name, seen = _score([good, bomb, hdr], monkeypatch)
     assert by_name[str(bomb)].error == (
         f"{bomb}: 20000x20000 pixels exceeds 40000000; refused before decoding")
