@@ -1,6 +1,8 @@
 """Split by movie, then augment the training split only: no leakage by construction."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -283,3 +285,17 @@ def test_a_damaged_or_cut_train_shard_is_named_before_training_reads_it(
                         r"\(rerun augment, or restore the prepared folder with `dvc "
                         r"checkout`\)", line), line
     assert not (tmp_path / "model").exists()
+
+
+def test_augment_runs_without_loading_tensorflow(tiny_data, tiny_split, tmp_path):
+    """Writing shards needs no TensorFlow (its import costs seconds and ~700 MiB): the CLI's
+    augment, in a process of its own, never loads it."""
+    script = ("import sys\nfrom postergenre.cli import main\n"
+              f"code = main(['augment', '--data', {str(tiny_data)!r}, '--split', "
+              f"{str(tiny_split)!r}, '--out', {str(tmp_path / 'prepared')!r}, "
+              "'--image-size', '32'])\n"
+              "print(code, 'tensorflow' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=600)
+    assert done.stdout.split()[-2:] == ["0", "False"], done.stdout + done.stderr
+    assert (tmp_path / "prepared" / "manifest.json").is_file()

@@ -526,7 +526,7 @@ def run(args: argparse.Namespace) -> int:  # noqa: C901 - a flat dispatch table
 
 
 # Commands that load TensorFlow (its native start-up lines are hidden unless -v).
-TENSORFLOW_COMMANDS = ("augment", "evaluate", "predict", "batch-predict",
+TENSORFLOW_COMMANDS = ("evaluate", "predict", "batch-predict",
                        *(f"train-{kind}" for kind in MODEL_KINDS))
 
 

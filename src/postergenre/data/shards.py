@@ -33,15 +33,17 @@ import re
 from collections.abc import Iterable, Iterator
 from importlib import resources
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
-import tensorflow as tf
 
 # Without TensorFlow: augment's worker processes serialise records (see records.py).
 from postergenre.data.records import PosterRecord, frame
 from postergenre.data.records import serialize as to_example
 from postergenre.genres import NUM_GENRES
+
+if TYPE_CHECKING:  # TensorFlow loads only where shards are read: writing them (augment)
+    import tensorflow as tf  # needs none of it (its import costs seconds and ~700 MiB)
 
 log = logging.getLogger(__name__)
 MANIFEST_FILE = "manifest.json"
@@ -62,6 +64,8 @@ def _tf_message(err: BaseException) -> str:
 def find_bad_shards(paths: Iterable[str]) -> list[tuple[str, str]]:
     """(shard, problem) for each file that cannot be read through, record by record
     (TFRecord framing and CRCs, then each record as a tf.train.Example)."""
+    import tensorflow as tf
+
     bad = []
     for path in paths:
         try:
@@ -93,6 +97,8 @@ def check_split(prepared_dir: str | os.PathLike[str], split: str) -> None:
     ShardReadError naming the shard(s) when one is damaged or cut short (module doc). A
     shard cut at a record boundary reads without error, only shorter: a model would be
     trained, or scored, on part of the split as if it were all of it."""
+    import tensorflow as tf
+
     paths = shard_paths(prepared_dir, split)
     if not paths:
         return
@@ -222,6 +228,8 @@ def decode_poster(data: tf.Tensor) -> tf.Tensor:
     `predict` and the data stages use) to the accurate one: up to 9 levels apart per
     pixel. Every TensorFlow reader (training, serving, batch scoring) decodes here.
     """
+    import tensorflow as tf
+
     return tf.cond(
         tf.io.is_jpeg(data),
         lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
@@ -230,6 +238,8 @@ def decode_poster(data: tf.Tensor) -> tf.Tensor:
 
 def _decode_images(images: tf.Tensor, image_size: int) -> tf.Tensor:
     """A batch of JPEG strings -> (b, size, size, 3) uint8 RGB."""
+    import tensorflow as tf
+
     return tf.map_fn(decode_poster, images,
                      fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.uint8))
 
@@ -248,6 +258,8 @@ def dataset(
     exported model. With `with_ids`, batches are dicts that also carry the movie ids.
     Unshuffled, the order is the order of `labels_of` (the same TFXIO read).
     """
+    import tensorflow as tf
+
     image_size = int(read_manifest(prepared_dir)["image_size"])
 
     def to_pair(batch: dict[str, tf.Tensor]):
@@ -265,6 +277,8 @@ def dataset(
 
 def iter_records(prepared_dir: str | os.PathLike[str], split: str) -> Iterator[dict]:
     """Every record of a split as plain Python values (for tests and analysis)."""
+    import tensorflow as tf
+
     image_size = int(read_manifest(prepared_dir)["image_size"])
     batches = iter(_tf_batches(prepared_dir, split, 256, shuffle=False, seed=0))
     while True:
@@ -289,6 +303,7 @@ def iter_records(prepared_dir: str | os.PathLike[str], split: str) -> Iterator[d
 def record_batches(prepared_dir: str | os.PathLike[str], split: str,
                    columns: Iterable[str] | None = None, batch_size: int = 1024) -> Iterator:
     """A split as Arrow RecordBatches (optionally only `columns`), for pandas / analysis."""
+    import tensorflow as tf
     from tfx_bsl.public import tfxio
 
     if not shard_paths(prepared_dir, split):
