@@ -381,7 +381,9 @@ def test_two_concurrent_registers_of_the_same_entry_both_succeed(tmp_path, monke
         thread.join(30)
     assert errors == [] and len(results) == 2 and results[0] == results[1]
     assert sorted(p.name for p in (tmp_path / "reg").iterdir()) == sorted(
-        [LATEST_FILE, results[0].name])  # one entry, no staging folder left
+        [LATEST_FILE, "history.jsonl", results[0].name])  # one entry, no staging left
+    # One change of latest, recorded once: the second register found it there.
+    assert [h["entry"] for h in reg.read_history(tmp_path / "reg")] == [results[0].name]
     assert reg.verify_entry(results[0])["entry"] == results[0].name
 
 

@@ -182,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="data version to record (default: read from --data-dvc)")
     p.add_argument("--data-dvc", default="data.dvc", help=".dvc file of the poster data (its "
                    "md5 is the version), or the poster folder itself (its content hash)")
+    p.add_argument("--export", metavar="DIR", help="then copy the registry's latest entry "
+                   "(verified: model/, thresholds.json) into DIR, the blessed model that "
+                   "dvc.yaml's artifacts: names")
 
     p = _stage_parser(sub, "models", "list the models of a run (name, kind, what it is): "
                       "what dvc.yaml and the pipeline train")
@@ -237,6 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
     from postergenre.pipelines.commands import add_pipeline_parser
 
     add_pipeline_parser(sub, parents=[_verbosity_parent()])
+    # `registry list | show | promote | rollback | history`: beside their code too.
+    from postergenre.serving.registry_cli import add_registry_parser
+
+    add_registry_parser(sub, parents=[_verbosity_parent()])
     return parser
 
 
@@ -507,6 +514,12 @@ def run(args: argparse.Namespace) -> int:  # noqa: C901 - a flat dispatch table
         entry = register(args.blessing, model_dirs, args.registry, version,
                          data_source_of(args.data_dvc, version), lineage=lineage)
         print(f"registered {entry}" if entry else "not blessed: nothing registered")
+        if args.export:
+            from postergenre.serving.registry import export_latest
+
+            record = export_latest(args.registry, args.export)
+            print(f"exported {record['entry'] or 'nothing (the registry is empty)'} -> "
+                  f"{args.export}")
     elif cmd == "models":
         from postergenre.configs import model_specs
 
@@ -522,6 +535,10 @@ def run(args: argparse.Namespace) -> int:  # noqa: C901 - a flat dispatch table
         return _summary(args)
     elif cmd == "pipeline":
         return _pipeline(args)
+    elif cmd == "registry":
+        from postergenre.serving.registry_cli import run_registry_command
+
+        return run_registry_command(args)
     return 0
 
 
