@@ -14,7 +14,9 @@ from postergenre.data.images import encode_jpeg
 from postergenre.data.shards import PosterRecord, iter_records, read_manifest, write_shards
 from postergenre.evaluation.evaluate import evaluate_models
 from postergenre.evaluation.gate import gate
+from postergenre.evaluation.metrics import BASELINES
 from postergenre.evaluation.report import SECTIONS
+from postergenre.evaluation.styles import MODEL_COLOURS
 from postergenre.serving.registry import register
 from tests.helpers import train_tiny
 
@@ -57,6 +59,11 @@ def test_every_scorer_and_file_is_written(evaluated):
                          ("pr.json", {"scratch", "top3"}), ("history.json", {"scratch"})):
         rows = json.loads((plots / name).read_text())
         assert {row["model"] for row in rows} >= models, name
+        # How each is drawn (the DVC template reads it): the model in its one colour in
+        # every file, the baselines grey and dashed.
+        drawn = {(row["model"], row["colour"], row["kind"]) for row in rows}
+        assert ("scratch", MODEL_COLOURS[0], "model") in drawn, name
+        assert all(kind == "baseline" for model, _, kind in drawn if model in BASELINES)
 
 
 @pytest.mark.slow
@@ -132,6 +139,49 @@ def test_report_opens_in_headless_chromium_with_every_section(evaluated, tmp_pat
         assert text in dom
     # Figures: micro curves, 2 per-genre grids, training curves, 2 filter grids, 2 per poster.
     assert dom.count("data:image/png;base64,") >= 6 + 2 * 4
+
+
+# -- issue 26: each model in one colour in every figure, baselines unlike models --------
+
+
+def _colour_pixels(png: bytes, colour: str) -> int:
+    """How many pixels of a figure are (within antialiasing) `colour`."""
+    import cv2
+
+    image = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
+    rgb = np.array([int(colour[i:i + 2], 16) for i in (1, 3, 5)])
+    return int((np.abs(image.astype(int) - rgb).max(axis=-1) <= 12).sum())
+
+
+def test_each_model_keeps_its_colour_in_every_figure_and_baselines_are_grey():
+    from postergenre.evaluation.figures import (
+        genre_curves_png,
+        micro_curves_png,
+        training_curves_png,
+    )
+    from postergenre.evaluation.styles import BASELINE_COLOURS, style_of
+
+    rng = np.random.default_rng(0)
+    y = (rng.random((60, 19)) < 0.2).astype(np.uint8)
+    models = ["second", "first"]  # params.yaml's order, not the alphabet's
+    scores = {name: rng.random((60, 19)) for name in ("first", "top3", "second")}
+    history = [{"epoch": e, "loss": 1 / e, "val_loss": 1.2 / e} for e in range(1, 5)]
+    figures = {
+        "micro": micro_curves_png(y, scores, models),
+        # One model's figures only: its colour, whatever else is drawn.
+        "history": training_curves_png({"first": history}, models),
+        "genres": genre_curves_png(y, scores["first"], "roc", "first",
+                                   style_of("first", models).colour),
+    }
+    first, second = MODEL_COLOURS[1], MODEL_COLOURS[0]
+    assert style_of("first", models).colour == first
+    for name, png in figures.items():
+        assert _colour_pixels(png, first) > 50, name
+        assert _colour_pixels(png, MODEL_COLOURS[2]) == 0, name  # no colour of its own
+    assert _colour_pixels(figures["micro"], second) > 50
+    assert _colour_pixels(figures["history"], second) == 0
+    assert _colour_pixels(figures["micro"], BASELINE_COLOURS["top3"]) > 20
+    assert style_of("top3", models).line_style == "--"
 
 
 # -- issue 13: a partial or damaged test set stops evaluate, naming what is wrong ---------

@@ -37,6 +37,7 @@ from postergenre.evaluation.metrics import (
     micro_pr,
     micro_roc,
 )
+from postergenre.evaluation.styles import plot_fields
 from postergenre.evaluation.thresholds import OperatingPoint, choose_operating_point
 from postergenre.genres import GENRES
 
@@ -261,20 +262,22 @@ def evaluate_models(
     out = Path(out_dir)
     plots = out / PLOTS_DIR
     plots.mkdir(parents=True, exist_ok=True)
-    # One file per plot, one row per point with the scorer's name in `model`: the DVC
+    # One file per plot, one row per point with the scorer's name in `model` and how it is
+    # drawn (styles.py: its colour, the same in every plot, and its kind): the DVC
     # template (.dvc/plots/by_model.json) draws one line per model, so a new model in
     # params.yaml needs no change to dvc.yaml.
-    write_json(plots / ROC_FILE, [{"model": name, **point} for name in scored
+    models = list(model_dirs)
+    write_json(plots / ROC_FILE, [{**plot_fields(name, models), **point} for name in scored
                                   for point in micro_roc(y_test, scored[name].test_scores)])
-    write_json(plots / PR_FILE, [{"model": name, **point} for name in scored
+    write_json(plots / PR_FILE, [{**plot_fields(name, models), **point} for name in scored
                                  for point in micro_pr(y_test, scored[name].test_scores)])
     histories = {}
     for name in model_dirs:
         history = Path(model_dirs[name]) / "history.json"
         if history.is_file():
             histories[name] = json.loads(history.read_text())
-    write_json(plots / HISTORY_FILE, [{"model": name, **epoch} for name, rows in
-                                      histories.items() for epoch in rows])
+    write_json(plots / HISTORY_FILE, [{**plot_fields(name, models), **epoch}
+                                      for name, rows in histories.items() for epoch in rows])
     evaluation = Evaluation(y_test, test_ids, scored, headline, per_genre, boot,
                             reference_entry, histories)
     from postergenre.evaluation.figures import write_genre_curve_figures

@@ -28,6 +28,7 @@ from postergenre.evaluation.figures import (
     training_curves_png,
 )
 from postergenre.evaluation.metrics import BASELINES, COMPARED_METRICS, LAST_BLESSED
+from postergenre.evaluation.styles import style_of
 from postergenre.genres import GENRES
 
 SECTIONS = ("decision", "headline", "predicted-positives", "per-genre", "curves", "training",
@@ -183,12 +184,13 @@ def write_report(evaluation, report_path: str | os.PathLike[str],
     """Write the HTML report of an `evaluate.Evaluation`."""
     models = [m for m in evaluation.scored if m not in BASELINES and m != LAST_BLESSED]
     y = evaluation.y_test
-    curves = [_img(micro_curves_png(y, {n: s.test_scores for n, s in evaluation.scored.items()}),
-                   "micro-averaged ROC and PR")]
+    curves = [_img(micro_curves_png(y, {n: s.test_scores for n, s in evaluation.scored.items()},
+                                    models), "micro-averaged ROC and PR")]
     for name in models:
         for kind in ("roc", "pr"):
             curves.append(_img(genre_curves_png(y, evaluation.scored[name].test_scores, kind,
-                                                f"{name}: {kind.upper()} per genre (test)"),
+                                                f"{name}: {kind.upper()} per genre (test)",
+                                                style_of(name, models).colour),
                                f"{name} {kind} per genre", "49%"))
     reference = (f"<p>Last blessed model re-scored on this test split: "
                  f"<code>{html.escape(evaluation.reference_entry)}</code></p>"
@@ -207,7 +209,8 @@ def write_report(evaluation, report_path: str | os.PathLike[str],
         "per-genre": ("Per-genre metrics", _per_genre_tables(evaluation, models)),
         "curves": ("ROC and precision-recall curves", "".join(curves)),
         "training": ("Training curves",
-                     _img(training_curves_png(evaluation.histories), "training curves")),
+                     _img(training_curves_png(evaluation.histories, models),
+                          "training curves")),
         "filters": ("Features learned: first and last conv filters",
                     _filters(evaluation, models)),
         "posters": ("Test posters with Grad-CAM",
