@@ -34,8 +34,10 @@ def evaluate(prepared: Input[Dataset], models: Input[list[Model]], metrics: Outp
     settings = from_mapping(EvaluateConfig, config, "evaluate")
     model_dirs = {m.metadata["name"]: m.path for m in models}
     out = evaluation.path
+    # The report says what the data was (augment recorded it) and its version.
     headline = evaluate_models(prepared.path, model_dirs, out, settings,
-                               registry=registry or None)
+                               registry=registry or None, data_version=data_version or None,
+                               data_source=prepared.metadata.get("data_source") or None)
     # The page as its own HTML artifact, which the UI renders.
     shutil.copyfile(os.path.join(out, REPORT_FILE), report.path)
     for model_name, values in headline.items():

@@ -25,6 +25,14 @@ def test_metrics_diff_and_plots_show_after_two_runs(tmp_path):
     assert "Not judged yet" in (project / "reports" / "evaluation.html").read_text()
     report = (project / "reports" / "report.html").read_text()
     assert "Not judged yet" not in report and 'class="decision"' in report
+    # What the data was and its version (data.dvc's md5), and honest filter labels.
+    provenance = report[report.index('id="provenance"'):report.index('id="decision"')]
+    md5 = yaml.safe_load((project / "data.dvc").read_text())["outs"][0]["md5"]
+    assert "synthetic demo posters" in provenance and md5 in provenance, provenance
+    for name, spec in params["models"].items():
+        origin = ("learned: trained from scratch" if spec["kind"] == "scratch" else
+                  "random: a randomly initialised, frozen layer")
+        assert f"{name}, first conv layer: {origin}" in report, name
     _commit(project, "first run")
 
     # dvc.yaml's `artifacts:` names the blessed model: a GTO version of it, then DVC

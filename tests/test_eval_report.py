@@ -17,6 +17,7 @@ from postergenre.evaluation.gate import gate
 from postergenre.evaluation.metrics import BASELINES
 from postergenre.evaluation.report import SECTIONS
 from postergenre.evaluation.styles import MODEL_COLOURS
+from postergenre.lineage import code_commit
 from postergenre.serving.registry import register
 from tests.helpers import train_tiny
 
@@ -28,7 +29,8 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 def _evaluate(prepared, model, out, registry=None):
     evaluate_models(prepared, {"scratch": model}, out,
-                    EvaluateConfig(bootstrap_resamples=20, report_posters=4), registry=registry)
+                    EvaluateConfig(bootstrap_resamples=20, report_posters=4), registry=registry,
+                    data_version="0123abcd.dir", data_source="demo")
     return {name: json.loads((out / f"{name}.json").read_text())
             for name in ("metrics", "per_genre", "bootstrap", "thresholds")}
 
@@ -52,6 +54,14 @@ def test_every_scorer_and_file_is_written(evaluated):
     assert ci["estimate"] == pytest.approx(result["metrics"]["scratch"]["map_macro"])
     assert ci["low"] < ci["high"]
     assert set(result["thresholds"]["scratch"]["per_genre"]) >= {"Drama", "Western"}
+    # The page says what the data was and where the numbers come from, and that the
+    # scratch CNN's filters were learned.
+    page = (work / "first" / "evaluation.html").read_text()
+    provenance = page[page.index('id="provenance"'):page.index('<section id="decision"')]
+    assert "synthetic demo posters" in provenance and "0123abcd.dir" in provenance
+    assert code_commit()[0] in provenance
+    assert "scratch, first conv layer: learned: trained from scratch" in page
+    assert "Features learned" not in page
     plots = work / "first" / "plots"
     for name in ("genres/roc_scratch.png", "genres/pr_scratch.png"):
         assert (plots / name).stat().st_size > 0
@@ -139,6 +149,48 @@ def test_report_opens_in_headless_chromium_with_every_section(evaluated, tmp_pat
         assert text in dom
     # Figures: micro curves, 2 per-genre grids, training curves, 2 filter grids, 2 per poster.
     assert dom.count("data:image/png;base64,") >= 6 + 2 * 4
+
+
+# -- issue 26: the page says what the data was, and where filters come from ---------------
+
+
+def test_provenance_names_the_data_the_commit_and_a_date_that_is_not_the_clocks(
+        monkeypatch):
+    from postergenre.evaluation.report import Provenance, _provenance_html
+
+    commit, when = code_commit()
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1764633600")  # 2025-12-02
+    demo = Provenance.of_run("0123abcd.dir", "demo")
+    assert (demo.data_version, demo.commit, demo.date, demo.date_from) == (
+        "0123abcd.dir", commit, "2025-12-02", "SOURCE_DATE_EPOCH")
+    text = _provenance_html(demo)
+    assert "synthetic demo posters" in text and "not how well a model reads real" in text
+    assert "0123abcd.dir" in text and commit in text and "2025-12-02" in text
+    monkeypatch.delenv("SOURCE_DATE_EPOCH")
+    real = Provenance.of_run("sha256:99", "real")
+    assert real == Provenance.of_run("sha256:99", "real")  # a rerun: the same page
+    if when is not None:  # a git checkout: the code commit's own date
+        import datetime
+
+        day = datetime.datetime.fromtimestamp(when, datetime.UTC).strftime("%Y-%m-%d")
+        assert (real.date, real.date_from) == (day, "the commit's date")
+    assert "<b>real posters</b>" in _provenance_html(real)
+    assert "not recorded" in _provenance_html(Provenance())
+
+
+def test_filters_are_labelled_learned_only_when_trained_on_the_posters():
+    from postergenre.evaluation.report import filter_origin
+
+    scratch = {"kind": "scratch", "params": {"epochs": 3}}
+    random_frozen = {"kind": "transfer", "params": {"weights": "none"}}
+    imagenet = {"kind": "transfer", "params": {"weights": "imagenet"}}
+    assert filter_origin(True, scratch).startswith("learned: trained from scratch")
+    assert filter_origin(False, random_frozen).startswith("random: a randomly initialised")
+    assert filter_origin(False, imagenet).startswith("pretrained (imagenet weights) and "
+                                                     "frozen: not learned")
+    assert filter_origin(True, imagenet) == ("learned: fine-tuned on these posters, from "
+                                             "imagenet weights")
+    assert filter_origin(True, None).startswith("origin not recorded")
 
 
 # -- issue 26: each model in one colour in every figure, baselines unlike models --------

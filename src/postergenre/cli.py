@@ -165,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "scores/ (every movie's scores)")
     p.add_argument("--registry", help="registry (folder or s3://): its latest blessed model "
                    "is re-scored for the gate's comparison")
+    p.add_argument("--data-dvc", default=None, help=".dvc file of the poster data, or the "
+                   "poster folder: the report says what the data was (demo or real) and "
+                   "its version, as register records them")
 
     p = _stage_parser(sub, "gate", "bless a model only if it beats the baselines and the "
                       "last blessed model", GateConfig, "gate")
@@ -492,8 +495,15 @@ def run(args: argparse.Namespace) -> int:  # noqa: C901 - a flat dispatch table
 
         config = config_from_args(EvaluateConfig, cmd, args)
         _log_settings(cmd, config)
+        data_version = data_source = None
+        if args.data_dvc:
+            from postergenre.serving.registry import data_source_of, data_version_of
+
+            data_version = data_version_of(args.data_dvc)
+            data_source = data_source_of(args.data_dvc, data_version)
         headline = evaluate_models(args.prepared, _model_dirs(args), args.out, config,
-                                   registry=args.registry)
+                                   registry=args.registry, data_version=data_version,
+                                   data_source=data_source)
         print("evaluate: " + ", ".join(f"{name} mAP {values['map_macro']:.3f}"
                                        for name, values in headline.items()))
     elif cmd == "gate":

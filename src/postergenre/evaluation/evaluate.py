@@ -237,10 +237,14 @@ def evaluate_models(
     config: EvaluateConfig | None = None,
     *,
     registry: str | os.PathLike[str] | None = None,
+    data_version: str | None = None,
+    data_source: str | None = None,
 ) -> dict:
     """Write into `out_dir` the headline metrics (DVC metrics), per-genre tables, curves
     (PLOTS_DIR), bootstrap intervals, thresholds, every movie's scores (SCORES_DIR) and the
-    HTML report, each under its fixed name; return the headline metrics."""
+    HTML report, each under its fixed name; return the headline metrics. The report says
+    what the data was (`data_source`: "demo", "real" or None for unknown), its version,
+    the code's commit and date (report.Provenance)."""
     config = config or EvaluateConfig()
     versus = _reference_model(config.reference_model, model_dirs)  # before hours of scoring
     scored, labels, reference_entry = score_all(prepared_dir, model_dirs, registry, config)
@@ -291,9 +295,10 @@ def evaluate_models(
         name: s.point.as_json(config.threshold_shrinkage, config.max_positive_ratio)
         for name, s in scored.items()})
     write_movie_scores(scored, labels, out / SCORES_DIR)
-    from postergenre.evaluation.report import write_report
+    from postergenre.evaluation.report import Provenance, write_report
 
-    write_report(evaluation, out / REPORT_FILE, prepared_dir, n_posters=config.report_posters)
+    write_report(evaluation, out / REPORT_FILE, prepared_dir, n_posters=config.report_posters,
+                 provenance=Provenance.of_run(data_version, data_source))
     return headline
 
 

@@ -188,8 +188,7 @@ def data_source_of(source: str | os.PathLike[str], data_version: str | None) -> 
     """
     import yaml
 
-    from postergenre.data.labels import LABELS_FILE, read_labels
-    from postergenre.sources.demo import DEMO_ID_BASE
+    from postergenre.data.labels import LABELS_FILE
 
     path = Path(source)
     if data_version is None or data_version_of(path) != data_version:
@@ -201,7 +200,16 @@ def data_source_of(source: str | os.PathLike[str], data_version: str | None) -> 
         if not outs[0].get("path"):
             return None
         labels = path.parent / str(outs[0]["path"]) / LABELS_FILE
-    if not labels.is_file():
+    return labels_source(labels)
+
+
+def labels_source(labels: str | os.PathLike[str]) -> str | None:
+    """"demo" when every row of a labels.csv is a synthetic poster of `sources.demo`,
+    else "real"; None when the file is not there."""
+    from postergenre.data.labels import read_labels
+    from postergenre.sources.demo import DEMO_ID_BASE
+
+    if not Path(labels).is_file():
         return None
     table = read_labels(labels)
     demo = [_is_demo_row(imdb_id, title, DEMO_ID_BASE)
