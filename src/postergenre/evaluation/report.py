@@ -376,3 +376,44 @@ def write_decided_report(evaluation_page: str | os.PathLike[str], blessing: dict
     with atomic_open(report_path, "w", encoding="utf-8") as handle:
         handle.write(page)
     return Path(report_path)
+
+
+# At most this many failed rules are listed on the decision card (the blessing has all).
+CARD_FAILED_RULES = 10
+
+
+def decision_markdown(blessing: Mapping[str, Any],
+                      metrics: Mapping[str, Mapping[str, Any]]) -> str:
+    """The gate's decision as a short Markdown card (the Kubeflow UI's Markdown viewer):
+    the decision and the model, every scorer's test metrics beside the baselines', and
+    the rules that failed."""
+    chosen = blessing.get("model")
+    blessed = blessing.get("decision") == "blessed" and chosen
+    rules = [r for r in blessing.get("rules") or [] if r.get("model") == chosen]
+    lines = [f"## Gate: BLESSED `{chosen}`" if blessed else "## Gate: REJECTED", ""]
+    lines.append(f"`{chosen}` is the model to serve: {sum(r['passed'] for r in rules)} of "
+                 f"{len(rules)} rules pass; it goes into the registry." if blessed else
+                 "No model passed every rule: nothing is registered, the registry's "
+                 "latest model stays.")
+    lines += ["", "Test split, at the per-genre thresholds chosen on validation:", "",
+              "| scorer | " + " | ".join(COMPARED_METRICS) + " |",
+              "|---|" + "---:|" * len(COMPARED_METRICS)]
+    for name, values in metrics.items():
+        label = (f"**{name}** (blessed)" if name == chosen and blessed else
+                 f"{name} *(baseline)*" if name in BASELINES else
+                 f"{name} *(registry's last blessed)*" if name == LAST_BLESSED else name)
+        lines.append(f"| {label} | " + " | ".join(_fmt(values.get(m)) for m in
+                                                    COMPARED_METRICS) + " |")
+    compared = blessing.get("compared_with")
+    lines += ["", f"Compared with the registry's last blessed entry `{compared}`." if compared
+              else "The registry held no blessed model: nothing to compare with."]
+    failed = list(blessing.get("failed_rules") or [])
+    if failed:
+        lines += ["", f"Rules that failed ({len(failed)}):", ""]
+        lines += [f"- {line}" for line in failed[:CARD_FAILED_RULES]]
+        if len(failed) > CARD_FAILED_RULES:
+            lines.append(f"- ... and {len(failed) - CARD_FAILED_RULES} more (the blessing "
+                         "lists every rule)")
+    lines += ["", "Every rule with its value and threshold: the `blessing` artifact; the "
+              "whole evaluation: the `report` artifact."]
+    return "\n".join(lines) + "\n"
