@@ -14,8 +14,9 @@ names known at compile time); evaluate and register take every trained model at 
 ClassificationMetrics artifact each. Stages pass typed artifacts (Dataset, Model, Metrics,
 ClassificationMetrics, HTML, the gate's Markdown decision card), so the Kubeflow UI shows
 each run's lineage, and every output artifact's metadata carries `postergenre.lineage`'s
-fields (data version, git commit, params hash, image). Posters reach the cluster one way: `source=dvc` with the
-md5 in data.dvc as `data_version`, pulled from the DVC remote on S3 inside ingest.
+fields (data version, git commit, params hash, image). Posters reach the cluster one
+way: `source=dvc` with the md5 in data.dvc as `data_version`, pulled from the DVC remote
+on S3 inside ingest.
 """
 
 # No `from __future__ import annotations` here: kfp reads the pipeline function's
