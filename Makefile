@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # dvc.yaml's stages call `postergenre` and `dvc` from the venv.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install run data repro summary plots screenshots real test lint compile local-run images container-run lock clean
+.PHONY: install run data repro summary plots exps screenshots real test lint compile local-run images container-run lock clean
 
 install: $(STAMP)
 
@@ -53,6 +53,14 @@ run: data repro summary
 # DVC's plots page with Vega inlined (it draws offline), from the locked vl-convert-python.
 plots: $(STAMP)
 	$(BIN)/python scripts/offline_plots.py --out reports/plots-html
+
+# The experiments of a DVC project on one screen (120 columns): each commit's and
+# experiment's choices and metrics, a row per model (scripts/exps.py reads `dvc exp show
+# --json`). EXPS_DIR: another project (make real's OUT); EXPS_FLAGS: `dvc exp show` flags.
+#   make exps [EXPS_DIR=outputs/real] [EXPS_FLAGS=-A]
+EXPS_DIR ?= .
+exps: $(STAMP)
+	@cd "$(EXPS_DIR)" && $(BIN)/python $(CURDIR)/scripts/exps.py $(EXPS_FLAGS)
 
 # docs/{report,dvc-plots,data-docs}.png from this run's pages (after make run), for the README.
 screenshots: plots

@@ -19,5 +19,10 @@ def augment(dataset: Input[Dataset], splits: Input[Dataset], prepared: Output[Da
     shutil.copyfile(f"{prepared.path}/{CLASS_WEIGHTS_FILE}", class_weights.path)
     class_weights.metadata.update({"genres": manifest["genres"],
                                    "class_weights": manifest["class_weights"]})
-    prepared.metadata.update({"image_size": settings.image_size, "counts": manifest["counts"]})
+    # What the posters are (demo or real): evaluate's report says it.
+    from postergenre.serving.registry import labels_source
+
+    prepared.metadata.update({"image_size": settings.image_size, "counts": manifest["counts"],
+                              "data_source": labels_source(f"{dataset.path}/labels.csv")
+                              or ""})
     stamp(task_lineage(data_version, {"augment": settings}), prepared, class_weights)

@@ -2,21 +2,19 @@
 
 Every trained model arrives in one collection (the pipeline's training fan-out), each
 named by its `name` metadata. Headline and per-genre metrics go to a `Metrics` artifact
-(the UI's scalar table, as `model.metric` and `model.genre.metric`), the micro-averaged
-ROC of the best model (by test mAP) to a `ClassificationMetrics` artifact (the UI draws
-one curve per artifact; the report has every model's), the report to an `HTML` artifact,
-and the JSON files DVC keeps (metrics, per-genre, bootstrap, thresholds, curves) to a
-plain artifact the gate reads.
+(the UI's scalar table, as `model.metric` and `model.genre.metric`), the report to an
+`HTML` artifact, and the JSON files DVC keeps (metrics, per-genre, bootstrap,
+thresholds, curves) to a plain artifact the gate reads; each model's ROC becomes a
+`ClassificationMetrics` artifact of its own in a `roc` task per model (components/roc.py).
 """
 
 
-from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
+from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
 
 
 def evaluate(prepared: Input[Dataset], models: Input[list[Model]], metrics: Output[Metrics],
-             roc: Output[ClassificationMetrics], report: Output[HTML],
-             evaluation: Output[Artifact], config: dict, registry: str = "",
-             data_version: str = ""):
+             report: Output[HTML], evaluation: Output[Artifact], config: dict,
+             registry: str = "", data_version: str = ""):
     """Score every model, three baselines and the registry's last blessed model on test
     (thresholds chosen on validation), with paired bootstrap intervals. `config` is
     params.yaml's `evaluate` section."""
@@ -26,16 +24,17 @@ def evaluate(prepared: Input[Dataset], models: Input[list[Model]], metrics: Outp
 
     from postergenre.configs import EvaluateConfig
     from postergenre.evaluation.evaluate import evaluate_models
-    from postergenre.evaluation.layout import PER_GENRE_FILE, PLOTS_DIR, REPORT_FILE
-    from postergenre.evaluation.metrics import NOT_CANDIDATES
+    from postergenre.evaluation.layout import PER_GENRE_FILE, REPORT_FILE
     from postergenre.lineage import stamp, task_lineage
     from postergenre.typed_config import from_mapping
 
     settings = from_mapping(EvaluateConfig, config, "evaluate")
     model_dirs = {m.metadata["name"]: m.path for m in models}
     out = evaluation.path
+    # The report says what the data was (augment recorded it) and its version.
     headline = evaluate_models(prepared.path, model_dirs, out, settings,
-                               registry=registry or None)
+                               registry=registry or None, data_version=data_version or None,
+                               data_source=prepared.metadata.get("data_source") or None)
     # The page as its own HTML artifact, which the UI renders.
     shutil.copyfile(os.path.join(out, REPORT_FILE), report.path)
     for model_name, values in headline.items():
@@ -49,11 +48,4 @@ def evaluate(prepared: Input[Dataset], models: Input[list[Model]], metrics: Outp
             for key in ("ap", "auc", "f1"):
                 if row[key] is not None:
                     metrics.log_metric(f"{model_name}.{genre}.{key}", float(row[key]))
-    candidates = [name for name in headline if name not in NOT_CANDIDATES]
-    best = max(candidates, key=lambda name: headline[name]["map_macro"] or 0.0)
-    with open(os.path.join(out, PLOTS_DIR, "roc.json")) as handle:
-        points = [p for p in json.load(handle) if p["model"] == best]
-    roc.log_roc_curve([p["fpr"] for p in points], [p["tpr"] for p in points],
-                      [p["threshold"] for p in points])
-    roc.metadata["model"] = best
-    stamp(task_lineage(data_version, {"evaluate": settings}), metrics, roc, report, evaluation)
+    stamp(task_lineage(data_version, {"evaluate": settings}), metrics, report, evaluation)

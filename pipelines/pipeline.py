@@ -10,11 +10,13 @@ is that section's values: a run with default parameters is the experiment `dvc r
 runs. Each component validates its dict into the stage's typed config before doing
 anything. One training task runs per entry of `models` (a ParallelFor over the model
 names known at compile time); evaluate and register take every trained model at once
-(`dsl.Collected`). Stages pass typed artifacts (Dataset, Model, Metrics,
-ClassificationMetrics, HTML), so the Kubeflow UI shows each run's lineage, and every
-output artifact's metadata carries `postergenre.lineage`'s fields (data version, git
-commit, params hash, image). Posters reach the cluster one way: `source=dvc` with the
-md5 in data.dvc as `data_version`, pulled from the DVC remote on S3 inside ingest.
+(`dsl.Collected`), and a `roc` task per model turns evaluate's curves into one
+ClassificationMetrics artifact each. Stages pass typed artifacts (Dataset, Model, Metrics,
+ClassificationMetrics, HTML, the gate's Markdown decision card), so the Kubeflow UI shows
+each run's lineage, and every output artifact's metadata carries `postergenre.lineage`'s
+fields (data version, git commit, params hash, image). Posters reach the cluster one
+way: `source=dvc` with the md5 in data.dvc as `data_version`, pulled from the DVC remote
+on S3 inside ingest.
 """
 
 # No `from __future__ import annotations` here: kfp reads the pipeline function's
@@ -99,6 +101,12 @@ def create_pipeline(settings: ClusterSettings | None = None,
                                      models=dsl.Collected(train_task.outputs["model"]),
                                      config=evaluate, registry=registry,
                                      data_version=data_version)
+        # Each model's ROC as its own ClassificationMetrics artifact (the UI draws one
+        # curve per artifact; a component's outputs are fixed, so one task per model).
+        with dsl.ParallelFor(items=model_names, name="roc-curves") as curve_name:
+            roc_task = ops.roc(evaluation=evaluate_task.outputs["evaluation"], name=curve_name,
+                               data_version=data_version)
+            roc_task.set_display_name("ROC of a model")
         # A Collected channel is consumed once (kfp 2.17 fails to compile a shared one):
         # a fresh one per consumer.
         gate_task = ops.gate(evaluation=evaluate_task.outputs["evaluation"],

@@ -144,6 +144,8 @@ STAGE_PROFILES = {
     "train": StageProfile(gpu=True, secrets=("s3",)),
     # Reads the registry's last blessed model: state that no input describes.
     "evaluate": StageProfile(secrets=("s3",), cache=NEVER_CACHED),
+    # One model's ROC, from evaluate's output (one task per model).
+    "roc": StageProfile(),
     "gate": StageProfile(),
     # Writes the registry.
     "register": StageProfile(secrets=("s3",), cache=NEVER_CACHED),

@@ -15,7 +15,7 @@ from postergenre.typed_config import config_from_args, describe_fields
 # One training command per model kind, generated from configs.MODEL_KINDS.
 STAGES = ("ingest", "validate", "split", "augment", *(f"train-{k}" for k in MODEL_KINDS),
           "evaluate", "gate", "register", "models", "params", "summary", "predict",
-          "batch-predict", "pipeline")
+          "batch-predict", "pipeline", "registry")
 
 
 def _help(*args: str) -> str:

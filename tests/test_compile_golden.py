@@ -435,7 +435,8 @@ def test_the_data_version_is_in_every_tasks_cache_key(compiled):
     _, spec, _ = compiled
     first = _resolve(spec, {"data_version": "a" * 32})
     second = _resolve(spec, {"data_version": "b" * 32})
-    assert set(first) == set(_tasks(spec)) and len(first) == 9
+    # The nine stages and the ROC task (one per model, in its own loop).
+    assert set(first) == set(_tasks(spec)) and len(first) == 10
     for name in first:
         assert first[name]["data_version"] == "a" * 32, name
         assert {k for k in first[name] if first[name][k] != second[name][k]} == \
@@ -504,7 +505,7 @@ def test_an_image_given_by_tag_is_pulled_on_every_run(tmp_path, compiled):
     tags = {"image": "r.example/postergenre:0.1.0", "gpu_image": "r.example/gpu:0.1.0"}
     _, spec, platform = _compile(tmp_path / "tags.yaml", ClusterSettings(**tags))
     labels = [info["component"]["executorLabel"] for info in _tasks(spec).values()]
-    assert len(labels) == 9
+    assert len(labels) == 10  # the nine stages and the ROC task
     assert {_executors(platform)[label]["imagePullPolicy"] for label in labels} == {"Always"}
     _, spec, platform = _compile(tmp_path / "mixed.yaml", ClusterSettings(
         image=IMAGES["image"], gpu_image=tags["gpu_image"]))

@@ -14,7 +14,10 @@ from postergenre.data.images import encode_jpeg
 from postergenre.data.shards import PosterRecord, iter_records, read_manifest, write_shards
 from postergenre.evaluation.evaluate import evaluate_models
 from postergenre.evaluation.gate import gate
+from postergenre.evaluation.metrics import BASELINES
 from postergenre.evaluation.report import SECTIONS
+from postergenre.evaluation.styles import MODEL_COLOURS
+from postergenre.lineage import code_commit
 from postergenre.serving.registry import register
 from tests.helpers import train_tiny
 
@@ -26,7 +29,8 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 def _evaluate(prepared, model, out, registry=None):
     evaluate_models(prepared, {"scratch": model}, out,
-                    EvaluateConfig(bootstrap_resamples=20, report_posters=4), registry=registry)
+                    EvaluateConfig(bootstrap_resamples=20, report_posters=4), registry=registry,
+                    data_version="0123abcd.dir", data_source="demo")
     return {name: json.loads((out / f"{name}.json").read_text())
             for name in ("metrics", "per_genre", "bootstrap", "thresholds")}
 
@@ -50,6 +54,14 @@ def test_every_scorer_and_file_is_written(evaluated):
     assert ci["estimate"] == pytest.approx(result["metrics"]["scratch"]["map_macro"])
     assert ci["low"] < ci["high"]
     assert set(result["thresholds"]["scratch"]["per_genre"]) >= {"Drama", "Western"}
+    # The page says what the data was and where the numbers come from, and that the
+    # scratch CNN's filters were learned.
+    page = (work / "first" / "evaluation.html").read_text()
+    provenance = page[page.index('id="provenance"'):page.index('<section id="decision"')]
+    assert "synthetic demo posters" in provenance and "0123abcd.dir" in provenance
+    assert code_commit()[0] in provenance
+    assert "scratch, first conv layer: learned: trained from scratch" in page
+    assert "Features learned" not in page
     plots = work / "first" / "plots"
     for name in ("genres/roc_scratch.png", "genres/pr_scratch.png"):
         assert (plots / name).stat().st_size > 0
@@ -57,6 +69,11 @@ def test_every_scorer_and_file_is_written(evaluated):
                          ("pr.json", {"scratch", "top3"}), ("history.json", {"scratch"})):
         rows = json.loads((plots / name).read_text())
         assert {row["model"] for row in rows} >= models, name
+        # How each is drawn (the DVC template reads it): the model in its one colour in
+        # every file, the baselines grey and dashed.
+        drawn = {(row["model"], row["colour"], row["kind"]) for row in rows}
+        assert ("scratch", MODEL_COLOURS[0], "model") in drawn, name
+        assert all(kind == "baseline" for model, _, kind in drawn if model in BASELINES)
 
 
 @pytest.mark.slow
@@ -132,6 +149,91 @@ def test_report_opens_in_headless_chromium_with_every_section(evaluated, tmp_pat
         assert text in dom
     # Figures: micro curves, 2 per-genre grids, training curves, 2 filter grids, 2 per poster.
     assert dom.count("data:image/png;base64,") >= 6 + 2 * 4
+
+
+# -- issue 26: the page says what the data was, and where filters come from ---------------
+
+
+def test_provenance_names_the_data_the_commit_and_a_date_that_is_not_the_clocks(
+        monkeypatch):
+    from postergenre.evaluation.report import Provenance, _provenance_html
+
+    commit, when = code_commit()
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1764633600")  # 2025-12-02
+    demo = Provenance.of_run("0123abcd.dir", "demo")
+    assert (demo.data_version, demo.commit, demo.date, demo.date_from) == (
+        "0123abcd.dir", commit, "2025-12-02", "SOURCE_DATE_EPOCH")
+    text = _provenance_html(demo)
+    assert "synthetic demo posters" in text and "not how well a model reads real" in text
+    assert "0123abcd.dir" in text and commit in text and "2025-12-02" in text
+    monkeypatch.delenv("SOURCE_DATE_EPOCH")
+    real = Provenance.of_run("sha256:99", "real")
+    assert real == Provenance.of_run("sha256:99", "real")  # a rerun: the same page
+    if when is not None:  # a git checkout: the code commit's own date
+        import datetime
+
+        day = datetime.datetime.fromtimestamp(when, datetime.UTC).strftime("%Y-%m-%d")
+        assert (real.date, real.date_from) == (day, "the commit's date")
+    assert "<b>real posters</b>" in _provenance_html(real)
+    assert "not recorded" in _provenance_html(Provenance())
+
+
+def test_filters_are_labelled_learned_only_when_trained_on_the_posters():
+    from postergenre.evaluation.report import filter_origin
+
+    scratch = {"kind": "scratch", "params": {"epochs": 3}}
+    random_frozen = {"kind": "transfer", "params": {"weights": "none"}}
+    imagenet = {"kind": "transfer", "params": {"weights": "imagenet"}}
+    assert filter_origin(True, scratch).startswith("learned: trained from scratch")
+    assert filter_origin(False, random_frozen).startswith("random: a randomly initialised")
+    assert filter_origin(False, imagenet).startswith("pretrained (imagenet weights) and "
+                                                     "frozen: not learned")
+    assert filter_origin(True, imagenet) == ("learned: fine-tuned on these posters, from "
+                                             "imagenet weights")
+    assert filter_origin(True, None).startswith("origin not recorded")
+
+
+# -- issue 26: each model in one colour in every figure, baselines unlike models --------
+
+
+def _colour_pixels(png: bytes, colour: str) -> int:
+    """How many pixels of a figure are (within antialiasing) `colour`."""
+    import cv2
+
+    image = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
+    rgb = np.array([int(colour[i:i + 2], 16) for i in (1, 3, 5)])
+    return int((np.abs(image.astype(int) - rgb).max(axis=-1) <= 12).sum())
+
+
+def test_each_model_keeps_its_colour_in_every_figure_and_baselines_are_grey():
+    from postergenre.evaluation.figures import (
+        genre_curves_png,
+        micro_curves_png,
+        training_curves_png,
+    )
+    from postergenre.evaluation.styles import BASELINE_COLOURS, style_of
+
+    rng = np.random.default_rng(0)
+    y = (rng.random((60, 19)) < 0.2).astype(np.uint8)
+    models = ["second", "first"]  # params.yaml's order, not the alphabet's
+    scores = {name: rng.random((60, 19)) for name in ("first", "top3", "second")}
+    history = [{"epoch": e, "loss": 1 / e, "val_loss": 1.2 / e} for e in range(1, 5)]
+    figures = {
+        "micro": micro_curves_png(y, scores, models),
+        # One model's figures only: its colour, whatever else is drawn.
+        "history": training_curves_png({"first": history}, models),
+        "genres": genre_curves_png(y, scores["first"], "roc", "first",
+                                   style_of("first", models).colour),
+    }
+    first, second = MODEL_COLOURS[1], MODEL_COLOURS[0]
+    assert style_of("first", models).colour == first
+    for name, png in figures.items():
+        assert _colour_pixels(png, first) > 50, name
+        assert _colour_pixels(png, MODEL_COLOURS[2]) == 0, name  # no colour of its own
+    assert _colour_pixels(figures["micro"], second) > 50
+    assert _colour_pixels(figures["history"], second) == 0
+    assert _colour_pixels(figures["micro"], BASELINE_COLOURS["top3"]) > 20
+    assert style_of("top3", models).line_style == "--"
 
 
 # -- issue 13: a partial or damaged test set stops evaluate, naming what is wrong ---------

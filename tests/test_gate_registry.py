@@ -381,7 +381,9 @@ def test_two_concurrent_registers_of_the_same_entry_both_succeed(tmp_path, monke
         thread.join(30)
     assert errors == [] and len(results) == 2 and results[0] == results[1]
     assert sorted(p.name for p in (tmp_path / "reg").iterdir()) == sorted(
-        [LATEST_FILE, results[0].name])  # one entry, no staging folder left
+        [LATEST_FILE, "history.jsonl", results[0].name])  # one entry, no staging left
+    # One change of latest, recorded once: the second register found it there.
+    assert [h["entry"] for h in reg.read_history(tmp_path / "reg")] == [results[0].name]
     assert reg.verify_entry(results[0])["entry"] == results[0].name
 
 
@@ -543,3 +545,30 @@ def test_a_symlink_or_fifo_added_to_an_entry_is_refused_never_followed(tmp_path)
     with pytest.raises(RegistryIntegrityError,
                        match=r"model/model\.keras changed into a symlink"):
         fetch_latest(registry)
+
+
+# -- issue 26: the decision card (Kubeflow's Markdown viewer) ------------------------------
+
+
+def test_decision_card_says_the_decision_the_model_and_its_metrics_beside_the_baselines(
+        tmp_path):
+    from postergenre.evaluation.report import CARD_FAILED_RULES, decision_markdown
+
+    metrics = {"scratch": GOOD, **BASE}
+    _, blessing = _blessing(tmp_path, metrics)
+    card = decision_markdown(blessing, metrics)
+    lines = card.splitlines()
+    assert lines[0] == "## Gate: BLESSED `scratch`"
+    assert lines[2].startswith("`scratch` is the model to serve:") and "rules pass" in lines[2]
+    assert "| **scratch** (blessed) | 0.400 | n/a | 0.500 |" in card
+    assert "| null *(baseline)* | 0.120 |" in card and "| top3 *(baseline)* |" in card
+    assert "no blessed model: nothing to compare with" in card
+
+    bad = {"a": dict(NULL), "b": dict(NULL), **BASE}
+    _, rejected = _blessing(tmp_path, bad)
+    card = decision_markdown(rejected, bad)
+    assert card.startswith("## Gate: REJECTED\n") and "nothing is registered" in card
+    failed = rejected["failed_rules"]
+    assert len(failed) > CARD_FAILED_RULES
+    assert f"Rules that failed ({len(failed)}):" in card and f"- {failed[0]}" in card
+    assert f"... and {len(failed) - CARD_FAILED_RULES} more" in card

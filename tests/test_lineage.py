@@ -284,11 +284,18 @@ def test_gate_component_hands_on_the_models_lineage(tmp_path, monkeypatch):
     page = evaluation / "evaluation.html"
     page.write_text(f"<html><body>{DECISION_START}{DECISION_END}</body></html>")
     report = _artifact(dsl.HTML, tmp_path / "report.html")
-    decision = gate_component.gate(_artifact(dsl.Artifact, evaluation), [model], blessing,
-                                   report, blessed, config={}, data_version=MD5)
+    card = _artifact(dsl.Markdown, tmp_path / "decision.md")
+    decision = gate_component.gate(_artifact(dsl.Artifact, evaluation), [model],
+                                   decision_card=card, blessing=blessing, report=report,
+                                   blessed_model=blessed, config={}, data_version=MD5)
     assert decision == "blessed"
     assert "BLESSED" in (tmp_path / "report.html").read_text()
+    # The decision card: the decision, the model, its metrics beside the baselines'.
+    text = (tmp_path / "decision.md").read_text()
+    assert text.startswith("## Gate: BLESSED `scratch_cnn`") and "| null *(baseline)* |" in text
+    assert card.metadata["decision"] == "blessed" and card.metadata["model"] == "scratch_cnn"
     assert report.metadata["params_hash"] == blessing.metadata["params_hash"]
+    assert card.metadata["params_hash"] == blessing.metadata["params_hash"]
     assert {k: blessed.metadata[k] for k in LINEAGE_KEYS} == trained_with
     assert blessing.metadata["params_hash"] == params_hash({"gate": GateConfig()})
     assert blessing.metadata["image"] == CLUSTER_ENV[IMAGE_ENV]

@@ -11,10 +11,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from postergenre.evaluation.styles import plot_fields, style_of
 from tests.conftest import REPO_ROOT
 
 BIN = Path(sys.executable).parent
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+MODELS = ["cnn", "transfer"]  # the run's trained models, in params.yaml's order
 
 
 def _plots_project(tmp_path: Path) -> Path:
@@ -26,14 +28,16 @@ def _plots_project(tmp_path: Path) -> Path:
     roc, pr = [], []
     for name, power in (("cnn", 0.5), ("transfer", 0.3), ("top3", 1.0)):
         for x in range(11):
-            roc.append({"model": name, "fpr": x / 10, "tpr": (x / 10) ** power,
+            roc.append({**plot_fields(name, MODELS), "fpr": x / 10, "tpr": (x / 10) ** power,
                         "threshold": 1 - x / 10})
-            pr.append({"model": name, "recall": x / 10, "precision": 1 - (x / 10) ** 2 / 2})
+            pr.append({**plot_fields(name, MODELS), "recall": x / 10,
+                       "precision": 1 - (x / 10) ** 2 / 2})
     (plots / "roc.json").write_text(json.dumps(roc))
     (plots / "pr.json").write_text(json.dumps(pr))
+    # The models in another order than in the curves' files: colours must not follow it.
     (plots / "history.json").write_text(json.dumps(
-        [{"model": m, "epoch": e, "loss": 1 / e, "val_loss": k / e}
-         for m, k in (("cnn", 1.2), ("transfer", 1.0)) for e in range(1, 6)]))
+        [{**plot_fields(m, MODELS), "epoch": e, "loss": 1 / e, "val_loss": k / e}
+         for m, k in (("transfer", 1.0), ("cnn", 1.2)) for e in range(1, 6)]))
     (plots / "genres").mkdir()
     shutil.copy(REPO_ROOT / "docs" / "report-example.png", plots / "genres" / "roc_cnn.png")
     section = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["plots"]
@@ -68,5 +72,13 @@ def test_plots_page_draws_offline(tmp_path):
     for svg, models in zip(svgs, (3, 3, 2), strict=True):
         # One drawn line per model: SVG paths with real coordinates.
         lines = re.findall(r'<path[^>]*aria-roledescription="line mark"[^>]* d="M[\d.]+,'
-                           r'[\d.]+L', svg)
+                           r'[\d.]+L[^>]*>', svg)
         assert len(lines) == models, svg[:1500]
+        # Each model in its one colour in every chart, solid; the baseline grey, dashed.
+        for line in lines:
+            name = re.search(r"model: (\w+)", line).group(1)
+            style = style_of(name, MODELS)
+            assert f'stroke="{style.colour}"' in line, (name, line)
+            dashes = re.search(r'stroke-dasharray="([^"]*)"', line)
+            dashed = dashes is not None and dashes.group(1) not in ("", "1,0")
+            assert dashed == (style.kind == "baseline"), (name, line)

@@ -111,7 +111,19 @@ def test_stages_pass_typed_artifacts(spec):
     assert schema["comp-ingest.dataset"] == "system.Dataset"
     assert schema["comp-train.model"] == "system.Model"
     assert schema["comp-evaluate.metrics"] == "system.Metrics"
-    assert schema["comp-evaluate.roc"] == "system.ClassificationMetrics"
+    assert schema["comp-roc.curve"] == "system.ClassificationMetrics"
+    assert schema["comp-gate.decision_card"] == "system.Markdown"
+
+
+def test_one_roc_per_model_after_evaluate(spec):
+    """The UI draws one curve per ClassificationMetrics artifact: a `roc` task per model
+    (a loop over params.yaml's model names), each reading evaluate's output."""
+    params = read_params(REPO_ROOT / "params.yaml")
+    loops = [t for t in spec["root"]["dag"]["tasks"].values() if "parameterIterator" in t]
+    (curves,) = [t for t in loops if "roc" in spec["components"][
+        t["componentRef"]["name"]]["dag"]["tasks"]]
+    assert json.loads(curves["parameterIterator"]["items"]["raw"]) == list(params["models"])
+    assert "evaluate" in curves["dependentTasks"]
 
 
 def test_one_training_task_per_model_of_params_yaml(spec):
@@ -191,6 +203,15 @@ def test_local_run_of_the_whole_pipeline(tmp_path):
                for task in run_dir.iterdir() if (task / "executor_output.json").is_file()}
     assert set(outputs) == {"ingest", "validate", "split", "augment", "evaluate", "gate",
                             "register", "batch-predict"}
+    # Each model's ROC as its own ClassificationMetrics artifact (the UI draws one each).
+    curves = {}
+    for task in run_dir.glob("for-loop-*-iteration-*/roc"):
+        curve = json.loads((task / "executor_output.json").read_text())
+        metadata = curve["artifacts"]["curve"]["artifacts"][0]["metadata"]
+        assert len(metadata["confidenceMetrics"]) > 2
+        assert metadata["display_name"] == f"{metadata['model']} ROC (test, micro)"
+        curves[metadata["model"]] = metadata
+    assert set(curves) == set(DEMO_MODELS)
     # One training task per model (kfp.local names each iteration's folder).
     trained = sorted(run_dir.glob("for-loop-*-iteration-*/train"))
     assert len(trained) == len(experiment.models) == len(DEMO_MODELS)
@@ -224,9 +245,15 @@ def test_local_run_of_the_whole_pipeline(tmp_path):
     evaluate = outputs["evaluate"]["artifacts"]
     scalars = evaluate["metrics"]["artifacts"][0]["metadata"]
     assert {*(f"{m}.map_macro" for m in DEMO_MODELS), "null.hamming_loss"} <= set(scalars)
-    roc = evaluate["roc"]["artifacts"][0]["metadata"]
-    assert roc["model"] in names and len(roc["confidenceMetrics"]) > 2
     assert outputs["gate"]["parameterValues"]["Output"] == "blessed"
+    # The decision card the gate's Visualizations show: the decision, the model, its
+    # metrics beside the baselines'.
+    card = (run_dir / "gate" / "decision_card").read_text()
+    gated = json.loads((run_dir / "gate" / "blessing").read_text())
+    assert card.startswith(f"## Gate: BLESSED `{gated['model']}`")
+    assert f"| **{gated['model']}** (blessed) |" in card and "| null *(baseline)* |" in card
+    card_meta = outputs["gate"]["artifacts"]["decision_card"]["artifacts"][0]["metadata"]
+    assert card_meta["display_name"] == "decision card"
     blessed = outputs["gate"]["artifacts"]["blessed_model"]["artifacts"][0]["metadata"]
     assert blessed["display_name"] == f"{blessed['name']} (blessed)"
     registered = outputs["register"]["artifacts"]["registered"]["artifacts"][0]["metadata"]

@@ -165,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "scores/ (every movie's scores)")
     p.add_argument("--registry", help="registry (folder or s3://): its latest blessed model "
                    "is re-scored for the gate's comparison")
+    p.add_argument("--data-dvc", default=None, help=".dvc file of the poster data, or the "
+                   "poster folder: the report says what the data was (demo or real) and "
+                   "its version, as register records them")
 
     p = _stage_parser(sub, "gate", "bless a model only if it beats the baselines and the "
                       "last blessed model", GateConfig, "gate")
@@ -182,6 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="data version to record (default: read from --data-dvc)")
     p.add_argument("--data-dvc", default="data.dvc", help=".dvc file of the poster data (its "
                    "md5 is the version), or the poster folder itself (its content hash)")
+    p.add_argument("--export", metavar="DIR", help="then copy the registry's latest entry "
+                   "(verified: model/, thresholds.json) into DIR, the blessed model that "
+                   "dvc.yaml's artifacts: names")
 
     p = _stage_parser(sub, "models", "list the models of a run (name, kind, what it is): "
                       "what dvc.yaml and the pipeline train")
@@ -237,6 +243,10 @@ def build_parser() -> argparse.ArgumentParser:
     from postergenre.pipelines.commands import add_pipeline_parser
 
     add_pipeline_parser(sub, parents=[_verbosity_parent()])
+    # `registry list | show | promote | rollback | history`: beside their code too.
+    from postergenre.serving.registry_cli import add_registry_parser
+
+    add_registry_parser(sub, parents=[_verbosity_parent()])
     return parser
 
 
@@ -485,8 +495,15 @@ def run(args: argparse.Namespace) -> int:  # noqa: C901 - a flat dispatch table
 
         config = config_from_args(EvaluateConfig, cmd, args)
         _log_settings(cmd, config)
+        data_version = data_source = None
+        if args.data_dvc:
+            from postergenre.serving.registry import data_source_of, data_version_of
+
+            data_version = data_version_of(args.data_dvc)
+            data_source = data_source_of(args.data_dvc, data_version)
         headline = evaluate_models(args.prepared, _model_dirs(args), args.out, config,
-                                   registry=args.registry)
+                                   registry=args.registry, data_version=data_version,
+                                   data_source=data_source)
         print("evaluate: " + ", ".join(f"{name} mAP {values['map_macro']:.3f}"
                                        for name, values in headline.items()))
     elif cmd == "gate":
@@ -507,6 +524,12 @@ def run(args: argparse.Namespace) -> int:  # noqa: C901 - a flat dispatch table
         entry = register(args.blessing, model_dirs, args.registry, version,
                          data_source_of(args.data_dvc, version), lineage=lineage)
         print(f"registered {entry}" if entry else "not blessed: nothing registered")
+        if args.export:
+            from postergenre.serving.registry import export_latest
+
+            record = export_latest(args.registry, args.export)
+            print(f"exported {record['entry'] or 'nothing (the registry is empty)'} -> "
+                  f"{args.export}")
     elif cmd == "models":
         from postergenre.configs import model_specs
 
@@ -522,6 +545,10 @@ def run(args: argparse.Namespace) -> int:  # noqa: C901 - a flat dispatch table
         return _summary(args)
     elif cmd == "pipeline":
         return _pipeline(args)
+    elif cmd == "registry":
+        from postergenre.serving.registry_cli import run_registry_command
+
+        return run_registry_command(args)
     return 0
 
 

@@ -95,6 +95,34 @@ def git_commit(repo: str | os.PathLike[str] = ".") -> str:
     return f"{commit}-dirty" if dirty.returncode == 0 and dirty.stdout.strip() else commit
 
 
+def code_commit(environ: Mapping[str, str] | None = None) -> tuple[str, int | None]:
+    """The commit of the code that runs and that commit's time (unix seconds): the last
+    commit that changed this package's folder (src/postergenre, what dvc.yaml's stages
+    depend on), `<sha>-dirty` when the folder differs from it. Unlike `git_commit`
+    (HEAD), it stays the same over commits that change no code (a committed dvc.lock),
+    so a page that names it is the same bytes on a rerun at any of them. Outside a git
+    checkout (an image): the commit the pipeline compiled in (POSTERGENRE_GIT_COMMIT)
+    and no time; ("", None) when neither is known."""
+    environ = os.environ if environ is None else environ
+    package = Path(__file__).resolve().parent
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *args], cwd=package, capture_output=True, text=True,
+                              check=False, timeout=30)
+
+    try:
+        last = git("log", "-1", "--format=%H %ct", "--", ".")
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".")
+    except (OSError, subprocess.SubprocessError):  # no git binary
+        last = None
+    if last is None or last.returncode != 0 or not last.stdout.strip():
+        return environ.get(GIT_COMMIT_ENV) or "", None
+    commit, when = last.stdout.split()
+    if dirty.returncode == 0 and dirty.stdout.strip():
+        commit += "-dirty"
+    return commit, int(when)
+
+
 def task_lineage(data_version: str, sections: Mapping[str, Any],
                  environ: Mapping[str, str] | None = None) -> Lineage:
     """A Kubeflow task's lineage: the image and commit the pipeline compiled in (pod

@@ -48,6 +48,17 @@ def source_date() -> datetime.datetime:
     return datetime.datetime.fromtimestamp(epoch, tz=datetime.UTC)
 
 
+def page_date(fallback_epoch: int | None) -> datetime.datetime | None:
+    """The date a page states: SOURCE_DATE_EPOCH when set, else `fallback_epoch` (the
+    reproducible-builds convention's default, the time of the code's last commit), else
+    None (unknown). Never the clock: a rerun writes the same bytes."""
+    if os.environ.get("SOURCE_DATE_EPOCH", "").strip():
+        return source_date()
+    if fallback_epoch is None:
+        return None
+    return datetime.datetime.fromtimestamp(fallback_epoch, tz=datetime.UTC)
+
+
 def normalize_keras_archive(path: str | os.PathLike[str]) -> None:
     """Rewrite a `.keras` zip so that its bytes depend on the model only: every entry in
     name order with one fixed time, and `date_saved` in metadata.json from `source_date`."""

@@ -37,6 +37,7 @@ from postergenre.evaluation.metrics import (
     micro_pr,
     micro_roc,
 )
+from postergenre.evaluation.styles import plot_fields
 from postergenre.evaluation.thresholds import OperatingPoint, choose_operating_point
 from postergenre.genres import GENRES
 
@@ -236,10 +237,14 @@ def evaluate_models(
     config: EvaluateConfig | None = None,
     *,
     registry: str | os.PathLike[str] | None = None,
+    data_version: str | None = None,
+    data_source: str | None = None,
 ) -> dict:
     """Write into `out_dir` the headline metrics (DVC metrics), per-genre tables, curves
     (PLOTS_DIR), bootstrap intervals, thresholds, every movie's scores (SCORES_DIR) and the
-    HTML report, each under its fixed name; return the headline metrics."""
+    HTML report, each under its fixed name; return the headline metrics. The report says
+    what the data was (`data_source`: "demo", "real" or None for unknown), its version,
+    the code's commit and date (report.Provenance)."""
     config = config or EvaluateConfig()
     versus = _reference_model(config.reference_model, model_dirs)  # before hours of scoring
     scored, labels, reference_entry = score_all(prepared_dir, model_dirs, registry, config)
@@ -261,20 +266,22 @@ def evaluate_models(
     out = Path(out_dir)
     plots = out / PLOTS_DIR
     plots.mkdir(parents=True, exist_ok=True)
-    # One file per plot, one row per point with the scorer's name in `model`: the DVC
+    # One file per plot, one row per point with the scorer's name in `model` and how it is
+    # drawn (styles.py: its colour, the same in every plot, and its kind): the DVC
     # template (.dvc/plots/by_model.json) draws one line per model, so a new model in
     # params.yaml needs no change to dvc.yaml.
-    write_json(plots / ROC_FILE, [{"model": name, **point} for name in scored
+    models = list(model_dirs)
+    write_json(plots / ROC_FILE, [{**plot_fields(name, models), **point} for name in scored
                                   for point in micro_roc(y_test, scored[name].test_scores)])
-    write_json(plots / PR_FILE, [{"model": name, **point} for name in scored
+    write_json(plots / PR_FILE, [{**plot_fields(name, models), **point} for name in scored
                                  for point in micro_pr(y_test, scored[name].test_scores)])
     histories = {}
     for name in model_dirs:
         history = Path(model_dirs[name]) / "history.json"
         if history.is_file():
             histories[name] = json.loads(history.read_text())
-    write_json(plots / HISTORY_FILE, [{"model": name, **epoch} for name, rows in
-                                      histories.items() for epoch in rows])
+    write_json(plots / HISTORY_FILE, [{**plot_fields(name, models), **epoch}
+                                      for name, rows in histories.items() for epoch in rows])
     evaluation = Evaluation(y_test, test_ids, scored, headline, per_genre, boot,
                             reference_entry, histories)
     from postergenre.evaluation.figures import write_genre_curve_figures
@@ -288,9 +295,10 @@ def evaluate_models(
         name: s.point.as_json(config.threshold_shrinkage, config.max_positive_ratio)
         for name, s in scored.items()})
     write_movie_scores(scored, labels, out / SCORES_DIR)
-    from postergenre.evaluation.report import write_report
+    from postergenre.evaluation.report import Provenance, write_report
 
-    write_report(evaluation, out / REPORT_FILE, prepared_dir, n_posters=config.report_posters)
+    write_report(evaluation, out / REPORT_FILE, prepared_dir, n_posters=config.report_posters,
+                 provenance=Provenance.of_run(data_version, data_source))
     return headline
 
 

@@ -1,5 +1,7 @@
 """Matplotlib figures of an evaluation, as PNG bytes (for the HTML report) or files
 (DVC image plots): per-genre and micro ROC / PR curves, training curves, conv filters.
+Every scorer is drawn as styles.py says: a model in its one colour, baselines grey and
+dashed, the last blessed model dotted.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
 
+from postergenre.evaluation.styles import style_of  # noqa: E402
 from postergenre.genres import GENRES  # noqa: E402
 
 
@@ -27,8 +30,10 @@ def _png(fig) -> bytes:
     return buffer.getvalue()
 
 
-def genre_curves_png(y_true: np.ndarray, scores: np.ndarray, kind: str, title: str) -> bytes:
-    """A 4x5 grid: one ROC (`kind='roc'`) or PR (`'pr'`) curve per genre, micro last."""
+def genre_curves_png(y_true: np.ndarray, scores: np.ndarray, kind: str, title: str,
+                     colour: str) -> bytes:
+    """A 4x5 grid: one ROC (`kind='roc'`) or PR (`'pr'`) curve per genre, micro last, in
+    the model's `colour`."""
     fig, axes = plt.subplots(4, 5, figsize=(13, 10.5), sharex=True, sharey=True)
     panels = [(g, y_true[:, i], scores[:, i]) for i, g in enumerate(GENRES)]
     panels.append(("micro-average", y_true.ravel(), scores.ravel()))
@@ -45,21 +50,26 @@ def genre_curves_png(y_true: np.ndarray, scores: np.ndarray, kind: str, title: s
             precision, x, _ = precision_recall_curve(y, s)
             yy = precision
             ax.axhline(y.mean(), color="lightgrey", lw=0.8)  # a constant scorer's precision
-        ax.plot(x, yy, lw=1.2)
+        ax.plot(x, yy, lw=1.2, color=colour)
     fig.suptitle(title)
     fig.supxlabel("false positive rate" if kind == "roc" else "recall")
     fig.supylabel("true positive rate" if kind == "roc" else "precision")
     return _png(fig)
 
 
-def micro_curves_png(y_true: np.ndarray, scores: dict[str, np.ndarray]) -> bytes:
-    """Micro-averaged ROC and PR curves of every scorer, side by side."""
+def micro_curves_png(y_true: np.ndarray, scores: dict[str, np.ndarray],
+                     models: Sequence[str]) -> bytes:
+    """Micro-averaged ROC and PR curves of every scorer, side by side (`models`: the
+    run's trained models, in order, for their colours)."""
     fig, (roc_ax, pr_ax) = plt.subplots(1, 2, figsize=(11, 4.5))
     for name, s in scores.items():
+        style = style_of(name, models)
+        drawn = {"label": name, "color": style.colour, "linestyle": style.line_style,
+                 "lw": 1.6 if style.kind == "model" else 1.0}
         fpr, tpr, _ = roc_curve(y_true.ravel(), s.ravel())
-        roc_ax.plot(fpr, tpr, label=name)
+        roc_ax.plot(fpr, tpr, **drawn)
         precision, recall, _ = precision_recall_curve(y_true.ravel(), s.ravel())
-        pr_ax.plot(recall, precision, label=name)
+        pr_ax.plot(recall, precision, **drawn)
     roc_ax.plot([0, 1], [0, 1], color="lightgrey", lw=0.8)
     roc_ax.set(title="ROC, micro-averaged (test)", xlabel="false positive rate",
                ylabel="true positive rate")
@@ -69,8 +79,10 @@ def micro_curves_png(y_true: np.ndarray, scores: dict[str, np.ndarray]) -> bytes
     return _png(fig)
 
 
-def training_curves_png(histories: dict[str, list[dict]]) -> bytes | None:
-    """Loss and validation loss per epoch, one panel per model (None without history)."""
+def training_curves_png(histories: dict[str, list[dict]],
+                        models: Sequence[str]) -> bytes | None:
+    """Loss (dashed) and validation loss (solid) per epoch in the model's colour, one
+    panel per model (None without history)."""
     histories = {k: v for k, v in histories.items() if v}
     if not histories:
         return None
@@ -78,9 +90,11 @@ def training_curves_png(histories: dict[str, list[dict]]) -> bytes | None:
                              squeeze=False)
     for ax, (name, history) in zip(axes[0], histories.items(), strict=True):
         epochs = [e["epoch"] for e in history]
-        for key in ("loss", "val_loss"):
+        colour = style_of(name, models).colour
+        for key, line in (("loss", "--"), ("val_loss", "-")):
             if key in history[0]:
-                ax.plot(epochs, [e[key] for e in history], label=key)
+                ax.plot(epochs, [e[key] for e in history], label=key, color=colour,
+                        linestyle=line)
         ax.set(title=f"{name}: training curves", xlabel="epoch", ylabel="loss")
         ax.legend(fontsize=8)
     return _png(fig)
@@ -118,6 +132,7 @@ def write_genre_curve_figures(evaluation, plots_dir: str | os.PathLike[str],
             path = Path(plots_dir) / "genres" / f"{kind}_{name}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(genre_curves_png(evaluation.y_test, scores, kind,
-                                              f"{name}: {label} per genre (test)"))
+                                              f"{name}: {label} per genre (test)",
+                                              style_of(name, models).colour))
             written.append(path)
     return written

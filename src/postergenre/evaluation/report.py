@@ -1,12 +1,18 @@
 """The evaluation report: one self-contained HTML page a person reads top to bottom.
 
+Under its title, where its numbers came from (`Provenance`, id `provenance`): the data
+(synthetic demo posters or real ones, as `register` tells them apart), the data version,
+the code's commit and a date that is never the clock's (SOURCE_DATE_EPOCH, else the
+commit's), so a rerun writes the same bytes.
+
 Sections (each an element with a fixed id, which the browser test checks): the gate's
 decision (evaluate leaves a marked placeholder; the gate writes the page again with its
 decision there, as the report a person reads: `write_decided_report`), the headline
 table against the baselines with bootstrap intervals, predicted positives per genre,
 the per-genre table of each model, ROC / PR curves, training curves, the first and last
-conv filters ("features learned"), and test posters with true and predicted genres and
-a Grad-CAM heat map. Figures are inlined as PNG data URIs, so the file is the whole
+conv filters of each model, each said to be learned from the posters, or random, or
+pretrained and frozen (`filter_origin`), and test posters with true and predicted genres
+and a Grad-CAM heat map. Figures are inlined as PNG data URIs, so the file is the whole
 report (the Kubeflow UI shows an `HTML` artifact as one file).
 """
 
@@ -15,8 +21,12 @@ from __future__ import annotations
 import base64
 import html
 import itertools
+import json
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -28,6 +38,7 @@ from postergenre.evaluation.figures import (
     training_curves_png,
 )
 from postergenre.evaluation.metrics import BASELINES, COMPARED_METRICS, LAST_BLESSED
+from postergenre.evaluation.styles import style_of
 from postergenre.genres import GENRES
 
 SECTIONS = ("decision", "headline", "predicted-positives", "per-genre", "curves", "training",
@@ -41,12 +52,76 @@ tr.baseline td{color:#777} tr.reference td{font-style:italic}
 .posters{display:flex;flex-wrap:wrap;gap:12px}
 .poster{width:180px;font-size:12px} .poster img{width:84px;image-rendering:pixelated}
 .miss{color:#b00} .hit{color:#070}
+#provenance{border:1px solid #ccc;padding:4px 10px;font-size:14px}
+#provenance .demo{color:#b00}
 """
 
 # evaluate's page holds the decision section between these two markers; the gate
 # replaces what lies between them.
 DECISION_START = "<!-- gate decision -->"
 DECISION_END = "<!-- /gate decision -->"
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where a report's numbers came from, said under its title."""
+
+    data_source: str | None = None  # "demo", "real", or None: not recorded
+    data_version: str | None = None
+    commit: str | None = None  # lineage.code_commit
+    date: str | None = None  # YYYY-MM-DD, reproducible.page_date
+    date_from: str | None = None  # what the date is: SOURCE_DATE_EPOCH or the commit's
+
+    @classmethod
+    def of_run(cls, data_version: str | None, data_source: str | None) -> Provenance:
+        """The data as given, and the code that runs now (its commit and date)."""
+        from postergenre.lineage import code_commit
+        from postergenre.reproducible import page_date
+
+        commit, when = code_commit()
+        date = page_date(when)
+        date_from = None if date is None else (
+            "SOURCE_DATE_EPOCH" if os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+            else "the commit's date")
+        return cls(data_source, data_version or None, commit or None,
+                   date.strftime("%Y-%m-%d") if date else None, date_from)
+
+
+def _provenance_html(provenance: Provenance) -> str:
+    source = provenance.data_source
+    if source == "demo":
+        data = ('<b class="demo">synthetic demo posters</b> (<code>postergenre ingest '
+                "--source demo</code>): these numbers show that the stages work, not how "
+                "well a model reads real posters")
+    elif source == "real":
+        data = "<b>real posters</b>"
+    else:
+        data = "<b>not recorded</b> (demo or real posters: unknown)"
+    when = (f"{html.escape(provenance.date)} ({html.escape(provenance.date_from or '')})"
+            if provenance.date else "not recorded (set SOURCE_DATE_EPOCH)")
+    return (f'<div id="provenance"><p>Data: {data}.</p><p>Data version <code>'
+            f"{html.escape(provenance.data_version or 'not recorded')}</code> · code commit "
+            f"<code>{html.escape(provenance.commit or 'not recorded')}</code> · date "
+            f"{when}</p></div>")
+
+
+def filter_origin(trainable: bool, training: Mapping[str, Any] | None) -> str:
+    """Where a conv layer's filters come from, from whether it was trainable in the saved
+    model and the model's training.json: learned from these posters, or random, or
+    pretrained, and not trained here."""
+    if training is None:
+        return "origin not recorded (no training.json)"
+    weights = (training.get("params") or {}).get("weights")
+    if trainable:
+        if weights is None:
+            return "learned: trained from scratch on these posters"
+        start = "random" if weights == "none" else str(weights)
+        return f"learned: fine-tuned on these posters, from {start} weights"
+    if weights == "none":
+        return "random: a randomly initialised, frozen layer; never trained"
+    if weights is None:
+        return "not trained (frozen)"
+    return f"pretrained ({weights} weights) and frozen: not learned from these posters"
 
 
 def _img(png: bytes | None, alt: str, width: str = "100%") -> str:
@@ -130,18 +205,29 @@ def _per_genre_tables(evaluation, models: list[str]) -> str:
 def _filters(evaluation, models: list[str]) -> str:
     from postergenre.serving.gradcam import conv_layers
 
-    parts = []
+    parts = ["<p>Each model's first and last conv layer, and where its filters come from: "
+             "only a trained layer's filters were learned from these posters.</p>"]
     for name in models:
-        model = evaluation.scored[name].model
-        convs = conv_layers(model) if model is not None else []
+        scored = evaluation.scored[name]
+        convs = conv_layers(scored.model) if scored.model is not None else []
         if not convs:
             parts.append(f"<p>{html.escape(name)}: no conv layers</p>")
             continue
+        path = Path(scored.model_dir or "") / "training.json"
+        training = json.loads(path.read_text()) if scored.model_dir and path.is_file() \
+            else None
+        cells = []
         for layer, which in ((convs[0], "first"), (convs[-1], "last")):
             kernel = layer.get_weights()[0]
-            parts.append(_img(filter_grid_png(
-                kernel, f"{name}: {which} conv layer {layer.name} {tuple(kernel.shape)}"),
-                f"{name} {which} conv filters", "48%"))
+            origin = filter_origin(bool(layer.trainable), training)
+            cells.append(
+                '<figure style="display:inline-block;width:48%;margin:0 1% 0 0">'
+                + _img(filter_grid_png(kernel, f"{name}: {which} conv layer {layer.name} "
+                                               f"{tuple(kernel.shape)}"),
+                       f"{name} {which} conv filters")
+                + f'<figcaption class="origin">{html.escape(name)}, {which} conv layer: '
+                f"{html.escape(origin)}</figcaption></figure>")
+        parts.append("".join(cells))
     return "".join(parts)
 
 
@@ -179,16 +265,19 @@ def _posters(evaluation, prepared_dir, models: list[str], n_posters: int) -> str
 
 
 def write_report(evaluation, report_path: str | os.PathLike[str],
-                 prepared_dir: str | os.PathLike[str], n_posters: int = 12) -> Path:
-    """Write the HTML report of an `evaluate.Evaluation`."""
+                 prepared_dir: str | os.PathLike[str], n_posters: int = 12,
+                 provenance: Provenance | None = None) -> Path:
+    """Write the HTML report of an `evaluate.Evaluation`; `provenance` (default: nothing
+    recorded of the data) goes under its title."""
     models = [m for m in evaluation.scored if m not in BASELINES and m != LAST_BLESSED]
     y = evaluation.y_test
-    curves = [_img(micro_curves_png(y, {n: s.test_scores for n, s in evaluation.scored.items()}),
-                   "micro-averaged ROC and PR")]
+    curves = [_img(micro_curves_png(y, {n: s.test_scores for n, s in evaluation.scored.items()},
+                                    models), "micro-averaged ROC and PR")]
     for name in models:
         for kind in ("roc", "pr"):
             curves.append(_img(genre_curves_png(y, evaluation.scored[name].test_scores, kind,
-                                                f"{name}: {kind.upper()} per genre (test)"),
+                                                f"{name}: {kind.upper()} per genre (test)",
+                                                style_of(name, models).colour),
                                f"{name} {kind} per genre", "49%"))
     reference = (f"<p>Last blessed model re-scored on this test split: "
                  f"<code>{html.escape(evaluation.reference_entry)}</code></p>"
@@ -207,8 +296,9 @@ def write_report(evaluation, report_path: str | os.PathLike[str],
         "per-genre": ("Per-genre metrics", _per_genre_tables(evaluation, models)),
         "curves": ("ROC and precision-recall curves", "".join(curves)),
         "training": ("Training curves",
-                     _img(training_curves_png(evaluation.histories), "training curves")),
-        "filters": ("Features learned: first and last conv filters",
+                     _img(training_curves_png(evaluation.histories, models),
+                          "training curves")),
+        "filters": ("Conv filters: learned, random or pretrained",
                     _filters(evaluation, models)),
         "posters": ("Test posters with Grad-CAM",
                     _posters(evaluation, prepared_dir, models, n_posters)),
@@ -217,7 +307,8 @@ def write_report(evaluation, report_path: str | os.PathLike[str],
                        for key, (title, content) in body.items())
     page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>postergenre "
             f"evaluation</title><style>{STYLE}</style></head><body>"
-            f"<h1>postergenre evaluation</h1>{sections}</body></html>")
+            f"<h1>postergenre evaluation</h1>"
+            f"{_provenance_html(provenance or Provenance())}{sections}</body></html>")
     with atomic_open(report_path, "w", encoding="utf-8") as handle:
         handle.write(page)
     return Path(report_path)
@@ -285,3 +376,44 @@ def write_decided_report(evaluation_page: str | os.PathLike[str], blessing: dict
     with atomic_open(report_path, "w", encoding="utf-8") as handle:
         handle.write(page)
     return Path(report_path)
+
+
+# At most this many failed rules are listed on the decision card (the blessing has all).
+CARD_FAILED_RULES = 10
+
+
+def decision_markdown(blessing: Mapping[str, Any],
+                      metrics: Mapping[str, Mapping[str, Any]]) -> str:
+    """The gate's decision as a short Markdown card (the Kubeflow UI's Markdown viewer):
+    the decision and the model, every scorer's test metrics beside the baselines', and
+    the rules that failed."""
+    chosen = blessing.get("model")
+    blessed = blessing.get("decision") == "blessed" and chosen
+    rules = [r for r in blessing.get("rules") or [] if r.get("model") == chosen]
+    lines = [f"## Gate: BLESSED `{chosen}`" if blessed else "## Gate: REJECTED", ""]
+    lines.append(f"`{chosen}` is the model to serve: {sum(r['passed'] for r in rules)} of "
+                 f"{len(rules)} rules pass; it goes into the registry." if blessed else
+                 "No model passed every rule: nothing is registered, the registry's "
+                 "latest model stays.")
+    lines += ["", "Test split, at the per-genre thresholds chosen on validation:", "",
+              "| scorer | " + " | ".join(COMPARED_METRICS) + " |",
+              "|---|" + "---:|" * len(COMPARED_METRICS)]
+    for name, values in metrics.items():
+        label = (f"**{name}** (blessed)" if name == chosen and blessed else
+                 f"{name} *(baseline)*" if name in BASELINES else
+                 f"{name} *(registry's last blessed)*" if name == LAST_BLESSED else name)
+        lines.append(f"| {label} | " + " | ".join(_fmt(values.get(m)) for m in
+                                                    COMPARED_METRICS) + " |")
+    compared = blessing.get("compared_with")
+    lines += ["", f"Compared with the registry's last blessed entry `{compared}`." if compared
+              else "The registry held no blessed model: nothing to compare with."]
+    failed = list(blessing.get("failed_rules") or [])
+    if failed:
+        lines += ["", f"Rules that failed ({len(failed)}):", ""]
+        lines += [f"- {line}" for line in failed[:CARD_FAILED_RULES]]
+        if len(failed) > CARD_FAILED_RULES:
+            lines.append(f"- ... and {len(failed) - CARD_FAILED_RULES} more (the blessing "
+                         "lists every rule)")
+    lines += ["", "Every rule with its value and threshold: the `blessing` artifact; the "
+              "whole evaluation: the `report` artifact."]
+    return "\n".join(lines) + "\n"

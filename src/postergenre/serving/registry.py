@@ -38,10 +38,28 @@ endpoint and credentials from the environment, as boto reads them):
 - S3 has no rename: the entry's files are uploaded first and `entry.json` last, so an
   entry without `entry.json` is incomplete and never read; `latest.json` is one PUT,
   which S3 applies atomically.
+
+Aliases and history (the verbs of `postergenre registry`: list, show, promote, rollback,
+history). An alias is a named pointer at an entry, written like `latest.json` (from the
+entry's own entry.json): `latest` is `latest.json` (what predict, batch-predict and
+evaluate read), any other alias `aliases/<alias>.json`. An alias is a lower-case name
+without `-`, so it never reads as an entry's name. `promote` points an alias at an entry
+only once the entry verifies (every file against its sha256; an S3 entry is downloaded to
+be checked), and `rollback` points it at the entry registered before the one it names;
+entries themselves are never changed. Every move of an alias (a register's move of
+`latest` included) first appends one JSON line to `history.jsonl` (when, who, the
+action, the alias, the entry and the one it replaced), rewritten whole and atomically:
+in a folder through a temp file and a rename, under an flock of the registry folder (the
+move too, so concurrent changes queue); on S3 as one PUT conditional on the ETag read
+(If-Match; If-None-Match for the first line), retried when another writer came first,
+so no line is lost.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import getpass
 import hashlib
 import json
 import logging
@@ -52,12 +70,12 @@ import socket
 import stat
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from postergenre.atomic import folder_mode, write_json
+from postergenre.atomic import atomic_folder, atomic_open, folder_mode, write_json
 from postergenre.data.storage import is_remote, remote_fs
 from postergenre.evaluation.gate import BLESSED
 
@@ -68,6 +86,13 @@ THRESHOLDS_FILE = "thresholds.json"
 MODEL_FOLDER = "model"
 FILES_KEY = "files"  # entry.json: {relative path: sha256} of every other file of the entry
 HASH_ALGORITHM = "sha256"
+LATEST = "latest"  # the alias whose pointer is LATEST_FILE
+ALIASES_FOLDER = "aliases"  # every other alias: aliases/<alias>.json
+HISTORY_FILE = "history.jsonl"  # one JSON line per move of an alias, appended
+# Conditional PUTs of history.jsonl on S3 that lost to another writer are retried.
+HISTORY_TRIES = 8
+# `export_latest`'s record of what it copied (beside model/ and thresholds.json).
+EXPORT_RECORD = "blessed.json"
 # A staging folder of another host cannot be checked for a live process: after this long
 # it is taken for the leftover of a killed register (a register copies a model in minutes).
 STALE_STAGING_SECONDS = 6 * 3600
@@ -77,6 +102,8 @@ _OLD_STAGING = re.compile(r"^\.(?P<entry>.+-[0-9a-f]{16})\.[a-z0-9_]{8}$")
 # An entry's name (`entry_name_for`: a model name as configs allows it, then hex): one
 # folder of the registry, never a path.
 _ENTRY_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}-[0-9a-f]{1,64}")
+# An alias: a model name's alphabet without `-`, so never an entry's name.
+_ALIAS_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
 
 
 class RegistryError(ValueError):
@@ -161,8 +188,7 @@ def data_source_of(source: str | os.PathLike[str], data_version: str | None) -> 
     """
     import yaml
 
-    from postergenre.data.labels import LABELS_FILE, read_labels
-    from postergenre.sources.demo import DEMO_ID_BASE
+    from postergenre.data.labels import LABELS_FILE
 
     path = Path(source)
     if data_version is None or data_version_of(path) != data_version:
@@ -174,7 +200,16 @@ def data_source_of(source: str | os.PathLike[str], data_version: str | None) -> 
         if not outs[0].get("path"):
             return None
         labels = path.parent / str(outs[0]["path"]) / LABELS_FILE
-    if not labels.is_file():
+    return labels_source(labels)
+
+
+def labels_source(labels: str | os.PathLike[str]) -> str | None:
+    """"demo" when every row of a labels.csv is a synthetic poster of `sources.demo`,
+    else "real"; None when the file is not there."""
+    from postergenre.data.labels import read_labels
+    from postergenre.sources.demo import DEMO_ID_BASE
+
+    if not Path(labels).is_file():
         return None
     table = read_labels(labels)
     demo = [_is_demo_row(imdb_id, title, DEMO_ID_BASE)
@@ -210,8 +245,9 @@ def _stage_entry(staging: Path, source: Path, entry_info: dict, thresholds: dict
     write_json(staging / ENTRY_FILE, entry_info)
 
 
-def _latest_of(entry_info: dict, registry_dir: str | os.PathLike[str]) -> dict:
-    """The `latest.json` pointer, from the entry's own entry.json (so they agree)."""
+def _pointer_of(entry_info: dict, registry_dir: str | os.PathLike[str]) -> dict:
+    """An alias's pointer (`latest.json`, `aliases/<alias>.json`), from the entry's own
+    entry.json (so they agree)."""
     entry_name = entry_info["entry"]
     return {"model": entry_info["model"], "entry": entry_name,
             "path": f"{entry_name}/{MODEL_FOLDER}",
@@ -320,7 +356,7 @@ def register(
     # An entry already there (an earlier or concurrent register) is used as it is, once
     # verified: latest.json is written from its entry.json.
     info = verify_entry(entry)
-    write_json(registry / LATEST_FILE, _latest_of(info, registry_dir))
+    _move_alias(_Store(registry_dir), LATEST, info, "register")
     log.info("register: %s -> %s", name, entry)
     return entry
 
@@ -369,39 +405,29 @@ def _register_remote(registry_dir: str | os.PathLike[str], source: Path, entry_n
                     fs.put_file(str(path), f"{root}/{entry_name}/{rel}")
     info = json.loads(fs.cat_file(entry_json))
     _check_info(info, f"{registry_dir}/{entry_name}")
-    latest = _latest_of(info, registry_dir)
-    fs.pipe_file(f"{root}/{LATEST_FILE}", json.dumps(latest, indent=2).encode())
+    latest = _move_alias(_Store(registry_dir), LATEST, info, "register")
     log.info("register: %s -> %s", entry_info["model"], latest["uri"])
-    return latest["uri"]
+    return str(latest["uri"])
+
+
+def _alias_file(alias: str) -> str:
+    """Where an alias's pointer lives, relative to the registry; a bad name is refused."""
+    if not _ALIAS_NAME.fullmatch(alias):
+        raise RegistryError(f"{alias[:80]!r} is not an alias name (lower-case letters, "
+                            "digits and _, starting with a letter; at most 40)")
+    return LATEST_FILE if alias == LATEST else f"{ALIASES_FOLDER}/{alias}.json"
+
+
+def read_alias(registry_dir: str | os.PathLike[str], alias: str = LATEST) -> dict | None:
+    """An alias's pointer (`latest`: `latest.json`), or None when it points nowhere yet;
+    refused (RegistryIntegrityError naming the file) when not JSON, or its `entry` is
+    not an entry's name (see the module doc)."""
+    return _Store(registry_dir).pointer(alias)
 
 
 def read_latest(registry_dir: str | os.PathLike[str]) -> dict | None:
-    """The `latest.json` pointer, or None when nothing was registered yet; refused
-    (RegistryIntegrityError naming it) when not JSON, or its `entry` is not an entry's
-    name (see the module doc)."""
-    where = f"{str(registry_dir).rstrip('/')}/{LATEST_FILE}"
-    if is_remote(registry_dir):
-        fs, root = remote_fs(str(registry_dir))
-        if not fs.exists(f"{root}/{LATEST_FILE}"):
-            return None
-        text = fs.cat_file(f"{root}/{LATEST_FILE}")
-    else:
-        path = Path(registry_dir) / LATEST_FILE
-        if not path.is_file():
-            return None
-        text = path.read_bytes()
-    try:
-        latest = json.loads(text)
-    except ValueError as err:  # UnicodeDecodeError included
-        raise RegistryIntegrityError(f"{where}: not JSON ({err})") from None
-    if latest is None:  # JSON null: nothing registered yet
-        return None
-    entry = latest.get("entry") if isinstance(latest, dict) else None
-    if not isinstance(entry, str) or not _ENTRY_NAME.fullmatch(entry):
-        raise RegistryIntegrityError(
-            f"{where}: 'entry' is {str(entry)[:80]!r}, not the name of an entry of this "
-            "registry (<model>-<hex digits>): refusing to follow it")
-    return latest
+    """The `latest.json` pointer, or None when nothing was registered yet (`read_alias`)."""
+    return read_alias(registry_dir, LATEST)
 
 
 def _check_info(info: Any, where: str) -> dict:
@@ -469,17 +495,28 @@ def fetch_latest(registry_dir: str | os.PathLike[str],
     latest = read_latest(registry_dir)
     if latest is None:
         return None
-    entry_name = latest["entry"]
+    return fetch_entry(registry_dir, latest["entry"], cache_dir, pointed_by=LATEST_FILE)
+
+
+def fetch_entry(registry_dir: str | os.PathLike[str], entry_name: str,
+                cache_dir: str | os.PathLike[str] | None = None,
+                pointed_by: str | None = None) -> Path:
+    """A local folder holding the entry `entry_name`, verified (`fetch_latest`);
+    FileNotFoundError when the registry holds no complete entry of that name."""
+    if not _ENTRY_NAME.fullmatch(entry_name):
+        raise RegistryError(f"{entry_name[:80]!r} is not the name of an entry "
+                            "(<model>-<hex digits>)")
+    said = f"{pointed_by} points at an incomplete entry" if pointed_by else \
+        "no such entry (or an incomplete one)"
     if not is_remote(registry_dir):
         entry = Path(registry_dir) / entry_name
         if not (entry / ENTRY_FILE).is_file():
-            raise FileNotFoundError(f"{entry}: latest.json points at an incomplete entry")
+            raise FileNotFoundError(f"{entry}: {said}")
         verify_entry(entry)
         return entry
     fs, root = remote_fs(str(registry_dir))
     if not fs.exists(f"{root}/{entry_name}/{ENTRY_FILE}"):
-        raise FileNotFoundError(f"{registry_dir}/{entry_name}: latest.json points at an "
-                                "incomplete entry")
+        raise FileNotFoundError(f"{str(registry_dir).rstrip('/')}/{entry_name}: {said}")
     cache = Path(cache_dir or tempfile.mkdtemp(prefix="postergenre-registry-"))
     cache.mkdir(parents=True, exist_ok=True)
     local = cache / entry_name
@@ -499,6 +536,36 @@ def fetch_latest(registry_dir: str | os.PathLike[str],
     return local
 
 
+def export_latest(registry_dir: str | os.PathLike[str],
+                  out_dir: str | os.PathLike[str]) -> dict:
+    """Write `out_dir` whole (atomically): the registry's latest entry, verified, as the
+    model served at this point of the project: `model/`, `thresholds.json` (what
+    `predict --model OUT/model` reads beside it) and EXPORT_RECORD (the entry, its model,
+    data version and source, and metrics); only EXPORT_RECORD, `entry` null, while
+    nothing is registered. Return the record.
+
+    dvc.yaml's `artifacts:` names this folder (a DVC output of the gate stage), so that
+    `dvc artifacts get` and GTO see the blessed model. Its bytes follow the entry's
+    content only (no registration time, no commit), so a rerun that registers the same
+    model leaves dvc.lock as it was.
+    """
+    with tempfile.TemporaryDirectory(prefix="postergenre-export-") as cache:
+        entry = fetch_latest(registry_dir, cache)  # verified
+        record: dict[str, Any] = {"entry": None, "registry": str(registry_dir)}
+        with atomic_folder(out_dir) as partial:
+            if entry is not None:
+                info = json.loads((entry / ENTRY_FILE).read_text())
+                record.update(entry=info["entry"], model=info["model"],
+                              data_version=info.get("data_version"),
+                              data_source=info.get("data_source"),
+                              metrics=(info.get("blessing") or {}).get("metrics"))
+                shutil.copytree(entry / MODEL_FOLDER, partial / MODEL_FOLDER)
+                if (entry / THRESHOLDS_FILE).is_file():
+                    shutil.copyfile(entry / THRESHOLDS_FILE, partial / THRESHOLDS_FILE)
+            write_json(partial / EXPORT_RECORD, record)
+    return record
+
+
 def read_thresholds(entry_dir: str | os.PathLike[str]) -> dict | None:
     """The entry's decision thresholds ({"global": t, "per_genre": {genre: t}}), if any."""
     path = Path(entry_dir) / THRESHOLDS_FILE
@@ -514,3 +581,270 @@ def require_thresholds(entry_dir: str | os.PathLike[str]) -> dict:
             "it was registered from a blessing without thresholds (gate --thresholds): "
             "serving it with 0.5 for every genre would not be the model that was blessed")
     return saved
+
+
+# --- aliases and history (the module doc) ------------------------------------------------
+
+
+class _Store:
+    """The small files of a registry (pointers, history, entry.json), in a folder or on
+    S3, each read whole and written whole and atomically."""
+
+    def __init__(self, registry_dir: str | os.PathLike[str]) -> None:
+        self.where = str(registry_dir).rstrip("/")
+        self.remote = is_remote(registry_dir)
+        if self.remote:
+            self.fs, self.root = remote_fs(self.where)
+
+    def name(self, rel: str) -> str:
+        return f"{self.where}/{rel}"
+
+    def read(self, rel: str) -> bytes | None:
+        if self.remote:
+            try:
+                return bytes(self.fs.cat_file(f"{self.root}/{rel}"))
+            except FileNotFoundError:
+                return None
+        path = Path(self.where, rel)
+        return path.read_bytes() if path.is_file() else None
+
+    def write(self, rel: str, data: bytes) -> None:
+        if self.remote:
+            self.fs.pipe_file(f"{self.root}/{rel}", data)  # one PUT: atomic
+            return
+        with atomic_open(Path(self.where, rel), "wb") as handle:
+            handle.write(data)
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """The registry folder flock'ed (changes of aliases and history queue); on S3 a
+        no-op (history's PUTs are conditional instead)."""
+        if self.remote:
+            yield
+            return
+        import fcntl
+
+        Path(self.where).mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.where, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def pointer(self, alias: str) -> dict | None:
+        rel = _alias_file(alias)
+        text = self.read(rel)
+        if text is None:
+            return None
+        try:
+            pointer = json.loads(text)
+        except ValueError as err:  # UnicodeDecodeError included
+            raise RegistryIntegrityError(f"{self.name(rel)}: not JSON ({err})") from None
+        if pointer is None:  # JSON null: points nowhere yet
+            return None
+        entry = pointer.get("entry") if isinstance(pointer, dict) else None
+        if not isinstance(entry, str) or not _ENTRY_NAME.fullmatch(entry):
+            raise RegistryIntegrityError(
+                f"{self.name(rel)}: 'entry' is {str(entry)[:80]!r}, not the name of an "
+                "entry of this registry (<model>-<hex digits>): refusing to follow it")
+        return pointer
+
+    def aliases(self) -> dict[str, str]:
+        """{alias: entry name} of every alias that points somewhere, `latest` first."""
+        names = [LATEST]
+        if self.remote:
+            folder = f"{self.root}/{ALIASES_FOLDER}"
+            found = [p.rsplit("/", 1)[-1] for p in self.fs.ls(folder, detail=False)] \
+                if self.fs.isdir(folder) else []
+        else:
+            folder_path = Path(self.where, ALIASES_FOLDER)
+            found = [p.name for p in folder_path.iterdir()] if folder_path.is_dir() else []
+        names += sorted(n.removesuffix(".json") for n in found if n.endswith(".json")
+                        and _ALIAS_NAME.fullmatch(n.removesuffix(".json"))
+                        and n != f"{LATEST}.json")
+        pointers = {alias: self.pointer(alias) for alias in names}
+        return {alias: str(p["entry"]) for alias, p in pointers.items() if p is not None}
+
+    def entry_names(self) -> list[str]:
+        """Every complete entry (a folder named like one, holding entry.json)."""
+        if self.remote:
+            folders = [p.rsplit("/", 1)[-1] for p in self.fs.ls(self.root, detail=False)] \
+                if self.fs.isdir(self.root) else []
+            return sorted(n for n in folders if _ENTRY_NAME.fullmatch(n)
+                          and self.fs.exists(f"{self.root}/{n}/{ENTRY_FILE}"))
+        root = Path(self.where)
+        return sorted(p.name for p in root.iterdir() if _ENTRY_NAME.fullmatch(p.name)
+                      and not p.is_symlink() and (p / ENTRY_FILE).is_file()) \
+            if root.is_dir() else []
+
+    def entry_info(self, entry_name: str) -> dict:
+        """An entry's entry.json as recorded (not verified: `fetch_entry` verifies)."""
+        rel = f"{entry_name}/{ENTRY_FILE}"
+        text = self.read(rel)
+        if text is None:
+            raise FileNotFoundError(f"{self.name(entry_name)}: no such entry (or an "
+                                    "incomplete one)")
+        try:
+            info = json.loads(text)
+        except ValueError as err:
+            raise RegistryIntegrityError(f"{self.name(rel)}: not JSON ({err})") from None
+        return _check_info(info, self.name(entry_name))
+
+    def append_history(self, record: dict) -> None:
+        """One JSON line appended to HISTORY_FILE, the file written whole and atomically
+        (locally under `locked`; on S3 conditional on what was read, retried)."""
+        line = (json.dumps(record, sort_keys=True) + "\n").encode()
+        if not self.remote:
+            self.write(HISTORY_FILE, (self.read(HISTORY_FILE) or b"") + line)
+            return
+        key = f"{self.root}/{HISTORY_FILE}"
+        for _ in range(HISTORY_TRIES):
+            self.fs.invalidate_cache(key)
+            try:
+                etag = self.fs.info(key)["ETag"]
+            except FileNotFoundError:
+                try:
+                    self.fs.pipe_file(key, line, mode="create")  # If-None-Match: *
+                    return
+                except FileExistsError:  # another writer's first line came first
+                    continue
+            data = bytes(self.fs.cat_file(key))
+            try:
+                self.fs.pipe_file(key, data + line, IfMatch=etag)
+                return
+            except FileNotFoundError:  # deleted since read
+                continue
+            except OSError as err:  # s3fs's 412 (PreconditionFailed): changed since read
+                if err.errno != errno.EINVAL:
+                    raise
+        raise RegistryError(f"{self.name(HISTORY_FILE)}: {HISTORY_TRIES} tries to append "
+                            "lost to other writers; try again")
+
+
+def _who() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # a container's UID without a passwd entry
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _move_alias(store: _Store, alias: str, info: dict, action: str) -> dict:
+    """Point `alias` at the (verified) entry `info`, the move recorded first in the
+    history; return the new pointer. An alias already there is no change: nothing is
+    written (a rerun registering the same entry)."""
+    pointer = _pointer_of(info, store.where)
+    with store.locked():
+        previous = store.pointer(alias)
+        if previous is not None and previous["entry"] == info["entry"]:
+            return pointer
+        store.append_history({"at": _now(), "by": _who(), "action": action,
+                              "alias": alias, "entry": info["entry"],
+                              "previous": previous["entry"] if previous else None})
+        store.write(_alias_file(alias), (json.dumps(pointer, indent=2) + "\n").encode())
+    return pointer
+
+
+def resolve(registry_dir: str | os.PathLike[str], name: str = LATEST) -> str:
+    """The entry `name` is: an entry's own name, or an alias's (FileNotFoundError when
+    neither)."""
+    store = _Store(registry_dir)
+    if _ENTRY_NAME.fullmatch(name):
+        store.entry_info(name)  # there, complete
+        return name
+    pointer = store.pointer(name)  # a bad alias name is refused here
+    if pointer is None:
+        raise FileNotFoundError(f"{store.where}: no alias {name!r} (aliases: "
+                                f"{', '.join(store.aliases()) or 'none yet'})")
+    return str(pointer["entry"])
+
+
+def list_entries(registry_dir: str | os.PathLike[str]) -> list[dict]:
+    """Every complete entry's entry.json, oldest registration first (ties by name), each
+    with `aliases`: the aliases pointing at it. Not verified (`show` verifies)."""
+    store = _Store(registry_dir)
+    by_entry: dict[str, list[str]] = {}
+    for alias, entry in store.aliases().items():
+        by_entry.setdefault(entry, []).append(alias)
+    infos = [{**store.entry_info(name), "aliases": by_entry.get(name, [])}
+             for name in store.entry_names()]
+    # registered_at has whole seconds: within one, the history's order of registers.
+    order: dict[str, int] = {}
+    for number, record in enumerate(read_history(registry_dir)):
+        if record.get("action") == "register":
+            order.setdefault(str(record.get("entry")), number)
+    return sorted(infos, key=lambda i: (_when(i.get("registered_at")),
+                                        order.get(i["entry"], len(order)), i["entry"]))
+
+
+def _when(stamp: object) -> datetime:
+    try:
+        when = datetime.fromisoformat(str(stamp))
+    except ValueError:  # missing or unreadable: first
+        return datetime.min.replace(tzinfo=UTC)
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def show_entry(registry_dir: str | os.PathLike[str], name: str = LATEST,
+               cache_dir: str | os.PathLike[str] | None = None) -> dict:
+    """The entry `name` (an entry or an alias), verified, as its entry.json with `path`
+    (the local folder checked), `uri` and `aliases`."""
+    entry_name = resolve(registry_dir, name)
+    path = fetch_entry(registry_dir, entry_name, cache_dir)  # verified
+    info = json.loads((path / ENTRY_FILE).read_text())
+    aliases = [a for a, e in _Store(registry_dir).aliases().items() if e == entry_name]
+    return {**info, "path": str(path), "aliases": aliases,
+            "uri": f"{str(registry_dir).rstrip('/')}/{entry_name}"}
+
+
+def promote(registry_dir: str | os.PathLike[str], name: str, alias: str = LATEST,
+            action: str = "promote") -> dict:
+    """Point `alias` at the entry `name` (an entry, or another alias's entry) once it
+    verifies (RegistryIntegrityError otherwise, and the alias stays where it was); the
+    move is recorded in the history. Returns the new pointer."""
+    _alias_file(alias)  # a bad alias name is refused before anything is read
+    entry_name = resolve(registry_dir, name)
+    with tempfile.TemporaryDirectory(prefix="postergenre-verify-") as cache:
+        path = fetch_entry(registry_dir, entry_name, cache)  # verified
+        info = json.loads((path / ENTRY_FILE).read_text())
+    pointer = _move_alias(_Store(registry_dir), alias, info, action)
+    log.info("registry: %s -> %s (%s)", alias, entry_name, action)
+    return pointer
+
+
+def rollback(registry_dir: str | os.PathLike[str], alias: str = LATEST) -> dict:
+    """Point `alias` at the entry registered just before the one it points at (verified
+    first, as `promote`); RegistryError when there is none. Returns the new pointer."""
+    store = _Store(registry_dir)
+    current = store.pointer(alias)
+    if current is None:
+        raise RegistryError(f"{store.where}: the alias {alias!r} points nowhere yet: "
+                            "nothing to roll back")
+    order = [info["entry"] for info in list_entries(registry_dir)]
+    if current["entry"] not in order:
+        raise RegistryError(f"{store.where}: {alias} points at {current['entry']}, which "
+                            "is not a complete entry of this registry")
+    at = order.index(current["entry"])
+    if at == 0:
+        raise RegistryError(f"{store.where}: {current['entry']} is the first entry "
+                            f"registered: nothing before it to roll {alias} back to")
+    return promote(registry_dir, order[at - 1], alias, action="rollback")
+
+
+def read_history(registry_dir: str | os.PathLike[str]) -> list[dict]:
+    """Every recorded move of an alias, oldest first."""
+    store = _Store(registry_dir)
+    text = store.read(HISTORY_FILE) or b""
+    records = []
+    for number, line in enumerate(text.decode().splitlines(), 1):
+        try:
+            records.append(json.loads(line))
+        except ValueError as err:
+            raise RegistryIntegrityError(f"{store.name(HISTORY_FILE)} line {number}: not "
+                                         f"JSON ({err})") from None
+    return records
