@@ -89,8 +89,8 @@ def test_no_cache_overrides_the_compiled_caching_in_every_dag(package, capsys):
     compiled, forced = (c["body"]["pipeline_spec"]["pipeline_spec"]
                         for c in server.calls_to("POST", f"{API}/runs"))
     assert compiled["root"]["dag"]["tasks"]["ingest"]["cachingOptions"] == {}  # never cached
-    assert _cached_tasks(compiled) == {"validate", "split", "augment", "train", "gate",
-                                       "batch-predict"}
+    assert _cached_tasks(compiled) == {"validate", "split", "augment", "train", "roc",
+                                       "gate", "batch-predict"}
     assert _cached_tasks(forced) == set()
     (recurring,) = server.calls_to("POST", f"{API}/recurringruns")
     assert _cached_tasks(recurring["body"]["pipeline_spec"]["pipeline_spec"]) == set()
