@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -247,15 +248,14 @@ def test_a_killed_training_keeps_the_previous_model_and_resumes(killed_scratch, 
     private_tmp.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(private_tmp))
     monkeypatch.chdir(work)
-    # -v: the CLI logs each epoch to stderr (its logging setup replaces caplog's handler).
+    # -v: the log line of the resume; stderr is not a terminal: a line per epoch trained.
     assert main(["train-scratch", "-v", "--name", "tiny", "--prepared", str(tiny_prepared),
                  "--out", "out", "--epochs", str(EPOCHS), *TINY_FLAGS]) == 0
     printed = capsys.readouterr()
     assert f"resumed after epoch {done}," in printed.out
     assert f"after epoch {done} (fit, {done} epochs done)" in printed.err
-    trained = [int(line.split("tiny epoch ")[1].split(":")[0])
-               for line in printed.err.splitlines()
-               if "postergenre.training.loop: tiny epoch " in line]
+    trained = [int(n) for n in re.findall(rf"^train tiny: epoch (\d+)/{EPOCHS} ",
+                                          printed.err, flags=re.MULTILINE)]
     assert trained == list(range(done + 1, EPOCHS + 1))  # no finished epoch trained again
 
     info = json.loads((out / "training.json").read_text())

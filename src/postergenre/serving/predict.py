@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from postergenre.atomic import atomic_open
 from postergenre.configs import ValidateConfig
@@ -52,6 +51,7 @@ from postergenre.data.images import (
     resize,
 )
 from postergenre.genres import GENRES
+from postergenre.progress import Progress
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
@@ -243,8 +243,7 @@ def _explain_name(index: int, poster: str) -> str:
 
 
 def predict_posters(predictor: Predictor, posters: Sequence[str], batch_size: int = 32,
-                    explain_dir: str | os.PathLike[str] | None = None,
-                    progress: bool = True) -> list[PosterResult]:
+                    explain_dir: str | os.PathLike[str] | None = None) -> list[PosterResult]:
     """Score every poster; a bad one gets an error and the others go on.
 
     With `explain_dir`, each scored poster gets a Grad-CAM overlay for its top genre, at
@@ -253,7 +252,8 @@ def predict_posters(predictor: Predictor, posters: Sequence[str], batch_size: in
     results: list[PosterResult] = []
     if explain_dir:
         Path(explain_dir).mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=len(posters), desc="predict", unit="poster", disable=not progress)
+    # A bar on a terminal only: piped, the scores are the output and nothing else goes out.
+    bar = Progress("predict", len(posters), "poster", lines=False)
     for batch in _batches(list(posters), batch_size):
         good, images, originals = [], [], []
         for poster in batch:

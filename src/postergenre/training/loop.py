@@ -20,10 +20,10 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
-from tqdm import tqdm
 
 from postergenre.configs import ScratchConfig, TrainingConfig, TransferConfig
 from postergenre.genres import GENRES
+from postergenre.progress import Progress
 from postergenre.training.checkpoint import Checkpoint, data_fingerprint, default_checkpoint_dir
 from postergenre.training.device import Device
 from postergenre.training.models import WeightedBinaryCrossentropy
@@ -68,27 +68,22 @@ def compile_model(model: keras.Model, manifest: dict, config: TrainingConfig,
 
 
 class EpochProgress(keras.callbacks.Callback):
-    """One progress bar over epochs on a terminal (none when piped), and one INFO line per
-    epoch for `-v`: Keras' own per-epoch lines would flood `make run`'s output."""
+    """The epochs' progress (postergenre.progress): a bar on a terminal, one line per
+    epoch when piped (epoch, loss, val_loss, val_auc, seconds). Keras' own per-epoch
+    lines would flood `make run`'s output."""
 
-    def __init__(self, epochs: int, name: str, done: int = 0, first_epoch: int = 1) -> None:
+    def __init__(self, epochs: int, name: str, done: int = 0) -> None:
         super().__init__()
-        self.bar = tqdm(total=epochs, initial=done, desc=f"train {name}", unit="epoch",
-                        disable=None, leave=False)
-        self.name = name
-        self.offset = first_epoch - 1  # epochs of earlier phases, for the log line
+        self.progress = Progress(f"train {name}", epochs, "epoch", initial=done,
+                                 every_step=True)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs or {}
-        shown = {k: f"{float(v):.4f}" for k, v in logs.items()
-                 if k in ("loss", "val_loss", "val_auc")}
-        self.bar.set_postfix(shown, refresh=False)
-        self.bar.update()
-        log.info("%s epoch %d: %s", self.name, self.offset + epoch + 1,
-                 " ".join(f"{k} {v}" for k, v in shown.items()))
+        self.progress.update(1, {k: f"{float(logs[k]):.4f}"
+                                 for k in ("loss", "val_loss", "val_auc") if k in logs})
 
     def on_train_end(self, logs: dict | None = None) -> None:
-        self.bar.close()
+        self.progress.close()
 
 
 class KeepBestAndCheckpoint(keras.callbacks.Callback):
@@ -241,8 +236,10 @@ def fit(model: keras.Model, train: tf.data.Dataset | np.ndarray,
             epochs=epochs,
             initial_epoch=keeper.done,
             verbose=0,
-            callbacks=[EpochProgress(epochs, name or model.name, keeper.done, first_epoch),
-                       early_stopping, *([plateau] if plateau else []), keeper],
+            # In this order: the counters first, then the checkpoint and the progress
+            # line, so a line printed means an epoch saved.
+            callbacks=[early_stopping, *([plateau] if plateau else []), keeper,
+                       EpochProgress(epochs, name or model.name, keeper.done)],
             **fit_args,
         )
     if keeper.best_weights is not None:
