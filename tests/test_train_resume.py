@@ -194,6 +194,17 @@ def _kill_when(process: subprocess.Popen, ready, log_file: Path) -> None:
             process.wait()
 
 
+def _live_rows(folder: Path) -> list[float]:
+    """The validation losses a DVCLive folder holds, one per epoch logged."""
+    path = folder / "plots" / "metrics" / "eval" / "loss.tsv"
+    if not path.is_file():
+        return []
+    rows = path.read_text().splitlines()
+    assert rows[0] == "step\tloss"
+    assert [int(r.split("\t")[0]) for r in rows[1:]] == list(range(len(rows) - 1))
+    return [float(r.split("\t")[1]) for r in rows[1:]]
+
+
 def _local_state(folder: Path) -> dict | None:
     try:
         return json.loads((folder / STATE_FILE).read_text())
@@ -250,7 +261,7 @@ def test_a_killed_training_keeps_the_previous_model_and_resumes(killed_scratch, 
     monkeypatch.chdir(work)
     # -v: the log line of the resume; stderr is not a terminal: a line per epoch trained.
     assert main(["train-scratch", "-v", "--name", "tiny", "--prepared", str(tiny_prepared),
-                 "--out", "out", "--epochs", str(EPOCHS), *TINY_FLAGS]) == 0
+                 "--out", "out", "--epochs", str(EPOCHS), "--live", "live", *TINY_FLAGS]) == 0
     printed = capsys.readouterr()
     assert f"resumed after epoch {done}," in printed.out
     assert f"after epoch {done} (fit, {done} epochs done)" in printed.err
@@ -267,11 +278,12 @@ def test_a_killed_training_keeps_the_previous_model_and_resumes(killed_scratch, 
                               for e in state["history"]]
     assert json.loads((out / "metadata.json").read_text())["model"] == "tiny"
     assert (out / "model.keras").stat().st_size > 0
-    dvclive = json.loads((out / "dvclive" / "metrics.json").read_text())
-    assert dvclive["step"] == EPOCHS - 1  # every epoch, the resumed ones too
+    # DVCLive's folder holds every epoch, the checkpoint's too, as the history has them.
+    assert _live_rows(work / "live") == [e["val_loss"] for e in history]
+    assert json.loads((work / "live" / "metrics.json").read_text())["step"] == EPOCHS - 1
     # Nothing left behind: no partial folder, no checkpoint, nothing in the temp folder.
     assert sorted(p.name for p in work.iterdir()) == \
-        ["killed.log", "out", "pristine.checkpoint", "tmp"]
+        ["killed.log", "live", "out", "pristine.checkpoint", "tmp"]
     assert not list(private_tmp.iterdir())
 
 
@@ -351,8 +363,9 @@ def test_a_fine_tuning_transfer_resumes_in_its_second_phase(tiny_prepared, tmp_p
     done = state["epochs_done"]
 
     spec = model_spec("tuned", {"kind": "transfer", **settings})
-    info = train_model(tiny_prepared, tmp_path / "model", spec)
+    info = train_model(tiny_prepared, tmp_path / "model", spec, live_dir=tmp_path / "live")
     history = json.loads((tmp_path / "model" / "history.json").read_text())
+    assert _live_rows(tmp_path / "live") == [e["val_loss"] for e in history]  # both phases
     assert info["resumed_from_epoch"] == len(head) + done
     assert [e["epoch"] for e in history] == list(range(1, len(history) + 1))
     assert history[:len(head)] == [{k: v for k, v in e.items() if k != "stage"}
@@ -360,4 +373,5 @@ def test_a_fine_tuning_transfer_resumes_in_its_second_phase(tiny_prepared, tmp_p
     assert [e["phase"] for e in history] == ["head"] * len(head) + \
         ["fine_tune"] * (len(history) - len(head))
     assert len(history) - len(head) > done  # it went on fine-tuning after the kill
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["killed.log", "model"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["killed.log", "live", "model"]
+

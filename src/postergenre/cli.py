@@ -106,6 +106,10 @@ def _add_training_parser(sub, kind: str, config: type) -> None:
                    help="where each finished epoch is checkpointed, a folder or an s3:// "
                    "URL (default: OUT.checkpoint); a rerun with the same settings and "
                    "data resumes from it, and it is deleted once OUT is written")
+    p.add_argument("--live", default=None, metavar="DIR",
+                   help="a DVCLive folder each finished epoch is logged to as it ends "
+                   "(metrics.json, plots/metrics/), for `dvc plots` and DVCLive's views; "
+                   "dvc.yaml gives reports/training/NAME")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -429,7 +433,8 @@ def _train(kind: str, args: argparse.Namespace) -> int:
     _log_settings(f"{MODELS_SECTION}.{spec.name}", spec.config)
     from postergenre.training.train import train_model
 
-    info = train_model(args.prepared, args.out, spec, args.data_version, args.checkpoint_dir)
+    info = train_model(args.prepared, args.out, spec, args.data_version, args.checkpoint_dir,
+                       args.live)
     resumed = (f", resumed after epoch {info['resumed_from_epoch']}"
                if info.get("resumed_from_epoch") else "")
     print(f"{spec.name} ({spec.describe()}): {info['epochs_run']} epochs on {info['device']}"

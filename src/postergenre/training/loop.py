@@ -26,6 +26,7 @@ from postergenre.genres import GENRES
 from postergenre.progress import Progress
 from postergenre.training.checkpoint import Checkpoint, data_fingerprint, default_checkpoint_dir
 from postergenre.training.device import Device
+from postergenre.training.live import LiveLog
 from postergenre.training.models import WeightedBinaryCrossentropy
 from postergenre.typed_config import to_mapping
 
@@ -182,6 +183,19 @@ class KeepBestAndCheckpoint(keras.callbacks.Callback):
         })
 
 
+class LiveEpochs(keras.callbacks.Callback):
+    """Each finished epoch into the run's DVCLive folder (training.live), as the history
+    records it: placed after `KeepBestAndCheckpoint`, whose entry it logs, so the live
+    folder never runs ahead of the checkpoint."""
+
+    def __init__(self, live: LiveLog, keeper: KeepBestAndCheckpoint) -> None:
+        super().__init__()
+        self.live, self.keeper = live, keeper
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.live.epoch(self.keeper.entries[-1])
+
+
 def _counters(callback: keras.callbacks.Callback, *attrs: str) -> dict:
     """A callback's counters as JSON numbers (None stays None)."""
     values = {}
@@ -200,7 +214,8 @@ def fit(model: keras.Model, train: tf.data.Dataset | np.ndarray,
         config: ScratchConfig | TransferConfig, epochs: int | None = None, name: str = "",
         phase: str = "", first_epoch: int = 1, to_beat: float | None = None,
         checkpoint: Checkpoint | None = None, stage: str = "fit",
-        earlier: list[dict] | None = None, **fit_args: Any) -> list[dict]:
+        earlier: list[dict] | None = None, live: LiveLog | None = None,
+        **fit_args: Any) -> list[dict]:
     """Fit with early stopping on the validation loss; leave the best epoch's weights in
     `model`, and return one dict per epoch (numbered from `first_epoch`).
 
@@ -209,6 +224,7 @@ def fit(model: keras.Model, train: tf.data.Dataset | np.ndarray,
     model keeps the weights it came in with. With `checkpoint`, every finished epoch is
     saved under `stage` (with `earlier`, the history of the phases before) and a loaded
     checkpoint of this stage is resumed: its finished epochs are not trained again.
+    With `live`, each finished epoch is logged there as it ends (training.live).
     `fit_args` go to `model.fit` as they are (bench/train.py gives it the study's
     in-memory arrays this way, with the same callbacks).
     """
@@ -236,9 +252,10 @@ def fit(model: keras.Model, train: tf.data.Dataset | np.ndarray,
             epochs=epochs,
             initial_epoch=keeper.done,
             verbose=0,
-            # In this order: the counters first, then the checkpoint and the progress
-            # line, so a line printed means an epoch saved.
+            # In this order: the counters first, then the checkpoint, the live folder and
+            # the progress line, so a line printed means an epoch saved.
             callbacks=[early_stopping, *([plateau] if plateau else []), keeper,
+                       *([LiveEpochs(live, keeper)] if live else []),
                        EpochProgress(epochs, name or model.name, keeper.done)],
             **fit_args,
         )
