@@ -82,8 +82,11 @@ def test_cli_writes_csv_and_exits_nonzero_on_a_bad_poster(model_dir, posters, tm
 
 
 def test_no_model_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no blessed model"):
-        load_predictor(registry=tmp_path / "empty-registry")
+    with pytest.raises(FileNotFoundError, match=f"no registry at {tmp_path / 'nothing'}: "):
+        load_predictor(registry=tmp_path / "nothing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="holds no blessed model yet"):
+        load_predictor(registry=tmp_path / "empty")
 
 
 def test_gradcam_on_a_nested_vgg16_model_whose_base_reuses_the_input_name():
