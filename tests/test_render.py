@@ -59,6 +59,10 @@ def test_the_pool_renders_what_this_process_renders(tiny_data, tiny_split, tiny_
         # A worker holds OpenCV and NumPy, not TensorFlow (seconds and a gigabyte to start).
         assert pool._executor.submit(eval, "'tensorflow' in __import__('sys').modules"
                                      ).result() is False
+        # A terminal's Ctrl-C reaches the whole process group: a worker leaves it to its
+        # owner (which ends the pool) instead of printing a KeyboardInterrupt of its own.
+        assert pool._executor.submit(signal.getsignal, signal.SIGINT).result() == \
+            signal.SIG_IGN
     assert there == here
     assert [len(records) for records in here] == [1, 2, 3, 1, 4, 2]
     # Each poster's first record is the poster itself, then its copies, each its own.

@@ -375,3 +375,93 @@ def test_a_fine_tuning_transfer_resumes_in_its_second_phase(tiny_prepared, tmp_p
     assert len(history) - len(head) > done  # it went on fine-tuning after the kill
     assert sorted(p.name for p in tmp_path.iterdir()) == ["killed.log", "live", "model"]
 
+
+# --- Ctrl-C --------------------------------------------------------------------------
+
+CTRL_C_EPOCHS = 20
+EPOCH_LINE = re.compile(rf"train tiny: epoch (\d+)/{CTRL_C_EPOCHS} loss \d+\.\d{{4}} "
+                        r"val_loss \d+\.\d{4} val_auc \d+\.\d{4} \(\d+\.\d s\)")
+
+
+@pytest.fixture(scope="module")
+def interrupted_scratch(tiny_prepared, tmp_path_factory):
+    """`train-scratch` of CTRL_C_EPOCHS epochs, stderr piped, given a Ctrl-C (SIGINT to its
+    process group, as a terminal sends it) once it has printed its first epoch's line:
+    (work folder, the command, its exit code, its stderr lines, the live folder's
+    validation losses when that line came)."""
+    work = tmp_path_factory.mktemp("interrupted")
+    command = [sys.executable, "-m", "postergenre.cli", "train-scratch", "--name", "tiny",
+               "--prepared", str(tiny_prepared), "--out", "out", "--live", "live",
+               "--epochs", str(CTRL_C_EPOCHS), *TINY_FLAGS]
+    process = subprocess.Popen(command, cwd=work, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True,
+                               # As a user runs it: TensorFlow's C++ lines at the CLI's level.
+                               env={k: v for k, v in os.environ.items()
+                                    if k != "TF_CPP_MIN_LOG_LEVEL"})
+    lines: list[str] = []
+    live_then: list[float] = []
+    try:
+        assert process.stderr is not None
+        for line in process.stderr:
+            lines.append(line.rstrip("\n"))
+            if EPOCH_LINE.fullmatch(lines[-1]):
+                live_then = _live_rows(work / "live")
+                os.killpg(process.pid, signal.SIGINT)
+                break
+        lines += process.stderr.read().splitlines()
+        process.wait(timeout=KILL_TIMEOUT)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return work, command, process.returncode, lines, live_then
+
+
+@pytest.mark.slow
+def test_piped_training_prints_one_plain_line_per_epoch(interrupted_scratch):
+    *_, lines, _ = interrupted_scratch
+    epochs = [int(found[1]) for line in lines if (found := EPOCH_LINE.fullmatch(line))]
+    assert epochs == list(range(1, len(epochs) + 1)) and epochs
+    assert not any("\r" in line or "it/s" in line for line in lines)  # no bar in a pipe
+
+
+@pytest.mark.slow
+def test_ctrl_c_exits_130_with_one_line_and_leaves_no_half_written_output(
+        interrupted_scratch):
+    work, _, code, lines, _ = interrupted_scratch
+    assert code == 130
+    state = _local_state(work / "out.checkpoint")
+    done = len(state["history"])
+    others = [line for line in lines if not EPOCH_LINE.fullmatch(line)]
+    assert others == [f"postergenre train-scratch: interrupted after epoch {done}; the same "
+                      "command resumes from its checkpoint (out.checkpoint)"]
+    assert 1 <= done < CTRL_C_EPOCHS
+    # No model folder (none was there before), no partial folder: only the checkpoint and
+    # DVCLive's folder, each epoch's files whole.
+    assert sorted(p.name for p in work.iterdir()) == ["live", "out.checkpoint"]
+    assert len(_live_rows(work / "live")) in (done - 1, done)
+    json.loads((work / "live" / "metrics.json").read_text())
+
+
+@pytest.mark.slow
+def test_dvclive_files_are_written_while_the_model_trains(interrupted_scratch):
+    """When the first epoch's line came (of 20 epochs, and the run was then interrupted,
+    so it never finished), DVCLive's folder already held that epoch."""
+    work, _, code, lines, live_then = interrupted_scratch
+    assert code == 130
+    first = next(line for line in lines if EPOCH_LINE.fullmatch(line))
+    assert len(live_then) >= 1
+    assert f"val_loss {live_then[0]:.4f}" in first
+
+
+@pytest.mark.slow
+def test_the_same_command_resumes_after_ctrl_c(interrupted_scratch):
+    work, command, _, _, _ = interrupted_scratch
+    done = len(_local_state(work / "out.checkpoint")["history"])
+    rerun = subprocess.run(command, cwd=work, capture_output=True, text=True,
+                           timeout=KILL_TIMEOUT)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"resumed after epoch {done}," in rerun.stdout
+    history = json.loads((work / "out" / "history.json").read_text())
+    assert _live_rows(work / "live") == [e["val_loss"] for e in history]
+    assert sorted(p.name for p in work.iterdir()) == ["live", "out"]

@@ -12,6 +12,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import textwrap
 from collections.abc import Mapping, Sequence
@@ -29,6 +30,7 @@ from postergenre.configs import (
     GateConfig,
     IngestConfig,
     SplitConfig,
+    TrainingConfig,
     ValidateConfig,
     load_run_params,
     model_spec,
@@ -668,7 +670,7 @@ def load_tensorflow_quietly() -> None:
             import tensorflow as tf
 
             tf.config.list_physical_devices("GPU")
-        except BaseException:
+        except Exception:  # (a Ctrl-C is one line: main's)
             os.dup2(saved, 2)
             sink.seek(0)
             sys.stderr.write(sink.read().decode(errors="replace"))
@@ -707,6 +709,36 @@ def configure_logging(verbosity: int) -> None:
             logging.getLogger(chatty).setLevel(logging.ERROR)
 
 
+def interrupted(args: argparse.Namespace) -> str:
+    """What a Ctrl-C leaves, in one line: a training names the last epoch its checkpoint
+    holds, which the same command resumes after; a stage whose output is swapped in whole
+    left it as it was."""
+    cmd = args.command
+    out = getattr(args, "out", None)
+    if cmd in TRAIN_COMMANDS and issubclass(MODEL_KINDS[TRAIN_COMMANDS[cmd]], TrainingConfig):
+        from postergenre.training.checkpoint import STATE_FILE, default_checkpoint_dir
+
+        given = args.checkpoint_dir
+        folder = (Path(given) if given and not is_remote(given)
+                  else default_checkpoint_dir(args.out))
+        try:
+            epochs = len(json.loads((folder / STATE_FILE).read_text())["history"])
+        except (OSError, ValueError, KeyError, TypeError):
+            epochs = 0
+        if epochs:
+            return (f"interrupted after epoch {epochs}; the same command resumes from its "
+                    f"checkpoint ({given or folder})")
+        return f"interrupted before an epoch ended; {out} is as it was, and the same " \
+            "command starts over"
+    if cmd in TRAIN_COMMANDS or cmd == "augment":
+        return f"interrupted; {out} is as it was, and the same command starts over"
+    if cmd == "ingest" and args.source == "tmdb":
+        return "interrupted; the same command resumes the crawl from its cache"
+    if out is not None:
+        return "interrupted; the same command runs it again"
+    return "interrupted"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     if argv is None:
         # From the command line (DVC's stages): a fixed string-hash seed, so that what a
@@ -735,6 +767,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 else str(err))
         print(f"postergenre {args.command}: error: {said}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # Ctrl-C: one line saying what is left and what the same command does, not
+        # TensorFlow's traceback; 130, the shell's code for a SIGINT. (A second Ctrl-C
+        # while the line is written is ignored.)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        print(f"postergenre {args.command}: {interrupted(args)}", file=sys.stderr, flush=True)
+        return 130
     return 0
 
 
