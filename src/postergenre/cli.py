@@ -100,6 +100,12 @@ def _stage_parser(sub, name: str, help_text: str, config: type | None = None,
     return p
 
 
+# The paths a command reads, declared beside their flags (`set_defaults(inputs=...)`) and
+# checked before anything heavy loads (check_arguments): (dest, a file the folder must
+# hold or "" for any existing path, the stage that writes it or "").
+MANIFEST = "manifest.json"
+
+
 def train_command(kind: str) -> str:
     """The training command of a model kind: `train-` and the kind, dashes for
     underscores (`train-linear-probe`); dvc.yaml's `train-${item.kind}` spelling
@@ -176,12 +182,6 @@ def _command_listing(sub: argparse._SubParsersAction) -> str:
         lines += [f"  {command}", f"      {what}"]
     lines += ["", "`postergenre COMMAND --help` lists a command's flags and settings."]
     return "\n".join(lines[1:])
-
-
-# The paths a command reads, declared beside their flags (`set_defaults(inputs=...)`) and
-# checked before anything heavy loads (check_arguments): (dest, a file the folder must
-# hold or "" for any existing path, the stage that writes it or "").
-MANIFEST = "manifest.json"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -629,10 +629,8 @@ def check_arguments(args: argparse.Namespace) -> None:
         args.spec = model_config_from_args(TRAIN_COMMANDS[cmd], args)
         _log_settings(f"{MODELS_SECTION}.{args.spec.name}", args.spec.config)
     for dest, holds, made_by in getattr(args, "inputs", ()):
-        value = getattr(args, dest, None)
-        for item in value if isinstance(value, list) else [value]:
-            if item is not None:
-                _require(f"--{dest}", item, holds, made_by)
+        if getattr(args, dest) is not None:
+            _require(f"--{dest}", getattr(args, dest), holds, made_by)
     if cmd == "evaluate":
         args.model_dirs = _model_dirs(args)
         for folder in args.model_dirs.values():

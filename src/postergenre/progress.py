@@ -54,8 +54,9 @@ class Progress:
         self.every_step = every_step
         self.stream = sys.stderr if stream is None else stream
         self.bar: tqdm | None = None
-        self.lines = lines and not on_terminal(self.stream)
-        if on_terminal(self.stream):
+        terminal = on_terminal(self.stream)
+        self.lines = lines and not terminal
+        if terminal:
             self.bar = tqdm(total=total, initial=initial, desc=label, unit=unit,
                             unit_scale=unit == "B", leave=False, file=self.stream,
                             mininterval=0.5)
@@ -90,7 +91,7 @@ class Progress:
             unit = "MB" if self.unit == "B" else f"{self.unit}s"
             line = (f"{self.label}: {_amount(self.done, self.unit)}/"
                     f"{_amount(self.total, self.unit)} {unit} "
-                    f"({100 * self.done // self.total}%, {seconds:.1f} s)")
+                    f"({100 * self.done // self.total}%, {seconds:.1f} s) {values}").rstrip()
         print(line, file=self.stream, flush=True)
 
     def close(self) -> None:
