@@ -32,9 +32,11 @@ def on_terminal(stream: IO[str] | None = None) -> bool:
         return False
 
 
-def _amount(value: float, unit: str) -> str:
-    """A count of `unit`; bytes in MB."""
-    return f"{value / 1e6:.1f}" if unit == "B" else f"{value:g}"
+def _amount(done: int, total: int, unit: str) -> str:
+    """`done/total units`; bytes scaled (`1.2MB/3.4MB`)."""
+    if unit == "B":
+        return f"{tqdm.format_sizeof(done, 'B', 1000)}/{tqdm.format_sizeof(total, 'B', 1000)}"
+    return f"{done}/{total} {unit}s"
 
 
 class Progress:
@@ -88,9 +90,7 @@ class Progress:
             line = f"{self.label}: {self.unit} {self.done}/{self.total} {values}".rstrip() \
                 + f" ({seconds:.1f} s)"
         else:
-            unit = "MB" if self.unit == "B" else f"{self.unit}s"
-            line = (f"{self.label}: {_amount(self.done, self.unit)}/"
-                    f"{_amount(self.total, self.unit)} {unit} "
+            line = (f"{self.label}: {_amount(self.done, self.total, self.unit)} "
                     f"({100 * self.done // self.total}%, {seconds:.1f} s) {values}").rstrip()
         print(line, file=self.stream, flush=True)
 
