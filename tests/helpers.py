@@ -117,6 +117,10 @@ def project_copy(tmp_path) -> Path:
     shutil.copytree(REPO_ROOT / ".dvc" / "plots", project / ".dvc" / "plots")
     shutil.copytree(REPO_ROOT / "src", project / "src")
     run_ok(["git", "init", "-q"], project)
+    # As a clone has: a commit (DVCLive, which the training stages log to, reads HEAD).
+    run_ok(["git", "add", "-A"], project)
+    run_ok(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"],
+           project)
     return project
 
 

@@ -50,8 +50,7 @@ def test_same_probabilities_as_predict(model_dir, tiny_prepared, tmp_path):
     for imdb_id, jpeg in images.items():
         (posters / f"{imdb_id}.jpg").write_bytes(jpeg)
     results = predict_posters(load_predictor(model_dir),
-                              [str(posters / f"{i}.jpg") for i in table["imdb_id"]],
-                              progress=False)
+                              [str(posters / f"{i}.jpg") for i in table["imdb_id"]])
     expected = np.stack([r.probabilities for r in results])
     # TensorFlow decodes with the accurate IDCT, as OpenCV does (shards.decode_poster): the
     # same pixels, so the same probabilities up to float32 rounding.

@@ -8,14 +8,15 @@ import pandas as pd
 import pytest
 
 from postergenre import __version__
-from postergenre.cli import main
-from postergenre.configs import MODEL_KINDS, AugmentConfig
-from postergenre.typed_config import config_from_args, describe_fields
+from postergenre.cli import main, train_command
+from postergenre.configs import MODEL_KINDS, AugmentConfig, TransferConfig
+from postergenre.typed_config import config_from_args, describe_fields, field_choices
 
 # One training command per model kind, generated from configs.MODEL_KINDS.
-STAGES = ("ingest", "validate", "split", "augment", *(f"train-{k}" for k in MODEL_KINDS),
-          "evaluate", "gate", "register", "models", "params", "summary", "predict",
-          "batch-predict", "pipeline", "registry")
+TRAINING = tuple(train_command(k) for k in MODEL_KINDS)
+COMMANDS = ("predict", "batch-predict", "ingest", "validate", "split", "augment", *TRAINING,
+            "evaluate", "gate", "register", "params", "models", "summary", "registry",
+            "pipeline")
 
 
 def _help(*args: str) -> str:
@@ -25,10 +26,117 @@ def _help(*args: str) -> str:
     return done.stdout
 
 
-def test_help_lists_every_stage_as_a_command():
-    # The command list: one indented name at the start of a line, not a word anywhere.
-    listed = re.findall(r"^ {4}([a-z][a-z0-9_-]*)(?: |$)", _help(), flags=re.MULTILINE)
-    assert listed == list(STAGES)
+def _groups(text: str) -> dict[str, dict[str, str]]:
+    """The help's command groups: {title: {command: its summary, wrapped lines joined}}."""
+    groups: dict[str, dict[str, str]] = {}
+    current: dict[str, str] | None = None
+    command = ""
+    for line in text.splitlines():
+        if re.fullmatch(r"[A-Za-z].*:", line):
+            current = groups.setdefault(line[:-1], {})
+        elif current is not None and (found := re.fullmatch(r"  (\S+) +(.*)", line)):
+            command = found[1]
+            current[command] = found[2]
+        elif current is not None and command and re.fullmatch(r" {6,}\S.*", line):
+            current[command] += " " + line.strip()
+        else:
+            command = ""
+    return groups
+
+
+def test_help_groups_the_commands_with_examples():
+    text = _help()
+    groups = _groups(text)
+    listed = [c for title, commands in groups.items() if title not in ("examples", "options")
+              for c in commands]
+    assert sorted(listed) == sorted(COMMANDS)  # each command once, none left out
+    assert list(groups)[:5] == ["options", "use a model", "run one pipeline stage (what "
+                                "dvc.yaml and the Kubeflow components run)", "inspect a run",
+                                "Kubeflow"]
+    assert list(groups["use a model"]) == ["predict", "batch-predict", "registry"]
+    assert list(groups["inspect a run"]) == ["params", "models", "summary"]
+    assert list(groups["Kubeflow"]) == ["pipeline"]
+    examples = re.findall(r"^  postergenre \S+.*$", text.split("\nexamples:\n")[1],
+                          flags=re.MULTILINE)
+    assert len(examples) >= 2
+    # A training command's summary is its kind's summary line, whole.
+    stages = groups["run one pipeline stage (what dvc.yaml and the Kubeflow components run)"]
+    for kind, config in MODEL_KINDS.items():
+        line = (config.__doc__ or "").strip().splitlines()[0].rstrip(".")
+        assert stages[train_command(kind)].endswith(line[:1].lower() + line[1:])
+    assert all(not summary.endswith((",", "(", " and", " or", " the", " a", " then"))
+               for commands in groups.values() for summary in commands.values())
+
+
+def test_the_linear_probe_command_is_train_linear_probe_with_the_old_spelling_kept():
+    from postergenre.cli import build_parser
+
+    assert train_command("linear_probe") == "train-linear-probe"
+    assert "train-linear_probe" not in _help()  # listed once, by its one name
+    # dvc.yaml's `train-${item.kind}` (and existing scripts) still work: the same command.
+    for spelling in ("train-linear-probe", "train-linear_probe"):
+        args = build_parser().parse_args([spelling, "--name", "probe", "--prepared", "p",
+                                          "--out", "o"])
+        assert args.command == "train-linear-probe"
+
+
+def test_settings_with_choices_show_them():
+    text = " ".join(_help("train-transfer").split())
+    assert "--optimizer {sgd,adam,adamw}" in text
+    assert "--backbone {vgg16,efficientnet_lite0}" in text
+    assert " ".join(_help("augment").split()).count("--transforms {hflip,crop,jitter},...") == 2
+    for name, *_ in describe_fields(TransferConfig):
+        if name in field_choices(TransferConfig):
+            assert f"{'--' + name.replace('_', '-')} TEXT" not in text
+
+
+def test_a_missing_registry_is_said_plainly(tmp_path, capsys, monkeypatch):
+    poster = tmp_path / "poster.jpg"
+    poster.write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    assert main(["predict", str(poster)]) == 2  # the default: ./registry
+    assert capsys.readouterr().err == (
+        f"postergenre predict: error: no registry at {tmp_path / 'registry'}: nothing has "
+        "been registered yet (`make run` registers the model the gate blesses); or give a "
+        "model folder with --model\n")
+    (tmp_path / "registry").mkdir()
+    assert main(["predict", str(poster)]) == 2
+    assert capsys.readouterr().err == (
+        f"postergenre predict: error: the registry at {tmp_path / 'registry'} holds no "
+        "blessed model yet (the gate has blessed none); give a model folder with --model\n")
+
+
+@pytest.mark.parametrize("command, said", [
+    (["train-scratch", "--name", "cnn", "--prepared", "nope", "--out", "m"],
+     "nope/manifest.json not found: is nope the output of augment?"),
+    (["train-scratch", "--name", "rnn", "--prepared", "nope", "--out", "m", "--params",
+      "params.yaml"], "params.yaml: no model 'rnn'"),
+    (["augment", "--data", ".", "--split", "nope", "--out", "p"],
+     "nope/train.csv not found: is nope the output of split?"),
+    (["evaluate", "--prepared", "prepared", "--model", "cnn=nope", "--out", "r"],
+     "--model nope: no such file or folder"),
+    (["evaluate", "--prepared", "prepared", "--models-root", "models", "--out", "r"],
+     "--models-root models/cnn: no such file or folder"),
+    (["predict", "poster.jpg", "--model", "nope"], "--model nope: no such file or folder"),
+    (["predict", "missing.jpg", "--registry", "registry"], "no such poster: missing.jpg"),
+    (["batch-predict", "--model", "nope", "--out", "o"], "--model nope: no such file or "
+     "folder"),
+])
+def test_a_bad_argument_is_reported_before_tensorflow_loads(tmp_path, command, said):
+    """TensorFlow takes 15-40 s to start: the command line is checked first (the
+    evidence: TensorFlow is not imported when the error comes)."""
+    (tmp_path / "params.yaml").write_text("models:\n  cnn:\n    kind: scratch\n")
+    (tmp_path / "prepared").mkdir()
+    (tmp_path / "prepared" / "manifest.json").write_text("{}")
+    (tmp_path / "poster.jpg").write_bytes(b"")
+    (tmp_path / "registry").mkdir()
+    (tmp_path / "registry" / "latest.json").write_text('{"entry": "cnn-0123456789abcdef"}')
+    probe = ("import sys; from postergenre.cli import main; code = main(sys.argv[1:]); "
+             "print(code, 'tensorflow' in sys.modules, 'keras' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", probe, *command], capture_output=True,
+                          text=True, cwd=tmp_path)
+    assert done.stdout.split() == ["2", "False", "False"], done.stderr
+    assert f"postergenre {command[0]}: error: {said}" in done.stderr
 
 
 def test_stage_help_shows_every_setting_with_its_default():
@@ -81,6 +189,9 @@ def test_training_command_must_match_the_models_kind(tmp_path, capsys):
     base = ["--prepared", "p", "--out", str(tmp_path / "m"), "--params", str(params)]
     assert main(["train-transfer", "--name", "cnn", *base]) == 2
     assert "use `postergenre train-scratch`" in capsys.readouterr().err
+    params.write_text("models:\n  probe:\n    kind: linear_probe\n")
+    assert main(["train-scratch", "--name", "probe", *base]) == 2
+    assert "use `postergenre train-linear-probe`" in capsys.readouterr().err
     assert main(["train-scratch", "--name", "rnn", *base]) == 2
     assert "no model 'rnn'" in capsys.readouterr().err
 

@@ -2,6 +2,7 @@
 
 import json
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -37,6 +38,14 @@ def test_repro_runs_once_and_a_gate_param_reruns_only_the_gate(tmp_path):
     metrics = run_ok(["dvc", "metrics", "show", "--json"], project)
     assert DEMO_MODELS[0] in metrics and "null" in metrics
     assert (project / "reports" / "blessing.json").is_file()
+    # Each training's DVCLive folder (written epoch by epoch) is among DVC's plots.
+    shown = subprocess.run([BIN / "dvc", "plots", "show", "--json"], cwd=project,
+                           capture_output=True, text=True, check=True)
+    plots = json.loads(shown.stdout)
+    for model in DEMO_MODELS:
+        live = f"reports/training/{model}/plots/metrics"
+        assert f"{live}/eval/loss.tsv" in plots["data"], sorted(plots["data"])
+        assert not [e for e in plots.get("errors", []) if e["name"].startswith(live)]
 
     assert "Data and pipelines are up to date" in run_ok(["dvc", "repro"], project)
 

@@ -47,8 +47,7 @@ def test_folder_url_and_bad_input(model_dir, posters, http_root, tmp_path):
     first = sorted(posters.glob("tt*.jpg"))[0]
     items = expand_posters([str(posters), f"{http_root}/{first.name}",
                             f"{http_root}/missing.jpg", str(tmp_path / "nowhere.png")])
-    results = predict_posters(predictor, items, batch_size=2, explain_dir=tmp_path / "cam",
-                              progress=False)
+    results = predict_posters(predictor, items, batch_size=2, explain_dir=tmp_path / "cam")
     assert len(results) == 7
     by_name = {r.poster: r for r in results}
     for r in results:
@@ -83,8 +82,11 @@ def test_cli_writes_csv_and_exits_nonzero_on_a_bad_poster(model_dir, posters, tm
 
 
 def test_no_model_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no blessed model"):
-        load_predictor(registry=tmp_path / "empty-registry")
+    with pytest.raises(FileNotFoundError, match=f"no registry at {tmp_path / 'nothing'}: "):
+        load_predictor(registry=tmp_path / "nothing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="holds no blessed model yet"):
+        load_predictor(registry=tmp_path / "empty")
 
 
 def test_gradcam_on_a_nested_vgg16_model_whose_base_reuses_the_input_name():
@@ -365,7 +367,7 @@ def test_explain_overlays_keep_the_posters_shape_and_carry_a_caption(
     cv2.imwrite(str(wide), cv2.resize(cv2.imread(str(tall)), (150, 60)))
     predictor = load_predictor(registry=registry)
     results = predict_posters(predictor, [str(tall), str(wide)],
-                              explain_dir=tmp_path / "cam", progress=False)
+                              explain_dir=tmp_path / "cam")
     for result, (width, height) in zip(results, ((48, 72), (150, 60)), strict=True):
         image = cv2.cvtColor(cv2.imread(result.explanation), cv2.COLOR_BGR2RGB)
         # The poster part is OVERLAY_HEIGHT tall and as wide as the poster's shape says:
@@ -427,8 +429,33 @@ def _score(posters, monkeypatch):
     monkeypatch.setattr(cv2, "imdecode", lambda buffer, flags: seen.append(
         bytes(buffer[:64])) or decode(buffer, flags))
     results = predict_posters(Predictor(_FakeModel(), np.full(19, 0.5), "fake"),
-                              [str(p) for p in posters], progress=False)
+                              [str(p) for p in posters])
     return {r.poster: r for r in results}, seen
+
+
+def test_predict_draws_its_bar_on_a_terminal_only(tiny_data, monkeypatch, capsys):
+    """Piped, the scores are the output: nothing else goes out, no bar, no lines."""
+    import fcntl
+    import io
+    import os
+    import select
+    import struct
+    import termios
+
+    posters = sorted((tiny_data / "posters").iterdir())[:3]
+    _score(posters, monkeypatch)
+    assert capsys.readouterr().err == ""
+    master, slave = os.openpty()  # a terminal of 24 x 80 (tqdm reads stderr's width)
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    terminal = io.TextIOWrapper(os.fdopen(slave, "wb", buffering=0), write_through=True)
+    monkeypatch.setattr(sys, "stderr", terminal)
+    try:
+        _score(posters, monkeypatch)
+        drawn = os.read(master, 65536) if select.select([master], [], [], 0)[0] else b""
+    finally:
+        terminal.close()
+        os.close(master)
+    assert b"predict" in drawn
 
 
 def test_headers_that_cannot_be_read_and_other_formats_are_refused_naming_the_file(

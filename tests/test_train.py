@@ -209,12 +209,20 @@ def test_require_gpu_fails_fast_without_one():
 @pytest.mark.slow
 def test_scratch_training_lowers_the_loss_and_is_reproducible(tiny_prepared, tmp_path):
     config = ScratchConfig(epochs=6, learning_rate=0.02, deterministic=True, **TINY_SCRATCH)
-    runs = [train_scratch(tiny_prepared, tmp_path / f"m{i}", config, name="tiny_cnn")
-            for i in range(2)]
+    runs = [train_scratch(tiny_prepared, tmp_path / f"m{i}", config, name="tiny_cnn",
+                          live_dir=tmp_path / f"live{i}") for i in range(2)]
     history = json.loads((tmp_path / "m0" / "history.json").read_text())
     assert history[-1]["loss"] < history[0]["loss"]
     assert runs[0]["best_val_loss"] == runs[1]["best_val_loss"]  # same seed, same numbers
-    assert (tmp_path / "m0" / "dvclive" / "metrics.json").is_file()
+    # DVCLive's files: every epoch, and no clock in them (DVC hashes them: the same bytes).
+    live = {p.relative_to(tmp_path / "live0"): p.read_bytes()
+            for p in sorted((tmp_path / "live0").rglob("*")) if p.is_file()}
+    assert live == {p.relative_to(tmp_path / "live1"): p.read_bytes()
+                    for p in sorted((tmp_path / "live1").rglob("*")) if p.is_file()}
+    assert json.loads(live[Path("metrics.json")])["step"] == len(history) - 1
+    assert live[Path("plots/metrics/eval/loss.tsv")].decode().splitlines() == [
+        "step\tloss", *(f"{i}\t{e['val_loss']}" for i, e in enumerate(history))]
+    assert not (tmp_path / "m0" / "dvclive").exists()  # not part of the model
     meta = json.loads((tmp_path / "m0" / METADATA_FILE).read_text())
     assert meta["image_size"] == TINY_IMAGE and len(meta["genres"]) == 19
     # The model's name is the params entry's, everywhere: metadata, training.json, Keras.
@@ -630,3 +638,17 @@ def test_scratch_trains_in_bfloat16_with_the_device_batch(tiny_prepared, tmp_pat
     assert info["epochs_run"] == 2 and np.isfinite(info["best_val_loss"])
     assert load_model(tmp_path / "bf16").predict(
         np.zeros((1, TINY_IMAGE, TINY_IMAGE, 3), "float32"), verbose=0).dtype == np.float32
+
+
+def test_a_live_folder_dvclive_cannot_write_is_an_error_before_training(tmp_path,
+                                                                       monkeypatch):
+    """DVCLive reads the git state; in a repository without a commit it cannot start. The
+    stage's DVC output would be missing after hours of training: say so at the start."""
+    from postergenre.training.live import LiveLog, LiveLogError
+
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(LiveLogError, match=r"^live: DVCLive cannot start \(.*\); in a git "
+                       r"repository with no commit yet, commit once$"):
+        LiveLog.open("live")
+    assert LiveLog.open(None) is None

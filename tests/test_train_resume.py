@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -193,6 +194,17 @@ def _kill_when(process: subprocess.Popen, ready, log_file: Path) -> None:
             process.wait()
 
 
+def _live_rows(folder: Path) -> list[float]:
+    """The validation losses a DVCLive folder holds, one per epoch logged."""
+    path = folder / "plots" / "metrics" / "eval" / "loss.tsv"
+    if not path.is_file():
+        return []
+    rows = path.read_text().splitlines()
+    assert rows[0] == "step\tloss"
+    assert [int(r.split("\t")[0]) for r in rows[1:]] == list(range(len(rows) - 1))
+    return [float(r.split("\t")[1]) for r in rows[1:]]
+
+
 def _local_state(folder: Path) -> dict | None:
     try:
         return json.loads((folder / STATE_FILE).read_text())
@@ -247,15 +259,14 @@ def test_a_killed_training_keeps_the_previous_model_and_resumes(killed_scratch, 
     private_tmp.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(private_tmp))
     monkeypatch.chdir(work)
-    # -v: the CLI logs each epoch to stderr (its logging setup replaces caplog's handler).
+    # -v: the log line of the resume; stderr is not a terminal: a line per epoch trained.
     assert main(["train-scratch", "-v", "--name", "tiny", "--prepared", str(tiny_prepared),
-                 "--out", "out", "--epochs", str(EPOCHS), *TINY_FLAGS]) == 0
+                 "--out", "out", "--epochs", str(EPOCHS), "--live", "live", *TINY_FLAGS]) == 0
     printed = capsys.readouterr()
     assert f"resumed after epoch {done}," in printed.out
     assert f"after epoch {done} (fit, {done} epochs done)" in printed.err
-    trained = [int(line.split("tiny epoch ")[1].split(":")[0])
-               for line in printed.err.splitlines()
-               if "postergenre.training.loop: tiny epoch " in line]
+    trained = [int(n) for n in re.findall(rf"^train tiny: epoch (\d+)/{EPOCHS} ",
+                                          printed.err, flags=re.MULTILINE)]
     assert trained == list(range(done + 1, EPOCHS + 1))  # no finished epoch trained again
 
     info = json.loads((out / "training.json").read_text())
@@ -267,11 +278,12 @@ def test_a_killed_training_keeps_the_previous_model_and_resumes(killed_scratch, 
                               for e in state["history"]]
     assert json.loads((out / "metadata.json").read_text())["model"] == "tiny"
     assert (out / "model.keras").stat().st_size > 0
-    dvclive = json.loads((out / "dvclive" / "metrics.json").read_text())
-    assert dvclive["step"] == EPOCHS - 1  # every epoch, the resumed ones too
+    # DVCLive's folder holds every epoch, the checkpoint's too, as the history has them.
+    assert _live_rows(work / "live") == [e["val_loss"] for e in history]
+    assert json.loads((work / "live" / "metrics.json").read_text())["step"] == EPOCHS - 1
     # Nothing left behind: no partial folder, no checkpoint, nothing in the temp folder.
     assert sorted(p.name for p in work.iterdir()) == \
-        ["killed.log", "out", "pristine.checkpoint", "tmp"]
+        ["killed.log", "live", "out", "pristine.checkpoint", "tmp"]
     assert not list(private_tmp.iterdir())
 
 
@@ -351,8 +363,9 @@ def test_a_fine_tuning_transfer_resumes_in_its_second_phase(tiny_prepared, tmp_p
     done = state["epochs_done"]
 
     spec = model_spec("tuned", {"kind": "transfer", **settings})
-    info = train_model(tiny_prepared, tmp_path / "model", spec)
+    info = train_model(tiny_prepared, tmp_path / "model", spec, live_dir=tmp_path / "live")
     history = json.loads((tmp_path / "model" / "history.json").read_text())
+    assert _live_rows(tmp_path / "live") == [e["val_loss"] for e in history]  # both phases
     assert info["resumed_from_epoch"] == len(head) + done
     assert [e["epoch"] for e in history] == list(range(1, len(history) + 1))
     assert history[:len(head)] == [{k: v for k, v in e.items() if k != "stage"}
@@ -360,4 +373,95 @@ def test_a_fine_tuning_transfer_resumes_in_its_second_phase(tiny_prepared, tmp_p
     assert [e["phase"] for e in history] == ["head"] * len(head) + \
         ["fine_tune"] * (len(history) - len(head))
     assert len(history) - len(head) > done  # it went on fine-tuning after the kill
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["killed.log", "model"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["killed.log", "live", "model"]
+
+
+# --- Ctrl-C --------------------------------------------------------------------------
+
+CTRL_C_EPOCHS = 20
+EPOCH_LINE = re.compile(rf"train tiny: epoch (\d+)/{CTRL_C_EPOCHS} loss \d+\.\d{{4}} "
+                        r"val_loss \d+\.\d{4} val_auc \d+\.\d{4} \(\d+\.\d s\)")
+
+
+@pytest.fixture(scope="module")
+def interrupted_scratch(tiny_prepared, tmp_path_factory):
+    """`train-scratch` of CTRL_C_EPOCHS epochs, stderr piped, given a Ctrl-C (SIGINT to its
+    process group, as a terminal sends it) once it has printed its first epoch's line:
+    (work folder, the command, its exit code, its stderr lines, the live folder's
+    validation losses when that line came)."""
+    work = tmp_path_factory.mktemp("interrupted")
+    command = [sys.executable, "-m", "postergenre.cli", "train-scratch", "--name", "tiny",
+               "--prepared", str(tiny_prepared), "--out", "out", "--live", "live",
+               "--epochs", str(CTRL_C_EPOCHS), *TINY_FLAGS]
+    process = subprocess.Popen(command, cwd=work, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True,
+                               # As a user runs it: TensorFlow's C++ lines at the CLI's level.
+                               env={k: v for k, v in os.environ.items()
+                                    if k != "TF_CPP_MIN_LOG_LEVEL"})
+    lines: list[str] = []
+    live_then: list[float] = []
+    try:
+        assert process.stderr is not None
+        for line in process.stderr:
+            lines.append(line.rstrip("\n"))
+            if EPOCH_LINE.fullmatch(lines[-1]):
+                live_then = _live_rows(work / "live")
+                os.killpg(process.pid, signal.SIGINT)
+                break
+        lines += process.stderr.read().splitlines()
+        process.wait(timeout=KILL_TIMEOUT)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return work, command, process.returncode, lines, live_then
+
+
+@pytest.mark.slow
+def test_piped_training_prints_one_plain_line_per_epoch(interrupted_scratch):
+    *_, lines, _ = interrupted_scratch
+    epochs = [int(found[1]) for line in lines if (found := EPOCH_LINE.fullmatch(line))]
+    assert epochs == list(range(1, len(epochs) + 1)) and epochs
+    assert not any("\r" in line or "it/s" in line for line in lines)  # no bar in a pipe
+
+
+@pytest.mark.slow
+def test_ctrl_c_exits_130_with_one_line_and_leaves_no_half_written_output(
+        interrupted_scratch):
+    work, _, code, lines, _ = interrupted_scratch
+    assert code == 130
+    state = _local_state(work / "out.checkpoint")
+    done = len(state["history"])
+    others = [line for line in lines if not EPOCH_LINE.fullmatch(line)]
+    assert others == [f"postergenre train-scratch: interrupted after epoch {done}; the same "
+                      "command resumes from its checkpoint (out.checkpoint)"]
+    assert 1 <= done < CTRL_C_EPOCHS
+    # No model folder (none was there before), no partial folder: only the checkpoint and
+    # DVCLive's folder, each epoch's files whole.
+    assert sorted(p.name for p in work.iterdir()) == ["live", "out.checkpoint"]
+    assert len(_live_rows(work / "live")) in (done - 1, done)
+    json.loads((work / "live" / "metrics.json").read_text())
+
+
+@pytest.mark.slow
+def test_dvclive_files_are_written_while_the_model_trains(interrupted_scratch):
+    """When the first epoch's line came (of 20 epochs, and the run was then interrupted,
+    so it never finished), DVCLive's folder already held that epoch."""
+    work, _, code, lines, live_then = interrupted_scratch
+    assert code == 130
+    first = next(line for line in lines if EPOCH_LINE.fullmatch(line))
+    assert len(live_then) >= 1
+    assert f"val_loss {live_then[0]:.4f}" in first
+
+
+@pytest.mark.slow
+def test_the_same_command_resumes_after_ctrl_c(interrupted_scratch):
+    work, command, _, _, _ = interrupted_scratch
+    done = len(_local_state(work / "out.checkpoint")["history"])
+    rerun = subprocess.run(command, cwd=work, capture_output=True, text=True,
+                           timeout=KILL_TIMEOUT)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"resumed after epoch {done}," in rerun.stdout
+    history = json.loads((work / "out" / "history.json").read_text())
+    assert _live_rows(work / "live") == [e["val_loss"] for e in history]
+    assert sorted(p.name for p in work.iterdir()) == ["live", "out"]

@@ -18,6 +18,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -85,6 +86,26 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w", **kwargs: Any) ->
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def interrupts_held() -> Iterator[None]:
+    """Hold a Ctrl-C (SIGINT) that arrives inside the block until the block has ended,
+    then deliver it: a block that writes several files, or swaps a folder in, finishes
+    before the KeyboardInterrupt unwinds the stage. (Only the main thread receives
+    signals; elsewhere the block runs as it is.)"""
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or previous is None:
+        yield  # (None: a handler installed outside Python, left alone)
+        return
+    caught: list[int] = []
+    signal.signal(signal.SIGINT, lambda number, frame: caught.append(number))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught:
+            signal.raise_signal(signal.SIGINT)  # to the handler the block found
 
 
 def write_json(path: str | os.PathLike[str], content: Any) -> Path:
@@ -212,8 +233,10 @@ def atomic_folder(target: str | os.PathLike[str]) -> Iterator[Path]:
         try:
             yield partial
         except BaseException:
-            _remove(partial)
+            with interrupts_held():
+                _remove(partial)
             raise
-        replace_folder(partial, target)
+        with interrupts_held():
+            replace_folder(partial, target)
     finally:
         os.close(lock)

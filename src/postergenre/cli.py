@@ -12,7 +12,9 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,10 +30,12 @@ from postergenre.configs import (
     GateConfig,
     IngestConfig,
     SplitConfig,
+    TrainingConfig,
     ValidateConfig,
     load_run_params,
     model_spec,
 )
+from postergenre.data.storage import is_remote
 from postergenre.typed_config import (
     DEFAULT_PARAMS,
     ConfigError,
@@ -82,9 +86,13 @@ def _verbosity_parent() -> argparse.ArgumentParser:
 
 
 def _stage_parser(sub, name: str, help_text: str, config: type | None = None,
-                  section: str | None = None) -> argparse.ArgumentParser:
-    p = sub.add_parser(name, help=help_text, description=help_text,
-                       formatter_class=_Formatter, parents=[_verbosity_parent()])
+                  section: str | None = None, aliases: Sequence[str] = ()
+                  ) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help_text, description=textwrap.fill(help_text, 88),
+                       aliases=list(aliases), formatter_class=_Formatter,
+                       parents=[_verbosity_parent()])
+    if aliases:  # the name typed, an alias or not, is the command's one name from here on
+        p.set_defaults(command=name)
     if config is not None:
         add_params_flags(p)
         add_config_flags(p, config, f"settings (params.yaml section '{section}'; "
@@ -92,10 +100,34 @@ def _stage_parser(sub, name: str, help_text: str, config: type | None = None,
     return p
 
 
+# The paths a command reads, declared beside their flags (`set_defaults(inputs=...)`) and
+# checked before anything heavy loads (check_arguments): (dest, a file the folder must
+# hold or "" for any existing path, the stage that writes it or "").
+MANIFEST = "manifest.json"
+
+
+def train_command(kind: str) -> str:
+    """The training command of a model kind: `train-` and the kind, dashes for
+    underscores (`train-linear-probe`); dvc.yaml's `train-${item.kind}` spelling
+    (`train-linear_probe`) is an alias of it."""
+    return "train-" + kind.replace("_", "-")
+
+
+# Training command -> its model kind.
+TRAIN_COMMANDS = {train_command(kind): kind for kind in MODEL_KINDS}
+
+
 def _add_training_parser(sub, kind: str, config: type) -> None:
-    p = _stage_parser(sub, f"train-{kind}", f"train a model of kind '{kind}': "
-                      f"{(config.__doc__ or '').splitlines()[0]}", config,
-                      f"{MODELS_SECTION}.NAME")
+    # The config's summary line (its docstring's first line) says what the kind is.
+    summary = (config.__doc__ or "").strip().splitlines()[0].rstrip(".")
+    command = train_command(kind)
+    old = f"train-{kind}"
+    p = _stage_parser(sub, command, f"train a {kind} model: "
+                      f"{summary[:1].lower()}{summary[1:]}", config,
+                      f"{MODELS_SECTION}.NAME", aliases=[old] if old != command else [])
+    if old != command:
+        p.description = textwrap.fill(f"{p.description} (also `postergenre {old}`, as "
+                                      "dvc.yaml spells it)", 88)
     p.add_argument("--name", required=True, help="the model's name: its entry under "
                    f"'{MODELS_SECTION}' in params.yaml, and its name in every output")
     p.add_argument("--prepared", required=True, help="augment's output folder (shards)")
@@ -106,20 +138,67 @@ def _add_training_parser(sub, kind: str, config: type) -> None:
                    help="where each finished epoch is checkpointed, a folder or an s3:// "
                    "URL (default: OUT.checkpoint); a rerun with the same settings and "
                    "data resumes from it, and it is deleted once OUT is written")
+    p.add_argument("--live", default=None, metavar="DIR",
+                   help="a DVCLive folder each finished epoch is logged to as it ends "
+                   "(metrics.json, plots/metrics/), for `dvc plots` and DVCLive's views; "
+                   "dvc.yaml gives reports/training/NAME")
+    p.set_defaults(inputs=(("prepared", MANIFEST, "augment"),))
+
+
+# `postergenre --help` lists the commands by what they are for (every command is in one
+# group: one that is not named here is listed under "other").
+COMMAND_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("use a model", ("predict", "batch-predict", "registry")),
+    ("run one pipeline stage (what dvc.yaml and the Kubeflow components run)",
+     ("ingest", "validate", "split", "augment", *TRAIN_COMMANDS, "evaluate", "gate",
+      "register")),
+    ("inspect a run", ("params", "models", "summary")),
+    ("Kubeflow", ("pipeline",)),
+)
+EXAMPLES = (
+    ("postergenre predict poster.jpg", "its genres, by the registry's blessed model at the "
+     "thresholds it was blessed with"),
+    ("postergenre params --set models.scratch_cnn.epochs=3", "a run's settings, checked"),
+    ("postergenre pipeline compile --output pipeline.yaml", "the Kubeflow pipeline"),
+)
+
+
+def _command_listing(sub: argparse._SubParsersAction) -> str:
+    """The commands by group, each with its summary, then the examples."""
+    summaries = {action.dest: action.help or "" for action in sub._choices_actions}
+    grouped = [name for _, names in COMMAND_GROUPS for name in names]
+    groups = [*COMMAND_GROUPS, ("other", tuple(n for n in summaries if n not in grouped))]
+    width = max(map(len, summaries)) + 4
+    lines: list[str] = []
+    for title, names in groups:
+        if not names:
+            continue
+        lines += ["", f"{title}:"]
+        for name in names:
+            lines += textwrap.wrap(summaries[name], 92, initial_indent=f"  {name:<{width - 2}}",
+                                   subsequent_indent=" " * width, break_on_hyphens=False)
+    lines += ["", "examples:"]
+    for command, what in EXAMPLES:
+        lines += [f"  {command}", f"      {what}"]
+    lines += ["", "`postergenre COMMAND --help` lists a command's flags and settings."]
+    return "\n".join(lines[1:])
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="postergenre", formatter_class=_Formatter,
-        description="Predict a movie's genres from its poster. Each stage subcommand is one "
-        "pipeline stage (what dvc.yaml and the Kubeflow components run); its settings come "
-        f"from its section of {DEFAULT_PARAMS} and any overlays given with --params (see "
-        "`postergenre STAGE --help`; `postergenre params` prints a run's settings).",
+        usage="postergenre [-h] [--version] [-v] COMMAND ...",
+        description="Predict a movie's genres from its poster: use a blessed model, run the\n"
+        "pipeline's stages one by one (what `dvc repro` and the Kubeflow pipeline do), or\n"
+        f"inspect a run. A stage's settings come from its section of {DEFAULT_PARAMS} and\n"
+        "any overlays given with --params.",
     )
     parser.add_argument("--version", action="version", version=f"postergenre {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="more log lines: -v for progress (INFO), -vv for DEBUG")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # The listing is the epilog's, by group (help=SUPPRESS: not argparse's flat one).
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                help=argparse.SUPPRESS, prog="postergenre")
 
     p = _stage_parser(sub, "ingest", "write a poster data set (labels.csv + posters/)",
                       IngestConfig, "ingest")
@@ -151,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="data set folder the posters are in")
     p.add_argument("--split", required=True, help="split's output folder")
     p.add_argument("--out", required=True, help="folder for the TFRecord shards")
+    p.set_defaults(inputs=(("data", "", ""), ("split", "train.csv", "split")))
 
     for kind, config in MODEL_KINDS.items():
         _add_training_parser(sub, kind, config)
@@ -168,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dvc", default=None, help=".dvc file of the poster data, or the "
                    "poster folder: the report says what the data was (demo or real) and "
                    "its version, as register records them")
+    p.set_defaults(inputs=(("prepared", MANIFEST, "augment"),))
 
     p = _stage_parser(sub, "gate", "bless a model only if it beats the baselines and the "
                       "last blessed model", GateConfig, "gate")
@@ -220,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--explain", metavar="DIR", help="write a Grad-CAM overlay per poster "
                    "into DIR (its own aspect ratio, captioned with its top genre)")
     p.add_argument("--batch-size", type=int, default=32, help="posters per batch")
+    p.set_defaults(inputs=(("model", "", ""),))
 
     p = _stage_parser(sub, "batch-predict", "score poster shards on Apache Beam (tfx-bsl "
                       "RunInference) into a Parquet table")
@@ -238,6 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a Beam pipeline option passed through, e.g. --beam-arg=--project=p "
                    "(repeatable)")
     p.add_argument("--num-shards", type=int, default=0, help="output files (0: runner decides)")
+    p.set_defaults(inputs=(("model", "", ""), ("prepared", MANIFEST, "augment"),
+                           ("thresholds", "", "")))
 
     # `pipeline compile | run --local | submit | upload`: flags live beside the code.
     from postergenre.pipelines.commands import add_pipeline_parser
@@ -247,6 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     from postergenre.serving.registry_cli import add_registry_parser
 
     add_registry_parser(sub, parents=[_verbosity_parent()])
+    parser.epilog = _command_listing(sub)
     return parser
 
 
@@ -294,7 +379,7 @@ def model_config_from_args(kind: str, args: argparse.Namespace) -> Any:
             raise ConfigError(f"{origin}: {section}: expected a mapping of settings")
         if found.get("kind") != kind:
             raise ConfigError(f"{origin}: {section}.kind is {found.get('kind')!r}; "
-                              f"use `postergenre train-{found.get('kind')}`")
+                              f"use `postergenre {train_command(str(found.get('kind')))}`")
         entry = dict(found)
     for text in args.overrides:
         key, value = parse_assignment(text)
@@ -361,7 +446,7 @@ def _summary(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from postergenre.serving.predict import expand_posters, load_predictor, predict_posters
+    from postergenre.serving.predict import load_predictor, predict_posters
     from postergenre.serving.predict_output import (
         choose_format,
         format_json,
@@ -372,10 +457,7 @@ def _predict(args: argparse.Namespace) -> int:
     )
 
     predictor = load_predictor(args.model, None if args.model else args.registry)
-    posters = expand_posters(args.posters)
-    if not posters:
-        raise ValueError(f"no poster found in {args.posters}")
-    results = predict_posters(predictor, posters, args.batch_size, args.explain)
+    results = predict_posters(predictor, args.poster_list, args.batch_size, args.explain)
     output = choose_format(args.format, sys.stdout)
     if output == "csv":
         write_csv(results, sys.stdout, args.top_k)
@@ -434,12 +516,12 @@ def _log_settings(stage: str, config: Any) -> None:
                                               json.dumps(to_mapping(config)))
 
 
-def _train(kind: str, args: argparse.Namespace) -> int:
-    spec = model_config_from_args(kind, args)
-    _log_settings(f"{MODELS_SECTION}.{spec.name}", spec.config)
+def _train(args: argparse.Namespace) -> int:
     from postergenre.training.train import train_model
 
-    info = train_model(args.prepared, args.out, spec, args.data_version, args.checkpoint_dir)
+    spec = args.spec
+    info = train_model(args.prepared, args.out, spec, args.data_version, args.checkpoint_dir,
+                       args.live)
     resumed = (f", resumed after epoch {info['resumed_from_epoch']}"
                if info.get("resumed_from_epoch") else "")
     print(f"{spec.name} ({spec.describe()}): {info['epochs_run']} epochs on {info['device']}"
@@ -450,23 +532,19 @@ def _train(kind: str, args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:  # noqa: C901 - a flat dispatch table
+    """Run the command whose arguments `check_arguments` has checked."""
     cmd = args.command
-    config: Any  # each stage's own config class
     if cmd == "ingest":
         from postergenre.sources.ingest import ingest
 
-        config = config_from_args(IngestConfig, "ingest", args)
-        _log_settings(cmd, config)
-        summary = ingest(args.source, args.out, config, data_version=args.data_version,
+        summary = ingest(args.source, args.out, args.config, data_version=args.data_version,
                          report_path=args.report)
         print(f"ingest ({args.source}): " + ", ".join(
             f"{k} {v}" for k, v in summary.items() if isinstance(v, (int, float, str))))
     elif cmd == "validate":
         from postergenre.validation.validate import validate_dataset
 
-        config = config_from_args(ValidateConfig, cmd, args)
-        _log_settings(cmd, config)
-        summary = validate_dataset(args.data, args.out, config, metrics_path=args.metrics,
+        summary = validate_dataset(args.data, args.out, args.config, metrics_path=args.metrics,
                                    docs_path=args.docs)
         print(f"validate: {summary['rows_in']} rows in, {summary['rows_kept']} kept, "
               f"{summary['rows_rejected']} rejected"
@@ -474,34 +552,28 @@ def run(args: argparse.Namespace) -> int:  # noqa: C901 - a flat dispatch table
     elif cmd == "split":
         from postergenre.data.split import split_dataset
 
-        config = config_from_args(SplitConfig, cmd, args)
-        _log_settings(cmd, config)
-        manifest = split_dataset(args.labels, args.out, config)
+        manifest = split_dataset(args.labels, args.out, args.config)
         print("split: " + ", ".join(f"{k} {v}" for k, v in manifest["counts"].items())
               + " movies")
     elif cmd == "augment":
         from postergenre.data.augment import augment_and_shard
 
-        config = config_from_args(AugmentConfig, cmd, args)
-        _log_settings(cmd, config)
-        manifest = augment_and_shard(args.data, args.split, args.out, config)
+        manifest = augment_and_shard(args.data, args.split, args.out, args.config)
         print("augment: " + ", ".join(f"{k} {v['records']}" for k, v in
                                       manifest["counts"].items())
-              + f" records at {config.image_size} px")
-    elif cmd.startswith("train-"):
-        return _train(cmd.removeprefix("train-"), args)
+              + f" records at {args.config.image_size} px")
+    elif cmd in TRAIN_COMMANDS:
+        return _train(args)
     elif cmd == "evaluate":
         from postergenre.evaluation.evaluate import evaluate_models
 
-        config = config_from_args(EvaluateConfig, cmd, args)
-        _log_settings(cmd, config)
         data_version = data_source = None
         if args.data_dvc:
             from postergenre.serving.registry import data_source_of, data_version_of
 
             data_version = data_version_of(args.data_dvc)
             data_source = data_source_of(args.data_dvc, data_version)
-        headline = evaluate_models(args.prepared, _model_dirs(args), args.out, config,
+        headline = evaluate_models(args.prepared, args.model_dirs, args.out, args.config,
                                    registry=args.registry, data_version=data_version,
                                    data_source=data_source)
         print("evaluate: " + ", ".join(f"{name} mAP {values['map_macro']:.3f}"
@@ -509,9 +581,7 @@ def run(args: argparse.Namespace) -> int:  # noqa: C901 - a flat dispatch table
     elif cmd == "gate":
         from postergenre.evaluation.gate import gate
 
-        config = config_from_args(GateConfig, cmd, args)
-        _log_settings(cmd, config)
-        decision = gate(args.evaluation, args.out, config)
+        decision = gate(args.evaluation, args.out, args.config)
         print(f"gate: {decision}")
     elif cmd == "register":
         from postergenre.lineage import local_model_lineages
@@ -553,8 +623,59 @@ def run(args: argparse.Namespace) -> int:  # noqa: C901 - a flat dispatch table
 
 
 # Commands that load TensorFlow (its native start-up lines are hidden unless -v).
-TENSORFLOW_COMMANDS = ("evaluate", "predict", "batch-predict",
-                       *(f"train-{kind}" for kind in MODEL_KINDS))
+TENSORFLOW_COMMANDS = ("evaluate", "predict", "batch-predict", *TRAIN_COMMANDS)
+# The stages whose settings are one config class, read from their params.yaml section.
+STAGE_CONFIGS: dict[str, type] = {"ingest": IngestConfig, "validate": ValidateConfig,
+                                  "split": SplitConfig, "augment": AugmentConfig,
+                                  "evaluate": EvaluateConfig, "gate": GateConfig}
+
+
+def _require(flag: str, value: str, holds: str, made_by: str) -> None:
+    """`value`, a path given to `flag`, exists (and holds the file `holds`, which the stage
+    `made_by` writes); a URL is left to the command."""
+    if is_remote(value) or value.startswith(("http://", "https://")):
+        return
+    path = Path(value)
+    if holds and not (path / holds).is_file():
+        raise FileNotFoundError(f"{path / holds} not found: is {path} the output of "
+                                f"{made_by}?")
+    if not path.exists():
+        raise FileNotFoundError(f"{flag} {path}: no such file or folder")
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """What can be checked of a command line before its work starts, and before
+    TensorFlow loads (15-40 s): the stage's settings (into `args.config`, or a training's
+    `args.spec`), the paths it reads (declared beside their flags: `inputs`), evaluate's
+    model folders (`args.model_dirs`) and predict's registry. A problem is one error line
+    at once."""
+    cmd = args.command
+    if cmd in STAGE_CONFIGS:
+        args.config = config_from_args(STAGE_CONFIGS[cmd], cmd, args)
+        _log_settings(cmd, args.config)
+    elif cmd in TRAIN_COMMANDS:
+        args.spec = model_config_from_args(TRAIN_COMMANDS[cmd], args)
+        _log_settings(f"{MODELS_SECTION}.{args.spec.name}", args.spec.config)
+    for dest, holds, made_by in getattr(args, "inputs", ()):
+        if getattr(args, dest) is not None:
+            _require(f"--{dest}", getattr(args, dest), holds, made_by)
+    if cmd == "evaluate":
+        args.model_dirs = _model_dirs(args)
+        for folder in args.model_dirs.values():
+            _require("--model" if args.model else "--models-root", folder, "", "")
+    if cmd == "predict":
+        from postergenre.serving.predict import expand_posters, require_blessed_model
+
+        if args.model is None:
+            require_blessed_model(args.registry)
+        # A poster that cannot be read is an error on its own row, the others are scored;
+        # but with nothing to score there is no reason to start.
+        args.poster_list = expand_posters(args.posters)
+        if not args.poster_list:
+            raise ValueError(f"no poster found in {' '.join(args.posters)}")
+        if not any(p.startswith(("http://", "https://")) or Path(p).exists()
+                   for p in args.poster_list):
+            raise FileNotFoundError(f"no such poster: {', '.join(args.poster_list)}")
 
 
 def load_tensorflow_quietly() -> None:
@@ -575,7 +696,7 @@ def load_tensorflow_quietly() -> None:
             import tensorflow as tf
 
             tf.config.list_physical_devices("GPU")
-        except BaseException:
+        except Exception:  # (a Ctrl-C is one line: main's)
             os.dup2(saved, 2)
             sink.seek(0)
             sys.stderr.write(sink.read().decode(errors="replace"))
@@ -614,6 +735,36 @@ def configure_logging(verbosity: int) -> None:
             logging.getLogger(chatty).setLevel(logging.ERROR)
 
 
+def interrupted(args: argparse.Namespace) -> str:
+    """What a Ctrl-C leaves, in one line: a training names the last epoch its checkpoint
+    holds, which the same command resumes after; a stage whose output is swapped in whole
+    left it as it was."""
+    cmd = args.command
+    out = getattr(args, "out", None)
+    if cmd in TRAIN_COMMANDS and issubclass(MODEL_KINDS[TRAIN_COMMANDS[cmd]], TrainingConfig):
+        from postergenre.training.checkpoint import STATE_FILE, default_checkpoint_dir
+
+        given = args.checkpoint_dir
+        folder = (Path(given) if given and not is_remote(given)
+                  else default_checkpoint_dir(args.out))
+        try:
+            epochs = len(json.loads((folder / STATE_FILE).read_text())["history"])
+        except (OSError, ValueError, KeyError, TypeError):
+            epochs = 0
+        if epochs:
+            return (f"interrupted after epoch {epochs}; the same command resumes from its "
+                    f"checkpoint ({given or folder})")
+        return f"interrupted before an epoch ended; {out} is as it was, and the same " \
+            "command starts over"
+    if cmd in TRAIN_COMMANDS or cmd == "augment":
+        return f"interrupted; {out} is as it was, and the same command starts over"
+    if cmd == "ingest" and args.source == "tmdb":
+        return "interrupted; the same command resumes the crawl from its cache"
+    if out is not None:
+        return "interrupted; the same command runs it again"
+    return "interrupted"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     if argv is None:
         # From the command line (DVC's stages): a fixed string-hash seed, so that what a
@@ -626,9 +777,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     verbosity = getattr(args, "verbose", 0)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", TF_LOG_LEVEL_BY_VERBOSITY[min(verbosity, 2)])
     configure_logging(verbosity)
-    if getattr(args, "verbose", 0) < 1 and args.command in TENSORFLOW_COMMANDS:
-        load_tensorflow_quietly()
     try:
+        check_arguments(args)  # before TensorFlow's start-up
+        if verbosity < 1 and args.command in TENSORFLOW_COMMANDS:
+            load_tensorflow_quietly()
         return run(args)
     except argparse.ArgumentTypeError as err:
         parser.error(str(err))
@@ -641,6 +793,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 else str(err))
         print(f"postergenre {args.command}: error: {said}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # Ctrl-C: one line saying what is left and what the same command does, not
+        # TensorFlow's traceback; 130, the shell's code for a SIGINT. (A second Ctrl-C
+        # while the line is written is ignored.)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        print(f"postergenre {args.command}: {interrupted(args)}", file=sys.stderr, flush=True)
+        return 130
     return 0
 
 

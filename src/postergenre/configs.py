@@ -264,8 +264,10 @@ class TrainingConfig:
 
 @dataclass(frozen=True)
 class ScratchConfig(TrainingConfig):
-    """The study's VGG-like CNN trained from scratch (two conv blocks, two dense layers);
-    with `batch_norm`, Adam and `augment`, the recipe that learns on real posters."""
+    """A CNN trained from scratch.
+
+    The study's VGG-like CNN (two conv blocks, two dense layers); with `batch_norm`, Adam
+    and `augment`, the recipe that learns on real posters."""
 
     conv1_filters: int = setting(16, "filters of the first conv block (study: 64)", low=1)
     conv2_filters: int = setting(32, "filters of the second conv block (study: 128)", low=1)
@@ -297,9 +299,11 @@ class ScratchConfig(TrainingConfig):
 
 @dataclass(frozen=True)
 class TransferConfig(TrainingConfig):
-    """A head on a frozen pretrained base, trained on the base's cached features, then
-    optionally the base's last block fine-tuned with it (the study: VGG16 + 2 x 4096
-    dense, SGD, class-weighted loss: `head: flatten`)."""
+    """A head on a frozen pretrained base, then optionally its last block fine-tuned.
+
+    The head trains on the base's cached features, then optionally the base's last block
+    is fine-tuned with it (the study: VGG16 + 2 x 4096 dense, SGD, class-weighted loss:
+    `head: flatten`)."""
 
     backbone: str = setting("vgg16", _BACKBONE_HELP, choices=BACKBONE_CHOICES)
     weights: str = setting("imagenet", _WEIGHTS_HELP)
@@ -333,7 +337,9 @@ class TransferConfig(TrainingConfig):
 
 @dataclass(frozen=True)
 class LinearProbeConfig:
-    """A frozen pretrained base, global average pooling, standardised features and one
+    """A logistic regression per genre on a frozen pretrained base's features.
+
+    A frozen pretrained base, global average pooling, standardised features and one
     scikit-learn logistic regression per genre, served as one Keras model."""
 
     backbone: str = setting("efficientnet_lite0", _BACKBONE_HELP, choices=BACKBONE_CHOICES)

@@ -346,10 +346,25 @@ def _dest(name: str) -> str:
     return "cfg__" + name.replace(".", "__")
 
 
+def field_choices(cls: type) -> dict[str, tuple[Any, ...]]:
+    """{dotted name: its choices} of every setting of `cls` that has them."""
+    found: dict[str, tuple[Any, ...]] = {}
+    hints = _hints(cls)
+    for field in dataclasses.fields(cls):
+        if _field_kind(hints[field.name]) == "config":
+            found.update({f"{field.name}.{n}": c
+                          for n, c in field_choices(hints[field.name]).items()})
+        elif field.metadata.get("choices"):
+            found[field.name] = field.metadata["choices"]
+    return found
+
+
 def add_config_flags(parser: argparse.ArgumentParser, cls: type, title: str) -> None:
     """One flag per setting of `cls` (nested settings as --outer-inner), with its help and
-    default; a flag given on the command line overrides the params file."""
+    default; a flag given on the command line overrides the params file. A setting with
+    choices shows them in place of its kind ({a,b,c}; {a,b,c},... for a list)."""
     group = parser.add_argument_group(title)
+    choices = field_choices(cls)
     for name, kind, default, help_text in describe_fields(cls):
         shown = (",".join(default) if kind == "strings"
                  else ",".join(f"{k}={v}" for k, v in default.items()) if kind == "floats_by_name"
@@ -362,6 +377,9 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, title: str) -> 
         else:
             metavar = {"int": "N", "float": "X", "str": "TEXT", "strings": "A,B",
                        "floats_by_name": "NAME=X,..."}[kind]
+            if name in choices:
+                one = "{" + ",".join(map(str, choices[name])) + "}"
+                metavar = f"{one},..." if kind == "strings" else one
             group.add_argument(_flag(name), dest=_dest(name), default=argparse.SUPPRESS,
                                metavar=metavar, help=text)
 

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from postergenre.atomic import atomic_folder, write_json
 from postergenre.configs import AugmentConfig
@@ -41,6 +40,7 @@ from postergenre.data.render import (
 from postergenre.data.shards import MANIFEST_FILE, write_shards
 from postergenre.data.split import SPLITS
 from postergenre.genres import GENRES, encode_many
+from postergenre.progress import Progress
 
 CLASS_WEIGHTS_FILE = "class_weights.json"
 _CHUNK = 256  # posters rendered at once: bounds memory whatever the split size
@@ -158,7 +158,7 @@ def _rendered(pool: RenderPool, jobs: list[PosterJob], split: str, settings: Ren
     """The split's records (framed) in table order, rendered by the worker processes
     while this process writes the shards. At most _CHUNK posters wait in memory, and the
     pool gets the next task as each finished one is taken (no idle gap between chunks)."""
-    bar = tqdm(total=len(jobs), desc=f"augment {split}", unit="poster", disable=None)
+    bar = Progress(f"augment {split}", len(jobs), "poster")
     tasks = list(_tasks(len(jobs), pool.workers))
     with bar:
         pending: deque[tuple[Future[list[list[bytes]]], tuple[int, int]]] = deque()

@@ -39,7 +39,6 @@ from typing import Any
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from postergenre.data.images import (
     POSTER_FORMATS,
@@ -52,6 +51,7 @@ from postergenre.data.images import (
     read_poster_file,
 )
 from postergenre.data.phash import phash
+from postergenre.progress import track
 
 OUTSIDE_DATA_FOLDER = "poster path leaves the data folder"
 
@@ -163,5 +163,5 @@ def probe_posters(
 
     # OpenCV and file reads release the GIL: threads use every core without pickling images.
     with ThreadPoolExecutor(max_workers=decode_threads()) as pool:
-        return list(tqdm(pool.map(one, cells, chunksize=32), total=len(cells),
-                         desc="validate posters", unit="poster", disable=None))
+        return list(track(pool.map(one, cells, chunksize=32), "validate posters", "poster",
+                          total=len(cells)))

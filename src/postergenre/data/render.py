@@ -30,6 +30,7 @@ import math
 import multiprocessing
 import os
 import select
+import signal
 import sys
 import threading
 import types
@@ -145,6 +146,9 @@ def _start_worker(parent: int) -> None:
     """Each worker's initializer."""
     # The pool is the parallelism: OpenCV's own threads would only contend with it.
     cv2.setNumThreads(1)
+    # A Ctrl-C reaches the terminal's whole process group: the owner handles it (and ends
+    # the pool); a worker's KeyboardInterrupt would only print a traceback each.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with(parent)
 
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
-from tqdm import tqdm
+
+from postergenre.progress import track
 
 BOOTSTRAP_METRICS: tuple[str, ...] = ("f1_micro", "f1_macro", "map_macro")
 
@@ -103,9 +104,7 @@ def paired_bootstrap(
     estimates = {m: round_metrics(y_true, *models[m]) for m in names}
     rounds = {m: {k: np.empty(resamples) for k in BOOTSTRAP_METRICS} for m in names}
     rng = np.random.default_rng(seed)
-    for r in tqdm(range(resamples), desc="bootstrap", unit="round", leave=False,
-                  # None: drawn on a terminal only, not into logs (make run, CI, pods).
-                  disable=True if resamples < 50 else None):
+    for r in track(range(resamples), "evaluate: bootstrap", "round"):
         rows = rng.integers(0, n, n)
         for m in names:
             scores, threshold = models[m]

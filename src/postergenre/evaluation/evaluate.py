@@ -40,6 +40,7 @@ from postergenre.evaluation.metrics import (
 from postergenre.evaluation.styles import plot_fields
 from postergenre.evaluation.thresholds import OperatingPoint, choose_operating_point
 from postergenre.genres import GENRES
+from postergenre.progress import Progress
 
 log = logging.getLogger(__name__)
 # Written beside metrics.json: every metric, and one small file per model for DVC.
@@ -217,12 +218,15 @@ def score_all(
             reference_entry = entry.name
             log.info("evaluate: comparing with the last blessed model %s", entry.name)
     scored: dict[str, Scored] = {}
-    for name, model_dir in to_score.items():
-        model = load_model(model_dir)
-        scored[name] = _score(labels,
-                              predict_split(model, prepared_dir, "validation", batch_size),
-                              predict_split(model, prepared_dir, "test", batch_size), config,
-                              model=model, model_dir=model_dir)
+    # A line per model scored when piped (a model's scoring takes minutes on real data).
+    with Progress("evaluate", len(to_score), "model", every_step=True) as progress:
+        for name, model_dir in to_score.items():
+            model = load_model(model_dir)
+            scored[name] = _score(labels,
+                                  predict_split(model, prepared_dir, "validation", batch_size),
+                                  predict_split(model, prepared_dir, "test", batch_size),
+                                  config, model=model, model_dir=model_dir)
+            progress.update(1, {"": f"{name} scored"})
     for name, make in ((NULL_MODEL, lambda n: null_scores(n)),
                        (MOST_FREQUENT, lambda n: top_k_scores(n, train_labels, 1)),
                        (TOP3, lambda n: top_k_scores(n, train_labels, 3))):

@@ -48,6 +48,7 @@ def resolve_model(model: str | os.PathLike[str],
     A registry entry (the latest, or one given) is verified against the sha256 hashes it
     was registered with (registry.verify_entry): a swapped model file is refused.
     """
+    from postergenre.serving.predict import no_blessed_model
     from postergenre.serving.registry import (
         LATEST_FILE,
         MODEL_FOLDER,
@@ -60,7 +61,7 @@ def resolve_model(model: str | os.PathLike[str],
     if is_remote(model) or (Path(model) / LATEST_FILE).is_file():
         entry = fetch_latest(str(model), cache_dir)  # verified
         if entry is None:
-            raise FileNotFoundError(f"registry {model} holds no blessed model yet")
+            raise no_blessed_model(model)
         return entry / MODEL_FOLDER, entry
     folder = Path(model)
     entry = entry_of(folder)

@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from postergenre.atomic import atomic_open
 from postergenre.configs import ValidateConfig
@@ -52,6 +51,7 @@ from postergenre.data.images import (
     resize,
 )
 from postergenre.genres import GENRES
+from postergenre.progress import Progress
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
@@ -113,6 +113,31 @@ class PosterResult:
     warning: str | None = None  # scored, but see this (a poster too small to mean much)
 
 
+def no_blessed_model(registry: str | os.PathLike[str]) -> FileNotFoundError:
+    """The error for a registry with no model to serve, in plain words: there is no
+    registry there at all, or nothing was blessed into it yet."""
+    from postergenre.data.storage import is_remote
+
+    # An absolute path: "no registry at registry" would not say which folder was looked at.
+    where = str(registry) if is_remote(registry) else str(Path(registry).absolute())
+    if not is_remote(registry) and not Path(registry).exists():
+        return FileNotFoundError(
+            f"no registry at {where}: nothing has been registered yet (`make run` registers "
+            "the model the gate blesses); or give a model folder with --model")
+    return FileNotFoundError(f"the registry at {where} holds no blessed model yet (the gate "
+                             "has blessed none); give a model folder with --model")
+
+
+def require_blessed_model(registry: str | os.PathLike[str]) -> None:
+    """Fail at once (no_blessed_model) unless `registry` points at a blessed model; a
+    remote registry is asked when it is read."""
+    from postergenre.data.storage import is_remote
+    from postergenre.serving.registry import read_latest
+
+    if not is_remote(registry) and read_latest(registry) is None:
+        raise no_blessed_model(registry)
+
+
 def load_predictor(model_dir: str | os.PathLike[str] | None = None,
                    registry: str | os.PathLike[str] | None = None) -> Predictor:
     """The given model folder (a trained model, a registry entry or an entry's model/),
@@ -138,7 +163,7 @@ def load_predictor(model_dir: str | os.PathLike[str] | None = None,
             raise ValueError("predict needs a model folder or a registry")
         entry = fetch_latest(registry)  # verified
         if entry is None:
-            raise FileNotFoundError(f"registry {registry} holds no blessed model yet")
+            raise no_blessed_model(registry)
         model_dir = entry
         entry_info = json.loads((entry / ENTRY_FILE).read_text())
     else:
@@ -243,8 +268,7 @@ def _explain_name(index: int, poster: str) -> str:
 
 
 def predict_posters(predictor: Predictor, posters: Sequence[str], batch_size: int = 32,
-                    explain_dir: str | os.PathLike[str] | None = None,
-                    progress: bool = True) -> list[PosterResult]:
+                    explain_dir: str | os.PathLike[str] | None = None) -> list[PosterResult]:
     """Score every poster; a bad one gets an error and the others go on.
 
     With `explain_dir`, each scored poster gets a Grad-CAM overlay for its top genre, at
@@ -253,7 +277,8 @@ def predict_posters(predictor: Predictor, posters: Sequence[str], batch_size: in
     results: list[PosterResult] = []
     if explain_dir:
         Path(explain_dir).mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=len(posters), desc="predict", unit="poster", disable=not progress)
+    # A bar on a terminal only: piped, the scores are the output and nothing else goes out.
+    bar = Progress("predict", len(posters), "poster", lines=False)
     for batch in _batches(list(posters), batch_size):
         good, images, originals = [], [], []
         for poster in batch:

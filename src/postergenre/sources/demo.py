@@ -57,12 +57,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from postergenre.configs import DemoSourceConfig
 from postergenre.data.images import encode_jpeg
 from postergenre.data.labels import LABEL_COLUMNS, LABELS_FILE, POSTERS_DIR, write_table
 from postergenre.genres import GENRES, NUM_GENRES, join_genres
+from postergenre.progress import track
 from postergenre.sources.outdir import building
 
 # Probability that a movie has each genre (independent draws), close to the genre shares of
@@ -730,7 +730,7 @@ def generate_demo(out_dir: str | os.PathLike[str], config: DemoSourceConfig) -> 
     counts = np.zeros(NUM_GENRES, dtype=np.int64)
     with building(out) as tmp:
         (tmp / POSTERS_DIR).mkdir()
-        for i in tqdm(range(n_posters), desc="demo posters", unit="poster", disable=None):
+        for i in track(range(n_posters), "ingest demo", "poster"):
             rng = np.random.default_rng([seed, i])
             present = _draw_genres(rng)
             counts += present

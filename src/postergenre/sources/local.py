@@ -23,7 +23,6 @@ import shutil
 from pathlib import Path
 
 import pandas as pd
-from tqdm import tqdm
 
 from postergenre.configs import LocalSourceConfig
 from postergenre.data.labels import (
@@ -35,6 +34,7 @@ from postergenre.data.labels import (
     write_table,
 )
 from postergenre.genres import join_genres, parse_genres, unknown_genres
+from postergenre.progress import track
 from postergenre.sources.outdir import building
 from postergenre.validation.frame import record_lines
 
@@ -120,8 +120,7 @@ def ingest_local(out_dir: str | os.PathLike[str], config: LocalSourceConfig) -> 
     rows = []
     with building(out) as tmp:
         (tmp / POSTERS_DIR).mkdir()
-        for row in tqdm(frame.to_dict("records"), desc="local posters", unit="poster",
-                        disable=None):
+        for row in track(frame.to_dict("records"), "ingest local", "poster"):
             imdb_id = row["imdb_id"].strip()
             cell = row["poster"].strip()
             # The path checked above, resolved: the file copied is the file checked.

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-from tqdm import tqdm
 
 from postergenre.atomic import atomic_open
+from postergenre.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +63,8 @@ def _download(url: str, dest: Path, timeout: float) -> None:
     """Stream `url` into `dest` atomically, with a progress bar."""
     with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310
         total = int(response.headers.get("Content-Length") or 0) or None
-        with atomic_open(dest, "wb") as out, tqdm(total=total, unit="B", unit_scale=True,
-                                                   desc=f"download {dest.name}",
-                                                   disable=None) as bar:
+        with atomic_open(dest, "wb") as out, \
+                Progress(f"download {dest.name}", total, "B") as bar:
             for block in iter(lambda: response.read(1 << 16), b""):
                 out.write(block)
                 bar.update(len(block))

@@ -63,7 +63,6 @@ from typing import Any
 
 import aiohttp
 import pandas as pd
-from tqdm import tqdm
 
 from postergenre.atomic import atomic_open, write_json
 from postergenre.configs import TmdbSourceConfig
@@ -75,6 +74,7 @@ from postergenre.data.labels import (
     read_labels,
     write_table,
 )
+from postergenre.progress import Progress
 from postergenre.sources import genre_mapping, movielens
 from postergenre.sources.crawler import Fetcher, FetchFailedError, RetryPolicy
 from postergenre.sources.outdir import INCOMING_DIR, check_dataset_dir, remove_partial_files
@@ -287,8 +287,7 @@ async def _crawl(crawl: _Crawl, movies: list[movielens.MovieLensMovie], concurre
     results: list[Outcome | None] = [None] * len(movies)
     counts: Counter = Counter()
     queue = iter(enumerate(movies))
-    bar = tqdm(total=len(movies), desc="tmdb posters", unit="movie", disable=None,
-               mininterval=0.5)
+    bar = Progress("ingest tmdb", len(movies), "movie")
 
     async def worker() -> None:
         for i, movie in queue:  # a shared iterator: each movie goes to one worker
@@ -309,8 +308,7 @@ async def _crawl(crawl: _Crawl, movies: list[movielens.MovieLensMovie], concurre
                                   detail=_redact(str(err)[:200], secrets))
             results[i] = outcome
             counts[outcome.status] += 1
-            bar.update(1)
-            bar.set_postfix(counts, refresh=False)
+            bar.update(1, {status: str(n) for status, n in counts.items()})
 
     try:
         # One worker per allowed in-flight request: a movie's two requests are sequential.

@@ -23,6 +23,7 @@ from postergenre.training.bases import build_transfer_base
 from postergenre.training.device import seed_everything, training_device
 from postergenre.training.features import base_features
 from postergenre.training.inputs import input_size
+from postergenre.training.live import LiveLog
 from postergenre.training.models import build_linear_probe
 from postergenre.training.outputs import throughput, write_outputs
 from postergenre.typed_config import to_mapping
@@ -90,7 +91,8 @@ def standardise(features: np.ndarray, mean: np.ndarray, variance: np.ndarray) ->
 def train_linear_probe(prepared_dir: str | os.PathLike[str],
                        model_dir: str | os.PathLike[str], config: LinearProbeConfig,
                        name: str = "linear_probe", data_version: str = "",
-                       checkpoint_dir: str | os.PathLike[str] | None = None) -> dict:
+                       checkpoint_dir: str | os.PathLike[str] | None = None,
+                       live_dir: str | os.PathLike[str] | None = None) -> dict:
     """A logistic regression per genre on a frozen base's pooled, standardised features.
 
     The features of train and validation are computed once; the probe is fitted on train
@@ -100,7 +102,8 @@ def train_linear_probe(prepared_dir: str | os.PathLike[str],
 
     The model folder is built in `<model_dir>.partial` and swapped into place when whole.
     One fit has no epochs to resume: `checkpoint_dir` is accepted for the trainers'
-    common signature, and a killed probe starts over.
+    common signature, and a killed probe starts over. With `live_dir`, its one entry is
+    logged there as the Keras trainers log each epoch (training.live).
     """
     del checkpoint_dir  # nothing to checkpoint (see above)
     # One pass over the posters, no epochs: deterministic kernels cost little here, and
@@ -133,6 +136,10 @@ def train_linear_probe(prepared_dir: str | os.PathLike[str],
         p = 1.0 / (1.0 + np.exp(-logits))
         history[0][f"{prefix}loss"] = _binary_cross_entropy(y, p)
         history[0][f"{prefix}auc"] = _keras_auc(y, p)
+    live = LiveLog.open(live_dir)
+    if live:
+        live.epoch(history[0])
+        live.end()
     info = {
         "model": name, "kind": "linear_probe", "description": config.describe(),
         "backbone": config.backbone, "image_size": size,

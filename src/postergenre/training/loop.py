@@ -20,12 +20,13 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
-from tqdm import tqdm
 
 from postergenre.configs import ScratchConfig, TrainingConfig, TransferConfig
 from postergenre.genres import GENRES
+from postergenre.progress import Progress
 from postergenre.training.checkpoint import Checkpoint, data_fingerprint, default_checkpoint_dir
 from postergenre.training.device import Device
+from postergenre.training.live import LiveLog
 from postergenre.training.models import WeightedBinaryCrossentropy
 from postergenre.typed_config import to_mapping
 
@@ -68,27 +69,22 @@ def compile_model(model: keras.Model, manifest: dict, config: TrainingConfig,
 
 
 class EpochProgress(keras.callbacks.Callback):
-    """One progress bar over epochs on a terminal (none when piped), and one INFO line per
-    epoch for `-v`: Keras' own per-epoch lines would flood `make run`'s output."""
+    """The epochs' progress (postergenre.progress): a bar on a terminal, one line per
+    epoch when piped (epoch, loss, val_loss, val_auc, seconds). Keras' own per-epoch
+    lines would flood `make run`'s output."""
 
-    def __init__(self, epochs: int, name: str, done: int = 0, first_epoch: int = 1) -> None:
+    def __init__(self, epochs: int, name: str, done: int = 0) -> None:
         super().__init__()
-        self.bar = tqdm(total=epochs, initial=done, desc=f"train {name}", unit="epoch",
-                        disable=None, leave=False)
-        self.name = name
-        self.offset = first_epoch - 1  # epochs of earlier phases, for the log line
+        self.progress = Progress(f"train {name}", epochs, "epoch", initial=done,
+                                 every_step=True)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs or {}
-        shown = {k: f"{float(v):.4f}" for k, v in logs.items()
-                 if k in ("loss", "val_loss", "val_auc")}
-        self.bar.set_postfix(shown, refresh=False)
-        self.bar.update()
-        log.info("%s epoch %d: %s", self.name, self.offset + epoch + 1,
-                 " ".join(f"{k} {v}" for k, v in shown.items()))
+        self.progress.update(1, {k: f"{float(logs[k]):.4f}"
+                                 for k in ("loss", "val_loss", "val_auc") if k in logs})
 
     def on_train_end(self, logs: dict | None = None) -> None:
-        self.bar.close()
+        self.progress.close()
 
 
 class KeepBestAndCheckpoint(keras.callbacks.Callback):
@@ -187,6 +183,19 @@ class KeepBestAndCheckpoint(keras.callbacks.Callback):
         })
 
 
+class LiveEpochs(keras.callbacks.Callback):
+    """Each finished epoch into the run's DVCLive folder (training.live), as the history
+    records it: placed after `KeepBestAndCheckpoint`, whose entry it logs, so the live
+    folder never runs ahead of the checkpoint."""
+
+    def __init__(self, live: LiveLog, keeper: KeepBestAndCheckpoint) -> None:
+        super().__init__()
+        self.live, self.keeper = live, keeper
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.live.epoch(self.keeper.entries[-1])
+
+
 def _counters(callback: keras.callbacks.Callback, *attrs: str) -> dict:
     """A callback's counters as JSON numbers (None stays None)."""
     values = {}
@@ -205,7 +214,8 @@ def fit(model: keras.Model, train: tf.data.Dataset | np.ndarray,
         config: ScratchConfig | TransferConfig, epochs: int | None = None, name: str = "",
         phase: str = "", first_epoch: int = 1, to_beat: float | None = None,
         checkpoint: Checkpoint | None = None, stage: str = "fit",
-        earlier: list[dict] | None = None, **fit_args: Any) -> list[dict]:
+        earlier: list[dict] | None = None, live: LiveLog | None = None,
+        **fit_args: Any) -> list[dict]:
     """Fit with early stopping on the validation loss; leave the best epoch's weights in
     `model`, and return one dict per epoch (numbered from `first_epoch`).
 
@@ -214,6 +224,7 @@ def fit(model: keras.Model, train: tf.data.Dataset | np.ndarray,
     model keeps the weights it came in with. With `checkpoint`, every finished epoch is
     saved under `stage` (with `earlier`, the history of the phases before) and a loaded
     checkpoint of this stage is resumed: its finished epochs are not trained again.
+    With `live`, each finished epoch is logged there as it ends (training.live).
     `fit_args` go to `model.fit` as they are (bench/train.py gives it the study's
     in-memory arrays this way, with the same callbacks).
     """
@@ -241,8 +252,11 @@ def fit(model: keras.Model, train: tf.data.Dataset | np.ndarray,
             epochs=epochs,
             initial_epoch=keeper.done,
             verbose=0,
-            callbacks=[EpochProgress(epochs, name or model.name, keeper.done, first_epoch),
-                       early_stopping, *([plateau] if plateau else []), keeper],
+            # In this order: the counters first, then the checkpoint, the live folder and
+            # the progress line, so a line printed means an epoch saved.
+            callbacks=[early_stopping, *([plateau] if plateau else []), keeper,
+                       *([LiveEpochs(live, keeper)] if live else []),
+                       EpochProgress(epochs, name or model.name, keeper.done)],
             **fit_args,
         )
     if keeper.best_weights is not None:

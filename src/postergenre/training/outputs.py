@@ -6,7 +6,8 @@ A model folder holds `model.keras` (raw RGB pixels in [0, 255] -> 19 probabiliti
 epoch: loss, val_loss, val_auc; the linear probe has one), `training.json` (with
 `resumed_from_epoch`: the checkpoint's last finished epoch when the run resumed, else
 null), `timing.json` (seconds and images per second: the clock, kept out of DVC's hash
-by .dvcignore) and `dvclive/` (per-epoch metrics and plots for DVC).
+by .dvcignore). DVCLive's per-epoch files are written while the model trains, into a
+folder of their own (training.live).
 """
 
 from __future__ import annotations
@@ -41,27 +42,6 @@ TIMING_KEYS = ("seconds", "feature_seconds", "train_images_per_second")
 PREPROCESSING = ("decode JPEG to RGB uint8, resize the whole poster to a square of "
                  "image_size pixels (area interpolation), float32 in [0, 255]; the model "
                  "scales its own input")
-
-
-def _write_dvclive(live_dir: Path, history: list[dict]) -> None:
-    """DVC's per-epoch metrics and plots (what dvclive's Keras callback writes), from the
-    whole history: a resumed run's folder has every epoch too."""
-    try:
-        from dvclive import Live
-        from dvclive.utils import standardize_metric_name
-
-        # dvcyaml=None: the project's dvc.yaml declares the plots; no experiment commits.
-        live = Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=None)
-    except Exception as err:  # noqa: BLE001 - logging must never stop training
-        # dvclive reads the git state (it fails in a repository with no commit yet).
-        log.warning("dvclive disabled (%s); per-epoch numbers stay in history.json", err)
-        return
-    for entry in history:
-        for key, value in entry.items():
-            if key not in ("epoch", "phase"):
-                live.log_metric(standardize_metric_name(key, "dvclive.keras"), value)
-        live.next_step()
-    live.end()
 
 
 def export_serving(model: keras.Model, path: str | os.PathLike[str], image_size: int) -> Path:
@@ -102,12 +82,9 @@ def export_serving(model: keras.Model, path: str | os.PathLike[str], image_size:
 
 
 def write_outputs(model: keras.Model, model_dir: Path, history: list[dict], info: dict,
-                  data_version: str, live: bool = False) -> dict:
-    """Write the model folder's files into `model_dir` (the partial folder); with
-    `live`, dvclive's per-epoch files from `history` too."""
+                  data_version: str) -> dict:
+    """Write the model folder's files into `model_dir` (the partial folder)."""
     model_dir.mkdir(parents=True, exist_ok=True)
-    if live:
-        _write_dvclive(model_dir / "dvclive", history)
     model.save(model_dir / MODEL_FILE)
     normalize_keras_archive(model_dir / MODEL_FILE)
     export_serving(model, model_dir / SAVED_MODEL_DIR, int(info["image_size"]))

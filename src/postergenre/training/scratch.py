@@ -18,6 +18,7 @@ from postergenre.configs import ScratchConfig
 from postergenre.data.shards import read_manifest
 from postergenre.training.device import per_replica_batch, seed_everything, training_device
 from postergenre.training.inputs import augmented, cached_images, input_size
+from postergenre.training.live import LiveLog
 from postergenre.training.loop import compile_model, finished_epochs, fit, open_checkpoint
 from postergenre.training.models import build_scratch_cnn
 from postergenre.training.outputs import throughput, write_outputs
@@ -29,7 +30,8 @@ log = logging.getLogger(__name__)
 def train_scratch(prepared_dir: str | os.PathLike[str], model_dir: str | os.PathLike[str],
                   config: ScratchConfig, name: str = "scratch_cnn",
                   data_version: str = "",
-                  checkpoint_dir: str | os.PathLike[str] | None = None) -> dict:
+                  checkpoint_dir: str | os.PathLike[str] | None = None,
+                  live_dir: str | os.PathLike[str] | None = None) -> dict:
     """Train the CNN from scratch on the shards in `prepared_dir` (streamed, resized to
     the model's `image_size`, randomly transformed with `augment`).
 
@@ -37,7 +39,8 @@ def train_scratch(prepared_dir: str | os.PathLike[str], model_dir: str | os.Path
     every finished epoch is checkpointed to `checkpoint_dir` (default
     `<model_dir>.checkpoint`, or an s3:// URL) and a rerun with the same settings and
     data resumes after it (`resumed_from_epoch` in training.json); the checkpoint is
-    deleted once the model is in place.
+    deleted once the model is in place. With `live_dir`, each finished epoch is logged
+    there for DVCLive's views as it ends (training.live).
     """
     seed_everything(config.seed, config.deterministic)
     manifest = read_manifest(prepared_dir)
@@ -53,6 +56,8 @@ def train_scratch(prepared_dir: str | os.PathLike[str], model_dir: str | os.Path
             checkpoint = open_checkpoint("scratch", name, config, prepared_dir, model_dir,
                                          checkpoint_dir, device, global_batch)
             resumed = finished_epochs(checkpoint)
+            live = LiveLog.open(live_dir, checkpoint.state["history"]
+                                   if checkpoint.state else [])
             model = build_scratch_cnn(size, config, name)
             compile_model(model, manifest, config, config.learning_rate,
                           math.ceil(records / global_batch), config.epochs, config.clipnorm)
@@ -64,7 +69,9 @@ def train_scratch(prepared_dir: str | os.PathLike[str], model_dir: str | os.Path
             started = time.perf_counter()
             history = fit(model, train,
                           cached_images(prepared_dir, "validation", global_batch, size),
-                          config, name=name, checkpoint=checkpoint)
+                          config, name=name, checkpoint=checkpoint, live=live)
+            if live:
+                live.end()
             seconds = time.perf_counter() - started
         info = {
             "model": name, "kind": "scratch", "description": config.describe(),
@@ -74,6 +81,6 @@ def train_scratch(prepared_dir: str | os.PathLike[str], model_dir: str | os.Path
             "resumed_from_epoch": resumed or None,
             "params": to_mapping(config),
         }
-        info = write_outputs(model, work, history, info, data_version, live=True)
+        info = write_outputs(model, work, history, info, data_version)
     checkpoint.remove()  # the model is in place: nothing left to resume
     return info

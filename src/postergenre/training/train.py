@@ -28,7 +28,7 @@ from postergenre.training.scratch import train_scratch
 from postergenre.training.transfer import train_transfer
 
 # A model kind's trainer: (prepared_dir, model_dir, config, name, data_version,
-# checkpoint_dir) -> info.
+# checkpoint_dir, live_dir) -> info.
 TRAINERS: dict[str, Callable[..., dict]] = {"scratch": train_scratch,
                                             "transfer": train_transfer,
                                             "linear_probe": train_linear_probe}
@@ -36,14 +36,16 @@ TRAINERS: dict[str, Callable[..., dict]] = {"scratch": train_scratch,
 
 def train_model(prepared_dir: str | os.PathLike[str], model_dir: str | os.PathLike[str],
                 spec: ModelSpec, data_version: str = "",
-                checkpoint_dir: str | os.PathLike[str] | None = None) -> dict:
+                checkpoint_dir: str | os.PathLike[str] | None = None,
+                live_dir: str | os.PathLike[str] | None = None) -> dict:
     """Train one `models` entry of params.yaml with its kind's trainer.
 
     `checkpoint_dir`: where the last finished epoch is kept for a rerun to resume from
     (a folder or an s3:// URL; default `<model_dir>.checkpoint`). It is a location, not
-    a setting: it changes where the state is kept, never what is trained.
+    a setting: it changes where the state is kept, never what is trained. `live_dir`:
+    a DVCLive folder each finished epoch is logged to as it ends (training.live).
     """
     if spec.kind not in TRAINERS:
         raise ValueError(f"models.{spec.name}.kind: no trainer for {spec.kind!r}")
     return TRAINERS[spec.kind](prepared_dir, model_dir, spec.config, spec.name, data_version,
-                               checkpoint_dir)
+                               checkpoint_dir, live_dir)

@@ -31,6 +31,7 @@ from postergenre.training.features import (
     write_features,
 )
 from postergenre.training.inputs import input_size
+from postergenre.training.live import LiveLog
 from postergenre.training.loop import (
     compile_model,
     finished_epochs,
@@ -55,7 +56,8 @@ def _unfreeze(layers_: list[keras.layers.Layer]) -> None:
 def train_transfer(prepared_dir: str | os.PathLike[str], model_dir: str | os.PathLike[str],
                    config: TransferConfig, name: str = "transfer",
                    data_version: str = "",
-                   checkpoint_dir: str | os.PathLike[str] | None = None) -> dict:
+                   checkpoint_dir: str | os.PathLike[str] | None = None,
+                   live_dir: str | os.PathLike[str] | None = None) -> dict:
     """Train a head on a frozen pretrained base (`backbone`), then optionally
     fine-tune the base's last block with it.
 
@@ -70,7 +72,8 @@ def train_transfer(prepared_dir: str | os.PathLike[str], model_dir: str | os.Pat
 
     Output folder and checkpoint as `train_scratch`: both phases are checkpointed, and a
     rerun resumes in the phase and after the epoch the checkpoint holds (the features
-    are computed again, the finished epochs are not).
+    are computed again, the finished epochs are not); `live_dir` as `train_scratch`'s,
+    both phases' epochs in one DVCLive folder.
     """
     seed_everything(config.seed, config.deterministic)
     manifest = read_manifest(prepared_dir)
@@ -88,6 +91,8 @@ def train_transfer(prepared_dir: str | os.PathLike[str], model_dir: str | os.Pat
             checkpoint = open_checkpoint("transfer", name, config, prepared_dir, model_dir,
                                          checkpoint_dir, device, global_batch)
             resumed = finished_epochs(checkpoint)
+            live = LiveLog.open(live_dir, checkpoint.state["history"]
+                                   if checkpoint.state else [])
             steps = math.ceil(len(train_y) / global_batch)
             base = build_transfer_base(config.backbone, size, config.weights)
             head = build_head(base.output_shape[1:], config.head, config.dense_units,
@@ -127,7 +132,7 @@ def train_transfer(prepared_dir: str | os.PathLike[str], model_dir: str | os.Pat
                     classifier, feature_batches(vectors["train"], train_y, global_batch, seed),
                     feature_batches(vectors["validation"], val_y, global_batch), config,
                     name=name, phase="head" if tuning else "", checkpoint=checkpoint,
-                    stage="head")
+                    stage="head", live=live)
             trainable = int(sum(np.prod(w.shape) for w in classifier.trainable_weights))
             if tuning:
                 _unfreeze(tail.layers)
@@ -143,9 +148,11 @@ def train_transfer(prepared_dir: str | os.PathLike[str], model_dir: str | os.Pat
                     epochs=config.fine_tune_epochs, name=f"{name} fine-tune",
                     phase="fine_tune", first_epoch=len(history) + 1,
                     to_beat=min(e["val_loss"] for e in history), checkpoint=checkpoint,
-                    stage="fine_tune", earlier=tagged(history, "head"))
+                    stage="fine_tune", earlier=tagged(history, "head"), live=live)
                 del cached
             del vectors
+            if live:
+                live.end()
             # The cache is not part of the model folder (an error deletes the whole
             # partial folder, the cache with it).
             shutil.rmtree(cache)
@@ -164,6 +171,6 @@ def train_transfer(prepared_dir: str | os.PathLike[str], model_dir: str | os.Pat
         if tuning:
             kept = min(history, key=lambda e: e["val_loss"])
             info["fine_tune_kept"] = kept.get("phase") == "fine_tune"
-        info = write_outputs(model, work, history, info, data_version, live=True)
+        info = write_outputs(model, work, history, info, data_version)
     checkpoint.remove()  # the model is in place: nothing left to resume
     return info
