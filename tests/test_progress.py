@@ -32,7 +32,7 @@ def _read(master: int) -> str:
 def test_piped_work_prints_a_plain_line_per_tenth():
     stream = io.StringIO()
     assert not on_terminal(stream)
-    with Progress("augment train", 25, "poster", stream=stream) as progress:
+    with Progress("augment train", 25, "poster", stream=stream, interval=0) as progress:
         for _ in range(25):
             progress.update()
     lines = stream.getvalue().splitlines()
@@ -57,6 +57,25 @@ def test_piped_steps_print_a_line_each_with_their_values():
     assert re.fullmatch(r"train cnn: epoch 3/3 done \(\d+\.\d s\)", lines[1]), lines
 
 
+def test_a_tenths_line_waits_for_the_interval_so_quick_work_is_quiet():
+    """On a given clock: quick tenths print nothing; a tenth reached after the interval
+    prints, with the seconds since the line before."""
+    now = [0.0]
+    stream = io.StringIO()
+    progress = Progress("augment train", 100, "poster", stream=stream, interval=10,
+                        clock=lambda: now[0])
+    for _ in range(40):  # four tenths within 4 s: nothing
+        now[0] += 0.1
+        progress.update()
+    assert stream.getvalue() == ""
+    now[0] += 20
+    progress.update(10)  # half done, 24 s after the start
+    assert stream.getvalue() == "augment train: 50/100 posters (50%, 24.0 s)\n"
+    now[0] += 1
+    progress.update(50)  # the end, 1 s later: too soon for another line
+    assert stream.getvalue().count("\n") == 1
+
+
 def test_work_whose_result_is_its_output_prints_nothing_piped():
     stream = io.StringIO()
     with Progress("predict", 4, "poster", lines=False, stream=stream) as progress:
@@ -78,7 +97,8 @@ def test_a_terminal_gets_a_bar_and_no_lines():
     assert not re.search(r"\(\d+%, \d+\.\d s\)", drawn)
 
 
-def test_track_follows_an_iterable():
+def test_track_follows_an_iterable(monkeypatch):
+    monkeypatch.setenv("POSTERGENRE_PROGRESS_SECONDS", "0")
     stream = io.StringIO()
     saved, sys.stderr = sys.stderr, stream
     try:
@@ -89,7 +109,8 @@ def test_track_follows_an_iterable():
 
 
 def test_augment_prints_its_progress_over_posters_when_piped(tiny_data, tiny_split,
-                                                             tmp_path, capsys):
+                                                             tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("POSTERGENRE_PROGRESS_SECONDS", "0")  # every tenth, however quick
     from postergenre.configs import AugmentConfig
     from postergenre.data.augment import augment_and_shard
 
@@ -104,7 +125,9 @@ def test_augment_prints_its_progress_over_posters_when_piped(tiny_data, tiny_spl
 
 
 @pytest.mark.slow
-def test_evaluate_prints_a_line_per_model_scored_when_piped(tiny_prepared, tmp_path, capsys):
+def test_evaluate_prints_a_line_per_model_scored_when_piped(tiny_prepared, tmp_path, capsys,
+                                                            monkeypatch):
+    monkeypatch.setenv("POSTERGENRE_PROGRESS_SECONDS", "0")  # every tenth, however quick
     from postergenre.configs import EvaluateConfig
     from postergenre.evaluation.evaluate import evaluate_models
     from tests.helpers import train_tiny
