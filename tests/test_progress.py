@@ -48,7 +48,8 @@ def test_piped_work_prints_a_plain_line_per_tenth():
 
 def test_piped_steps_print_a_line_each_with_their_values():
     stream = io.StringIO()
-    progress = Progress("train cnn", 3, "epoch", initial=1, every_step=True, stream=stream)
+    progress = Progress("train cnn", 3, "epoch", initial=1, every_step=True, stream=stream,
+                        interval=0)
     progress.update(1, {"loss": "0.6931", "val_loss": "0.6900"})
     progress.update(1, {"": "done"})
     lines = stream.getvalue().splitlines()
@@ -74,6 +75,19 @@ def test_a_tenths_line_waits_for_the_interval_so_quick_work_is_quiet():
     now[0] += 1
     progress.update(50)  # the end, 1 s later: too soon for another line
     assert stream.getvalue().count("\n") == 1
+
+
+def test_quick_steps_print_once_a_second_and_the_last_always():
+    now = [0.0]
+    stream = io.StringIO()
+    progress = Progress("train head", 60, "epoch", every_step=True, stream=stream,
+                        interval=10, clock=lambda: now[0])
+    for _ in range(60):  # 60 epochs of 0.1 s: a line a second, and the last
+        now[0] += 0.1
+        progress.update(1, {"loss": "0.3"})
+    epochs = [int(re.match(r"train head: epoch (\d+)/60", line)[1])
+              for line in stream.getvalue().splitlines()]
+    assert epochs[-1] == 60 and 5 <= len(epochs) <= 7, epochs
 
 
 def test_work_whose_result_is_its_output_prints_nothing_piped():

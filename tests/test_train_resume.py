@@ -259,7 +259,9 @@ def test_a_killed_training_keeps_the_previous_model_and_resumes(killed_scratch, 
     private_tmp.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(private_tmp))
     monkeypatch.chdir(work)
-    # -v: the log line of the resume; stderr is not a terminal: a line per epoch trained.
+    # -v: the log line of the resume; stderr is not a terminal: a line per epoch trained
+    # (however quick: progress.py prints a quick epoch's line once a second otherwise).
+    monkeypatch.setenv("POSTERGENRE_PROGRESS_SECONDS", "0")
     assert main(["train-scratch", "-v", "--name", "tiny", "--prepared", str(tiny_prepared),
                  "--out", "out", "--epochs", str(EPOCHS), "--live", "live", *TINY_FLAGS]) == 0
     printed = capsys.readouterr()
@@ -396,8 +398,10 @@ def interrupted_scratch(tiny_prepared, tmp_path_factory):
     process = subprocess.Popen(command, cwd=work, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, start_new_session=True,
                                # As a user runs it: TensorFlow's C++ lines at the CLI's level.
-                               env={k: v for k, v in os.environ.items()
-                                    if k != "TF_CPP_MIN_LOG_LEVEL"})
+                               env={**{k: v for k, v in os.environ.items()
+                                       if k != "TF_CPP_MIN_LOG_LEVEL"},
+                                    # A line for every epoch, however quick (progress.py).
+                                    "POSTERGENRE_PROGRESS_SECONDS": "0"})
     lines: list[str] = []
     live_then: list[float] = []
     try:

@@ -6,8 +6,9 @@ Piped (CI, `| tee`, a log file, a Kubeflow pod's log) a bar's carriage returns w
 one ever-growing line, or nothing at all for many minutes: it prints plain lines instead,
 one per step (`every_step`: an epoch, a model scored) or one per tenth of the work
 (posters), each ending with the seconds since the line before. A tenth's line waits until
-at least `POSTERGENRE_PROGRESS_SECONDS` (default 10) have passed since the line before, so
-work of a few seconds prints only its stage's own result line, not ten lines of noise.
+at least `POSTERGENRE_PROGRESS_SECONDS` (default 10) have passed since the line before, and
+a step's a tenth of that (1 s; the last step always prints), so work of a few seconds
+prints only its stage's own result line and a 0.1 s epoch does not print sixty.
 
     augment train: 240/1200 posters (20%, 3.1 s)
     train scratch_cnn: epoch 3/10 loss 0.4512 val_loss 0.4620 val_auc 0.6114 (41.7 s)
@@ -99,7 +100,10 @@ class Progress:
             return
         tenth = self._tenths(self.done)
         now = self.clock()
-        if not self.every_step and (tenth == self._tenth or now - self._since < self.interval):
+        if self.every_step:
+            if now - self._since < self.interval / 10 and self.done < self.total:
+                return
+        elif tenth == self._tenth or now - self._since < self.interval:
             return
         self._tenth = tenth
         seconds, self._since = now - self._since, now
