@@ -127,9 +127,10 @@ def test_the_whole_pipeline_runs_with_every_task_in_the_image(cpu_image, tmp_pat
     outputs = {path.parent.relative_to(run_dir).as_posix(): json.loads(path.read_text())
                for path in run_dir.rglob("executor_output.json")}
     tasks = {name.rsplit("/", 1)[-1] for name in outputs}
-    assert tasks == {"ingest", "validate", "split", "augment", "train", "evaluate", "gate",
-                     "register", "batch-predict"}, sorted(outputs)
-    assert sum(name.endswith("/train") for name in outputs) == len(DEMO_MODELS)
+    assert tasks == {"ingest", "validate", "split", "augment", "train", "evaluate", "roc",
+                     "gate", "register", "batch-predict"}, sorted(outputs)
+    for per_model in ("/train", "/roc"):
+        assert sum(name.endswith(per_model) for name in outputs) == len(DEMO_MODELS), per_model
     # Each task ran in the image (its lineage names it; kfp.local's subprocess runner
     # would say `local`), as the image's user, and wrote only into the pipeline root.
     for name, out in outputs.items():
