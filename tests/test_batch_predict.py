@@ -36,7 +36,7 @@ def _test_images(prepared):
 
 
 @pytest.mark.slow
-def test_same_probabilities_as_predict(model_dir, tiny_prepared, tmp_path):
+def test_same_probabilities_as_predict(model_dir, tiny_data, tiny_prepared, tmp_path):
     summary = batch_predict(model_dir, tmp_path / "out", prepared_dir=tiny_prepared)
     table = read_predictions(tmp_path / "out")
     images = _test_images(tiny_prepared)
@@ -44,16 +44,11 @@ def test_same_probabilities_as_predict(model_dir, tiny_prepared, tmp_path):
     assert summary["thresholds"] == "default 0.5"  # a bare model folder has none stored
     assert list(table.columns) == ["imdb_id", *GENRES, "genres"]
     assert sorted(table["imdb_id"]) == sorted(images)
-    # The same posters through `predict` (Keras model, OpenCV decode) as files.
-    posters = tmp_path / "posters"
-    posters.mkdir()
-    for imdb_id, jpeg in images.items():
-        (posters / f"{imdb_id}.jpg").write_bytes(jpeg)
+    # The original poster files through `predict`, which prepares each as augment stored
+    # it: the same pixels, so the same probabilities up to float32 rounding.
     results = predict_posters(load_predictor(model_dir),
-                              [str(posters / f"{i}.jpg") for i in table["imdb_id"]])
+                              [str(tiny_data / "posters" / f"{i}.jpg") for i in table["imdb_id"]])
     expected = np.stack([r.probabilities for r in results])
-    # TensorFlow decodes with the accurate IDCT, as OpenCV does (shards.decode_poster): the
-    # same pixels, so the same probabilities up to float32 rounding.
     assert table[list(GENRES)].to_numpy() == pytest.approx(expected, abs=1e-5)
     # Bit-for-bit the SavedModel's serving_default (what TF Serving answers) on the bytes.
     serving = tf.saved_model.load(str(model_dir / "saved_model")).signatures["serving_default"]

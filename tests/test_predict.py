@@ -7,11 +7,13 @@ import subprocess
 import sys
 import threading
 
+import numpy as np
 import pytest
 
 from postergenre.cli import main
 from postergenre.genres import GENRES
 from postergenre.serving.predict import expand_posters, load_predictor, predict_posters
+from tests.conftest import REPO_ROOT, TINY_IMAGE
 from tests.helpers import png_text_bomb, radiance_hdr, train_tiny
 
 
@@ -513,3 +515,58 @@ def test_a_tiny_poster_warns_and_a_fifo_is_refused_not_waited_on(
     assert done[str(tiny)].warning == (f"{tiny}: 1x1 pixels, smaller than 32 on a side: "
                                        "scored, but its genres mean little")
     assert done[str(tiny)].warning in caplog.text
+
+
+# ---- what is served is what evaluate scored ------------------------------------------------
+
+SHARED_DEV_POSTERS = REPO_ROOT.parent / "shared" / "data" / "dev-posters"
+
+
+@pytest.fixture(scope="module")
+def large_posters(tmp_path_factory):
+    """Demo posters large enough for the JPEG decoder's reduced scales (1/8 at 32 px)."""
+    from postergenre.configs import DemoSourceConfig
+    from postergenre.sources.demo import generate_demo
+
+    out = tmp_path_factory.mktemp("large") / "data"
+    generate_demo(out, DemoSourceConfig(n_posters=60, seed=5, width=300, height=450))
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("source", ["generated", "dev-posters"])
+def test_predict_gives_each_poster_what_evaluate_scored_for_it(source, model_dir,
+                                                               large_posters, tmp_path):
+    """predict on the original files against evaluate's scores of the same movies from
+    the shards: the same probabilities (within 1e-6: only the batch composition differs)
+    and the same genre set, on generated and (where ../shared is here) real posters."""
+    from postergenre.configs import AugmentConfig, SplitConfig, ValidateConfig
+    from postergenre.data.augment import augment_and_shard
+    from postergenre.data.labels import read_labels
+    from postergenre.data.shards import labels_of
+    from postergenre.data.split import split_dataset
+    from postergenre.evaluation.evaluate import predict_split
+    from postergenre.validation.validate import validate_dataset
+
+    data = large_posters if source == "generated" else SHARED_DEV_POSTERS
+    if not data.is_dir():
+        pytest.skip(f"{data} is absent (real posters live outside the project)")
+    validate_dataset(data, tmp_path / "validated", ValidateConfig(min_genre_support=0))
+    split_dataset(tmp_path / "validated" / "labels.csv", tmp_path / "split",
+                  SplitConfig(seed=42))
+    augment_and_shard(data, tmp_path / "split", tmp_path / "prepared",
+                      AugmentConfig(image_size=TINY_IMAGE, jpeg_quality=90))
+    predictor = load_predictor(model_dir)
+    assert predictor.poster == (TINY_IMAGE, 95)  # the model's own, not these shards'
+    predictor.poster = (TINY_IMAGE, 90)  # as a model trained on these shards records
+    for split in ("validation", "test"):
+        scored = predict_split(predictor.model, tmp_path / "prepared", split)
+        _, ids = labels_of(tmp_path / "prepared", split)
+        files = read_labels(tmp_path / "split" / f"{split}.csv").set_index("imdb_id")["poster"]
+        served = predict_posters(predictor, [str(data / files[i]) for i in ids])
+        assert len(ids) > 5 and all(r.error is None for r in served)
+        np.testing.assert_allclose([r.probabilities for r in served], scored, atol=1e-6)
+        for result, scores in zip(served, scored, strict=True):
+            expected = [g for g, s, t in zip(GENRES, scores, predictor.thresholds,
+                                             strict=True) if s >= t]
+            assert result.genres == expected, result.poster

@@ -403,3 +403,27 @@ def test_a_fifo_poster_is_refused_by_the_worker_not_waited_on(tiny_data, tiny_sp
         worker.join(10)
         pytest.fail("the worker waited on a FIFO")
     assert got == {"error": f"{fifo}: not a regular file"}
+
+
+@pytest.mark.parametrize("size", [TINY_IMAGE, 224])
+def test_the_stored_original_is_prepare_poster_with_or_without_copies(tmp_path, size):
+    """The original in the shards is the served preprocessing's output, whether the copies'
+    larger decode could be reused for it (32 px: 1/8 scale both) or not (224 px: the copies
+    decode at full scale, the original at 1/2)."""
+    from postergenre.data.images import encode_jpeg
+    from postergenre.data.render import prepare_poster
+
+    rng = np.random.default_rng(0)
+    rgb = np.repeat(np.repeat(rng.integers(0, 256, (60, 40, 3), np.uint8), 15, 0), 15, 1)
+    poster = tmp_path / "poster.jpg"
+    poster.write_bytes(encode_jpeg(rgb))  # 600 x 900
+    settings = RenderSettings(size, tuple(CONFIG.transforms), CONFIG.crop_min_scale,
+                              CONFIG.jitter, CONFIG.seed, 90)
+    expected = prepare_poster(poster.read_bytes(), str(poster), size, 90)
+    labels = bytes(19)
+    for copies in (0, 2):
+        records = render_poster(PosterJob(str(poster), "tt0000001", "train", labels, copies),
+                                settings)
+        assert len(records) == 1 + copies
+        image = _example(records[0]).features.feature["image"].bytes_list.value[0]
+        assert image == expected, copies

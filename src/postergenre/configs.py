@@ -14,6 +14,7 @@ params.yaml. Backbones are declared once, in training/backbones.py's `BACKBONES`
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -428,9 +429,10 @@ class EvaluateConfig:
     confidence: float = setting(0.95, "interval level", low=0, high=1, low_open=True)
     seed: int = setting(0, "bootstrap resampling seed")
     report_posters: int = setting(12, "test posters with Grad-CAM in the HTML report", low=0)
-    threshold_shrinkage: float = setting(20.0, "a genre's own F1 threshold weighs n / (n + "
-                                         "this) against the global one (n: its validation "
-                                         "positives)", low=0)
+    threshold_shrinkage: str = setting("auto", "a genre's own F1 threshold weighs n / (n + "
+                                       "this) against the global one (n: its validation "
+                                       "positives); auto: chosen per model by "
+                                       "cross-fitting on validation halves")
     max_positive_ratio: float = setting(3.0, "a genre may be predicted on at most this many "
                                         "times its training frequency (on validation)",
                                         low=1)
@@ -438,6 +440,23 @@ class EvaluateConfig:
                                    "in the paired bootstrap (differences with intervals, "
                                    "reported by gate and summary, not gated on), e.g. the "
                                    "linear probe; empty: none")
+
+    def __post_init__(self) -> None:
+        self.shrinkage  # noqa: B018 (a bad value is an error when the settings are read)
+
+    @property
+    def shrinkage(self) -> float | None:
+        """`threshold_shrinkage` as a number; None: cross-fitted (auto)."""
+        if self.threshold_shrinkage == "auto":
+            return None
+        try:
+            value = float(self.threshold_shrinkage)
+        except ValueError:
+            value = -1.0
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"threshold_shrinkage: {self.threshold_shrinkage!r} is neither "
+                             "auto nor a number >= 0")
+        return value
 
 
 @dataclass(frozen=True)

@@ -117,6 +117,7 @@ def augment_and_shard(
         factors = genre_factors(matrices["train"], max_upsample)
         manifest: dict[str, Any] = {
             "image_size": image_size,
+            "jpeg_quality": config.jpeg_quality,
             "genres": list(GENRES),
             "transforms": list(transforms),
             "max_upsample": max_upsample,

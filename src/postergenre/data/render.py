@@ -12,11 +12,17 @@ processes doing the study's loop ran 1.8-2.1x one (bench/input.py prints both fi
 Deterministic whatever the process or the order: each augmented copy draws from its own
 generator, seeded by (seed, movie, copy number).
 
-A poster is read and decoded through images.py's one guard (`read_scaled`): a FIFO or
-other non-regular file is refused, never waited on, and only the poster formats are
-decoded. The byte and pixel bounds are validate's to set (`validate.max_file_bytes`,
-`validate.max_pixels`, which may be raised above their defaults), and validate measured
-every poster augment reads against them; augment does not apply the defaults again.
+A poster's stored original is `prepare_poster`'s output, the one preprocessing every model
+sees: training and evaluate decode it from the shards, and `predict` prepares the posters
+it is given with the same function (then the same decoder), so a served poster gets the
+probabilities evaluate reported for it.
+
+A poster is read and decoded through images.py's one guard (`read_poster_file`, then
+`decode_scaled`): a FIFO or other non-regular file is refused, never waited on, and only
+the poster formats are decoded. The byte and pixel bounds are validate's to set
+(`validate.max_file_bytes`, `validate.max_pixels`, which may be raised above their
+defaults), and validate measured every poster augment reads against them; augment does
+not apply the defaults again.
 
 The workers end with the process that started them, however it ends (SIGKILL included):
 see `_die_with`. A worker that dies (killed for memory, say) fails the run with
@@ -47,13 +53,17 @@ import numpy as np
 
 from postergenre.configs import TRANSFORMS
 from postergenre.data.images import (
+    DEFAULT_MAX_PIXELS,
     available_cpus,
     colour_jitter,
+    decode_scaled,
     encode_jpeg,
     hflip,
+    jpeg_size,
     random_crop,
-    read_scaled,
+    read_poster_file,
     resize,
+    scale_factor,
 )
 from postergenre.data.records import ORIGINAL, PosterRecord, frame, serialize
 
@@ -112,19 +122,38 @@ def transform(image: np.ndarray, transforms: Sequence[str], rng: np.random.Gener
     return image, "+".join(t for t in TRANSFORMS if t in chosen)
 
 
+def prepare_poster(data: bytes, source: str, size: int, quality: int,
+                   max_pixels: int | None = DEFAULT_MAX_PIXELS) -> bytes:
+    """The served preprocessing: an encoded poster -> the `size`-pixel square JPEG the
+    shards store and every model is scored on (decoded at reduced scale where the JPEG
+    allows, resized, encoded at `quality`). Errors (PosterDecodeError) name `source`."""
+    return _prepared(*decode_scaled(data, source, size, max_pixels), size, quality)
+
+
+def _prepared(rgb: np.ndarray, scale: int, size: int, quality: int) -> bytes:
+    return encode_jpeg(resize(rgb, size, scale > 1), quality)
+
+
 def render_poster(job: PosterJob, settings: RenderSettings) -> list[bytes]:
-    """The shard records of the poster as it is, then of each copy, serialised and framed
-    as a TFRecord file holds them (the parent appends them to the shard files)."""
-    size = settings.image_size
-    source, scale = read_scaled(job.path, min_side=settings.crop_side if job.copies else size,
-                                max_bytes=None, max_pixels=None)  # validate's bounds: above
-    prefiltered = scale > 1
-    images = [(encode_jpeg(resize(source, size, prefiltered), settings.jpeg_quality), ORIGINAL)]
+    """The shard records of the poster as it is (`prepare_poster`), then of each copy,
+    serialised and framed as a TFRecord file holds them (the parent appends them to the
+    shard files)."""
+    size, quality = settings.image_size, settings.jpeg_quality
+    data = read_poster_file(job.path, max_bytes=None)  # validate's bounds: see above
+    images = []
+    if job.copies:
+        # Copies are cropped first, so they need a larger decode than the original may;
+        # the original reuses it only where prepare_poster would decode at the same scale.
+        source, scale = decode_scaled(data, job.path, settings.crop_side, None)
+        if scale == scale_factor(jpeg_size(data), size):
+            images.append((_prepared(source, scale, size, quality), ORIGINAL))
+    if not images:
+        images.append((prepare_poster(data, job.path, size, quality, None), ORIGINAL))
     for k in range(job.copies):
         rng = np.random.default_rng([settings.seed, zlib.crc32(job.imdb_id.encode()), k])
         image, name = transform(source, settings.transforms, rng, settings.crop_min_scale,
-                                settings.jitter, size, prefiltered)
-        images.append((encode_jpeg(image, settings.jpeg_quality), name))
+                                settings.jitter, size, scale > 1)
+        images.append((encode_jpeg(image, quality), name))
     labels = np.frombuffer(job.labels, dtype=np.uint8)
     return [frame(serialize(PosterRecord(jpeg, labels, job.imdb_id, job.split,
                                          origin=job.imdb_id, augmentation=name)))

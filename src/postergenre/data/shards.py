@@ -30,7 +30,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -242,6 +242,27 @@ def _decode_images(images: tf.Tensor, image_size: int) -> tf.Tensor:
 
     return tf.map_fn(decode_poster, images,
                      fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.uint8))
+
+
+def to_model_size(images: tf.Tensor, size: int) -> tf.Tensor:
+    """float32 posters (one, or a batch) at a model's own side: the one resize between a
+    stored poster and a model, in training, evaluate, `predict` and the SavedModel (area
+    interpolation; nothing at all where the side is already `size`)."""
+    import tensorflow as tf
+
+    if images.shape[-3] == size and images.shape[-2] == size:
+        return images
+    return tf.image.resize(images, (size, size), method="area")
+
+
+def decode_prepared(jpegs: Sequence[bytes], stored_size: int, model_size: int) -> np.ndarray:
+    """`prepare_poster`'s JPEGs as a model takes them: the decode and resize that training
+    and evaluate apply to the same bytes in the shards (`predict`'s half of the contract)."""
+    import tensorflow as tf
+
+    images = tf.cast(_decode_images(tf.constant(list(jpegs), tf.string), stored_size),
+                     tf.float32)
+    return to_model_size(images, model_size).numpy()
 
 
 def dataset(

@@ -23,7 +23,7 @@ import numpy as np
 
 from postergenre.atomic import write_json
 from postergenre.configs import EvaluateConfig
-from postergenre.data.shards import check_split, dataset, labels_of, read_manifest
+from postergenre.data.shards import check_split, dataset, labels_of, to_model_size
 from postergenre.evaluation.bootstrap import paired_bootstrap
 from postergenre.evaluation.metrics import (
     BASELINES,
@@ -73,12 +73,8 @@ def predict_split(model, prepared_dir: str | os.PathLike[str], split: str,
     A model trained at another image size (the last blessed model, before a change of
     `augment.image_size`) gets the shards resized to its input ("area": a fair shrink).
     """
-    import tensorflow as tf
-
-    images = dataset(prepared_dir, split, batch_size).map(lambda x, y: x)
     size = model_image_size(model)
-    if size != int(read_manifest(prepared_dir)["image_size"]):
-        images = images.map(lambda x: tf.image.resize(x, (size, size), method="area"))
+    images = dataset(prepared_dir, split, batch_size).map(lambda x, y: to_model_size(x, size))
     return np.asarray(model.predict(images, verbose=0), dtype=np.float64)
 
 
@@ -156,7 +152,7 @@ class Evaluation:
 def _score(labels: Labels, val_scores: np.ndarray, test_scores: np.ndarray,
            config: EvaluateConfig, **kw) -> Scored:
     point = choose_operating_point(labels.y_val, val_scores, labels.train_prior,
-                                   config.threshold_shrinkage, config.max_positive_ratio)
+                                   config.shrinkage, config.max_positive_ratio, config.seed)
     return Scored(point, val_scores, test_scores, **kw)
 
 
@@ -296,7 +292,7 @@ def evaluate_models(
     write_json(out / PER_GENRE_FILE, _clean(per_genre))
     write_json(out / BOOTSTRAP_FILE, _clean(boot))
     write_json(out / THRESHOLDS_FILE, {
-        name: s.point.as_json(config.threshold_shrinkage, config.max_positive_ratio)
+        name: s.point.as_json(config.max_positive_ratio)
         for name, s in scored.items()})
     write_movie_scores(scored, labels, out / SCORES_DIR)
     from postergenre.evaluation.report import Provenance, write_report

@@ -5,6 +5,10 @@ evaluate chose on validation) or a given model folder. A poster that cannot be r
 decoded is reported on its own row and the batch goes on. `explain_dir` gets a Grad-CAM
 overlay per poster (where the model looked for its top genre).
 
+A poster is scored on exactly what evaluate scored for it: `render.prepare_poster` makes
+the JPEG the shards store (at the side and quality in the model's metadata.json), and
+`shards.decode_prepared` decodes and resizes it as training and evaluate do.
+
 Every poster goes through the one guard of images.py, with validate's default bounds: a
 file or a download over `MAX_POSTER_BYTES` is refused before it is read whole, a file
 that is not a regular file (a FIFO would block the read) is never read, and the header is
@@ -43,13 +47,14 @@ import numpy as np
 from postergenre.atomic import atomic_open
 from postergenre.configs import ValidateConfig
 from postergenre.data.images import (
-    DEFAULT_MAX_PIXELS,
     MAX_POSTER_BYTES,
     PosterDecodeError,
     decode_rgb,
+    header_size,
     read_poster_file,
-    resize,
 )
+from postergenre.data.render import prepare_poster
+from postergenre.data.shards import decode_prepared
 from postergenre.genres import GENRES
 from postergenre.progress import Progress
 
@@ -95,10 +100,17 @@ class Predictor:
     thresholds: np.ndarray
     source: str
     info: ModelInfo | None = None
+    # (side, JPEG quality) of the prepared posters the model was trained and evaluated
+    # on (metadata.json's `poster`); None: the model's own side, at the default quality.
+    poster: tuple[int, int] | None = None
     image_size: int = field(init=False)
 
     def __post_init__(self) -> None:
+        from postergenre.training.outputs import stored_poster
+
         self.image_size = int(self.model.input_shape[1])
+        if self.poster is None:
+            self.poster = stored_poster({"image_size": self.image_size})
         if self.info is None:
             self.info = ModelInfo(name=Path(self.source).name, path=self.source)
 
@@ -190,14 +202,17 @@ def load_predictor(model_dir: str | os.PathLike[str] | None = None,
                          f"lack {', '.join(missing)}")
     thresholds = np.array([float(saved["per_genre"][g]) for g in GENRES])
     # TensorFlow loads only once the entry checked out.
-    from postergenre.training.outputs import load_model
+    from postergenre.training.outputs import METADATA_FILE, load_model, stored_poster
 
     info = _model_info(entry, entry_info, model_path, thresholds_path,
                        file_sha256(thresholds_path) if thresholds_path else None)
     if info.data_source == "demo":  # (no thresholds: logged above)
         log.warning("predict: %s", info.warnings[0])
+    metadata_path = model_path / METADATA_FILE
     model = load_model(model_path)
-    return Predictor(model, thresholds, str(folder), info)
+    poster = (stored_poster(json.loads(metadata_path.read_text()))
+              if metadata_path.is_file() else None)
+    return Predictor(model, thresholds, str(folder), info, poster)
 
 
 def _model_info(entry: Path | None, entry_info: dict | None, model_path: Path,
@@ -235,26 +250,22 @@ def expand_posters(inputs: Iterable[str]) -> list[str]:
     return posters
 
 
-def read_poster(source: str, timeout: float = 20.0,
-                max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Decode a poster file or http(s) URL to RGB uint8; errors (ValueError) name the
-    poster. A file or download is read up to MAX_POSTER_BYTES and refused beyond; the
-    header is checked before anything is allocated for its pixels (see the module doc).
-    """
-    if re.match(r"^https?://", source):
+def read_poster(source: str, timeout: float = 20.0) -> bytes:
+    """A poster file's or http(s) URL's bytes, up to MAX_POSTER_BYTES and refused beyond;
+    errors (ValueError) name the poster."""
+    if not re.match(r"^https?://", source):
         try:
-            with urllib.request.urlopen(source, timeout=timeout) as response:  # noqa: S310
-                data = response.read(MAX_POSTER_BYTES + 1)
-        except (OSError, ValueError) as err:
-            raise ValueError(f"{source}: cannot download ({err})") from None
-        if len(data) > MAX_POSTER_BYTES:
-            raise PosterDecodeError(f"{source}: larger than {MAX_POSTER_BYTES} bytes")
-    else:
-        try:
-            data = read_poster_file(source)
+            return read_poster_file(source)
         except OSError as err:
             raise ValueError(f"{source}: cannot read ({err.strerror or err})") from None
-    return decode_rgb(data, source=source, max_pixels=max_pixels)
+    try:
+        with urllib.request.urlopen(source, timeout=timeout) as response:  # noqa: S310
+            data = response.read(MAX_POSTER_BYTES + 1)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{source}: cannot download ({err})") from None
+    if len(data) > MAX_POSTER_BYTES:
+        raise PosterDecodeError(f"{source}: larger than {MAX_POSTER_BYTES} bytes")
+    return data
 
 
 def _batches(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
@@ -280,27 +291,27 @@ def predict_posters(predictor: Predictor, posters: Sequence[str], batch_size: in
     # A bar on a terminal only: piped, the scores are the output and nothing else goes out.
     bar = Progress("predict", len(posters), "poster", lines=False)
     for batch in _batches(list(posters), batch_size):
-        good, images, originals = [], [], []
+        good, prepared, originals = [], [], []
         for poster in batch:
             result = PosterResult(poster)
             results.append(result)
             try:
-                rgb = read_poster(poster)
+                data = read_poster(poster)
+                prepared.append(prepare_poster(data, poster, *predictor.poster))
             except ValueError as err:
                 result.error = str(err)
                 log.warning("predict: %s", err)
                 continue
-            if min(rgb.shape[:2]) < MIN_SIDE:
-                result.warning = (f"{poster}: {rgb.shape[1]}x{rgb.shape[0]} pixels, smaller "
-                                  f"than {MIN_SIDE} on a side: scored, but its genres mean "
-                                  "little")
+            width, height = header_size(data) or (MIN_SIDE, MIN_SIDE)
+            if min(width, height) < MIN_SIDE:
+                result.warning = (f"{poster}: {width}x{height} pixels, smaller than "
+                                  f"{MIN_SIDE} on a side: scored, but its genres mean little")
                 log.warning("predict: %s", result.warning)
-            images.append(resize(rgb, predictor.image_size))
-            # The full poster is kept only for its overlay (a batch of them at most).
-            originals.append(rgb if explain_dir else None)
+            # The full poster is decoded only for its overlay (a batch of them at most).
+            originals.append(decode_rgb(data, poster) if explain_dir else None)
             good.append(result)
         if good:
-            pixels = np.stack(images).astype(np.float32)
+            pixels = decode_prepared(prepared, predictor.poster[0], predictor.image_size)
             probabilities = np.asarray(predictor.model.predict_on_batch(pixels), np.float64)
             for result, p in zip(good, probabilities, strict=True):
                 result.probabilities = p

@@ -12,7 +12,7 @@ import os
 import tensorflow as tf
 
 from postergenre.configs import LinearProbeConfig, TrainingConfig
-from postergenre.data.shards import dataset, read_manifest
+from postergenre.data.shards import dataset, read_manifest, to_model_size
 
 
 def input_size(config: TrainingConfig | LinearProbeConfig, manifest: dict) -> int:
@@ -24,11 +24,8 @@ def image_batches(prepared_dir: str | os.PathLike[str], split: str, batch_size: 
                   size: int, shuffle: bool = False, seed: int = 0) -> tf.data.Dataset:
     """A split's (image, labels) batches at `size` pixels (shards of another size are
     resized with area interpolation, as evaluate does)."""
-    data = dataset(prepared_dir, split, batch_size, shuffle=shuffle, seed=seed)
-    if size != int(read_manifest(prepared_dir)["image_size"]):
-        data = data.map(lambda x, y: (tf.image.resize(x, (size, size), method="area"), y),
-                        num_parallel_calls=tf.data.AUTOTUNE)
-    return data
+    return dataset(prepared_dir, split, batch_size, shuffle=shuffle, seed=seed).map(
+        lambda x, y: (to_model_size(x, size), y), num_parallel_calls=tf.data.AUTOTUNE)
 
 
 CROP_SCALE = 0.9  # the `crop` transform keeps this share of each side
@@ -84,11 +81,9 @@ def cached_images(prepared_dir: str | os.PathLike[str], split: str, batch_size: 
             .unbatch().apply(tf.data.experimental.assert_cardinality(records)).cache())
     if shuffle:
         data = data.shuffle(max(records, 1), seed=seed, reshuffle_each_iteration=True)
-    resize = size != int(manifest["image_size"])
 
     def to_float(x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        x = tf.cast(x, tf.float32)
-        return (tf.image.resize(x, (size, size), method="area") if resize else x), y
+        return to_model_size(tf.cast(x, tf.float32), size), y
 
     return (data.batch(batch_size).map(to_float, num_parallel_calls=tf.data.AUTOTUNE)
             .prefetch(tf.data.AUTOTUNE))

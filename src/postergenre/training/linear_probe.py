@@ -152,4 +152,4 @@ def train_linear_probe(prepared_dir: str | os.PathLike[str],
         "params": to_mapping(config),
     }
     with atomic_folder(model_dir) as work:
-        return write_outputs(model, work, history, info, data_version)
+        return write_outputs(model, work, history, info, data_version, manifest)

@@ -23,7 +23,8 @@ import tensorflow as tf
 # load_model must find them whoever calls it (evaluate, predict, batch-predict).
 import postergenre.training.models  # noqa: F401
 from postergenre.atomic import write_json
-from postergenre.data.shards import decode_poster
+from postergenre.configs import AugmentConfig
+from postergenre.data.shards import decode_poster, to_model_size
 from postergenre.genres import GENRES
 from postergenre.reproducible import (
     export_variables_in_name_order,
@@ -39,15 +40,29 @@ SAVED_MODEL_DIR = "saved_model"
 METADATA_FILE = "metadata.json"
 TIMING_FILE = "timing.json"
 TIMING_KEYS = ("seconds", "feature_seconds", "train_images_per_second")
-PREPROCESSING = ("decode JPEG to RGB uint8, resize the whole poster to a square of "
-                 "image_size pixels (area interpolation), float32 in [0, 255]; the model "
-                 "scales its own input")
+PREPROCESSING = ("postergenre.data.render.prepare_poster (the poster as the shards store it: "
+                 "a square JPEG of `poster.size` pixels at `poster.jpeg_quality`), decoded "
+                 "to RGB, area-resized to image_size where that differs, float32 in "
+                 "[0, 255]; the model scales its own input")
+# A model from before metadata.json recorded it: its posters were stored at the default.
+DEFAULT_JPEG_QUALITY = AugmentConfig().jpeg_quality
+
+
+def stored_poster(metadata: dict) -> tuple[int, int]:
+    """(side, JPEG quality) of the prepared posters a model was trained on, from its
+    metadata.json (older models: their own image size, and 95)."""
+    poster = metadata.get("poster") or {}
+    return (int(poster.get("size") or metadata["image_size"]),
+            int(poster.get("jpeg_quality") or DEFAULT_JPEG_QUALITY))
 
 
 def export_serving(model: keras.Model, path: str | os.PathLike[str], image_size: int) -> Path:
     """A SavedModel whose `serving_default` takes JPEG (or PNG) bytes, returns 19 probabilities.
 
     TF Serving, or any client that can send a string tensor, needs no Python code of ours.
+    The scores are evaluate's for posters sent as `prepare_poster` makes them; any other
+    image is decoded and area-resized to the model's side, which comes close but is not
+    the preprocessing the model was evaluated on.
     A second endpoint, `serve_examples`, takes serialized `tf.train.Example`s as the shards
     hold them (the `image` feature) and returns the same probabilities: the signature
     tfx-bsl's RunInference feeds (one string input, a dict of outputs) in `batch_predict`.
@@ -55,8 +70,7 @@ def export_serving(model: keras.Model, path: str | os.PathLike[str], image_size:
     path = Path(path)
 
     def decode(data: tf.Tensor) -> tf.Tensor:
-        image = tf.image.resize(decode_poster(data), [image_size, image_size], method="area")
-        return tf.cast(image, tf.float32)
+        return to_model_size(tf.cast(decode_poster(data), tf.float32), image_size)
 
     def probabilities(image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
         images = tf.map_fn(decode, image_bytes, fn_output_signature=tf.float32)
@@ -82,8 +96,9 @@ def export_serving(model: keras.Model, path: str | os.PathLike[str], image_size:
 
 
 def write_outputs(model: keras.Model, model_dir: Path, history: list[dict], info: dict,
-                  data_version: str) -> dict:
-    """Write the model folder's files into `model_dir` (the partial folder)."""
+                  data_version: str, manifest: dict) -> dict:
+    """Write the model folder's files into `model_dir` (the partial folder); `manifest` is
+    the prepared posters' (the side and JPEG quality `predict` must prepare posters at)."""
     model_dir.mkdir(parents=True, exist_ok=True)
     model.save(model_dir / MODEL_FILE)
     normalize_keras_archive(model_dir / MODEL_FILE)
@@ -92,6 +107,8 @@ def write_outputs(model: keras.Model, model_dir: Path, history: list[dict], info
     write_json(model_dir / METADATA_FILE, {
         "model": info["model"], "genres": list(GENRES), "image_size": info["image_size"],
         "input": "float32 RGB pixels in [0, 255], shape (batch, size, size, 3)",
+        "poster": {"size": int(manifest["image_size"]),
+                   "jpeg_quality": int(manifest.get("jpeg_quality", DEFAULT_JPEG_QUALITY))},
         "preprocessing": PREPROCESSING, "serving_signature": "serving_default: "
         "image_bytes (string, JPEG/PNG) -> probabilities (float32, 19)",
         "data_version": data_version,

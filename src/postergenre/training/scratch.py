@@ -81,6 +81,6 @@ def train_scratch(prepared_dir: str | os.PathLike[str], model_dir: str | os.Path
             "resumed_from_epoch": resumed or None,
             "params": to_mapping(config),
         }
-        info = write_outputs(model, work, history, info, data_version)
+        info = write_outputs(model, work, history, info, data_version, manifest)
     checkpoint.remove()  # the model is in place: nothing left to resume
     return info
