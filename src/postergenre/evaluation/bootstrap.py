@@ -5,6 +5,13 @@ each round, so the interval of a difference between two models reflects how much
 test set could move that difference, not the two models' separate noise. The gate uses
 the lower bound of (candidate - last blessed) to decide "not worse than -epsilon".
 
+The intervals are basic (reflected) bootstrap intervals: [2e - q_hi, 2e - q_lo] around
+the estimate e, from the rounds' quantiles q. Resampling duplicates movies, and a
+duplicated positive of a rare genre raises its AP: on 1,436 real test posters the
+rounds' mean mAP sat 0.007 above the estimate, so the percentile interval [q_lo, q_hi]
+(0.318 to 0.357 around 0.326) lay almost wholly above it. The basic interval reflects
+that lean (0.300 to 0.335) rather than reporting it as a gain.
+
 The per-round metrics are computed with numpy from counts and sorted scores (the same
 definitions as scikit-learn's, which tests check); scikit-learn's per-call overhead
 would make a few hundred rounds over several models take minutes.
@@ -66,12 +73,19 @@ def round_metrics(y_true: np.ndarray, scores: np.ndarray, threshold: float | np.
             "map_macro": float(np.nanmean(ap[present])) if present.any() else float("nan")}
 
 
-def _interval(values: np.ndarray, estimate: float, confidence: float) -> dict:
+INTERVAL_METHOD = "basic"  # recorded in bootstrap.json (see the module doc)
+
+
+def _interval(values: np.ndarray, estimate: float, confidence: float,
+              bounds: tuple[float, float] = (0.0, 1.0)) -> dict:
+    """The basic bootstrap interval of `estimate` from its rounds' `values`, clipped to
+    the range the quantity can take (`bounds`: a metric's, or a difference's)."""
     alpha = (1.0 - confidence) / 2
     finite = values[np.isfinite(values)]
     if not finite.size or not np.isfinite(estimate):
         return {"estimate": None, "low": None, "high": None}
-    low, high = np.quantile(finite, [alpha, 1.0 - alpha])
+    q_low, q_high = np.quantile(finite, [alpha, 1.0 - alpha])
+    low, high = np.clip([2 * estimate - q_high, 2 * estimate - q_low], *bounds)
     return {"estimate": float(estimate), "low": float(low), "high": float(high)}
 
 
@@ -84,7 +98,8 @@ def paired_bootstrap(
     reference: str | None = None,
     versus: str | None = None,
 ) -> dict:
-    """Percentile intervals per model, and of (model - `reference`) for every other model.
+    """Basic bootstrap intervals per model, and of (model - `reference`) for every other
+    model.
 
     `models` maps a name to (test scores, decision threshold). With `resamples` 0 the
     intervals collapse to the point estimates (low = high = estimate). `versus` names a
@@ -119,6 +134,7 @@ def paired_bootstrap(
 
     result: dict = {
         "resamples": resamples, "confidence": confidence, "seed": seed,
+        "method": INTERVAL_METHOD,
         "reference": reference,
         "intervals": {m: {k: interval(m, k) for k in BOOTSTRAP_METRICS} for m in names},
         "differences": {},
@@ -133,7 +149,7 @@ def paired_bootstrap(
                 estimate = estimates[m][key] - estimates[against][key]
                 if resamples:
                     diff[key] = _interval(rounds[m][key] - rounds[against][key], estimate,
-                                          confidence)
+                                          confidence, (-1.0, 1.0))
                 else:
                     diff[key] = {"estimate": estimate, "low": estimate, "high": estimate}
             out[m] = diff
