@@ -180,3 +180,20 @@ def test_an_error_shows_a_huge_value_short():
     with pytest.raises(ConfigError) as error:
         from_mapping(SplitConfig, {"seed": [list(range(1000))] * 1000}, "split")
     assert len(str(error.value)) < 200, str(error.value)
+
+
+@pytest.mark.parametrize("bad", ["models: {scratch_cnn: {learning_rate: .nan}}",
+                                 "split: {train_fraction: .inf}"])
+def test_nan_and_infinity_stop_every_entry_before_it_starts(tmp_path, capsys, bad):
+    """Training's, split's and the compiler's settings all pass the one finite check: one
+    line naming the key, exit 2, nothing written (they once trained on NaN, crashed with
+    an IndexError, crashed the compiler)."""
+    from postergenre.cli import main
+
+    (tmp_path / "bad.yaml").write_text(bad + "\n")
+    key = "scratch_cnn.learning_rate: nan" if "nan" in bad else "split.train_fraction: inf"
+    params = ["--params", str(REPO_ROOT / "params.yaml"), "--params", str(tmp_path / "bad.yaml")]
+    for command in (["params"], ["pipeline", "compile", "--output", str(tmp_path / "p.yaml")]):
+        assert main([*command, *params]) == 2, command
+        assert f"{key} is not a finite number" in capsys.readouterr().err, command
+    assert not (tmp_path / "p.yaml").exists()
