@@ -433,6 +433,10 @@ class EvaluateConfig:
                                        "this) against the global one (n: its validation "
                                        "positives); auto: chosen per model by "
                                        "cross-fitting on validation halves")
+    threshold_micro_f1_slack: float = setting(0.01, "auto shrinkage: the best macro-F1 among "
+                                              "the candidates this close to the best "
+                                              "micro-F1 (cross-fitted on validation)",
+                                              low=0, high=1)
     max_positive_ratio: float = setting(3.0, "a genre may be predicted on at most this many "
                                         "times its training frequency (on validation)",
                                         low=1)

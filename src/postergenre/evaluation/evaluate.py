@@ -152,7 +152,8 @@ class Evaluation:
 def _score(labels: Labels, val_scores: np.ndarray, test_scores: np.ndarray,
            config: EvaluateConfig, **kw) -> Scored:
     point = choose_operating_point(labels.y_val, val_scores, labels.train_prior,
-                                   config.shrinkage, config.max_positive_ratio, config.seed)
+                                   config.shrinkage, config.max_positive_ratio,
+                                   config.threshold_micro_f1_slack, config.seed)
     return Scored(point, val_scores, test_scores, **kw)
 
 

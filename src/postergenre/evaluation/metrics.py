@@ -77,11 +77,16 @@ def _check(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarr
 def choose_threshold(y_true: np.ndarray, scores: np.ndarray) -> float:
     """The global decision threshold that maximises micro-F1 (call it on validation)."""
     y_true, scores = _check(y_true, scores)
-    best, best_f1 = 0.5, -1.0
+    positives = int(y_true.sum())
+    best, best_tp, best_den = 0.5, -1, 1
     for threshold in THRESHOLD_GRID:
-        f1 = f1_score(y_true, scores >= threshold, average="micro", zero_division=0)
-        if f1 > best_f1:
-            best, best_f1 = float(threshold), f1
+        # micro-F1 = 2tp / (predicted positives + actual positives), 0 where both are 0;
+        # compared as exact fractions, so the first (lowest) best wins as in a float loop.
+        predicted = scores >= threshold
+        tp = int((predicted & (y_true == 1)).sum())
+        den = int(predicted.sum()) + positives
+        if den and tp * best_den > best_tp * den or best_tp < 0:
+            best, best_tp, best_den = float(threshold), tp, max(den, 1)
     return best
 
 
