@@ -195,6 +195,17 @@ def test_train_bench_compares_in_the_study_precision_and_ours():
                         r"vgg16 feature cache \d+/\d+ = [\d.]+x", last), last
 
 
+def test_precision_bench_scores_both_sides_and_ends_with_its_result():
+    result = _run("precision.py", "--posters", "8", "--size", "32", "--repeats", "1",
+                  env={"CUDA_VISIBLE_DEVICES": ""})
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.strip().splitlines()
+    assert re.fullmatch(r"ceiling: float32 GEMM \d+ GFLOP per CPU-second .*", lines[-2])
+    assert re.fullmatch(r"precision: float32 copy [\d.]+x the speed of mixed_bfloat16 as saved "
+                        r"\(\d+ us vs \d+ us CPU per poster; wall .*\), max \|probability "
+                        r"difference\| 0\.0\d\d\d", lines[-1]), lines[-1]
+
+
 @pytest.mark.slow
 def test_ingest_bench_holds_the_limit_and_reports_it():
     result = _run("ingest.py", "--posters", "12", "--baseline-posters", "3", "--latency",

@@ -21,9 +21,11 @@ from postergenre.data.images import encode_jpeg
 from postergenre.training.backbones import BACKBONES, Backbone
 from postergenre.training.bases import build_transfer_base, fetch_s3, split_at_last_block
 from postergenre.training.device import (
+    CPU_BFLOAT16_INFERENCE_FLAGS,
     NoGpuError,
     cpu_has_bfloat16_units,
     precision_policy,
+    scores_natively,
     seed_everything,
     training_device,
 )
@@ -40,7 +42,7 @@ from postergenre.training.models import (
     head_parts,
     join_base_and_head,
 )
-from postergenre.training.outputs import METADATA_FILE, load_model
+from postergenre.training.outputs import METADATA_FILE, float32_copy, load_model
 from postergenre.training.scratch import train_scratch
 from postergenre.training.train import train_model
 from postergenre.typed_config import ConfigError
@@ -486,6 +488,34 @@ def test_transfer_gap_head_with_fine_tuning(tiny_prepared, tmp_path, precision):
     model = load_model(tmp_path / "tuned")
     assert model.output_shape == (None, 19)
     assert np.isfinite([e["val_loss"] for e in history]).all()
+    # Scored in the precision this machine computes natively (bfloat16 only with its
+    # instructions), else as a float32 copy of every layer, the nested base's too; the
+    # SavedModel is always the float32 copy.
+    trained = keras.models.load_model(tmp_path / "tuned" / "model.keras", compile=False)
+    saved_policies = {layer.dtype_policy.name for layer in _every_layer(trained)}
+    assert ("mixed_bfloat16" in saved_policies) == (precision == "bfloat16")
+    copy = float32_copy(trained)
+    assert {layer.dtype_policy.name for layer in _every_layer(copy)} == {"float32"}
+    native = all(map(scores_natively, saved_policies))
+    assert {layer.dtype_policy.name for layer in _every_layer(model)} == (
+        saved_policies if native else {"float32"})
+    posters = next(iter(image_batches(tiny_prepared, "test", 16, TINY_IMAGE)))[0]
+    np.testing.assert_allclose(copy.predict_on_batch(posters),
+                               trained.predict_on_batch(posters), atol=0.02)
+    served = tf.saved_model.load(str(tmp_path / "tuned" / "saved_model"))
+    jpegs = tf.constant([encode_jpeg(np.asarray(p, np.uint8)) for p in posters.numpy()])
+    decoded = tf.cast(tf.map_fn(lambda j: tf.io.decode_jpeg(j, dct_method="INTEGER_ACCURATE"),
+                                jpegs, fn_output_signature=tf.uint8), tf.float32)
+    np.testing.assert_allclose(
+        served.signatures["serving_default"](image_bytes=jpegs)["probabilities"].numpy(),
+        copy.predict_on_batch(decoded), atol=1e-5)
+
+
+def _every_layer(model: keras.Model) -> list:
+    found = []
+    for layer in model.layers:
+        found += [layer, *(_every_layer(layer) if isinstance(layer, keras.Model) else [])]
+    return found
 
 
 # --- speed settings: determinism, precision, batch, streamed features, cached posters --
@@ -610,6 +640,11 @@ def test_bfloat16_units_are_read_from_the_cpu_flags(tmp_path):
     assert cpu_has_bfloat16_units(tmp_path / "amx")
     assert not cpu_has_bfloat16_units(tmp_path / "avx512")  # slower than float32 there
     assert not cpu_has_bfloat16_units(tmp_path / "absent")  # no /proc: not Linux
+    # Scoring (no training) in bfloat16 pays off with the AVX512-BF16 instructions too.
+    scoring = CPU_BFLOAT16_INFERENCE_FLAGS
+    assert cpu_has_bfloat16_units(tmp_path / "avx512", flags=scoring)
+    (tmp_path / "avx2").write_text("processor\t: 0\nflags\t\t: fpu avx2 fma\n")
+    assert not cpu_has_bfloat16_units(tmp_path / "avx2", flags=scoring)
 
 
 def test_cached_posters_are_the_streamed_ones_reshuffled_each_epoch(tiny_prepared):

@@ -58,17 +58,36 @@ def _compute_capability(gpu: tf.config.PhysicalDevice) -> tuple[int, int]:
 # below AMX (ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16, the AVX512-BF16 instructions alone)
 # bfloat16 took 1.4x float32's time, and 3.3x without them: only AMX makes it pay.
 CPU_BFLOAT16_FLAG = "amx_bf16"
+# Scoring (no gradients) in bfloat16 pays off with the AVX512-BF16 instructions too: on
+# a 2-core AMD EPYC with them and no AMX (2026-12-07, bench/precision.py) the scratch CNN
+# scored posters in 0.54x float32's CPU time, and in 2.7x with oneDNN kept below them.
+CPU_BFLOAT16_INFERENCE_FLAGS = (CPU_BFLOAT16_FLAG, "avx512_bf16")
 
 
-def cpu_has_bfloat16_units(cpuinfo: str | os.PathLike[str] = "/proc/cpuinfo") -> bool:
-    """Whether this CPU has bfloat16 matrix units (AMX), from the kernel's CPU flags
-    (False where there is no /proc/cpuinfo: macOS, Windows)."""
+def cpu_has_bfloat16_units(cpuinfo: str | os.PathLike[str] = "/proc/cpuinfo",
+                           flags: tuple[str, ...] = (CPU_BFLOAT16_FLAG,)) -> bool:
+    """Whether this CPU has bfloat16 matrix units (AMX; or any of `flags`), from the
+    kernel's CPU flags (False where there is no /proc/cpuinfo: macOS, Windows)."""
     try:
         text = Path(cpuinfo).read_text(errors="replace")
     except OSError:
         return False
-    return any(line.startswith("flags") and CPU_BFLOAT16_FLAG in line.split()
+    return any(line.startswith("flags") and set(flags) & set(line.split())
                for line in text.splitlines())
+
+
+def scores_natively(policy: str) -> bool:
+    """Whether this machine computes a model of dtype `policy` without emulating it:
+    float32 anywhere; bfloat16 on GPUs of compute capability 8 and up, or a CPU with
+    bfloat16 instructions; float16 on GPUs of compute capability 7 and up."""
+    if policy == "float32":
+        return True
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        oldest = min(_compute_capability(gpu) for gpu in gpus)
+        return oldest >= ((8, 0) if policy == "mixed_bfloat16" else (7, 0))
+    return policy == "mixed_bfloat16" and cpu_has_bfloat16_units(
+        flags=CPU_BFLOAT16_INFERENCE_FLAGS)
 
 
 def precision_policy(mixed_precision: str, gpus: list,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import keras
 import tensorflow as tf
@@ -102,7 +103,7 @@ def write_outputs(model: keras.Model, model_dir: Path, history: list[dict], info
     model_dir.mkdir(parents=True, exist_ok=True)
     model.save(model_dir / MODEL_FILE)
     normalize_keras_archive(model_dir / MODEL_FILE)
-    export_serving(model, model_dir / SAVED_MODEL_DIR, int(info["image_size"]))
+    export_serving(float32_copy(model), model_dir / SAVED_MODEL_DIR, int(info["image_size"]))
     normalize_saved_model_fingerprint(model_dir / SAVED_MODEL_DIR)
     write_json(model_dir / METADATA_FILE, {
         "model": info["model"], "genres": list(GENRES), "image_size": info["image_size"],
@@ -131,8 +132,55 @@ def throughput(history: list[dict], seconds: float, examples: int) -> float:
 
 
 def load_model(model_dir: str | os.PathLike[str]) -> keras.Model:
-    """Load a trained model folder's `model.keras` (no optimizer state needed)."""
+    """Load a trained model folder's `model.keras` (no optimizer state needed) to score
+    with it, in the precision this machine computes natively: a model trained in mixed
+    precision as saved where the machine has units for it, else its `float32_copy`."""
+    from postergenre.training.device import scores_natively
+
     path = Path(model_dir) / MODEL_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: is {model_dir} the output of a train step?")
-    return keras.models.load_model(path, compile=False)
+    model = keras.models.load_model(path, compile=False)
+    policies = {layer.dtype_policy.name for layer in _layers(model)}
+    return model if all(map(scores_natively, policies)) else float32_copy(model)
+
+
+def _float32_policies(config: Any) -> Any:
+    """A model config with every layer's dtype policy float32 (weights are float32 in
+    every policy, so the trained weights fit it as they are)."""
+    if isinstance(config, dict):
+        if config.get("class_name") == "DTypePolicy":
+            return {**config, "config": {**config["config"], "name": "float32"}}
+        return {k: _float32_policies(v) for k, v in config.items()}
+    if isinstance(config, list):
+        return [_float32_policies(v) for v in config]
+    return config
+
+
+def float32_copy(model: keras.Model) -> keras.Model:
+    """`model` computing in float32, with its weights; `model` itself where it already does.
+
+    A model trained in mixed precision (bfloat16 on an A100 or an AMX CPU, float16 on a
+    T4) is saved with that policy, and would run its convolutions emulated, several times
+    slower, on CPU nodes without bfloat16 instructions (2.7x float32's CPU time for the
+    scratch CNN in bench/precision.py). `load_model` scores with this copy on such a
+    machine, and the SavedModel (TF Serving, `batch-predict`) is always exported from it.
+    Scores differ from the mixed-precision model's by bfloat16's rounding (at most 0.0002
+    for the scratch CNN at 128 px in the same bench).
+    """
+    if all(layer.dtype_policy.name == "float32" for layer in _layers(model)):
+        return model
+    serialized = _float32_policies(keras.saving.serialize_keras_object(model))
+    copy = keras.saving.deserialize_keras_object(serialized)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """Every layer, those of nested models included."""
+    found = []
+    for layer in model.layers:
+        found.append(layer)
+        if isinstance(layer, keras.Model):
+            found += _layers(layer)
+    return found
