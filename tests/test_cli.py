@@ -286,3 +286,18 @@ def test_log_lines_share_the_stages_style_unless_verbose(capsys):
     finally:
         for number in (logging.WARNING, logging.ERROR, logging.CRITICAL):
             logging.addLevelName(number, logging.getLevelName(number).upper())
+
+
+def test_plain_summaries_end_without_an_empty_reject_list_and_say_random_weights(
+        tiny_data, tmp_path, capsys):
+    """No `{}` after `0 rejected`, no `(none weights)`: words a reader takes for errors."""
+    from postergenre.configs import model_spec
+
+    code = main(["validate", "--data", str(tiny_data), "--out", str(tmp_path / "v"),
+                 "--min-genre-support", "0"])
+    assert code == 0
+    line = [x for x in capsys.readouterr().out.splitlines() if x.startswith("validate:")][-1]
+    assert line.endswith(" 0 rejected"), line
+    for kind in ("transfer", "linear_probe"):
+        described = model_spec("m", {"kind": kind, "weights": "none"}).config.describe()
+        assert "(random weights)" in described and "none weights" not in described
