@@ -70,7 +70,7 @@ def main() -> int:
     if args.keep is None:
         shutil.rmtree(out)
 
-    print(f"posters-movielens test split, {examples} movies; "
+    print(f"{args.data.name} test split, {examples} movies; "
           f"served thresholds (validation); {os.cpu_count()} CPU cores; "
           f"wall time {seconds / 60:.1f} min (every stage, {len(kinds)} models)")
     print(f"{'model':<22} " + " ".join(f"{c:>16}" for c in COLUMNS) + "   mAP interval")
