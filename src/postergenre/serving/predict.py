@@ -101,15 +101,15 @@ class Predictor:
     source: str
     info: ModelInfo | None = None
     # (side, JPEG quality) of the prepared posters the model was trained and evaluated
-    # on (metadata.json's `poster`); None: the model's own side, at the default quality.
-    poster: tuple[int, int] | None = None
+    # on (metadata.json's `poster`); (0, 0): the model's own side, at the default quality.
+    poster: tuple[int, int] = (0, 0)
     image_size: int = field(init=False)
 
     def __post_init__(self) -> None:
         from postergenre.training.outputs import stored_poster
 
         self.image_size = int(self.model.input_shape[1])
-        if self.poster is None:
+        if self.poster == (0, 0):
             self.poster = stored_poster({"image_size": self.image_size})
         if self.info is None:
             self.info = ModelInfo(name=Path(self.source).name, path=self.source)
@@ -211,7 +211,7 @@ def load_predictor(model_dir: str | os.PathLike[str] | None = None,
     metadata_path = model_path / METADATA_FILE
     model = load_model(model_path)
     poster = (stored_poster(json.loads(metadata_path.read_text()))
-              if metadata_path.is_file() else None)
+              if metadata_path.is_file() else (0, 0))
     return Predictor(model, thresholds, str(folder), info, poster)
 
 
