@@ -385,6 +385,10 @@ EPOCH_LINE = re.compile(rf"train tiny: epoch (\d+)/{CTRL_C_EPOCHS} loss \d+\.\d{
                         r"val_loss \d+\.\d{4} val_auc \d+\.\d{4} \(\d+\.\d s\)")
 
 
+def _sigint_as_a_terminal_leaves_it() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.fixture(scope="module")
 def interrupted_scratch(tiny_prepared, tmp_path_factory):
     """`train-scratch` of CTRL_C_EPOCHS epochs, stderr piped, given a Ctrl-C (SIGINT to its
@@ -397,6 +401,9 @@ def interrupted_scratch(tiny_prepared, tmp_path_factory):
                "--epochs", str(CTRL_C_EPOCHS), *TINY_FLAGS]
     process = subprocess.Popen(command, cwd=work, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, start_new_session=True,
+                               # As from a terminal even when the tests run in the
+                               # background (`make test &`), which ignores SIGINT.
+                               preexec_fn=_sigint_as_a_terminal_leaves_it,
                                # As a user runs it: TensorFlow's C++ lines at the CLI's level.
                                env={**{k: v for k, v in os.environ.items()
                                        if k != "TF_CPP_MIN_LOG_LEVEL"},
