@@ -35,6 +35,7 @@ from postergenre.training.linear_probe import fit_logistic_per_genre, standardis
 from postergenre.training.loop import compile_model, fit
 from postergenre.training.models import (
     WeightedBinaryCrossentropy,
+    all_layers,
     build_dense_head,
     build_head,
     build_linear_probe,
@@ -492,12 +493,12 @@ def test_transfer_gap_head_with_fine_tuning(tiny_prepared, tmp_path, precision):
     # instructions), else as a float32 copy of every layer, the nested base's too; the
     # SavedModel is always the float32 copy.
     trained = keras.models.load_model(tmp_path / "tuned" / "model.keras", compile=False)
-    saved_policies = {layer.dtype_policy.name for layer in _every_layer(trained)}
+    saved_policies = {layer.dtype_policy.name for layer in all_layers(trained)}
     assert ("mixed_bfloat16" in saved_policies) == (precision == "bfloat16")
     copy = float32_copy(trained)
-    assert {layer.dtype_policy.name for layer in _every_layer(copy)} == {"float32"}
+    assert {layer.dtype_policy.name for layer in all_layers(copy)} == {"float32"}
     native = all(map(scores_natively, saved_policies))
-    assert {layer.dtype_policy.name for layer in _every_layer(model)} == (
+    assert {layer.dtype_policy.name for layer in all_layers(model)} == (
         saved_policies if native else {"float32"})
     posters = next(iter(image_batches(tiny_prepared, "test", 16, TINY_IMAGE)))[0]
     np.testing.assert_allclose(copy.predict_on_batch(posters),
@@ -509,13 +510,6 @@ def test_transfer_gap_head_with_fine_tuning(tiny_prepared, tmp_path, precision):
     np.testing.assert_allclose(
         served.signatures["serving_default"](image_bytes=jpegs)["probabilities"].numpy(),
         copy.predict_on_batch(decoded), atol=1e-5)
-
-
-def _every_layer(model: keras.Model) -> list:
-    found = []
-    for layer in model.layers:
-        found += [layer, *(_every_layer(layer) if isinstance(layer, keras.Model) else [])]
-    return found
 
 
 # --- speed settings: determinism, precision, batch, streamed features, cached posters --

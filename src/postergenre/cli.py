@@ -633,7 +633,7 @@ STAGE_CONFIGS: dict[str, type] = {"ingest": IngestConfig, "validate": ValidateCo
 def _require(flag: str, value: str, holds: str, made_by: str) -> None:
     """`value`, a path given to `flag`, exists (and holds the file `holds`, which the stage
     `made_by` writes); a URL is left to the command."""
-    if is_remote(value) or value.startswith(("http://", "https://")):
+    if is_remote(value):  # s3://, http(s)://, ...
         return
     path = Path(value)
     if holds and not (path / holds).is_file():
@@ -664,7 +664,11 @@ def check_arguments(args: argparse.Namespace) -> None:
         for folder in args.model_dirs.values():
             _require("--model" if args.model else "--models-root", folder, "", "")
     if cmd == "predict":
-        from postergenre.serving.predict import expand_posters, require_blessed_model
+        from postergenre.serving.predict import (
+            expand_posters,
+            is_web_url,
+            require_blessed_model,
+        )
 
         if args.model is None:
             require_blessed_model(args.registry)
@@ -673,8 +677,7 @@ def check_arguments(args: argparse.Namespace) -> None:
         args.poster_list = expand_posters(args.posters)
         if not args.poster_list:
             raise ValueError(f"no poster found in {' '.join(args.posters)}")
-        if not any(p.startswith(("http://", "https://")) or Path(p).exists()
-                   for p in args.poster_list):
+        if not any(is_web_url(p) or Path(p).exists() for p in args.poster_list):
             raise FileNotFoundError(f"no such poster: {', '.join(args.poster_list)}")
 
 

@@ -16,16 +16,12 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from postergenre.training.models import all_layers
+
 
 def conv_layers(model: keras.Model) -> list[keras.layers.Layer]:
     """Every Conv2D layer, nested models included, in network order."""
-    found = []
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.Conv2D):
-            found.append(layer)
-        elif isinstance(layer, keras.Model):
-            found.extend(conv_layers(layer))
-    return found
+    return [layer for layer in all_layers(model) if isinstance(layer, keras.layers.Conv2D)]
 
 
 def feature_layer(model: keras.Model) -> keras.layers.Layer:

@@ -204,24 +204,22 @@ def load_predictor(model_dir: str | os.PathLike[str] | None = None,
     # TensorFlow loads only once the entry checked out.
     from postergenre.training.outputs import METADATA_FILE, load_model, stored_poster
 
-    info = _model_info(entry, entry_info, model_path, thresholds_path,
+    metadata_path = model_path / METADATA_FILE
+    metadata = json.loads(metadata_path.read_text()) if metadata_path.is_file() else {}
+    info = _model_info(entry, entry_info, metadata, model_path, thresholds_path,
                        file_sha256(thresholds_path) if thresholds_path else None)
     if info.data_source == "demo":  # (no thresholds: logged above)
         log.warning("predict: %s", info.warnings[0])
-    metadata_path = model_path / METADATA_FILE
     model = load_model(model_path)
-    poster = (stored_poster(json.loads(metadata_path.read_text()))
-              if metadata_path.is_file() else (0, 0))
+    poster = stored_poster(metadata) if metadata else (0, 0)
     return Predictor(model, thresholds, str(folder), info, poster)
 
 
-def _model_info(entry: Path | None, entry_info: dict | None, model_path: Path,
-                thresholds_path: Path | None, thresholds_sha256: str | None) -> ModelInfo:
-    """The entry's record (entry.json), or what a bare model folder says of itself."""
-    from postergenre.training.outputs import METADATA_FILE
-
-    metadata_path = model_path / METADATA_FILE
-    metadata = json.loads(metadata_path.read_text()) if metadata_path.is_file() else {}
+def _model_info(entry: Path | None, entry_info: dict | None, metadata: dict,
+                model_path: Path, thresholds_path: Path | None,
+                thresholds_sha256: str | None) -> ModelInfo:
+    """The entry's record (entry.json), or what a bare model folder says of itself (its
+    metadata.json, `metadata`)."""
     record = entry_info or {}
     return ModelInfo(
         name=str(record.get("model") or metadata.get("model") or model_path.name),
@@ -237,12 +235,17 @@ def _model_info(entry: Path | None, entry_info: dict | None, model_path: Path,
     )
 
 
+def is_web_url(poster: str) -> bool:
+    """Whether a poster is given as an http(s) URL (downloaded) rather than a path."""
+    return re.match(r"^https?://", poster) is not None
+
+
 def expand_posters(inputs: Iterable[str]) -> list[str]:
     """Paths, folders (their image files, sorted) and http(s) URLs, as one list."""
     posters: list[str] = []
     for item in inputs:
         path = Path(item)
-        if not re.match(r"^https?://", item) and path.is_dir():
+        if not is_web_url(item) and path.is_dir():
             posters += sorted(str(p) for p in path.iterdir()
                               if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         else:
@@ -253,7 +256,7 @@ def expand_posters(inputs: Iterable[str]) -> list[str]:
 def read_poster(source: str, timeout: float = 20.0) -> bytes:
     """A poster file's or http(s) URL's bytes, up to MAX_POSTER_BYTES and refused beyond;
     errors (ValueError) name the poster."""
-    if not re.match(r"^https?://", source):
+    if not is_web_url(source):
         try:
             return read_poster_file(source)
         except OSError as err:

@@ -59,6 +59,17 @@ class WeightedBinaryCrossentropy(keras.losses.Loss):
         return {**super().get_config(), "positive_weights": self.positive_weights}
 
 
+def all_layers(model: keras.Model) -> list[layers.Layer]:
+    """Every layer of `model` in network order, a nested model (a transfer model's base)
+    followed by its own layers."""
+    found = []
+    for layer in model.layers:
+        found.append(layer)
+        if isinstance(layer, keras.Model):
+            found += all_layers(layer)
+    return found
+
+
 def build_scratch_cnn(image_size: int, config: ScratchConfig, name: str = "scratch_cnn"
                       ) -> keras.Model:
     """The study's VGG-like CNN: 22,866,707 parameters at the study's sizes (128 px,

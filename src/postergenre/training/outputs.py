@@ -20,9 +20,6 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-# Registers the custom classes a saved model names (VggPreprocess, the weighted loss):
-# load_model must find them whoever calls it (evaluate, predict, batch-predict).
-import postergenre.training.models  # noqa: F401
 from postergenre.atomic import write_json
 from postergenre.configs import AugmentConfig
 from postergenre.data.shards import decode_poster, to_model_size
@@ -32,6 +29,11 @@ from postergenre.reproducible import (
     normalize_keras_archive,
     normalize_saved_model_fingerprint,
 )
+
+# Importing training.models registers the custom classes a saved model names
+# (VggPreprocess, the weighted loss): load_model must find them whoever calls it
+# (evaluate, predict, batch-predict).
+from postergenre.training.models import all_layers
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +143,7 @@ def load_model(model_dir: str | os.PathLike[str]) -> keras.Model:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: is {model_dir} the output of a train step?")
     model = keras.models.load_model(path, compile=False)
-    policies = {layer.dtype_policy.name for layer in _layers(model)}
+    policies = {layer.dtype_policy.name for layer in all_layers(model)}
     return model if all(map(scores_natively, policies)) else float32_copy(model)
 
 
@@ -168,19 +170,9 @@ def float32_copy(model: keras.Model) -> keras.Model:
     Scores differ from the mixed-precision model's by bfloat16's rounding (at most 0.0002
     for the scratch CNN at 128 px in the same bench).
     """
-    if all(layer.dtype_policy.name == "float32" for layer in _layers(model)):
+    if all(layer.dtype_policy.name == "float32" for layer in all_layers(model)):
         return model
     serialized = _float32_policies(keras.saving.serialize_keras_object(model))
     copy = keras.saving.deserialize_keras_object(serialized)
     copy.set_weights(model.get_weights())
     return copy
-
-
-def _layers(model: keras.Model) -> list[keras.layers.Layer]:
-    """Every layer, those of nested models included."""
-    found = []
-    for layer in model.layers:
-        found.append(layer)
-        if isinstance(layer, keras.Model):
-            found += _layers(layer)
-    return found
