@@ -28,21 +28,35 @@ from the shards, so it includes the JPEG encode.
 Probe: validate's poster probe (`probe.probe_posters`) against its version before issue 14
 (kept below, verbatim): the same measurements (asserted), timed the same way.
 
-Where the CPU goes (one thread, no pool): each step of both sides timed alone over the
-same posters, the project's own functions for ours. And what this machine gives a parallel
-loader at best: the study's loop in two processes at once (started together) against one,
-the ratio two cores deliver to work that shares nothing; our pool is bounded by it.
+Where the CPU goes: each step of both sides timed alone over the same posters in one
+thread, the project's own functions for ours (their sum is the work ours must do); ours
+in one thread without the pool and the shard files (`render_batch` over the same posters,
+interleaved with the two sides), so the pool's, the second process's and the stage's own
+share of ours' process-tree CPU is the difference; and the study's loop in two processes
+at once (started together) against one: the wall ratio two cores deliver to work that
+shares nothing, and the CPU per image each then takes (shared caches, a busy host).
 
-Memory: a fresh process streams `shards.dataset` (shuffled) over 8,000 and over 32,000
+Memory: a fresh process streams `shards.dataset` (shuffled) over 16,000 and over 64,000
 records; its figure is the peak RSS (VmHWM) minus the RSS after importing TensorFlow,
-tfx-bsl and the reader (the import alone is most of the process). Target: flat (within
-10 % or a few MiB). Both sizes are past the shuffle buffer (4,096 encoded records,
-shards.py), which a smaller split only fills part of: 1,000 records measured 30 MiB.
-Before 2026-12-02 the peak was ru_maxrss, which a process started from this one inherits
-(Linux keeps the forked parent's high-water mark across exec): the 595-620 MiB "above
-imports" printed then were this benchmark's own arrays, not the reader's.
+tfx-bsl and the reader (the import alone is most of the process), and the RSS after each
+quarter of the records shows where the peak is reached. Target: flat (within 10 % or a
+few MiB). The resident memory rises over the first 12-16k records and then stays flat
+to 64k (measured at 2k, 8k, 16k, 32k and 64k, R33): the shuffle buffer (4,096 encoded
+records, shards.py) fills, and glibc's malloc arenas, one per tf.data thread, settle; with
+MALLOC_ARENA_MAX=2 the plateau at 64k was 59 MiB instead of 73-75. That is what made 8k
+against 32k records grow 9-14 MiB (issue 27): 8k ends before the plateau. The plateau
+itself moves between runs (48-75 MiB, once 109 at 64k), with the threads' timing, not
+with the records. Before 2026-12-02 the peak was ru_maxrss, which a process started from
+this one inherits (Linux keeps the forked parent's high-water mark across exec): the
+595-620 MiB "above imports" printed then were this benchmark's own arrays, not the
+reader's.
 
-Last line: input: ours N img/s vs study M img/s, ratio R (target >= 1.5x); CPU per image ...
+Last two lines (the bench convention, issue 27):
+    ceiling: N img/s = C cores x R img per core-second for the steps ours must do ...
+    input: F of the study's CPU per image (ours A us vs study B us, process tree, target
+    < 1); wall ours ... img/s (P% of the ceiling) vs study ... img/s; reader memory ...
+F, the result, is ours' process-tree CPU per image over the study's loop's: below 1,
+ours does the same posters with less CPU.
 """
 
 from __future__ import annotations
@@ -69,7 +83,9 @@ from measure import (  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data" / "posters-movielens"
-MEMORY_SIZES = (8000, 32000)  # both past the reader's shuffle buffer (4,096 records)
+# Both past the reader's shuffle buffer (4,096 records) and the ~12-16k records over
+# which tf.data's threads fill their malloc arenas (see the module doc).
+MEMORY_SIZES = (16000, 64000)
 
 
 def study_loop(paths: list[Path], size: int) -> np.ndarray:
@@ -164,26 +180,28 @@ def _steps(paths: list[Path], size: int, quality: int) -> dict[str, float]:
 
 
 def _study_worker(paths: list[str], size: int, start, elapsed) -> None:
-    """One process of the parallel-ceiling measurement: wait for the common start, then
-    run the study's loop (one OpenCV thread) and report its wall time."""
+    """One process of the parallel measurement: wait for the common start, then run the
+    study's loop (one OpenCV thread) and report its wall and CPU time."""
     import time
 
     cv2.setNumThreads(1)
     start.wait()
-    began = time.perf_counter()
+    began, cpu = time.perf_counter(), time.process_time()
     study_loop([Path(p) for p in paths], size)
-    elapsed.put(time.perf_counter() - began)
+    elapsed.put((time.perf_counter() - began, time.process_time() - cpu))
 
 
-def parallel_ceiling(paths: list[Path], size: int, repeats: int) -> tuple[float, float]:
-    """(images/s of one process, of two processes at once) running the study's loop,
-    medians of `repeats`: what two cores give to work that shares nothing. Spawned
+def parallel_ceiling(paths: list[Path], size: int, repeats: int
+                     ) -> dict[int, tuple[float, float]]:
+    """{processes: (images/s, us CPU per image)} for the study's loop in one process and in
+    two at once, medians of `repeats`: what two cores give to work that shares nothing,
+    and what running two at once costs each in CPU (shared caches, a busy host). Spawned
     processes (this one has imported TensorFlow); their start-up is not timed."""
     import multiprocessing
     import statistics
 
     context = multiprocessing.get_context("spawn")
-    rates: dict[int, list[float]] = {1: [], 2: []}
+    runs: dict[int, list[tuple[float, float]]] = {1: [], 2: []}
     names = [str(p) for p in paths]
     for _ in range(repeats):
         for count in (1, 2):
@@ -196,8 +214,24 @@ def parallel_ceiling(paths: list[Path], size: int, repeats: int) -> tuple[float,
             times = [elapsed.get(timeout=600) for _ in workers]
             for worker in workers:
                 worker.join()
-            rates[count].append(count * len(paths) / max(times))
-    return statistics.median(rates[1]), statistics.median(rates[2])
+            runs[count].append((count * len(paths) / max(t for t, _ in times),
+                                1e6 * sum(c for _, c in times) / (count * len(paths))))
+    return {count: (statistics.median(r for r, _ in found),
+                    statistics.median(c for _, c in found)) for count, found in runs.items()}
+
+
+def one_thread(jobs: list, settings) -> list:
+    """Ours without the pool and the shard files: `render_batch` over the same posters in
+    this process, one OpenCV thread, as a worker runs it (the pool's and the parent's
+    share of ours' CPU is the difference)."""
+    from postergenre.data.render import render_batch
+
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        return render_batch(jobs, settings)
+    finally:
+        cv2.setNumThreads(threads)
 
 
 def make_split(table: pd.DataFrame, split_dir: Path, n: int) -> None:
@@ -213,6 +247,7 @@ def make_split(table: pd.DataFrame, split_dir: Path, n: int) -> None:
 
 # The peak is VmHWM, this process image's high-water mark: not ru_maxrss, which Linux
 # carries over an exec from the forked parent (this benchmark, holding the study's arrays).
+# Also the resident memory after each quarter of the records: where the peak is reached.
 READER = """
 import os, sys
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
@@ -224,18 +259,22 @@ def status(field):
         line = next(line for line in f if line.startswith(field + ":"))
     return int(line.split()[1]) / 1024
 base = status("VmRSS")
-n = 0
+n, quarter, quarters = 0, int(sys.argv[2]) // 4, []
 for images, labels in dataset(sys.argv[1], "train", 32, shuffle=True, seed=0):
     n += int(images.shape[0])
-print(n, base, status("VmHWM"))
+    if n // quarter > len(quarters):
+        quarters.append(status("VmRSS"))
+print(n, base, status("VmHWM"), *quarters)
 """
 
 
-def reader_memory(prepared: Path) -> tuple[int, float, float]:
-    """(records read, RSS after imports, peak RSS) of a fresh reader process, MiB."""
-    out = subprocess.run([sys.executable, "-c", READER, str(prepared)], check=True,
-                         capture_output=True, text=True).stdout.split()
-    return int(out[-3]), float(out[-2]), float(out[-1])
+def reader_memory(prepared: Path, records: int) -> tuple[int, float, float, list[float]]:
+    """(records read, RSS after imports, peak RSS, RSS after each quarter of the records)
+    of a fresh reader process, MiB."""
+    out = subprocess.run([sys.executable, "-c", READER, str(prepared), str(records)],
+                         check=True, capture_output=True, text=True).stdout.splitlines()[-1]
+    count, base, peak, *quarters = out.split()
+    return int(count), float(base), float(peak), [float(q) for q in quarters]
 
 
 def stored_images(prepared: Path, ids: list[str]) -> np.ndarray:
@@ -264,6 +303,7 @@ def main() -> None:
     from postergenre.configs import AugmentConfig
     from postergenre.data.augment import augment_and_shard
     from postergenre.data.images import available_cpus, decode_threads, jpeg_size, scale_factor
+    from postergenre.data.render import PosterJob, RenderSettings
 
     print(load_line("start"), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -285,13 +325,19 @@ def main() -> None:
         config = AugmentConfig(max_upsample=1.0, image_size=args.size)
         make_split(sample, work / "split", n)
         ids = pd.read_csv(work / "split" / "train.csv", dtype=str)["imdb_id"].tolist()
+        settings = RenderSettings(args.size, tuple(config.transforms), config.crop_min_scale,
+                                  config.jitter, config.seed, config.jpeg_quality)
+        jobs = [PosterJob(str(p), movie, "train", bytes(19), 0)
+                for p, movie in zip(paths, ids, strict=True)]
         counter = iter(range(args.repeats))
         sides = interleaved({
             "study": lambda: study_loop(paths, args.size),
             "ours": lambda: augment_and_shard(data, work / "split",
-                                              work / f"ours{next(counter)}", config)},
-            args.repeats, {"study": n, "ours": n + 2}, tree=True, settle=grandchildren_ended)
-        study, ours = sides["study"], sides["ours"]
+                                              work / f"ours{next(counter)}", config),
+            "one thread": lambda: one_thread(jobs, settings)},
+            args.repeats, {"study": n, "ours": n + 2, "one thread": n}, tree=True,
+            settle=grandchildren_ended)
+        study, ours, single = sides["study"], sides["ours"], sides["one thread"]
         study_array = study.runs[-1].value
         assert study_array.shape == (n, args.size, args.size, 3), study_array.shape
 
@@ -307,7 +353,7 @@ def main() -> None:
         assert probe_new.runs[0].value == probe_old.runs[0].value  # the same measurements
 
         steps = _steps(paths, args.size, config.jpeg_quality)
-        one, two = parallel_ceiling(paths, args.size, args.repeats)
+        parallel = parallel_ceiling(paths, args.size, args.repeats)
 
         truth = reference(paths, args.size)
         study_error = mean_abs(study_array[..., ::-1], truth)  # the study's array is BGR
@@ -317,9 +363,9 @@ def main() -> None:
         for size in MEMORY_SIZES:
             make_split(table, work / f"split{size}", size)
             augment_and_shard(data, work / f"split{size}", work / f"prep{size}", config)
-            count, base, peak = reader_memory(work / f"prep{size}")
+            count, base, peak, quarters = reader_memory(work / f"prep{size}", size)
             assert count == size, (count, size)
-            memory[size] = (base, peak)
+            memory[size] = (base, peak, quarters)
 
     reduced = {f: factors.count(f) for f in sorted(set(factors))}
     print(f"posters: {n} from {source}, to {args.size} px; decode scale 1/k for k: "
@@ -335,36 +381,44 @@ def main() -> None:
           f"{probe_old.describe('poster')}")
     print(f"validate probe now (1 read, JPEG header from the bytes, {decode_threads()} "
           f"threads; the same results): {probe_new.describe('poster')}")
-    ceiling = len(os.sched_getaffinity(0)) * study.cpu_us_per_item / ours.cpu_us_per_item
-    print(f"CPU-bound ceiling of the ratio with every CPU free for ours and one for the "
-          f"study: {ceiling:.2f}x ({len(os.sched_getaffinity(0))} x study's / our CPU per "
-          "image)")
     ours_steps = {k: v for k, v in steps.items() if not k.startswith("study")}
-    print("CPU per poster, one thread: ours "
+    required = sum(ours_steps.values())
+    print("CPU per poster, each step alone in one thread: ours "
           + " + ".join(f"{k} {v:.0f}" for k, v in ours_steps.items())
-          + f" = {sum(ours_steps.values()):.0f} us; study imread {steps['study imread']:.0f}"
+          + f" = {required:.0f} us; study imread {steps['study imread']:.0f}"
           f" + resize {steps['study resize']:.0f} = "
           f"{steps['study imread'] + steps['study resize']:.0f} us")
-    print(f"parallel ceiling of this machine: the study's loop in 2 processes at once "
-          f"{two:.0f} img/s vs 1 process {one:.0f} img/s = {two / one:.2f}x")
-    lines = []
-    for size, (base, peak) in memory.items():
-        lines.append(f"{peak - base:.0f} MiB over {size:,} ({peak:.0f} peak - {base:.0f} "
-                     f"after imports)")
-    small, large = MEMORY_SIZES
-    growth = (memory[large][1] - memory[large][0]) - (memory[small][1] - memory[small][0])
-    print(f"reader memory above the import baseline: {'; '.join(lines)}; "
-          f"growth {growth:+.0f} MiB")
+    print(f"ours in one thread, no pool, no shard files (render_batch, the same posters): "
+          f"{single.describe('image')}")
+    (one_rate, one_cpu), (two_rate, two_cpu) = parallel[1], parallel[2]
+    print(f"ours' process-tree CPU per image: {single.cpu_us_per_item:.0f} us rendering in "
+          f"one thread + {ours.cpu_us_per_item - single.cpu_us_per_item:.0f} us for the "
+          f"pool, two processes at once and the stage's own work (tables, shard files); "
+          f"two processes of the study's loop at once took {two_cpu:.0f} us CPU per image "
+          f"each against {one_cpu:.0f} us alone, {two_rate:.0f} img/s against {one_rate:.0f}")
+    for size, (base, peak, quarters) in memory.items():
+        print(f"reader memory over {size:,} records: peak {peak - base:.0f} MiB above "
+              f"imports ({peak:.0f} - {base:.0f}); after each quarter of the records "
+              + " / ".join(f"{q - base:.0f}" for q in quarters) + " MiB")
     print(load_line("end"))
-    print(f"input: ours {ours.rate:.0f} img/s vs study {study.rate:.0f} img/s, ratio "
-          f"{ours.rate / study.rate:.2f}x (target >= 1.5x); CPU per image ours "
-          f"{ours.cpu_us_per_item:.0f} us vs study {study.cpu_us_per_item:.0f} us; probe "
-          f"{probe_new.rate / probe_old.rate:.2f}x ({probe_new.cpu_us_per_item:.0f} vs "
-          f"{probe_old.cpu_us_per_item:.0f} us CPU per poster); 2 processes "
-          f"{two / one:.2f}x 1 on this machine; reader "
-          f"memory above imports {memory[small][1] - memory[small][0]:.0f} MiB at "
-          f"{small // 1000}k vs {memory[large][1] - memory[large][0]:.0f} MiB at "
-          f"{large // 1000}k posters")
+    cores = len(os.sched_getaffinity(0))
+    bound = cores * 1e6 / required
+    print(f"ceiling: {bound:.0f} img/s = {cores} cores x {1e6 / required:.0f} img per "
+          f"core-second for the steps ours must do, each alone in one thread ({required:.0f} "
+          f"us); this machine's two processes at once run {two_rate / one_rate:.2f} times "
+          "one")
+    print(f"input: {ours.cpu_us_per_item / study.cpu_us_per_item:.2f} of the study's CPU "
+          f"per image (ours {ours.cpu_us_per_item:.0f} us vs study "
+          f"{study.cpu_us_per_item:.0f} us, process tree, target < 1); wall ours "
+          f"{ours.rate:.0f} img/s ({ours.rate / bound:.0%} of the ceiling) vs study "
+          f"{study.rate:.0f} img/s; reader memory {_memory_figures(memory)}")
+
+
+def _memory_figures(memory: dict[int, tuple[float, float, list[float]]]) -> str:
+    """'A / B MiB above imports at 16k / 64k records'."""
+    above = " / ".join(f"{peak - base:.0f}" for base, peak, _ in memory.values())
+    sizes = " / ".join(f"{size // 1000}k" for size in memory)
+    return f"{above} MiB above imports at {sizes} records"
 
 
 if __name__ == "__main__":
