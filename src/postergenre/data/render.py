@@ -32,7 +32,6 @@ see `_die_with`. A worker that dies (killed for memory, say) fails the run with
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import math
 import multiprocessing
 import os
@@ -180,23 +179,6 @@ def _start_worker(parent: int) -> None:
     # the pool); a worker's KeyboardInterrupt would only print a traceback each.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with(parent)
-    _keep_freed_memory()
-
-
-def _keep_freed_memory() -> None:
-    """Keep what a worker frees for its next poster and task. glibc by default hands a
-    freed block over 128 KiB (or the heap's free top) back to the kernel at once, so each
-    task's pickled result and each large poster's decode buffers come back as fresh pages,
-    faulted in and zeroed one by one: augment at 224 px took 10-15 % more CPU so (issue
-    27, docs/results-log.md R34). Bounded: at most 64 MiB kept free. glibc only; elsewhere
-    nothing changes."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None)
-        libc.mallopt(_M_TRIM_THRESHOLD, 64 << 20)  # free heap kept before trimming
-        libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)  # blocks below this come from the heap
-
-
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt's parameters (malloc.h)
 
 
 def _die_with(parent: int) -> None:
