@@ -40,13 +40,15 @@ Memory: a fresh process streams `shards.dataset` (shuffled) over 16,000 and over
 records; its figure is the peak RSS (VmHWM) minus the RSS after importing TensorFlow,
 tfx-bsl and the reader (the import alone is most of the process), and the RSS after each
 quarter of the records shows where the peak is reached. Target: flat (within 10 % or a
-few MiB). The resident memory rises over the first 12-16k records and then stays flat
-to 64k (measured at 2k, 8k, 16k, 32k and 64k, R33): the shuffle buffer (4,096 encoded
-records, shards.py) fills, and glibc's malloc arenas, one per tf.data thread, settle; with
-MALLOC_ARENA_MAX=2 the plateau at 64k was 59 MiB instead of 73-75. That is what made 8k
-against 32k records grow 9-14 MiB (issue 27): 8k ends before the plateau. The plateau
-itself moves between runs (48-75 MiB, once 109 at 64k), with the threads' timing, not
-with the records. Before 2026-12-02 the peak was ru_maxrss, which a process started from
+few MiB), not met on a loaded machine. The peak does not grow in proportion to the
+records (R33, R34): within a 64k run the resident memory rose over the first 12-16k
+records and then stayed flat to the end, while between runs the peak moved over 47-103
+MiB at 16k and 62-109 MiB at 64k (103 at 16k and 80 at 64k in one run): the shuffle
+buffer (4,096 encoded records, shards.py) fills, and tf.data's buffers and threads and
+their malloc arenas settle as the timing goes (with MALLOC_ARENA_MAX=2, 59 MiB at 64k).
+That spread is what made 8k against 32k records differ by 9-14 MiB (issue 27): 8k can
+end before the plateau, so both sizes are past it.
+Before 2026-12-02 the peak was ru_maxrss, which a process started from
 this one inherits (Linux keeps the forked parent's high-water mark across exec): the
 595-620 MiB "above imports" printed then were this benchmark's own arrays, not the
 reader's.
