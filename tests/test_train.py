@@ -464,7 +464,8 @@ def test_scratch_batch_norm_recipe_trains_at_its_own_size(tiny_prepared, tmp_pat
     assert info["image_size"] == 40
     model = load_model(tmp_path / "bn")
     assert model.input_shape == (None, 40, 40, 3)
-    assert sum(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers) == 9
+    batch_norms = [x for x in all_layers(model) if isinstance(x, keras.layers.BatchNormalization)]
+    assert len(batch_norms) == 9
     meta = json.loads((tmp_path / "bn" / METADATA_FILE).read_text())
     assert meta["image_size"] == 40
 

@@ -220,8 +220,21 @@ def _check_image_size(size: int) -> None:
 MIXED_PRECISION = ("auto", "off", "float16", "bfloat16")
 
 
+MIRROR_CHOICES = ("auto", "always", "never")
+
+
 @dataclass(frozen=True)
-class TrainingConfig:
+class ServedConfig:
+    """What every model kind shares: how its scores are served."""
+
+    test_time_mirror: str = setting("auto", "average each poster's scores with its mirror "
+                                    "image's, in evaluate and serving alike: auto (where "
+                                    "that raises validation mAP), always or never",
+                                    choices=MIRROR_CHOICES)
+
+
+@dataclass(frozen=True)
+class TrainingConfig(ServedConfig):
     """What every trainer shares: the optimiser, the schedule, the loss weighting, the
     input size, the seed and the GPU check (each kind adds its own settings)."""
 
@@ -337,7 +350,7 @@ class TransferConfig(TrainingConfig):
 
 
 @dataclass(frozen=True)
-class LinearProbeConfig:
+class LinearProbeConfig(ServedConfig):
     """A logistic regression per genre on a frozen pretrained base's features.
 
     A frozen pretrained base, global average pooling, standardised features and one

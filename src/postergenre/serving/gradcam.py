@@ -16,7 +16,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from postergenre.training.models import all_layers
+from postergenre.training.models import all_layers, unmirrored
 
 
 def conv_layers(model: keras.Model) -> list[keras.layers.Layer]:
@@ -53,9 +53,11 @@ def _chain(model: keras.Model, layer: keras.layers.Layer, x):
 
 
 def gradcam(model: keras.Model, images: np.ndarray, genre_indices: np.ndarray) -> np.ndarray:
-    """Heat maps in [0, 1], (n, H, W), of each image for its genre index."""
+    """Heat maps in [0, 1], (n, H, W), of each image for its genre index (of the poster
+    as it is, where the model also averages with its mirror image)."""
     import tensorflow as tf
 
+    model = unmirrored(model)
     layer = feature_layer(model)
     x = tf.convert_to_tensor(np.asarray(images, dtype=np.float32))
     with tf.GradientTape() as tape:

@@ -152,4 +152,5 @@ def train_linear_probe(prepared_dir: str | os.PathLike[str],
         "params": to_mapping(config),
     }
     with atomic_folder(model_dir) as work:
-        return write_outputs(model, work, history, info, data_version, manifest)
+        return write_outputs(model, work, history, info, data_version, manifest,
+                             prepared_dir, config.test_time_mirror)

@@ -59,6 +59,31 @@ class WeightedBinaryCrossentropy(keras.losses.Loss):
         return {**super().get_config(), "positive_weights": self.positive_weights}
 
 
+@keras.saving.register_keras_serializable(package="postergenre")
+class Mirror(layers.Layer):
+    """The poster flipped left to right (batch, height, width, channels)."""
+
+    def call(self, inputs):
+        return ops.flip(inputs, axis=2)
+
+
+def with_mirror(network: keras.Model) -> keras.Model:
+    """`network`'s probabilities averaged over the poster and its mirror image: test-time
+    augmentation inside the model, so evaluate, `predict`, `batch-predict` and the
+    SavedModel all score the same function. Grad-CAM explains `unmirrored(model)`."""
+    inputs = keras.Input(network.input_shape[1:], name="poster")
+    mirrored = Mirror(name="mirror", dtype="float32")(inputs)
+    average = layers.Average(name="mirror_average", dtype="float32")
+    return keras.Model(inputs, average([network(inputs), network(mirrored)]), name=network.name)
+
+
+def unmirrored(model: keras.Model) -> keras.Model:
+    """The network inside a `with_mirror` model; any other model as it is."""
+    if any(isinstance(layer, Mirror) for layer in model.layers):
+        return next(layer for layer in model.layers if isinstance(layer, keras.Model))
+    return model
+
+
 def all_layers(model: keras.Model) -> list[layers.Layer]:
     """Every layer of `model` in network order, a nested model (a transfer model's base)
     followed by its own layers."""

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from postergenre.atomic import write_json
@@ -33,7 +34,7 @@ from postergenre.reproducible import (
 # Importing training.models registers the custom classes a saved model names
 # (VggPreprocess, the weighted loss): load_model must find them whoever calls it
 # (evaluate, predict, batch-predict).
-from postergenre.training.models import all_layers
+from postergenre.training.models import Mirror, all_layers, with_mirror
 
 log = logging.getLogger(__name__)
 
@@ -98,11 +99,39 @@ def export_serving(model: keras.Model, path: str | os.PathLike[str], image_size:
     return path
 
 
+def served_model(model: keras.Model, prepared_dir: str | os.PathLike[str],
+                 test_time_mirror: str) -> tuple[keras.Model, dict]:
+    """The model to save: `model`, or `with_mirror(model)` where `test_time_mirror` says
+    so (`auto`: where averaging with the mirror image raises validation mAP; the test
+    split is never read). Returns it with a record of the choice for training.json."""
+    record: dict = {"setting": test_time_mirror}
+    if test_time_mirror == "auto":
+        # Imported here: evaluation imports this module (load_model).
+        from postergenre.data.shards import labels_of
+        from postergenre.evaluation.bootstrap import average_precision
+        from postergenre.evaluation.evaluate import predict_split
+
+        labels, _ = labels_of(prepared_dir, "validation")
+        inputs = keras.Input(model.input_shape[1:])
+        flipped = keras.Model(inputs, model(Mirror(dtype="float32")(inputs)))
+        plain = predict_split(model, prepared_dir, "validation")
+        mirrored = (plain + predict_split(flipped, prepared_dir, "validation")) / 2
+        maps = {name: float(np.nanmean(average_precision(labels, scores)))
+                for name, scores in (("plain", plain), ("mirrored", mirrored))}
+        record.update(validation_map=maps, used=maps["mirrored"] > maps["plain"])
+    else:
+        record["used"] = test_time_mirror == "always"
+    return (with_mirror(model) if record["used"] else model), record
+
+
 def write_outputs(model: keras.Model, model_dir: Path, history: list[dict], info: dict,
-                  data_version: str, manifest: dict) -> dict:
-    """Write the model folder's files into `model_dir` (the partial folder); `manifest` is
-    the prepared posters' (the side and JPEG quality `predict` must prepare posters at)."""
+                  data_version: str, manifest: dict, prepared_dir: str | os.PathLike[str],
+                  test_time_mirror: str) -> dict:
+    """Write the model folder's files into `model_dir` (the partial folder): the model
+    as served (`served_model`). `manifest` is the prepared posters' (the side and JPEG
+    quality `predict` must prepare posters at)."""
     model_dir.mkdir(parents=True, exist_ok=True)
+    model, info["test_time_mirror"] = served_model(model, prepared_dir, test_time_mirror)
     model.save(model_dir / MODEL_FILE)
     normalize_keras_archive(model_dir / MODEL_FILE)
     export_serving(float32_copy(model), model_dir / SAVED_MODEL_DIR, int(info["image_size"]))

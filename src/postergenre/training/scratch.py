@@ -81,6 +81,7 @@ def train_scratch(prepared_dir: str | os.PathLike[str], model_dir: str | os.Path
             "resumed_from_epoch": resumed or None,
             "params": to_mapping(config),
         }
-        info = write_outputs(model, work, history, info, data_version, manifest)
+        info = write_outputs(model, work, history, info, data_version, manifest,
+                             prepared_dir, config.test_time_mirror)
     checkpoint.remove()  # the model is in place: nothing left to resume
     return info

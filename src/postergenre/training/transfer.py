@@ -171,6 +171,7 @@ def train_transfer(prepared_dir: str | os.PathLike[str], model_dir: str | os.Pat
         if tuning:
             kept = min(history, key=lambda e: e["val_loss"])
             info["fine_tune_kept"] = kept.get("phase") == "fine_tune"
-        info = write_outputs(model, work, history, info, data_version, manifest)
+        info = write_outputs(model, work, history, info, data_version, manifest,
+                             prepared_dir, config.test_time_mirror)
     checkpoint.remove()  # the model is in place: nothing left to resume
     return info
