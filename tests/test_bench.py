@@ -221,3 +221,27 @@ def test_ingest_bench_holds_the_limit_and_reports_it():
     # Each run's TMDb requests: 2 per poster (details, poster), none lost or repeated.
     assert "TMDb requests per run 24/24/24" in result.stdout
     assert "TMDb requests per run 6/6/6" in result.stdout
+
+
+@pytest.mark.slow
+def test_startup_bench_measures_every_entry_and_ends_with_its_result():
+    """At its smallest size (20 posters, one run per entry): a line per entry, then the
+    floor (bare interpreter, import tensorflow) and the result, the entries' CPU sum."""
+    result = _run("startup.py", "--posters", "20", "--repeats", "1",
+                  env={"CUDA_VISIBLE_DEVICES": ""})
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.strip().splitlines()
+    for entry in ("validate", "evaluate", "gate", "predict", "batch-predict"):
+        assert any(re.fullmatch(rf"{entry}: after [\d.]+ s CPU / [\d.]+ s wall", line)
+                   for line in lines), result.stdout
+    assert re.fullmatch(r"ceiling: bare python [\d.]+ s CPU; python \+ import tensorflow "
+                        r"[\d.]+ s CPU \([\d.]+ s wall\), the floor of each entry that scores "
+                        r"with TensorFlow \(evaluate, predict, batch-predict: [\d.]+ s CPU "
+                        r"together\)", lines[-2]), lines[-2]
+    found = re.fullmatch(r"startup: ([\d.]+) s CPU for validate, evaluate, gate, predict, "
+                         r"batch-predict \(wall [\d.]+ s; 20 posters, median of 1\), each in "
+                         r"s CPU: validate ([\d.]+), evaluate ([\d.]+), gate ([\d.]+), "
+                         r"predict ([\d.]+), batch-predict ([\d.]+)", lines[-1])
+    assert found, lines[-1]
+    # The result is the sum of the entries (as printed, to their rounding).
+    assert abs(float(found.group(1)) - sum(map(float, found.groups()[1:]))) < 0.1

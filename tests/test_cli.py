@@ -1,5 +1,6 @@
 """The CLI dvc.yaml calls: help that explains, and one clear line for bad input."""
 
+import json
 import re
 import subprocess
 import sys
@@ -137,6 +138,53 @@ def test_a_bad_argument_is_reported_before_tensorflow_loads(tmp_path, command, s
                           text=True, cwd=tmp_path)
     assert done.stdout.split() == ["2", "False", "False"], done.stderr
     assert f"postergenre {command[0]}: error: {said}" in done.stderr
+
+
+# What a command imports is most of its fixed cost (issue 27): seconds of CPU each for
+# TensorFlow (which brings Keras, matplotlib, scikit-learn and pandas), great-expectations,
+# scikit-learn, matplotlib, tfx-bsl with Apache Beam.
+HEAVY = ("tensorflow", "keras", "great_expectations", "sklearn", "matplotlib", "tfx_bsl",
+         "apache_beam", "pandas")
+
+
+def loaded_after(command: list[str], cwd) -> list[str]:
+    """The heavy modules in sys.modules after `postergenre COMMAND` ran to exit 0, in a
+    fresh interpreter."""
+    probe = ("import sys; from postergenre.cli import main; code = main(sys.argv[1:]); "
+             f"print(code, *[m for m in {HEAVY!r} if m in sys.modules])")
+    done = subprocess.run([sys.executable, "-c", probe, *command], capture_output=True,
+                          text=True, cwd=cwd)
+    assert done.returncode == 0, done.stderr
+    code, *loaded = done.stdout.splitlines()[-1].split()
+    assert code == "0", done.stdout + done.stderr
+    return loaded
+
+
+def test_gate_and_summary_import_no_heavy_library(tmp_path):
+    """The gate decides from metrics.json and summary prints it: neither needs
+    scikit-learn, matplotlib or TensorFlow (together about 7 s of CPU)."""
+    scorer = {"f1_micro": 0.5, "map_macro": 0.4, "hamming_loss": 0.1, "genres_per_movie": 2.0,
+              "true_genres_per_movie": 2.0}
+    baseline = {**scorer, "f1_micro": 0.0, "map_macro": 0.1, "genres_per_movie": 0.0}
+    evaluation = tmp_path / "evaluation"
+    evaluation.mkdir()
+    (evaluation / "metrics.json").write_text(json.dumps(
+        {"cnn": scorer, "null": baseline, "most_frequent": baseline, "top3": baseline}))
+    assert loaded_after(["gate", "--evaluation", "evaluation", "--out", "gated",
+                         "--set", "genres_per_movie_band=100"], tmp_path) == []
+    assert json.loads((tmp_path / "gated" / "blessing.json").read_text())["model"] == "cnn"
+    assert loaded_after(["summary", "--metrics", "evaluation/metrics.json", "--blessing",
+                         "gated/blessing.json"], tmp_path) == []
+
+
+def test_validate_imports_great_expectations_and_pandas_only(tmp_path):
+    from tests.helpers import label_row, make_dataset
+
+    make_dataset(tmp_path, [label_row(n) for n in range(1, 6)])
+    (tmp_path / "params.yaml").write_text("validate:\n  min_genre_support: 0\n")
+    assert loaded_after(["validate", "--data", "data", "--out", "validated"], tmp_path) == [
+        "great_expectations", "pandas"]
+    assert (tmp_path / "validated" / "labels.csv").is_file()
 
 
 def test_stage_help_shows_every_setting_with_its_default():

@@ -83,6 +83,19 @@ def test_cli_writes_csv_and_exits_nonzero_on_a_bad_poster(model_dir, posters, tm
     assert "thresholds  none: 0.5 for every genre" in printed.out
 
 
+def test_predict_loads_tensorflow_and_nothing_for_other_stages(model_dir, posters):
+    """One poster from the CLI costs the interpreter, TensorFlow and the model (issue 27):
+    not great-expectations (validate's), nor tfx-bsl and Apache Beam (batch-predict's)."""
+    probe = ("import sys; from postergenre.cli import main; code = main(sys.argv[1:]); "
+             "print(code, *[m for m in ('tensorflow', 'great_expectations', 'tfx_bsl', "
+             "'apache_beam') if m in sys.modules])")
+    first = sorted(posters.glob("tt*.jpg"))[0]
+    done = subprocess.run([sys.executable, "-c", probe, "predict", str(first), "--model",
+                           str(model_dir), "--format", "csv"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "0 tensorflow"
+
+
 def test_no_model_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match=f"no registry at {tmp_path / 'nothing'}: "):
         load_predictor(registry=tmp_path / "nothing")

@@ -147,6 +147,9 @@ class Evaluation:
     bootstrap: dict
     reference_entry: str | None = None
     histories: dict[str, list] = field(default_factory=dict)
+    # Each trained model's per-genre ROC and PR grids as PNG, by (model, "roc" or "pr"):
+    # drawn once, written as DVC image plots and shown in the report.
+    genre_curves: dict[tuple[str, str], bytes] = field(default_factory=dict)
 
 
 def _score(labels: Labels, val_scores: np.ndarray, test_scores: np.ndarray,
@@ -287,7 +290,7 @@ def evaluate_models(
                             reference_entry, histories)
     from postergenre.evaluation.figures import write_genre_curve_figures
 
-    write_genre_curve_figures(evaluation, plots, models=list(model_dirs))
+    evaluation.genre_curves = write_genre_curve_figures(evaluation, plots, models)
 
     write_metrics(headline, out / METRICS_FILE)
     write_json(out / PER_GENRE_FILE, _clean(per_genre))

@@ -123,16 +123,17 @@ def filter_grid_png(kernel: np.ndarray, title: str, max_filters: int = 64) -> by
 
 
 def write_genre_curve_figures(evaluation, plots_dir: str | os.PathLike[str],
-                              models: Sequence[str]) -> list[Path]:
-    """Per-genre ROC and PR grids of each trained model as PNG files (DVC image plots)."""
-    written = []
+                              models: Sequence[str]) -> dict[tuple[str, str], bytes]:
+    """Per-genre ROC and PR grids of each trained model as PNG files (DVC image plots);
+    returns each grid's PNG by (model, "roc" or "pr"), for the report to show the same."""
+    drawn: dict[tuple[str, str], bytes] = {}
     for name in models:
         scores = evaluation.scored[name].test_scores
         for kind, label in (("roc", "ROC"), ("pr", "Precision-recall")):
             path = Path(plots_dir) / "genres" / f"{kind}_{name}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(genre_curves_png(evaluation.y_test, scores, kind,
-                                              f"{name}: {label} per genre (test)",
-                                              style_of(name, models).colour))
-            written.append(path)
-    return written
+            drawn[name, kind] = genre_curves_png(evaluation.y_test, scores, kind,
+                                                 f"{name}: {label} per genre (test)",
+                                                 style_of(name, models).colour)
+            path.write_bytes(drawn[name, kind])
+    return drawn

@@ -12,17 +12,11 @@ import math
 from collections.abc import Mapping
 
 import numpy as np
-from sklearn.metrics import (
-    average_precision_score,
-    f1_score,
-    precision_recall_curve,
-    precision_score,
-    recall_score,
-    roc_auc_score,
-    roc_curve,
-)
 
 from postergenre.genres import GENRES
+
+# scikit-learn (about 1.5 s of CPU to import) is imported by the functions that compute
+# with it: the gate and `summary` read this module's names only.
 
 # The baselines scored beside every model. `null` predicts no genre (constant scores);
 # `most_frequent` predicts the training split's most frequent genre for every movie, which
@@ -137,6 +131,14 @@ def compute_metrics(y_true: np.ndarray, scores: np.ndarray,
     `threshold` is one number for every genre or an array of 19 (per-genre thresholds);
     `prior` (training genre frequencies) breaks top-class ties.
     """
+    from sklearn.metrics import (
+        average_precision_score,
+        f1_score,
+        precision_score,
+        recall_score,
+        roc_auc_score,
+    )
+
     y_true, scores = _check(y_true, scores)
     threshold = np.asarray(threshold, dtype=np.float64)
     if threshold.ndim and threshold.shape != (len(GENRES),):
@@ -193,6 +195,8 @@ def micro_roc(y_true: np.ndarray, scores: np.ndarray, max_points: int = 200) -> 
     Kubeflow's `log_roc_curve` rejects an infinite threshold, and plots need no more
     than a few hundred points.
     """
+    from sklearn.metrics import roc_curve
+
     y_true, scores = _check(y_true, scores)
     fpr, tpr, thresholds = roc_curve(y_true.ravel(), scores.ravel())
     thresholds = np.where(np.isinf(thresholds), 1.0, np.minimum(thresholds, 1.0))
@@ -205,6 +209,8 @@ def micro_roc(y_true: np.ndarray, scores: np.ndarray, max_points: int = 200) -> 
 
 def micro_pr(y_true: np.ndarray, scores: np.ndarray, max_points: int = 200) -> list[dict]:
     """The micro-averaged precision-recall curve as at most `max_points` points."""
+    from sklearn.metrics import precision_recall_curve
+
     y_true, scores = _check(y_true, scores)
     precision, recall, _ = precision_recall_curve(y_true.ravel(), scores.ravel())
     if len(recall) > max_points:

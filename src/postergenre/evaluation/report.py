@@ -31,14 +31,7 @@ from typing import Any
 import numpy as np
 
 from postergenre.atomic import atomic_open
-from postergenre.evaluation.figures import (
-    filter_grid_png,
-    genre_curves_png,
-    micro_curves_png,
-    training_curves_png,
-)
 from postergenre.evaluation.metrics import BASELINES, COMPARED_METRICS, LAST_BLESSED
-from postergenre.evaluation.styles import style_of
 from postergenre.genres import GENRES
 
 SECTIONS = ("decision", "headline", "predicted-positives", "per-genre", "curves", "training",
@@ -203,6 +196,7 @@ def _per_genre_tables(evaluation, models: list[str]) -> str:
 
 
 def _filters(evaluation, models: list[str]) -> str:
+    from postergenre.evaluation.figures import filter_grid_png
     from postergenre.serving.gradcam import conv_layers
 
     parts = ["<p>Each model's first and last conv layer, and where its filters come from: "
@@ -269,15 +263,19 @@ def write_report(evaluation, report_path: str | os.PathLike[str],
                  provenance: Provenance | None = None) -> Path:
     """Write the HTML report of an `evaluate.Evaluation`; `provenance` (default: nothing
     recorded of the data) goes under its title."""
+    # Matplotlib and scikit-learn load here, not with the module: the gate only rewrites
+    # the page's decision (write_decided_report).
+    from postergenre.evaluation.figures import micro_curves_png, training_curves_png
+
     models = [m for m in evaluation.scored if m not in BASELINES and m != LAST_BLESSED]
     y = evaluation.y_test
     curves = [_img(micro_curves_png(y, {n: s.test_scores for n, s in evaluation.scored.items()},
                                     models), "micro-averaged ROC and PR")]
+    # The per-genre grids are the ones evaluate drew for its DVC image plots (a grid
+    # costs about a second of CPU to draw).
     for name in models:
         for kind in ("roc", "pr"):
-            curves.append(_img(genre_curves_png(y, evaluation.scored[name].test_scores, kind,
-                                                f"{name}: {kind.upper()} per genre (test)",
-                                                style_of(name, models).colour),
+            curves.append(_img(evaluation.genre_curves[name, kind],
                                f"{name} {kind} per genre", "49%"))
     reference = (f"<p>Last blessed model re-scored on this test split: "
                  f"<code>{html.escape(evaluation.reference_entry)}</code></p>"
