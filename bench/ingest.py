@@ -186,8 +186,8 @@ def main() -> None:
         f"{ceiling:.2f} posters/s at these limits: {REQUESTS_PER_POSTER} requests per "
         f"poster, min({args.rate_limit:g} requests/s, {args.concurrency} in flight / "
         f"{round_trip * 1000:.0f} ms round trip measured by the sequential baseline) / "
-        f"{REQUESTS_PER_POSTER}; one request at a time: "
-        f"{1 / (REQUESTS_PER_POSTER * round_trip):.2f} posters/s",
+        f"{REQUESTS_PER_POSTER}; one request at a time, at the {args.latency * 1000:g} ms "
+        f"latency alone: {1 / (REQUESTS_PER_POSTER * args.latency):.2f} posters/s",
         f"{real.rate:.2f} posters/s, the real client ({real.rate / ceiling:.0%} of the "
         f"ceiling; {real.cpu_us_per_item / 1000:.2f} ms CPU per poster, wall "
         f"{real.wall_s:.1f} s for {args.posters}); sequential {seq.rate:.2f} posters/s "

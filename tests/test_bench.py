@@ -293,7 +293,8 @@ def test_ingest_bench_holds_the_limit_and_reports_it():
     ceiling, last = closing(result, "ingest")
     assert re.fullmatch(r"[\d.]+ posters/s at these limits: 2 requests per poster, min\(15 "
                         r"requests/s, 4 in flight / \d+ ms round trip measured by the "
-                        r"sequential baseline\) / 2; one request at a time: [\d.]+ posters/s",
+                        r"sequential baseline\) / 2; one request at a time, at the 20 ms "
+                        r"latency alone: 25\.00 posters/s",
                         ceiling), ceiling
     found = re.fullmatch(r"[\d.]+ posters/s, the real client \(\d+% of the ceiling; [\d.]+ ms "
                          r"CPU per poster, wall [\d.]+ s for 12\); sequential [\d.]+ posters/s "
