@@ -195,18 +195,23 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def gemm_gflops_per_cpu_second(n: int = 1024, repeats: int = 5) -> float:
-    """float32 matrix products (numpy's BLAS) on this CPU: 2 x n^3 operations per product,
-    in billions per CPU-second of this process (every thread): the rate a convolution or
-    dense layer can reach at best, per core kept busy."""
+def gemm_gflops_per_cpu_second(n: int = 1024, repeats: int = 20) -> float:
+    """float32 matrix products (numpy's BLAS, held to one thread) on this CPU: 2 x n^3
+    operations per product, in billions per CPU-second: the rate a convolution or dense
+    layer can reach at best, per core kept busy. One thread, because a BLAS thread that
+    waits for another on a loaded machine spins and counts CPU time without work (two
+    threads measured 46 GFLOP per CPU-second at load 3.5 to 10, 85 to 97 quiet)."""
     import numpy as np
+    from threadpoolctl import threadpool_limits
 
     a = np.random.default_rng(0).random((n, n), dtype=np.float32)
-    a @ a  # warm-up: the BLAS starts its threads
-    cpu = time.process_time()
-    for _ in range(repeats):
-        a @ a
-    return 2 * n**3 * repeats / (time.process_time() - cpu) / 1e9
+    with threadpool_limits(1, user_api="blas"):
+        a @ a  # warm-up
+        cpu = time.process_time()
+        for _ in range(repeats):
+            a @ a
+        cpu = time.process_time() - cpu
+    return 2 * n**3 * repeats / cpu / 1e9
 
 
 def forward_flops(model: Any) -> float:

@@ -75,7 +75,8 @@ def main() -> int:
     saved_cpu, copy_cpu = runs["saved"].cpu_us_per_item, runs["copy"].cpu_us_per_item
     closing_lines(
         "precision",
-        f"float32 GEMM {gemm:.0f} GFLOP per CPU-second on this CPU ({os.cpu_count()} CPUs); "
+        f"float32 GEMM {gemm:.0f} GFLOP per CPU-second (one thread) on this CPU "
+        f"({os.cpu_count()} CPUs); "
         f"the forward pass is {flops / 1e6:.0f} MFLOP per poster at {args.size} px, at "
         f"least {1e6 * flops / (gemm * 1e9):.0f} us CPU per poster in float32",
         f"{saved_cpu / copy_cpu:.2f}x the speed of {args.policy} as saved, for the float32 "

@@ -234,7 +234,8 @@ def main() -> None:
                     f"per image" if "ours float32" in cnn else "")
     closing_lines(
         "train",
-        f"float32 GEMM {gemm:.0f} GFLOP per CPU-second on this CPU ({os.cpu_count()} CPUs); "
+        f"float32 GEMM {gemm:.0f} GFLOP per CPU-second (one thread) on this CPU "
+        f"({os.cpu_count()} CPUs); "
         f"the scratch CNN's training step at {args.size} px is about "
         f"{step_flops / 1e6:.0f} MFLOP per image (3 x its forward pass's convolutions and "
         f"dense layers), at least {floor_us:.0f} us CPU per image at that rate (ours "

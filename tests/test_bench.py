@@ -238,7 +238,8 @@ def test_train_bench_compares_in_the_study_precision_and_ours():
     # The VGG16 figures are per image and epoch, on their own line, not in the result.
     assert re.search(r"VGG16 head, CPU per image and epoch over 1 epochs: ours \d+ us .*, "
                      r"study \d+ us .*no measure of speed", out), out
-    assert re.fullmatch(r"float32 GEMM \d+ GFLOP per CPU-second on this CPU \(\d+ CPUs\); the "
+    assert re.fullmatch(r"float32 GEMM \d+ GFLOP per CPU-second \(one thread\) on this CPU "
+                        r"\(\d+ CPUs\); the "
                         r"scratch CNN's training step at 32 px is about \d+ MFLOP per image "
                         r".*, at least \d+ us CPU per image at that rate \(ours \d+ us, "
                         r"study \d+ us\)", ceiling), ceiling
@@ -255,7 +256,8 @@ def test_precision_bench_scores_both_sides_and_ends_with_its_result():
     result = _run("precision.py", "--posters", "8", "--size", "32", "--repeats", "1",
                   env={"CUDA_VISIBLE_DEVICES": ""})
     ceiling, last = closing(result, "precision")
-    assert re.fullmatch(r"float32 GEMM \d+ GFLOP per CPU-second on this CPU \(\d+ CPUs\); the "
+    assert re.fullmatch(r"float32 GEMM \d+ GFLOP per CPU-second \(one thread\) on this CPU "
+                        r"\(\d+ CPUs\); the "
                         r"forward pass is \d+ MFLOP per poster at 32 px, at least \d+ us CPU "
                         r"per poster in float32", ceiling), ceiling
     assert re.fullmatch(r"[\d.]+x the speed of mixed_bfloat16 as saved, for the float32 copy "
