@@ -25,7 +25,16 @@ during the timed epochs (mean and max), peak GPU memory (TensorFlow's allocator,
 image (the input pipeline's decode and resize). `--device cpu` runs the same on the CPU
 (GPU figures n/a): a check of the script itself at a small `--posters`.
 
-Last line: gpu: scratch N img/s, transfer M img/s (at the first size; then every size)
+The ceiling, measured in the same run: the input pipeline alone (the same dataset
+iterated for one epoch without a model, per size: what the host can feed), and the
+device's matrix-product rate (square products of 4096, 1024 on a CPU, in the policy's
+compute dtype, wall clock, the result read back): the bound of the models' convolutions.
+
+The last two lines (bench/measure.py's `closing_lines`):
+
+    ceiling: input pipeline alone N img/s at S px (...); matmul T GFLOP/s on DEVICE ...
+    gpu: N img/s scratch CNN at S px (X us host CPU per image, median epoch wall ...);
+    transfer M img/s; (every other size)
 """
 
 from __future__ import annotations
@@ -44,7 +53,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
-from measure import Summary, load_line, repeat  # noqa: E402
+from measure import Summary, closing_lines, load_line, repeat  # noqa: E402
 
 SOURCE_SIZE = (256, 384)  # width, height of the generated posters: above every target size
 STUDY_SCRATCH = {"conv1_filters": 64, "conv2_filters": 128, "dense_units": 256}
@@ -154,6 +163,28 @@ def build(kind: str, size: int):
     return model
 
 
+def input_alone(dataset, steps: int, batch: int, repeats: int) -> Summary:
+    """The pipeline iterated for one epoch with no model: the most images per second the
+    host can feed at this size (its first pass, untimed, fills the OS's file cache)."""
+    for _ in dataset.take(min(WARMUP_STEPS, steps)):
+        pass
+    return repeat(lambda: sum(1 for _ in dataset), steps * batch, repeats)
+
+
+def matmul_gflops(device: str, dtype: str, n: int = 4096, repeats: int = 10) -> float:
+    """Square matrix products on `device` (a TensorFlow device name) in `dtype`, by wall
+    clock: 2 n^3 operations each; reading one sum back waits for all of them."""
+    import tensorflow as tf
+
+    with tf.device(device):
+        a = tf.random.uniform((n, n), dtype=tf.float32)
+        a = tf.cast(a, dtype)
+        float(tf.reduce_sum(tf.cast(a @ a, tf.float32)))  # warm-up
+        run = repeat(lambda: float(tf.reduce_sum(tf.cast(
+            tf.add_n([a @ a for _ in range(repeats)]), tf.float32))), repeats, 3)
+    return 2 * n**3 * run.items / run.wall_s / 1e9
+
+
 def measure_model(kind: str, size: int, dataset, steps: int, batch: int, repeats: int,
                   gpu: bool) -> tuple[Summary, str, str]:
     """(timed epochs, utilisation, peak memory) of one model at one size."""
@@ -206,24 +237,40 @@ def main() -> int:
     print(f"device: {where}; {args.posters:,} posters, batch {args.batch}, "
           f"{args.precision}, {args.repeats} timed epochs per model", flush=True)
 
-    figures: dict[tuple[str, int], float] = {}
+    figures: dict[tuple[str, int], Summary] = {}
+    feed: dict[int, Summary] = {}
     with tempfile.TemporaryDirectory() as tmp:
         paths, labels = write_posters(Path(tmp) / "posters", args.posters)
         steps = args.posters // args.batch
         for size in args.sizes:
             dataset = pipeline(paths, labels, size, args.batch)
+            feed[size] = input_alone(dataset, steps, args.batch, args.repeats)
+            print(f"input pipeline alone {size} px: {feed[size].describe('image')}", flush=True)
             for kind in ("scratch", "transfer"):
                 summary, utilisation, memory = measure_model(
                     kind, size, dataset, steps, args.batch, args.repeats, gpu)
-                figures[kind, size] = summary.rate
+                figures[kind, size] = summary
                 print(f"{kind} {size} px: {summary.describe('image')}; {utilisation}; "
                       f"{memory}", flush=True)
+    compute = keras.mixed_precision.global_policy().compute_dtype
+    side = 4096 if gpu else 1024  # a CPU: the size bench/measure.py's GEMM rate uses
+    matmul = matmul_gflops("/GPU:0" if gpu else "/CPU:0", compute, side)
     print(load_line("end"))
-    first = args.sizes[0]
-    every = "; ".join(f"{size} px: scratch {figures['scratch', size]:.0f}, transfer "
-                      f"{figures['transfer', size]:.0f}" for size in args.sizes)
-    print(f"gpu: scratch {figures['scratch', first]:.0f} img/s, transfer "
-          f"{figures['transfer', first]:.0f} img/s ({where}, {first} px; {every})")
+    first, rest = args.sizes[0], args.sizes[1:]
+    scratch, transfer = figures["scratch", first], figures["transfer", first]
+    others = "".join(f"; {size} px: scratch {figures['scratch', size].rate:.0f}, transfer "
+                     f"{figures['transfer', size].rate:.0f} img/s" for size in rest)
+    closing_lines(
+        "gpu",
+        "input pipeline alone " + ", ".join(
+            f"{feed[size].rate:.0f} img/s at {size} px ({feed[size].cpu_us_per_item:.0f} us "
+            f"host CPU per image)" for size in args.sizes)
+        + f", {os.cpu_count()} host CPUs; matmul {matmul:,.0f} GFLOP/s on {where} "
+        f"({compute}, {side} x {side}, wall clock)",
+        f"{scratch.rate:.0f} img/s scratch CNN at {first} px ({scratch.cpu_us_per_item:.0f} "
+        f"us host CPU per image, median epoch wall {scratch.wall_s:.2f} s); transfer "
+        f"{transfer.rate:.0f} img/s ({transfer.cpu_us_per_item:.0f} us host CPU per image); "
+        f"{where}, {args.precision}{others}")
     return 0
 
 

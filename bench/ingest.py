@@ -18,14 +18,18 @@ atomically. What differs is printed: the real client also fetches the MovieLens 
 (2 requests), checks every answer, writes labels.csv and its response cache.
 
 Printed besides posters/s: the client's CPU time per poster (this process; the server runs
-in its own), the ceiling the limits allow (2 requests per poster, so at most
-min(rate limit, in flight / latency) / 2 posters/s), and the most TMDb requests the server
-received in any sliding 1-second window of any run (its own arrival times), against the
-limit. The load average is
-printed at start and end.
+in its own) and the most TMDb requests the server received in any sliding 1-second window
+of any run (its own arrival times), against the limit. The ceiling is what the limits
+allow with the round trip measured in the same run (the sequential baseline's wall time
+per request, the set latency plus the loopback's and the client's own): 2 requests per
+poster, so at most min(rate limit, in flight / round trip) / 2 posters/s. The load average
+is printed at start and end.
 
-Last line: ingest: real client N posters/s vs sequential M posters/s, ratio R (ceiling C);
-max W requests in any 1 s window (limit L)
+The last two lines (bench/measure.py's `closing_lines`):
+
+    ceiling: C posters/s at these limits: ...
+    ingest: N posters/s, the real client (P% of the ceiling; X ms CPU per poster, wall ...);
+    sequential M posters/s (...), ratio R x; max W requests in any 1 s window (limit L), ...
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.servers
 
-from measure import MIN_REPEATS, load_line, repeat  # noqa: E402
+from measure import MIN_REPEATS, closing_lines, load_line, repeat  # noqa: E402
 
 from postergenre.atomic import atomic_open  # noqa: E402
 from postergenre.configs import TmdbSourceConfig  # noqa: E402
@@ -163,27 +167,33 @@ def main() -> None:
         server.terminate()
         server.join(10)
 
-    ceiling = min(args.rate_limit, args.concurrency / args.latency) / REQUESTS_PER_POSTER
+    round_trip = seq.wall_s / (REQUESTS_PER_POSTER * args.baseline_posters)
+    ceiling = min(args.rate_limit, args.concurrency / round_trip) / REQUESTS_PER_POSTER
     print(f"limits: {args.rate_limit:g} requests/s, {args.concurrency} in flight "
           f"(TmdbSourceConfig defaults: {defaults.rate_limit:g}/s, {defaults.concurrency}); "
-          f"{args.latency * 1000:g} ms latency per request; ceiling {ceiling:.1f} posters/s "
-          f"for the client, {1 / (REQUESTS_PER_POSTER * args.latency):.2f} for a sequential "
-          "crawler")
+          f"{args.latency * 1000:g} ms latency added per request")
     print(f"real client ({args.posters} posters, TMDb requests per run "
           f"{'/'.join(map(str, requests['real']))}, plus 2 for the MovieLens release): "
-          f"{real.describe('poster')}; {real.rate / ceiling:.0%} of the ceiling")
+          f"{real.describe('poster')}")
     print(f"sequential baseline ({args.baseline_posters} posters, TMDb requests per run "
           f"{'/'.join(map(str, requests['sequential']))}, details and poster only): "
           f"{seq.describe('poster')}")
     print(f"server: most TMDb requests in any sliding 1 s window, over all runs: {windows.worst} "
           f"(limit {args.rate_limit:g})")
     print(load_line("end"))
-    print(f"ingest: real client {real.rate:.2f} posters/s vs sequential {seq.rate:.2f} "
-          f"posters/s, ratio {real.rate / seq.rate:.1f}x (ceiling at these limits "
-          f"{ceiling * REQUESTS_PER_POSTER * args.latency:.1f}x); CPU per poster "
-          f"{real.cpu_us_per_item / 1000:.2f} ms vs {seq.cpu_us_per_item / 1000:.2f} ms; "
-          f"max {windows.worst} requests in any 1 s window (limit {args.rate_limit:g}), "
-          f"{args.latency * 1000:g} ms latency")
+    closing_lines(
+        "ingest",
+        f"{ceiling:.2f} posters/s at these limits: {REQUESTS_PER_POSTER} requests per "
+        f"poster, min({args.rate_limit:g} requests/s, {args.concurrency} in flight / "
+        f"{round_trip * 1000:.0f} ms round trip measured by the sequential baseline) / "
+        f"{REQUESTS_PER_POSTER}; one request at a time, at the {args.latency * 1000:g} ms "
+        f"latency alone: {1 / (REQUESTS_PER_POSTER * args.latency):.2f} posters/s",
+        f"{real.rate:.2f} posters/s, the real client ({real.rate / ceiling:.0%} of the "
+        f"ceiling; {real.cpu_us_per_item / 1000:.2f} ms CPU per poster, wall "
+        f"{real.wall_s:.1f} s for {args.posters}); sequential {seq.rate:.2f} posters/s "
+        f"({seq.cpu_us_per_item / 1000:.2f} ms CPU per poster), ratio "
+        f"{real.rate / seq.rate:.1f}x; max {windows.worst} requests in any 1 s window "
+        f"(limit {args.rate_limit:g}), {args.latency * 1000:g} ms latency")
 
 
 if __name__ == "__main__":

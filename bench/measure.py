@@ -10,14 +10,23 @@
 - `rss_mib()` / `peak_rss_mib()`: current and peak resident memory of this process; a
   memory figure is the peak minus the baseline measured after the imports, in the same
   process (TensorFlow and tfx-bsl alone are most of a reader's memory).
+- `gemm_gflops_per_cpu_second()` and `forward_flops(model)`: this CPU's float32 matrix
+  product rate, and a model's arithmetic per image: together, the least CPU time a
+  model's forward pass (or training step, about 3 forward passes) can take here.
+- `closing_lines(name, ceiling, result)`: every benchmark's last two lines (issue 27 item
+  5): `ceiling: ...`, this machine's own bound for the work, measured in the same run,
+  then `NAME: RESULT ...`, whose first figure is the result (the one number a script
+  reads), with CPU per item beside wall time. A benchmark that has nothing to measure
+  (no GPU, no data) says so in one line instead, without figures.
 
-Used by bench/ingest.py, bench/input.py and bench/gpu.py; import it as `from measure import
-...` (bench/ is on sys.path when a script there runs).
+Used by every script in bench/; import it as `from measure import ...` (bench/ is on
+sys.path when a script there runs).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import resource
 import statistics
 import time
@@ -194,3 +203,67 @@ def rss_mib() -> float:
 def peak_rss_mib() -> float:
     """This process's peak resident memory so far (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def gemm_gflops_per_cpu_second(n: int = 1024, repeats: int = 20) -> float:
+    """float32 matrix products (numpy's BLAS, held to one thread) on this CPU: 2 x n^3
+    operations per product, in billions per CPU-second: the rate a convolution or dense
+    layer can reach at best, per core kept busy. One thread, because a BLAS thread that
+    waits for another on a loaded machine spins and counts CPU time without work (two
+    threads measured 46 GFLOP per CPU-second at load 3.5 to 10, 85 to 97 quiet)."""
+    import numpy as np
+    from threadpoolctl import threadpool_limits
+
+    a = np.random.default_rng(0).random((n, n), dtype=np.float32)
+    with threadpool_limits(1, user_api="blas"):
+        a @ a  # warm-up
+        cpu = time.process_time()
+        for _ in range(repeats):
+            a @ a
+        cpu = time.process_time() - cpu
+    return 2 * n**3 * repeats / cpu / 1e9
+
+
+def forward_flops(model: Any) -> float:
+    """Floating-point operations (2 per multiply-add) of one image through `model`'s
+    convolutions and dense layers, nested models included: the matrix-product work, beside
+    which the other layers (pooling, activations, normalisation) are small. A training
+    step is about 3 times this (the forward pass, the gradients of the inputs and of the
+    weights). Keras models built on a fixed input size."""
+    import keras
+
+    total = 0.0
+    todo = list(model.layers)
+    while todo:
+        layer = todo.pop()
+        if isinstance(layer, keras.Model):
+            todo += layer.layers
+        elif isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
+            # kernel: (kh, kw, in, out) or (in, out); every output position of one image
+            # does kernel.size multiply-adds (group convolutions are not used here).
+            positions = 1
+            for extent in layer.output.shape[1:-1]:
+                positions *= int(extent)
+            kernel = 1
+            for extent in layer.kernel.shape:
+                kernel *= int(extent)
+            total += 2.0 * positions * kernel
+    return total
+
+
+_LEADING_FIGURE = re.compile(r"-?\d[\d,]*(\.\d+)?")
+
+
+def closing_lines(name: str, ceiling: str, result: str) -> None:
+    """Print a benchmark's last two lines: `ceiling: CEILING` (this machine's bound for the
+    work, measured in the same run), then `NAME: RESULT`. RESULT must start with its figure
+    (a ratio such as 1.02x, a rate, seconds), so that a reader or a script takes the first
+    number of the last line as the result; a ValueError says which rule a line breaks."""
+    if not re.fullmatch(r"[a-z][a-z0-9_-]*", name):
+        raise ValueError(f"bench name {name!r}: lowercase letters, digits, - and _ only")
+    if not ceiling.strip():
+        raise ValueError(f"{name}: the ceiling line is empty")
+    if not _LEADING_FIGURE.match(result):
+        raise ValueError(f"{name}: the result must start with its figure, got {result[:40]!r}")
+    print(f"ceiling: {ceiling}")
+    print(f"{name}: {result}", flush=True)

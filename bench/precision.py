@@ -6,10 +6,12 @@ convolutions. Evaluate, `predict` and `batch-predict` score with `float32_copy` 
 (training/outputs.py). Both sides score the same posters with the same weights: the
 study's scratch CNN (random weights: speed does not depend on them) at `--size` pixels,
 in batches of 32, interleaved runs. The line before the result is this CPU's float32 GEMM
-rate, the ceiling for the float32 side's convolutions; the last line is the result:
+rate and the least CPU per poster the model's forward pass can take at it, the ceiling
+for the float32 side; the last line is the result (bench/measure.py's `closing_lines`):
 
-    precision: float32 copy X.XXx the speed of mixed_bfloat16 as saved (... us vs ... us CPU
-    per poster; wall ...), max |probability difference| ...
+    ceiling: float32 GEMM G GFLOP per CPU-second ...; at least F us CPU per poster ...
+    precision: R x the speed of mixed_bfloat16 as saved, for the float32 copy (... us vs
+    ... us CPU per poster; wall ...), max |probability difference| ...
 
     .venv/bin/python bench/precision.py [--policy mixed_bfloat16] [--size 128] [--posters 256]
 """
@@ -20,23 +22,18 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from measure import interleaved, load_line  # noqa: E402
-
-
-def gemm_gflops_per_cpu_second(n: int = 1024, repeats: int = 5) -> float:
-    """float32 matrix products on this CPU: billions of multiply-adds x2 per CPU-second."""
-    a = np.random.default_rng(0).random((n, n), dtype=np.float32)
-    a @ a  # warm-up
-    cpu = time.process_time()
-    for _ in range(repeats):
-        a @ a
-    return 2 * n**3 * repeats / (time.process_time() - cpu) / 1e9
+from measure import (  # noqa: E402
+    closing_lines,
+    forward_flops,
+    gemm_gflops_per_cpu_second,
+    interleaved,
+    load_line,
+)
 
 
 def main() -> int:
@@ -74,13 +71,18 @@ def main() -> int:
                        args.posters)
     difference = float(np.abs(runs["saved"].runs[0].value - runs["copy"].runs[0].value).max())
     print(load_line("end"))
-    print(f"ceiling: float32 GEMM {gemm_gflops_per_cpu_second():.0f} GFLOP per CPU-second "
-          f"on this CPU ({os.cpu_count()} CPUs)")
+    gemm, flops = gemm_gflops_per_cpu_second(), forward_flops(copy)
     saved_cpu, copy_cpu = runs["saved"].cpu_us_per_item, runs["copy"].cpu_us_per_item
-    print(f"precision: float32 copy {saved_cpu / copy_cpu:.2f}x the speed of {args.policy} as "
-          f"saved ({copy_cpu:.0f} us vs {saved_cpu:.0f} us CPU per poster; wall "
-          f"{runs['copy'].wall_s:.2f} s vs {runs['saved'].wall_s:.2f} s for {args.posters} "
-          f"posters at {args.size} px), max |probability difference| {difference:.4f}")
+    closing_lines(
+        "precision",
+        f"float32 GEMM {gemm:.0f} GFLOP per CPU-second (one thread) on this CPU "
+        f"({os.cpu_count()} CPUs); "
+        f"the forward pass is {flops / 1e6:.0f} MFLOP per poster at {args.size} px, at "
+        f"least {1e6 * flops / (gemm * 1e9):.0f} us CPU per poster in float32",
+        f"{saved_cpu / copy_cpu:.2f}x the speed of {args.policy} as saved, for the float32 "
+        f"copy ({copy_cpu:.0f} us vs {saved_cpu:.0f} us CPU per poster; wall "
+        f"{runs['copy'].wall_s:.2f} s vs {runs['saved'].wall_s:.2f} s for {args.posters} "
+        f"posters at {args.size} px), max |probability difference| {difference:.4f}")
     return 0
 
 

@@ -4,10 +4,13 @@ Runs the real-poster settings (params-real.yaml) through every stage on the 4,00
 MovieLens posters of ../shared/data/posters-movielens, in place (scripts/run_on_posters.sh,
 what `make real` runs), into a temporary folder; then prints each model's metrics at the
 served operating point beside the baselines, with the paired bootstrap intervals of mAP,
-and the wall time on this machine. The last line compares the transfer model with the
-linear probe on the same backbone's features (a strong, cheap reference):
+and the wall and CPU time on this machine (the whole process tree). The ceiling line is
+the parallel bound of that work: its CPU time spread over every core. The last line
+gives the transfer model's mAP against the linear probe on the same backbone's features
+(a strong, cheap reference), bench/measure.py's `closing_lines`:
 
-    quality: transfer mAP X vs linear probe Y (Z x)
+    ceiling: N cores: the run's C CPU-min take at least W min wall; it took ...
+    quality: X mAP, the transfer model NAME, vs Y for the linear probe (Z x), ...
 
     .venv/bin/python bench/quality.py [--data DIR] [--params FILE] [--keep DIR]
 """
@@ -15,14 +18,17 @@ linear probe on the same backbone's features (a strong, cheap reference):
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from measure import closing_lines, load_line, measure  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "posters-movielens"
@@ -55,12 +61,14 @@ def main() -> int:
     out = args.keep or Path(tempfile.mkdtemp(prefix="bench-quality-"))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}"
            f"{os.environ['PATH']}"}
-    started = time.perf_counter()
+    with open(args.data / "labels.csv", newline="") as handle:
+        posters = sum(1 for _ in csv.DictReader(handle))
     given = ["--set", f"split.assignment={args.split.resolve()}"] if args.split else []
-    subprocess.run([str(REPO / "scripts" / "run_on_posters.sh"), str(args.data), str(out),
-                    "--params", str(REPO / "params.yaml"), "--params", str(args.params),
-                    *given], check=True, env=env, stdout=subprocess.DEVNULL)
-    seconds = time.perf_counter() - started
+    print(load_line("start"), flush=True)
+    run = measure(lambda: subprocess.run(
+        [str(REPO / "scripts" / "run_on_posters.sh"), str(args.data), str(out),
+         "--params", str(REPO / "params.yaml"), "--params", str(args.params), *given],
+        check=True, env=env, stdout=subprocess.DEVNULL), tree=True)
     metrics = json.loads((out / "reports" / "metrics.json").read_text())
     # The test split's size is in the full metrics (metrics.json keeps the compared few).
     examples = json.loads((out / "reports" / "metrics_all.json").read_text())["null"].get(
@@ -72,7 +80,7 @@ def main() -> int:
 
     print(f"{args.data.name} test split, {examples} movies; "
           f"served thresholds (validation); {os.cpu_count()} CPU cores; "
-          f"wall time {seconds / 60:.1f} min (every stage, {len(kinds)} models)")
+          f"{posters} posters in all; every stage, {len(kinds)} models")
     print(f"{'model':<22} " + " ".join(f"{c:>16}" for c in COLUMNS) + "   mAP interval")
     for name, values in metrics.items():
         ci = intervals.get(name, {}).get("map_macro", {})
@@ -89,7 +97,18 @@ def main() -> int:
         return 1
     best = max(transfer, key=lambda n: metrics[n]["map_macro"])
     t, p = metrics[best]["map_macro"], metrics[probe[0]]["map_macro"]
-    print(f"quality: transfer mAP {t:.3f} vs linear probe {p:.3f} ({t / p:.2f}x)")
+    ci = intervals.get(best, {}).get("map_macro", {})
+    interval = (f" [{ci['low']:.3f}, {ci['high']:.3f}]" if ci.get("low") is not None else "")
+    print(load_line("end"))
+    cores = len(os.sched_getaffinity(0))
+    closing_lines(
+        "quality",
+        f"{cores} cores: the run's {run.cpu_s / 60:.1f} CPU-min take at least "
+        f"{run.cpu_s / cores / 60:.1f} min wall; it took {run.wall_s / 60:.1f} min "
+        f"({run.cpu_s / run.wall_s / cores:.0%} of the cores busy)",
+        f"{t:.3f} mAP, the transfer model {best}{interval}, vs {p:.3f} for the linear probe "
+        f"{probe[0]} ({t / p:.2f}x); {run.wall_s / 60:.1f} min wall, {run.cpu_s / 60:.1f} "
+        f"min CPU ({1000 * run.cpu_s / posters:.0f} ms CPU per poster, every stage)")
     return 0
 
 

@@ -19,8 +19,9 @@ execution and the precision:
 
 Transfer (VGG16, flatten head): ours computes the frozen base's features once and trains
 the head on them; the study recomputes the base on every image in every epoch. Both run
-in ours' precision, so the ratio measures that feature cache (about the number of
-epochs), not implementation speed.
+in ours' precision. Their ratio would be about the number of epochs (the base runs once
+instead of once per epoch), a choice of the benchmark, not a speed: the VGG16 line gives
+each side's CPU per image and epoch, and the result line leaves it out.
 
 Each figure is the median of `--repeats` runs (sides interleaved), with the CPU time per
 image (every thread of this process) beside the wall time, and the load average at the
@@ -29,7 +30,16 @@ start and the end: on a shared machine the wall time swings, the CPU time much l
     .venv/bin/python bench/train.py [--posters 3400] [--size 64] [--batch 32] [--epochs 3]
         [--repeats 3] [--steps-per-execution 8] [--mixed-precision auto] [--transfer-repeats 3]
 
-The last line holds the ratios (ours / study, training images per second).
+The last two lines (bench/measure.py's `closing_lines`):
+
+    ceiling: float32 GEMM G GFLOP per CPU-second; the scratch CNN's training step ... at
+    least F us CPU per image at that rate ...
+    train: R x the study's speed by CPU per image, scratch CNN (ours X us vs study Y us CPU
+    per image; wall ... img/s), ours in P, the study's float32; ...
+
+R is the study's CPU per training image over ours (above 1: ours does the same training
+with less CPU). It holds for this CPU and precision only: bfloat16 pays on a CPU with AMX
+units, and in float32 the two sides do the same work (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -46,7 +56,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from measure import MIN_REPEATS, interleaved, load_line  # noqa: E402
+from measure import (  # noqa: E402
+    MIN_REPEATS,
+    closing_lines,
+    forward_flops,
+    gemm_gflops_per_cpu_second,
+    interleaved,
+    load_line,
+)
 
 from postergenre.configs import (  # noqa: E402
     AugmentConfig,
@@ -164,7 +181,8 @@ def main() -> None:
 
         scratch = ScratchConfig(**SCRATCH, **common)
         keras.utils.set_random_seed(0)
-        weights = build_scratch_cnn(args.size, scratch).get_weights()
+        model = build_scratch_cnn(args.size, scratch)
+        weights, step_flops = model.get_weights(), 3 * forward_flops(model)
         policy = precision_policy(args.mixed_precision, tf.config.list_physical_devices("GPU"))
         configs = {"ours": scratch, "study": scratch}
         if policy != "float32":  # the precision's share of the gain
@@ -199,22 +217,33 @@ def main() -> None:
     print(f"scratch CNN study (in-memory float32 model.fit, decoded beforehand, untimed): "
           f"{cnn['study'].describe('image')}")
     if vgg:
+        per_epoch = {side: vgg[side].cpu_us_per_item for side in vgg}  # items: n x epochs
         print(f"VGG16 head ours  (features computed once, whole trainer with its outputs): "
               f"{vgg['ours'].describe('image')}")
         print(f"VGG16 head study (frozen base recomputed every epoch): "
               f"{vgg['study'].describe('image')}")
-        print("the VGG16 ratio measures the feature cache (the base runs once instead of "
-              f"{args.epochs} times), not implementation speed")
+        print(f"VGG16 head, CPU per image and epoch over {args.epochs} epochs: ours "
+              f"{per_epoch['ours']:.0f} us (the base once, then the head alone), study "
+              f"{per_epoch['study']:.0f} us (the base every epoch); their ratio grows with "
+              "the epochs (the feature cache), it is no measure of speed")
     print(load_line("end"))
-    scratch_ratio = cnn["ours"].rate / cnn["study"].rate
-    cpu_ratio = cnn["study"].cpu_us_per_item / cnn["ours"].cpu_us_per_item
-    float32_part = (f"; ours in float32 {cnn['ours float32'].rate / cnn['study'].rate:.2f}x"
-                    if "ours float32" in cnn else "")
-    vgg_part = (f", vgg16 feature cache {vgg['ours'].rate:.0f}/{vgg['study'].rate:.0f} = "
-                f"{vgg['ours'].rate / vgg['study'].rate:.2f}x" if vgg else "")
-    print(f"train img/s ours/study: scratch {cnn['ours'].rate:.0f}/{cnn['study'].rate:.0f} = "
-          f"{scratch_ratio:.2f}x (CPU per image {cpu_ratio:.2f}x; {policy} vs float32"
-          f"{float32_part}){vgg_part}")
+    gemm = gemm_gflops_per_cpu_second()
+    floor_us = 1e6 * step_flops / (gemm * 1e9)
+    ours, study = cnn["ours"], cnn["study"]
+    float32_part = (f"; ours in float32 {cnn['ours float32'].cpu_us_per_item:.0f} us CPU "
+                    f"per image" if "ours float32" in cnn else "")
+    closing_lines(
+        "train",
+        f"float32 GEMM {gemm:.0f} GFLOP per CPU-second (one thread) on this CPU "
+        f"({os.cpu_count()} CPUs); "
+        f"the scratch CNN's training step at {args.size} px is about "
+        f"{step_flops / 1e6:.0f} MFLOP per image (3 x its forward pass's convolutions and "
+        f"dense layers), at least {floor_us:.0f} us CPU per image at that rate (ours "
+        f"{ours.cpu_us_per_item:.0f} us, study {study.cpu_us_per_item:.0f} us)",
+        f"{study.cpu_us_per_item / ours.cpu_us_per_item:.2f}x the study's speed by CPU per "
+        f"image, scratch CNN (ours {ours.cpu_us_per_item:.0f} us vs study "
+        f"{study.cpu_us_per_item:.0f} us CPU per image; wall {ours.rate:.0f} vs "
+        f"{study.rate:.0f} img/s), ours in {policy}, the study's float32{float32_part}")
 
 
 if __name__ == "__main__":
