@@ -77,6 +77,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from measure import (  # noqa: E402
     MIN_REPEATS,
+    closing_lines,
     grandchildren_ended,
     interleaved,
     load_line,
@@ -405,15 +406,16 @@ def main() -> None:
     print(load_line("end"))
     cores = len(os.sched_getaffinity(0))
     bound = cores * 1e6 / required
-    print(f"ceiling: {bound:.0f} img/s = {cores} cores x {1e6 / required:.0f} img per "
-          f"core-second for the steps ours must do, each alone in one thread ({required:.0f} "
-          f"us); this machine's two processes at once run {two_rate / one_rate:.2f} times "
-          "one")
-    print(f"input: {ours.cpu_us_per_item / study.cpu_us_per_item:.2f} of the study's CPU "
-          f"per image (ours {ours.cpu_us_per_item:.0f} us vs study "
-          f"{study.cpu_us_per_item:.0f} us, process tree, target < 1); wall ours "
-          f"{ours.rate:.0f} img/s ({ours.rate / bound:.0%} of the ceiling) vs study "
-          f"{study.rate:.0f} img/s; reader memory {_memory_figures(memory)}")
+    closing_lines(
+        "input",
+        f"{bound:.0f} img/s = {cores} cores x {1e6 / required:.0f} img per core-second for "
+        f"the steps ours must do, each alone in one thread ({required:.0f} us); this "
+        f"machine's two processes at once run {two_rate / one_rate:.2f} times one",
+        f"{ours.cpu_us_per_item / study.cpu_us_per_item:.2f} of the study's CPU per image "
+        f"(ours {ours.cpu_us_per_item:.0f} us vs study {study.cpu_us_per_item:.0f} us, "
+        f"process tree, target < 1); wall ours {ours.rate:.0f} img/s ({ours.rate / bound:.0%} "
+        f"of the ceiling) vs study {study.rate:.0f} img/s; reader memory "
+        f"{_memory_figures(memory)}")
 
 
 def _memory_figures(memory: dict[int, tuple[float, float, list[float]]]) -> str:

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from measure import load_line  # noqa: E402
+from measure import closing_lines, load_line  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 ENTRIES = ("validate", "evaluate", "gate", "predict", "batch-predict")
@@ -138,11 +138,6 @@ def main() -> int:
             f" s wall" for side in sides))
     print(load_line("end"))
     tf_entries = [e for e in entries if e in TENSORFLOW_ENTRIES]
-    print(f"ceiling: bare python {median(floor['bare'], 0):.2f} s CPU; python + import "
-          f"tensorflow {median(floor['tensorflow'], 0):.2f} s CPU "
-          f"({median(floor['tensorflow'], 1):.1f} s wall), the floor of each entry that "
-          f"scores with TensorFlow ({', '.join(tf_entries) or 'none measured'}: "
-          f"{len(tf_entries) * median(floor['tensorflow'], 0):.1f} s CPU together)")
 
     def total(side: str, i: int) -> float:
         return sum(median(runs[entry, side], i) for entry in entries)
@@ -151,8 +146,15 @@ def main() -> int:
               f"{total('before', 1):.1f} s" if "before" in sides
               else f"wall {total('after', 1):.1f} s")
     each = ", ".join(f"{entry} {median(runs[entry, 'after'], 0):.2f}" for entry in entries)
-    print(f"startup: {total('after', 0):.1f} s CPU for {', '.join(entries)} ({before}; "
-          f"{args.posters} posters, median of {args.repeats}), each in s CPU: {each}")
+    closing_lines(
+        "startup",
+        f"bare python {median(floor['bare'], 0):.2f} s CPU; python + import tensorflow "
+        f"{median(floor['tensorflow'], 0):.2f} s CPU ({median(floor['tensorflow'], 1):.1f} s "
+        f"wall), the floor of each entry that scores with TensorFlow "
+        f"({', '.join(tf_entries) or 'none measured'}: "
+        f"{len(tf_entries) * median(floor['tensorflow'], 0):.1f} s CPU together)",
+        f"{total('after', 0):.1f} s CPU for {', '.join(entries)} ({before}; {args.posters} "
+        f"posters, median of {args.repeats}), each in s CPU: {each}")
     return 0
 
 
