@@ -110,3 +110,20 @@ def test_predict_gives_each_poster_what_evaluate_scored_for_it(probe_dir, tiny_p
     served = predict_posters(predictor, [str(tiny_data / files[i]) for i in ids])
     assert len(ids) > 5 and all(r.error is None for r in served)
     np.testing.assert_allclose([r.probabilities for r in served], scored, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_grad_cam_adds_each_base_map(probe_dir, tiny_prepared):
+    """The report's and predict's Grad-CAM on a probe of several bases: one feature map
+    per base, each upsampled to the poster, summed; the heat maps are in [0, 1]."""
+    from postergenre.serving.gradcam import feature_layers, gradcam
+    from postergenre.training.outputs import load_model
+
+    info = json.loads((probe_dir / "training.json").read_text())
+    model = load_model(probe_dir)
+    assert [layer.name for layer in feature_layers(model)] == [
+        f"{b}_base" for b in info["backbones"]]
+    images = np.random.default_rng(0).uniform(0, 255, (2, TINY_IMAGE, TINY_IMAGE, 3))
+    heat = gradcam(model, images.astype("float32"), np.array([0, 6]))
+    assert heat.shape == (2, TINY_IMAGE, TINY_IMAGE)
+    assert heat.min() >= 0 and heat.max() <= 1
