@@ -84,7 +84,8 @@ def test_the_linear_probe_command_is_train_linear_probe_with_the_old_spelling_ke
 def test_settings_with_choices_show_them():
     text = " ".join(_help("train-transfer").split())
     assert "--optimizer {sgd,adam,adamw}" in text
-    assert "--backbone {vgg16,efficientnet_lite0}" in text
+    assert ("--backbone {vgg16,efficientnet_lite0,efficientnet_lite1,efficientnet_lite2}"
+            in text)
     assert " ".join(_help("augment").split()).count("--transforms {hflip,crop,jitter},...") == 2
     for name, *_ in describe_fields(TransferConfig):
         if name in field_choices(TransferConfig):

@@ -38,8 +38,8 @@ def test_params_yaml_and_each_overlay_over_it_validate(overlays):
     experiment = load_experiment([REPO_ROOT / "params.yaml", *(REPO_ROOT / o for o in overlays)])
     trained = [spec.name for spec in experiment.models]
     if overlays == ("params-real.yaml",):  # it names the demo model it drops
-        assert set(trained) == set(DEMO_MODELS) - {"vgg16_transfer"} | {"lite0_probe",
-                                                                        "lite0_transfer"}
+        assert set(trained) == set(DEMO_MODELS) - {"vgg16_transfer"} | {
+            "lite0_probe", "lite_probe", "lite0_transfer"}
     else:
         assert trained == DEMO_MODELS
 

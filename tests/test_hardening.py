@@ -98,7 +98,7 @@ def test_every_pickle_of_a_weights_file_goes_through_the_restricted_unpickler(tm
     callable a crafted file names."""
     import pickle
 
-    from postergenre.training.lite0 import read_legacy_torch_state_dict
+    from postergenre.training.lite import read_legacy_torch_state_dict
 
     marker = tmp_path / "ran"
 

@@ -85,7 +85,9 @@ def test_real_posters_bless_a_model_and_reject_it_trained_on_shuffled_labels(tmp
     of the real settings: about 4 minutes of features on 2 cores; bench/quality.py runs
     them all) is blessed; the same model trained on the same posters with each movie's
     genres taken from another movie learns only the genre priors and is rejected."""
-    (tmp_path / "probe.yaml").write_text("models: {scratch_cnn: null, lite0_transfer: null}\n")
+    (tmp_path / "probe.yaml").write_text(
+        "models: {scratch_cnn: null, lite0_transfer: null, lite_probe: null}\n"
+        "evaluate: {reference_model: ''}\n")
     probe = [REPO_ROOT / "params-real.yaml", tmp_path / "probe.yaml"]
 
     done = _make_real(tmp_path / "real", POSTERS_MOVIELENS, probe)

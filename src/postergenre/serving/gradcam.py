@@ -1,9 +1,10 @@
 """Grad-CAM (Selvaraju et al. 2017): where in a poster a model looked for a genre.
 
 The heat map is the ReLU of the last convolutional feature map weighted by the mean
-gradient of the genre's score over it, upsampled to the poster. It works for both
-architectures: the from-scratch CNN's last Conv2D, and the VGG16 model's frozen base
-(a nested model whose output is the last feature map the head sees).
+gradient of the genre's score over it, upsampled to the poster. It works for every
+architecture: the from-scratch CNN's last Conv2D, a transfer model's or a probe's frozen
+base (a nested model whose output is the last feature map the head sees), and a probe
+on several bases (their maps added).
 
 `captioned_overlay` draws the heat map over the poster at the poster's own aspect ratio
 (the model sees a square, squashed copy; its heat map is stretched back to the poster's
@@ -24,54 +25,57 @@ def conv_layers(model: keras.Model) -> list[keras.layers.Layer]:
     return [layer for layer in all_layers(model) if isinstance(layer, keras.layers.Conv2D)]
 
 
-def feature_layer(model: keras.Model) -> keras.layers.Layer:
-    """The model's last top-level layer with a spatial (4-D) output: the last Conv2D
-    when it sits at the top level, else the nested base that ends in one."""
+def feature_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """The top-level layers whose spatial (4-D) output the heat map reads: the last
+    Conv2D when one sits at the top level, else every nested base that ends in one (one
+    for a transfer model or a probe, one per backbone for a probe on several)."""
     candidates = [layer for layer in model.layers[1:]
                   if len(getattr(getattr(layer, "output", None), "shape", None) or ()) == 4]
     convs = [layer for layer in candidates if isinstance(layer, keras.layers.Conv2D)]
     if convs:
-        return convs[-1]
-    if not candidates:
+        return convs[-1:]
+    bases = [layer for layer in candidates if isinstance(layer, keras.Model)]
+    if not bases:
         raise ValueError(f"model {model.name!r} has no spatial feature map for Grad-CAM")
-    return candidates[-1]
-
-
-def _chain(model: keras.Model, layer: keras.layers.Layer, x):
-    """(feature map, scores) by running the top-level layers one after another.
-
-    Both architectures are chains of top-level layers. Running them in order (instead of
-    building a probe model from inner tensors) also works when a nested base reuses the
-    outer input's name, which Keras refuses in a new functional model.
-    """
-    h, features = x, None
-    for current in model.layers[1:]:
-        h = current(h, training=False)
-        if current is layer:
-            features = h
-    return features, h
+    return bases
 
 
 def gradcam(model: keras.Model, images: np.ndarray, genre_indices: np.ndarray) -> np.ndarray:
     """Heat maps in [0, 1], (n, H, W), of each image for its genre index (of the poster
-    as it is, where the model also averages with its mirror image)."""
+    as it is, where the model also averages with its mirror image).
+
+    The model runs through its own graph (what its call does), each feature layer's
+    output watched as it is made. With several bases, each one's map (ReLU, upsampled)
+    is added: the probe's score is a sum over its bases' pooled features.
+    """
     import tensorflow as tf
 
     model = unmirrored(model)
-    layer = feature_layer(model)
+    chosen_layers = feature_layers(model)
     x = tf.convert_to_tensor(np.asarray(images, dtype=np.float32))
-    with tf.GradientTape() as tape:
-        features, scores = _chain(model, layer, x)
-        tape.watch(features)
+    features: list[tf.Tensor] = []
+    tape = tf.GradientTape()
+
+    def watched(operation):
+        def call(*args, **kwargs):
+            if isinstance(operation, keras.layers.Layer):
+                kwargs["training"] = False
+            out = operation(*args, **kwargs)
+            if operation in chosen_layers:
+                tape.watch(out)
+                features.append(out)
+            return out
+        return call
+
+    with tape:
+        scores = model._run_through_graph(x, operation_fn=watched)
         chosen = tf.gather(scores, np.asarray(genre_indices), axis=1, batch_dims=1)
-    # The chain must be the model: a branching architecture would give other scores.
-    expected = model(x, training=False)
-    if not np.allclose(scores.numpy(), np.asarray(expected), atol=1e-5):
-        raise ValueError(f"model {model.name!r} is not a chain of layers: no Grad-CAM")
-    grads = tape.gradient(chosen, features)
-    weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
-    cam = tf.nn.relu(tf.reduce_sum(weights * features, axis=-1))[..., None]
-    cam = tf.image.resize(cam, x.shape[1:3], method="bilinear")[..., 0].numpy()
+    cam = 0.0
+    for grads, feature in zip(tape.gradient(chosen, features), features, strict=True):
+        weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
+        one = tf.nn.relu(tf.reduce_sum(weights * feature, axis=-1))[..., None]
+        cam = cam + tf.image.resize(one, x.shape[1:3], method="bilinear")[..., 0].numpy()
+    cam = np.asarray(cam)
     peak = cam.reshape(len(cam), -1).max(axis=1)
     return cam / np.where(peak > 0, peak, 1.0)[:, None, None]
 

