@@ -4,13 +4,16 @@ Runs the real-poster settings (params-real.yaml) through every stage on the 4,00
 MovieLens posters of ../shared/data/posters-movielens, in place (scripts/run_on_posters.sh,
 what `make real` runs), into a temporary folder; then prints each model's metrics at the
 served operating point beside the baselines, with the paired bootstrap intervals of mAP,
-and the wall and CPU time on this machine (the whole process tree). The ceiling line is
-the parallel bound of that work: its CPU time spread over every core. The last line
-gives the transfer model's mAP against the linear probe on the same backbone's features
-(a strong, cheap reference), bench/measure.py's `closing_lines`:
+and the wall and CPU time on this machine (the whole process tree), and what training
+chose on validation (mirror averaging, the probe's backbones). The ceiling line is the
+parallel bound of that work: its CPU time spread over every core. The last line gives the
+served model (the gate's blessed one, else the best trained) against
+`evaluate.reference_model` (params-real.yaml: lite0_transfer), with bootstrap.json's
+paired intervals, through bench/measure.py's `closing_lines`:
 
     ceiling: N cores: the run's C CPU-min take at least W min wall; it took ...
-    quality: X mAP, the transfer model NAME, vs Y for the linear probe (Z x), ...
+    quality: X mAP, NAME (blessed) [low, high]; against REFERENCE (paired): map_macro
+      +d [low, high], f1_macro ..., f1_micro ...; ... min wall, ... min CPU (...)
 
     .venv/bin/python bench/quality.py [--data DIR] [--params FILE] [--keep DIR]
 """
@@ -73,8 +76,13 @@ def main() -> int:
     # The test split's size is in the full metrics (metrics.json keeps the compared few).
     examples = json.loads((out / "reports" / "metrics_all.json").read_text())["null"].get(
         "examples")
-    intervals = json.loads((out / "reports" / "bootstrap.json").read_text())["intervals"]
+    bootstrap = json.loads((out / "reports" / "bootstrap.json").read_text())
+    intervals = bootstrap["intervals"]
     blessing = json.loads((out / "reports" / "blessing.json").read_text())
+    # What training chose on validation: each model's mirror averaging (and the probe's
+    # backbone set), from its training.json.
+    chosen = {name: json.loads((out / "outputs" / "models" / name / "training.json")
+                               .read_text()) for name in kinds}
     if args.keep is None:
         shutil.rmtree(out)
 
@@ -90,15 +98,23 @@ def main() -> int:
         kind = kinds.get(name, "baseline")
         print(f"{name + ' (' + kind + ')':<22.22} {cells}   {interval}")
     print(f"gate: {blessing['decision']} {blessing['model'] or ''}".rstrip())
-    transfer = [n for n, k in kinds.items() if k == "transfer"]
-    probe = [n for n, k in kinds.items() if k == "linear_probe"]
-    if not transfer or not probe:
-        print("quality: the params file needs a transfer model and a linear_probe model")
-        return 1
-    best = max(transfer, key=lambda n: metrics[n]["map_macro"])
-    t, p = metrics[best]["map_macro"], metrics[probe[0]]["map_macro"]
-    ci = intervals.get(best, {}).get("map_macro", {})
-    interval = (f" [{ci['low']:.3f}, {ci['high']:.3f}]" if ci.get("low") is not None else "")
+    for name, training in chosen.items():
+        mirror = training.get("test_time_mirror") or {}
+        maps = mirror.get("validation_map")
+        print(f"{name}: mirror averaging {'used' if mirror.get('used') else 'not used'}"
+              + (f" (validation mAP {maps['plain']:.3f} plain, {maps['mirrored']:.3f} "
+                 "mirrored)" if maps else "")
+              + (f"; backbones {'+'.join(training['backbones'])}"
+                 if training.get("backbones") else ""))
+    served = blessing["model"] or max(kinds, key=lambda n: metrics[n]["map_macro"])
+    ci = intervals.get(served, {}).get("map_macro", {})
+    interval = f" [{ci['low']:.3f}, {ci['high']:.3f}]" if ci.get("low") is not None else ""
+    reference = bootstrap["versus"]["model"]
+    paired = bootstrap["versus"]["differences"].get(served)
+    against = (f"against {reference} (paired): " + ", ".join(
+        f"{key} {paired[key]['estimate']:+.3f} [{paired[key]['low']:+.3f}, "
+        f"{paired[key]['high']:+.3f}]" for key in ("map_macro", "f1_macro", "f1_micro"))
+        if paired else f"it is the reference model {reference}")
     print(load_line("end"))
     cores = len(os.sched_getaffinity(0))
     closing_lines(
@@ -106,9 +122,10 @@ def main() -> int:
         f"{cores} cores: the run's {run.cpu_s / 60:.1f} CPU-min take at least "
         f"{run.cpu_s / cores / 60:.1f} min wall; it took {run.wall_s / 60:.1f} min "
         f"({run.cpu_s / run.wall_s / cores:.0%} of the cores busy)",
-        f"{t:.3f} mAP, the transfer model {best}{interval}, vs {p:.3f} for the linear probe "
-        f"{probe[0]} ({t / p:.2f}x); {run.wall_s / 60:.1f} min wall, {run.cpu_s / 60:.1f} "
-        f"min CPU ({1000 * run.cpu_s / posters:.0f} ms CPU per poster, every stage)")
+        f"{metrics[served]['map_macro']:.3f} mAP, {served} "
+        f"({'blessed' if blessing['model'] else 'none blessed: the best trained'})"
+        f"{interval}; {against}; {run.wall_s / 60:.1f} min wall, {run.cpu_s / 60:.1f} min "
+        f"CPU ({1000 * run.cpu_s / posters:.0f} ms CPU per poster, every stage)")
     return 0
 
 
