@@ -70,12 +70,12 @@ def gradcam(model: keras.Model, images: np.ndarray, genre_indices: np.ndarray) -
     with tape:
         scores = model._run_through_graph(x, operation_fn=watched)
         chosen = tf.gather(scores, np.asarray(genre_indices), axis=1, batch_dims=1)
-    cam = 0.0
+    maps = []
     for grads, feature in zip(tape.gradient(chosen, features), features, strict=True):
         weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
         one = tf.nn.relu(tf.reduce_sum(weights * feature, axis=-1))[..., None]
-        cam = cam + tf.image.resize(one, x.shape[1:3], method="bilinear")[..., 0].numpy()
-    cam = np.asarray(cam)
+        maps.append(tf.image.resize(one, x.shape[1:3], method="bilinear")[..., 0].numpy())
+    cam = np.sum(maps, axis=0)
     peak = cam.reshape(len(cam), -1).max(axis=1)
     return cam / np.where(peak > 0, peak, 1.0)[:, None, None]
 
