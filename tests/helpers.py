@@ -212,3 +212,25 @@ def radiance_hdr() -> bytes:
     ok, data = cv2.imencode(".hdr", np.full((72, 48, 3), 0.5, np.float32))
     assert ok
     return data.tobytes()
+
+
+def assert_probe_scores_are_sklearns(keras_scores: np.ndarray, train_features: np.ndarray,
+                                     train_y: np.ndarray, test_features: np.ndarray,
+                                     atol: float) -> None:
+    """Each genre's probe scores (columns of `keras_scores`) equal scikit-learn's
+    LogisticRegression(C=0.5) fitted on the standardised `train_features` and applied to
+    `test_features` (already standardised); a genre all positive or all negative is
+    skipped."""
+    from sklearn.linear_model import LogisticRegression
+
+    from postergenre.training.linear_probe import standardise
+
+    mean, variance = train_features.mean(axis=0), train_features.var(axis=0)
+    for j in range(train_y.shape[1]):
+        y = train_y[:, j]
+        if y.min() == y.max():
+            continue
+        fitted = LogisticRegression(C=0.5, max_iter=2000).fit(
+            standardise(train_features, mean, variance), y)
+        np.testing.assert_allclose(keras_scores[:, j], fitted.predict_proba(test_features)[:, 1],
+                                   atol=atol)
